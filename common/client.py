@@ -1,0 +1,150 @@
+"""The request client that every client (CLI, simulator, desktop app, tests) uses.
+
+A DEALER socket with correlation ids: replies are matched to requests, so a
+late reply to a request that timed out is recognised and dropped. Not
+thread-safe: use one Client per thread (ZeroMQ sockets belong to one thread).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from . import protocol
+from .endpoints import Endpoints, parse_server
+
+
+class RequestError(Exception):
+    """The server answered with an error."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ServerUnavailable(TimeoutError):
+    """No reply within the timeout."""
+
+
+class Client:
+    def __init__(
+        self,
+        server: str | Endpoints | None = None,
+        *,
+        timeout: float = 5.0,
+        context: zmq.Context | None = None,
+    ):
+        self.endpoints = server if isinstance(server, Endpoints) else parse_server(server)
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._socket: zmq.Socket | None = None
+        self._pending: dict[int, str] = {}  # request id -> op, for pipelined use
+
+    # -- plumbing ------------------------------------------------------------
+    @property
+    def socket(self) -> zmq.Socket:
+        if self._socket is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(self.endpoints.requests)
+            self._socket = sock
+        return self._socket
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._pending.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one request, one reply ---------------------------------------------
+    def call(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        """Send one request and wait for its reply; returns the typed result."""
+        request_id = self.send(op, **fields)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.socket.poll(remaining * 1000):
+                # Drop the socket so a reply that arrives later cannot be
+                # mistaken for the answer to the next request.
+                self.close()
+                raise ServerUnavailable(
+                    f"no reply from {self.endpoints.requests} to {op!r} "
+                    f"within {self.timeout if timeout is None else timeout:g} s"
+                )
+            reply_id, result = self._receive()
+            if reply_id == request_id:
+                return result
+
+    # -- pipelined use (load generator, benchmarks) -------------------------
+    def send(self, op: str, **fields: Any) -> int:
+        request_id = next(self._ids)
+        self._pending[request_id] = op
+        self.socket.send(protocol.encode({"op": op, "id": request_id, **fields}))
+        return request_id
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Any]:
+        """The next reply to a `send`: (request id, result); raises RequestError."""
+        wait = self.timeout if timeout is None else timeout
+        if not self.socket.poll(wait * 1000):
+            raise ServerUnavailable(f"no reply from {self.endpoints.requests} within {wait:g} s")
+        return self._receive()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def _receive(self) -> tuple[int, Any]:
+        reply = protocol.decode_reply(self.socket.recv())
+        op = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+        if not reply.ok:
+            error = reply.error or protocol.ErrorInfo("internal", "error reply without details")
+            if op is None:
+                return reply.id, None  # an error for a request we gave up on
+            raise RequestError(error.code, error.message)
+        result_type = protocol.RESULT_TYPES.get(op) if op else None
+        result = msgspec.convert(reply.result, result_type) if result_type else reply.result
+        return reply.id, result
+
+    # -- the ops, typed ------------------------------------------------------
+    def ping(self) -> protocol.PingResult:
+        return self.call("ping")
+
+    def create_story(
+        self, name: str, tasks: list[dict[str, Any]], description: str = ""
+    ) -> protocol.CreateStoryResult:
+        return self.call("create_story", name=name, tasks=tasks, description=description)
+
+    def delete_story(self, story_id: int) -> None:
+        self.call("delete_story", story_id=story_id)
+
+    def get_story(self, story_id: int) -> protocol.StoryView:
+        return self.call("get_story", story_id=story_id)
+
+    def list_stories(
+        self, status: str | None = None, offset: int = 0, limit: int = 100
+    ) -> protocol.ListStoriesResult:
+        fields: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status:
+            fields["status"] = status
+        return self.call("list_stories", **fields)
+
+    def snapshot(self, history_seconds: int = 600) -> protocol.SnapshotResult:
+        return self.call("snapshot", history_seconds=history_seconds)
+
+    def set_pool(
+        self, min_workers: int | None = None, max_workers: int | None = None
+    ) -> protocol.PoolResult:
+        fields = {k: v for k, v in (("min_workers", min_workers), ("max_workers", max_workers)) if v is not None}
+        return self.call("set_pool", **fields)

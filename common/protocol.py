@@ -1,0 +1,328 @@
+"""The wire protocol: every message that crosses a socket, with its schema and limits.
+
+Everything is UTF-8 JSON, one object per frame. Requests are decoded straight
+into the tagged union `Request` (tag field `op`); msgspec rejects wrong types,
+missing or unknown fields and out-of-range values with a message that names the
+field and the limit (e.g. ``Expected `int` <= 3600000 - at `$.tasks[0].estimate_ms` ``).
+
+docs/protocol.md documents this module for third-party clients; a test decodes
+every example in that document against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta, Struct
+
+PROTOCOL_VERSION = 1
+
+# -- limits ---------------------------------------------------------------
+MAX_FRAME_BYTES = 256 * 1024  # a request frame larger than this is refused unread
+NAME_MAX = 200  # characters in a story or task name
+DESCRIPTION_MAX = 4_000  # characters in a story description
+TASKS_MAX = 500  # tasks in one story
+ESTIMATE_MS_MAX = 3_600_000  # one hour
+LIST_LIMIT_MAX = 1_000  # stories in one list_stories page
+HISTORY_SECONDS_MAX = 3_600  # stats history a snapshot can carry
+WORKERS_MAX = 256  # upper bound for max_workers
+ID_MAX = 2**53 - 1  # ids stay exact in every JSON implementation
+CORRELATION_MAX = 128  # characters in a string correlation id
+
+Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
+TaskName = Annotated[str, Meta(max_length=NAME_MAX)]
+Description = Annotated[str, Meta(max_length=DESCRIPTION_MAX)]
+EstimateMs = Annotated[int, Meta(ge=0, le=ESTIMATE_MS_MAX)]
+StoryId = Annotated[int, Meta(ge=1, le=ID_MAX)]
+WorkerCount = Annotated[int, Meta(ge=0, le=WORKERS_MAX)]
+CorrelationId = Union[int, Annotated[str, Meta(max_length=CORRELATION_MAX)], None]
+StoryStatus = Literal["open", "done"]
+TaskState = Literal["queued", "running", "done"]
+
+
+# -- requests: client DEALER/REQ -> server ROUTER ---------------------------
+class TaskSpec(Struct, forbid_unknown_fields=True):
+    estimate_ms: EstimateMs
+    name: TaskName = ""
+
+
+class _Request(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
+    id: CorrelationId = None
+
+
+class Ping(_Request, tag="ping"):
+    pass
+
+
+class CreateStory(_Request, tag="create_story", kw_only=True):
+    name: Name
+    tasks: Annotated[list[TaskSpec], Meta(min_length=1, max_length=TASKS_MAX)]
+    description: Description = ""
+
+
+class DeleteStory(_Request, tag="delete_story", kw_only=True):
+    story_id: StoryId
+
+
+class GetStory(_Request, tag="get_story", kw_only=True):
+    story_id: StoryId
+
+
+class ListStories(_Request, tag="list_stories", kw_only=True):
+    status: StoryStatus | None = None
+    offset: Annotated[int, Meta(ge=0, le=ID_MAX)] = 0
+    limit: Annotated[int, Meta(ge=1, le=LIST_LIMIT_MAX)] = 100
+
+
+class Snapshot(_Request, tag="snapshot", kw_only=True):
+    history_seconds: Annotated[int, Meta(ge=0, le=HISTORY_SECONDS_MAX)] = 600
+
+
+class SetPool(_Request, tag="set_pool", kw_only=True):
+    min_workers: WorkerCount | None = None
+    max_workers: Annotated[int, Meta(ge=1, le=WORKERS_MAX)] | None = None
+
+
+Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool]
+OPS = tuple(t.__struct_config__.tag for t in Request.__args__)
+
+
+# -- results -----------------------------------------------------------------
+class PingResult(Struct):
+    server_version: str
+    protocol_version: int
+
+
+class CreateStoryResult(Struct):
+    story_id: int
+    task_ids: list[int]
+
+
+class TaskView(Struct):
+    task_id: int
+    name: str
+    estimate_ms: int
+    state: TaskState
+    attempts: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class StoryView(Struct, omit_defaults=True):
+    story_id: int
+    name: str
+    description: str
+    status: StoryStatus
+    created_at: float
+    tasks_total: int
+    tasks_done: int
+    completed_at: float | None = None
+    tasks: list[TaskView] | None = None  # get_story only
+
+
+class ListStoriesResult(Struct):
+    stories: list[StoryView]
+    total: int
+
+
+class PoolResult(Struct):
+    min_workers: int
+    max_workers: int
+    workers: int
+    target: int
+
+
+class Empty(Struct):
+    pass
+
+
+# -- events: server PUB, two frames [topic, json] ---------------------------
+class Stats(Struct, kw_only=True):
+    seq: int
+    ts: float  # server wall clock, seconds since the epoch
+    stories_produced_per_s: float
+    stories_completed_per_s: float
+    open_stories: int
+    completed_stories: int
+    tasks_produced_per_s: float
+    tasks_completed_per_s: float
+    tasks_queued: int
+    tasks_running: int
+    tasks_completed: int  # since the database was created
+    queued_work_s: float  # estimate-seconds of queued tasks, time scale applied
+    workers: int
+    workers_busy: int
+    workers_target: int
+    min_workers: int
+    max_workers: int
+    rate_window_s: float  # rates are averaged over this sliding window
+
+
+class StoryEvent(Struct, kw_only=True):
+    seq: int
+    ts: float
+    event: Literal["created", "completed", "deleted"]
+    story_id: int
+
+
+class PoolEvent(Struct, kw_only=True):
+    seq: int
+    ts: float
+    old_size: int
+    new_size: int
+    reason: str
+
+
+class SnapshotResult(Struct):
+    seq: int  # the seq of the last message published before this snapshot
+    stats: Stats
+    history: list[Stats]  # one entry a second, oldest first
+
+
+TOPIC_STATS = b"stats"
+TOPIC_STORY = b"story"
+TOPIC_POOL = b"pool"
+EVENT_TYPES: dict[bytes, type] = {
+    TOPIC_STATS: Stats,
+    TOPIC_STORY: StoryEvent,
+    TOPIC_POOL: PoolEvent,
+}
+
+
+# -- replies -----------------------------------------------------------------
+class ErrorInfo(Struct):
+    code: Literal["invalid_request", "not_found", "busy", "internal", "version_mismatch"]
+    message: str
+
+
+class Reply(Struct, omit_defaults=True):
+    ok: bool
+    id: CorrelationId = None
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+INVALID, NOT_FOUND, BUSY, INTERNAL = "invalid_request", "not_found", "busy", "internal"
+
+RESULT_TYPES: dict[str, type] = {
+    "ping": PingResult,
+    "create_story": CreateStoryResult,
+    "delete_story": Empty,
+    "get_story": StoryView,
+    "list_stories": ListStoriesResult,
+    "snapshot": SnapshotResult,
+    "set_pool": PoolResult,
+}
+
+
+# -- workers: worker DEALER <-> server ROUTER --------------------------------
+class Ready(Struct, tag="ready", tag_field="type"):
+    pid: int
+    host: str = ""
+
+
+class Done(Struct, tag="done", tag_field="type"):
+    task_ids: list[int]
+
+
+class Heartbeat(Struct, tag="hb", tag_field="type"):
+    pass
+
+
+class Work(Struct, tag="work", tag_field="type"):
+    """One lease: tasks the worker runs one after another, then reports at once."""
+
+    tasks: list[tuple[int, int]]  # (task_id, estimate_ms)
+    time_scale: float
+
+
+class Stop(Struct, tag="stop", tag_field="type"):
+    pass
+
+
+WorkerMessage = Union[Ready, Done, Heartbeat]
+ServerToWorker = Union[Work, Heartbeat, Stop]
+
+
+# -- encode / decode ---------------------------------------------------------
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+_request_decoder = msgspec.json.Decoder(Request)
+_worker_decoder = msgspec.json.Decoder(WorkerMessage)
+_to_worker_decoder = msgspec.json.Decoder(ServerToWorker)
+_reply_decoder = msgspec.json.Decoder(Reply)
+_event_decoders = {topic: msgspec.json.Decoder(t) for topic, t in EVENT_TYPES.items()}
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow the protocol; the message names the field."""
+
+
+def decode_request(frame: bytes) -> Request:
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"request is {len(frame)} bytes; the limit is {MAX_FRAME_BYTES}")
+    try:
+        return _request_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_explain(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
+
+
+def _explain(message: str) -> str:
+    # msgspec's wording for an unknown tag is terse; say what is allowed.
+    if message.startswith("Invalid value") and message.endswith("`$.op`"):
+        return f"{message}; known ops: {', '.join(OPS)}"
+    return message
+
+
+def correlation_id(frame: bytes) -> CorrelationId:
+    """Best-effort `id` of a frame that failed validation, so the error reply can echo it."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return None
+    try:
+        value = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    found = value.get("id") if isinstance(value, dict) else None
+    if isinstance(found, bool) or not isinstance(found, (int, str)):
+        return None
+    if isinstance(found, str) and len(found) > CORRELATION_MAX:
+        return None
+    return found
+
+
+def decode_worker_message(frame: bytes) -> WorkerMessage:
+    try:
+        return _worker_decoder.decode(frame)
+    except msgspec.MsgspecError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def decode_to_worker(frame: bytes) -> Work | Heartbeat | Stop:
+    return _to_worker_decoder.decode(frame)
+
+
+def decode_reply(frame: bytes) -> Reply:
+    return _reply_decoder.decode(frame)
+
+
+def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
+    decoder = _event_decoders.get(topic)
+    if decoder is None:
+        raise ProtocolError(f"unknown topic {topic!r}")
+    return decoder.decode(frame)
+
+
+def ok(request_id: CorrelationId, result: Any) -> bytes:
+    return encode(Reply(ok=True, id=request_id, result=result))
+
+
+def error(request_id: CorrelationId, code: str, message: str) -> bytes:
+    return encode(Reply(ok=False, id=request_id, error=ErrorInfo(code, message)))
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)

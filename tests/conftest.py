@@ -1,0 +1,30 @@
+import os
+
+# Before any QApplication exists: without a display the whole run would abort.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from support import ServerProcess  # noqa: E402
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Make servers on free ports with a temporary database; all are stopped at the end."""
+    made: list[ServerProcess] = []
+
+    def make(**options) -> ServerProcess:
+        srv = ServerProcess(tmp_path / f"storypulse-{len(made)}.db", **options)
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill9()
+
+
+@pytest.fixture
+def server(server_factory) -> ServerProcess:
+    """A running server: 2 workers, estimates at 1/100 of their length."""
+    return server_factory(time_scale=0.01).start()
