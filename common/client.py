@@ -16,6 +16,7 @@ import zmq
 
 from . import protocol
 from .endpoints import Endpoints, parse_server
+from .security import client_security_for
 
 
 class RequestError(Exception):
@@ -45,6 +46,8 @@ class Client:
         self._ids = itertools.count(1)
         self._socket: zmq.Socket | None = None
         self._pending: dict[int, str] = {}  # request id -> op, for pipelined use
+        # Off loopback the server requires CURVE; fail now, clearly, if keys are missing.
+        self._security = client_security_for(self.endpoints.host)
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -52,6 +55,8 @@ class Client:
         if self._socket is None:
             sock = self._context.socket(zmq.DEALER)
             sock.linger = 0
+            if self._security is not None:
+                self._security.apply(sock)
             sock.connect(self.endpoints.requests)
             self._socket = sock
         return self._socket

@@ -1,0 +1,157 @@
+"""CURVE encryption and authentication for a server reachable beyond loopback.
+
+On a loopback address nothing is needed. On any other address the server
+requires CURVE: it holds a key pair, and only clients whose public key sits in
+its `authorized/` folder get in (ZAP). Keys are the ZeroMQ certificate files that
+`zmq.auth.create_certificates` writes; `storypulse keys` makes and lists them.
+
+Layout of a key folder (default: the user config dir, `keys/`):
+    server.key, server.key_secret     the server's pair
+    client.key, client.key_secret     this machine's client pair
+    authorized/*.key                  public keys of the clients the server admits
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+ENV_KEYS = "STORYPULSE_KEYS"
+
+
+def default_key_dir() -> Path:
+    return Path(os.environ.get(ENV_KEYS) or Path(platformdirs.user_config_dir("storypulse")) / "keys")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+class MissingKey(RuntimeError):
+    """A key file that CURVE needs is missing; the message says how to make it."""
+
+
+def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+    if not path.exists():
+        raise MissingKey(f"missing key file {path}; run `storypulse keys init` to make one")
+    public, secret_key = zmq.auth.load_certificate(path)
+    if secret and not secret_key:
+        raise MissingKey(f"{path} holds no secret key")
+    return public, secret_key
+
+
+@dataclass
+class ServerSecurity:
+    """Makes server sockets CURVE servers and runs the ZAP handler that admits clients."""
+
+    public: bytes
+    secret: bytes
+    authorized: Path
+    _auth: ThreadAuthenticator | None = None
+
+    @classmethod
+    def load(cls, key_dir: Path | None = None) -> ServerSecurity:
+        key_dir = key_dir or default_key_dir()
+        public, secret = _load(key_dir / "server.key_secret", secret=True)
+        authorized = key_dir / "authorized"
+        if not authorized.is_dir() or not any(authorized.glob("*.key")):
+            raise MissingKey(
+                f"no authorised client keys in {authorized}; copy clients' *.key files there "
+                "(`storypulse keys init` authorises this machine's own client key)"
+            )
+        return cls(public, secret, authorized)  # type: ignore[arg-type]
+
+    def start(self, context: zmq.Context) -> None:
+        self._auth = ThreadAuthenticator(context)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(self.authorized))
+
+    def apply(self, sock: zmq.Socket) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+    @classmethod
+    def load(cls, key_dir: Path | None = None) -> ClientSecurity:
+        key_dir = key_dir or default_key_dir()
+        public, secret = _load(key_dir / "client.key_secret", secret=True)
+        server_public, _ = _load(key_dir / "server.key", secret=False)
+        return cls(public, secret, server_public)  # type: ignore[arg-type]
+
+    def apply(self, sock: zmq.Socket) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.server_public
+
+
+def client_security_for(host: str) -> ClientSecurity | None:
+    """CURVE settings for a client of `host`: none on loopback, required elsewhere."""
+    return None if is_loopback(host) else ClientSecurity.load()
+
+
+# -- `storypulse keys` -------------------------------------------------------
+def keys_command(argv: list[str]) -> int:
+    """Make and list the CURVE keys that a server off loopback requires."""
+    parser = argparse.ArgumentParser(prog="storypulse keys", description=keys_command.__doc__)
+    parser.add_argument("action", choices=["init", "show", "authorize"], help=(
+        "init: make the server and client pairs that are missing and authorise this client; "
+        "show: print the key folder and public keys; authorize FILE: admit a client's public key"))
+    parser.add_argument("file", nargs="?", help="with authorize: a client's .key file")
+    parser.add_argument("--dir", type=Path, default=None, help=f"key folder (default: ${ENV_KEYS} or the user config dir)")
+    args = parser.parse_args(argv)
+    key_dir: Path = args.dir or default_key_dir()
+    authorized = key_dir / "authorized"
+    if args.action == "init":
+        key_dir.mkdir(parents=True, exist_ok=True)
+        authorized.mkdir(exist_ok=True)
+        for name in ("server", "client"):
+            if not (key_dir / f"{name}.key_secret").exists():
+                zmq.auth.create_certificates(str(key_dir), name)
+                print(f"made {key_dir / name}.key and {name}.key_secret")
+        shutil.copy(key_dir / "client.key", authorized / f"{socket.gethostname()}.key")
+        print(f"authorised this machine's client key in {authorized}")
+        print("give remote clients server.key plus a client pair; authorise their client.key on the server")
+        return 0
+    if args.action == "authorize":
+        if not args.file or not Path(args.file).is_file():
+            parser.error("authorize needs an existing .key file")
+        authorized.mkdir(parents=True, exist_ok=True)
+        target = authorized / Path(args.file).name
+        shutil.copy(args.file, target)
+        print(f"authorised {target}")
+        return 0
+    print(f"key folder: {key_dir}")
+    for path in sorted(key_dir.glob("*.key")) + sorted(authorized.glob("*.key")):
+        public, _ = zmq.auth.load_certificate(path)
+        print(f"  {path.relative_to(key_dir)}  {public.decode()}")
+    return 0
