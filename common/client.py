@@ -22,10 +22,11 @@ from .security import client_security_for
 class RequestError(Exception):
     """The server answered with an error."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, request_id: int | str | None = None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.request_id = request_id  # lets pipelined callers retry the right request
 
 
 class ServerUnavailable(TimeoutError):
@@ -117,7 +118,7 @@ class Client:
             error = reply.error or protocol.ErrorInfo("internal", "error reply without details")
             if op is None:
                 return reply.id, None  # an error for a request we gave up on
-            raise RequestError(error.code, error.message)
+            raise RequestError(error.code, error.message, reply.id)
         result_type = protocol.RESULT_TYPES.get(op) if op else None
         result = msgspec.convert(reply.result, result_type) if result_type else reply.result
         return reply.id, result
