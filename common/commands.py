@@ -1,0 +1,397 @@
+"""The headless client commands: `storypulse add|list|show|delete|pool|load|watch|ping`.
+
+Each is an entry point `fn(argv) -> exit code` (see pyproject.toml); each parses
+its own options, talks to the server through the shared Client, prints for
+people by default and JSON with `--json`, and turns the usual failures into one
+clear line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import msgspec
+import zmq
+
+from . import format as fmt
+from . import protocol
+from .client import Client, RequestError, ServerUnavailable
+from .endpoints import Endpoints, parse_server
+from .loadgen import StoryGenerator, parse_range
+from .security import MissingKey
+
+DEFAULT_TIMEOUT = 5.0
+
+
+# -- shared plumbing ---------------------------------------------------------
+def _parser(name: str, description: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"storypulse {name}", description=description)
+    parser.add_argument("--server", type=_server, default=Endpoints(), metavar="HOST[:PORT]",
+                        help="the server: requests on PORT, events on PORT+1 (default 127.0.0.1:5555)")
+    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+                        help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g})")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return parser
+
+
+def _server(text: str) -> Endpoints:
+    try:
+        return parse_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
+
+
+def _story_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"story id {text!r} is not a whole number") from None
+    if not 1 <= value <= protocol.ID_MAX:
+        raise argparse.ArgumentTypeError(f"story id {text!r}: must be within 1-{protocol.ID_MAX}")
+    return value
+
+
+def _fail(name: str, message: str) -> int:
+    print(f"storypulse {name}: {message}", file=sys.stderr)
+    return 1
+
+
+def _talk(name: str, args: argparse.Namespace, body: Callable[[Client], int]) -> int:
+    """Run `body` with a Client; the usual failures become one line on stderr and exit 1."""
+    try:
+        client = Client(args.server, timeout=args.timeout)
+    except MissingKey as exc:
+        return _fail(name, str(exc))
+    try:
+        return body(client) or 0
+    except ServerUnavailable:
+        return _fail(name, f"no reply from {args.server.requests}: is the server running?")
+    except RequestError as exc:
+        return _fail(name, f"{exc.code}: {exc.message}")
+    finally:
+        client.close()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False))
+
+
+# -- ping --------------------------------------------------------------------
+def ping(argv: list[str]) -> int:
+    """Ask the server for its version; checks the protocol version matches."""
+    parser = _parser("ping", "Check that the server answers, and which version it runs.")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        started = time.perf_counter()
+        result = client.ping()
+        took = time.perf_counter() - started
+        if args.json:
+            _print_json({**msgspec.to_builtins(result), "round_trip_ms": round(took * 1000, 3)})
+        else:
+            print(f"pong from {args.server} in {fmt.duration(took)}: server {result.server_version},"
+                  f" protocol {result.protocol_version}")
+        if result.protocol_version != protocol.PROTOCOL_VERSION:
+            return _fail("ping", f"the server speaks protocol {result.protocol_version};"
+                                 f" this client speaks {protocol.PROTOCOL_VERSION}")
+        return 0
+
+    return _talk("ping", args, body)
+
+
+# -- add ---------------------------------------------------------------------
+def _task_spec(text: str) -> dict[str, Any]:
+    raw, _, name = text.partition(":")
+    try:
+        estimate = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--task {text!r}: expected ESTIMATE_MS[:NAME], e.g. 250:write tests") from None
+    return {"estimate_ms": estimate, "name": name} if name else {"estimate_ms": estimate}
+
+
+def add(argv: list[str]) -> int:
+    """Add a story with tasks; --wait waits until it is done."""
+    parser = _parser("add", "Add a story made of tasks; prints the story id and the task ids.")
+    parser.add_argument("name", help="the story's name")
+    parser.add_argument("--description", default="", help="the story's description")
+    parser.add_argument("--task", action="append", type=_task_spec, default=[], metavar="ESTIMATE_MS[:NAME]",
+                        help="a task with its estimate in ms and an optional name (repeatable)")
+    parser.add_argument("--tasks", type=int, metavar="N", help="N random tasks (with --estimate-ms)")
+    parser.add_argument("--estimate-ms", default="0-1000", metavar="A-B",
+                        help="estimate range of the random tasks (default 0-1000)")
+    parser.add_argument("--seed", type=int, help="seed for the random tasks")
+    parser.add_argument("--wait", action="store_true", help="wait until the story is done; print the time it took")
+    args = parser.parse_args(argv)
+
+    tasks = list(args.task)
+    if args.tasks is not None:
+        try:
+            low, high = parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
+            if not 1 <= args.tasks <= protocol.TASKS_MAX:
+                raise ValueError(f"--tasks {args.tasks}: must be within 1-{protocol.TASKS_MAX}")
+        except ValueError as exc:
+            parser.error(str(exc))
+        gen = StoryGenerator(tasks=(args.tasks, args.tasks), estimate_ms=(low, high), seed=args.seed)
+        tasks += gen.story()["tasks"]
+    if not tasks:
+        parser.error("give the tasks: --task ESTIMATE_MS[:NAME] (repeatable) or --tasks N")
+
+    def body(client: Client) -> int:
+        sub = _story_events(args.server) if args.wait else None
+        try:
+            started = time.monotonic()
+            created = client.create_story(args.name, tasks, args.description)
+            report: dict[str, Any] = msgspec.to_builtins(created)
+            if not args.json:
+                ids = ", ".join(str(t) for t in created.task_ids)
+                print(f"story {created.story_id} created with {len(created.task_ids)} task(s): {ids}")
+            if sub is not None:
+                story = _wait_done(client, sub, created.story_id)
+                elapsed = time.monotonic() - started
+                report.update(status="done", elapsed_s=round(elapsed, 4),
+                              server_elapsed_s=round((story.completed_at or 0) - story.created_at, 4))
+                if not args.json:
+                    print(f"story {created.story_id} done in {fmt.duration(elapsed)}"
+                          f" (server: {fmt.duration(report['server_elapsed_s'])} from creation to done)")
+            if args.json:
+                _print_json(report)
+            return 0
+        finally:
+            if sub is not None:
+                sub.close(linger=0)
+
+    return _talk("add", args, body)
+
+
+def _story_events(endpoints: Endpoints) -> zmq.Socket:
+    # Subscribed before the story is created, so its `completed` event can't slip past.
+    from .watch import subscriber
+
+    return subscriber(endpoints, protocol.TOPIC_STORY)
+
+
+def _wait_done(client: Client, sub: zmq.Socket, story_id: int, check_every: float = 1.0) -> protocol.StoryView:
+    """Until the story is done: its `completed` event, or (if events were missed) get_story."""
+    next_check = time.monotonic() + check_every
+    while True:
+        wait = max(0.0, next_check - time.monotonic())
+        if sub.poll(wait * 1000):
+            topic, *rest = sub.recv_multipart()
+            try:
+                event = protocol.decode_event(topic, rest[0]) if len(rest) == 1 else None
+            except (protocol.ProtocolError, msgspec.MsgspecError):
+                event = None
+            if not isinstance(event, protocol.StoryEvent) or event.story_id != story_id:
+                continue
+            if event.event not in ("completed", "deleted"):
+                continue
+        elif time.monotonic() < next_check:
+            continue
+        next_check = time.monotonic() + check_every
+        try:
+            story = client.get_story(story_id)
+        except RequestError as exc:
+            if exc.code == protocol.NOT_FOUND:
+                raise RequestError(exc.code, f"story {story_id} was deleted before it was done") from None
+            raise
+        if story.status == "done":
+            return story
+
+
+# -- list, show, delete ------------------------------------------------------
+def list_(argv: list[str]) -> int:
+    """List stories, newest first (paged)."""
+    parser = _parser("list", "List stories (one page).")
+    parser.add_argument("--status", choices=("open", "done"), help="only open or only done stories")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many stories (default 0)")
+    parser.add_argument("--limit", type=int, default=50,
+                        help=f"stories in the page, at most {protocol.LIST_LIMIT_MAX} (default 50)")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        page = client.list_stories(args.status, args.offset, args.limit)
+        if args.json:
+            _print_json(page)
+            return 0
+        now = time.time()
+        rows = [
+            (s.story_id, s.status, f"{s.tasks_done}/{s.tasks_total}", fmt.clock(s.created_at, now),
+             fmt.clock(s.completed_at, now),
+             fmt.duration(s.completed_at - s.created_at) if s.completed_at else "-", s.name)
+            for s in page.stories
+        ]
+        if rows:
+            print(fmt.table(("ID", "STATUS", "TASKS", "CREATED", "COMPLETED", "TOOK", "NAME"), rows, right=(0, 2)))
+        which = f"{args.status} stories" if args.status else "stories"
+        if page.stories:
+            print(f"{which} {args.offset + 1}-{args.offset + len(page.stories)} of {page.total}")
+        else:
+            print(f"no {which} here ({page.total} in all)")
+        return 0
+
+    return _talk("list", args, body)
+
+
+def show(argv: list[str]) -> int:
+    """Show one story with its tasks, their states and times."""
+    parser = _parser("show", "Show a story with its tasks, their states and times.")
+    parser.add_argument("story_id", type=_story_id, metavar="ID")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        story = client.get_story(args.story_id)
+        if args.json:
+            _print_json(story)
+            return 0
+        now = time.time()
+        took = f" · took {fmt.duration(story.completed_at - story.created_at)}" if story.completed_at else ""
+        print(f"story {story.story_id}: {story.name}  [{story.status}]")
+        if story.description:
+            print(f"  {story.description}")
+        print(f"  created {fmt.clock(story.created_at, now)} · completed {fmt.clock(story.completed_at, now)}"
+              f"{took} · {story.tasks_done}/{story.tasks_total} tasks done")
+        rows = [
+            (t.task_id, t.name or "-", f"{t.estimate_ms} ms", t.state, t.attempts,
+             fmt.clock(t.started_at, now), fmt.clock(t.finished_at, now),
+             fmt.duration(t.finished_at - t.started_at) if t.finished_at and t.started_at else "-")
+            for t in story.tasks or []
+        ]
+        if rows:
+            print()
+            print(fmt.table(("TASK", "NAME", "ESTIMATE", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "RAN"),
+                            rows, right=(0, 2, 4)))
+        return 0
+
+    return _talk("show", args, body)
+
+
+def delete(argv: list[str]) -> int:
+    """Delete stories and their tasks."""
+    parser = _parser("delete", "Delete stories (and their tasks).")
+    parser.add_argument("story_ids", type=_story_id, nargs="+", metavar="ID")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        failed = 0
+        results = []
+        for story_id in args.story_ids:
+            try:
+                client.delete_story(story_id)
+                results.append({"story_id": story_id, "deleted": True})
+                if not args.json:
+                    print(f"story {story_id} deleted")
+            except RequestError as exc:  # one missing story doesn't stop the others
+                failed += 1
+                results.append({"story_id": story_id, "deleted": False, "error": exc.code, "message": exc.message})
+                _fail("delete", f"story {story_id}: {exc.code}: {exc.message}")
+        if args.json:
+            _print_json(results)
+        return 1 if failed else 0
+
+    return _talk("delete", args, body)
+
+
+# -- pool --------------------------------------------------------------------
+def pool(argv: list[str]) -> int:
+    """Show or set the worker pool's bounds."""
+    parser = _parser("pool", "Show the worker pool, or set its bounds (the autoscaler stays within them).")
+    parser.add_argument("--min", type=int, dest="min_workers", metavar="N",
+                        help=f"at least N workers (0-{protocol.WORKERS_MAX})")
+    parser.add_argument("--max", type=int, dest="max_workers", metavar="M",
+                        help=f"at most M workers (1-{protocol.WORKERS_MAX})")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        changing = args.min_workers is not None or args.max_workers is not None
+        result = client.set_pool(args.min_workers, args.max_workers)
+        if args.json:
+            _print_json(result)
+            return 0
+        verb = "now" if changing else "is"
+        print(f"pool {verb}: {result.workers} worker(s), target {result.target},"
+              f" bounds {result.min_workers}-{result.max_workers}")
+        return 0
+
+    return _talk("pool", args, body)
+
+
+# -- load --------------------------------------------------------------------
+def load(argv: list[str]) -> int:
+    """The simulator: random stories at a steady rate, with a progress line."""
+    from . import loadrun
+
+    parser = _parser("load", "The simulator: random stories at a steady rate (pipelined), "
+                             "a progress line on stderr, a summary at the end.")
+    parser.add_argument("--rate", type=_positive_float, default=10.0, help="stories per second (default 10)")
+    parser.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
+                        help="seconds to run (default 10; Ctrl-C stops early)")
+    parser.add_argument("--tasks", default="1-5", metavar="A-B", help="tasks per story (default 1-5)")
+    parser.add_argument("--estimate-ms", default="0-1000", metavar="A-B",
+                        help="estimate of each task in ms (default 0-1000)")
+    parser.add_argument("--seed", type=int, help="seed, for a repeatable run")
+    parser.add_argument("--max-in-flight", type=int, default=100, metavar="N",
+                        help="requests awaiting a reply at most (default 100)")
+    args = parser.parse_args(argv)
+    try:
+        tasks = parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
+        estimates = parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
+        if args.max_in_flight < 1:
+            raise ValueError("--max-in-flight: must be at least 1")
+    except ValueError as exc:
+        parser.error(str(exc))
+    generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed)
+
+    def body(client: Client) -> int:
+        client.ping()  # fail fast and clearly when nobody is there
+        tally, sending, ended = loadrun.run(client, generator, rate=args.rate, duration=args.duration,
+                                            max_in_flight=args.max_in_flight)
+        result = loadrun.summary(tally, sending, ended, args.rate, args.max_in_flight)
+        if args.json:
+            _print_json(result)
+        else:
+            print(loadrun.summary_text(result))
+        if ended == loadrun.NO_REPLY:
+            return _fail("load", f"no reply from {args.server.requests}: is the server running?")
+        return 1 if tally.errors else 0
+
+    return _talk("load", args, body)
+
+
+# -- watch -------------------------------------------------------------------
+def watch(argv: list[str]) -> int:
+    """The live figures in the terminal."""
+    from . import watch as live
+
+    parser = _parser("watch", "The live figures: stories produced and completed per second, open and "
+                              "completed stories, tasks, workers, the last pool resize.")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--refresh", type=_positive_float, metavar="S",
+                        help="seconds between frames (default 0.25 on a terminal, 1 otherwise)")
+    args = parser.parse_args(argv)
+    refresh = args.refresh or (0.25 if sys.stdout.isatty() else 1.0)
+    try:
+        return live.run(args.server, once=args.once, duration=args.duration, refresh=refresh,
+                        timeout=args.timeout, as_json=args.json)
+    except ServerUnavailable:
+        return _fail("watch", f"no reply from {args.server.requests}: is the server running?")
+    except MissingKey as exc:
+        return _fail("watch", str(exc))
+    except KeyboardInterrupt:
+        return 0
