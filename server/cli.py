@@ -1,0 +1,169 @@
+"""`storypulse server` and `storypulse worker`: parse options, wire the parts, run.
+
+Each command takes the argument list (without the subcommand's name) and
+returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+from typing import Sequence
+
+from common import __version__, protocol
+from common.endpoints import parse_server
+
+from .config import DEFAULTS, LOG_LEVELS, ConfigError, ServerConfig
+
+log = logging.getLogger("server")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def server_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    parser = argparse.ArgumentParser(
+        prog="storypulse server",
+        description="The storypulse server: stores stories and tasks, works the tasks off "
+                    "with a pool of worker processes, publishes live statistics. Logs to stderr.",
+    )
+    add = parser.add_argument
+    add("--db", metavar="PATH-or-URL",
+        help="SQLite file, or a database URL (sqlite:///file.db, postgresql://user@host/db); "
+             "default: storypulse.db in the user's data directory")
+    add("--bind", metavar="ADDR", help=f"address to listen on (default {d['bind']})")
+    add("--port", type=int, metavar="P",
+        help=f"requests on P, events on P+1, workers on P+2 (default {d['port']})")
+    add("--min-workers", type=int, metavar="N", help=f"smallest pool (default {d['min_workers']})")
+    add("--max-workers", type=int, metavar="N", help=f"largest pool (default {d['max_workers']})")
+    add("--time-scale", type=float, metavar="F",
+        help=f"multiplies every estimate: 0.01 runs a 1 s task in 10 ms (default {d['time_scale']:g})")
+    add("--stats-interval", type=float, metavar="S",
+        help=f"seconds between `stats` events (default {d['stats_interval']:g})")
+    add("--rate-window", type=float, metavar="S",
+        help="every rate (stories/s, tasks/s) is the count over a sliding window of the last "
+             f"S seconds, divided by S (default {d['rate_window']:g})")
+    add("--scale-interval", type=float, metavar="S",
+        help=f"seconds between pool-size decisions (default {d['scale_interval']:g})")
+    add("--quiet-window", type=float, metavar="S",
+        help=f"the pool shrinks only after S seconds of lower load (default {d['quiet_window']:g})")
+    add("--heartbeat", type=float, metavar="S",
+        help=f"heartbeat interval; a worker is dead after 3 missed beats (default {d['heartbeat']:g})")
+    add("--shutdown-grace", type=float, metavar="S",
+        help=f"on SIGTERM, how long busy workers may take to finish (default {d['shutdown_grace']:g})")
+    add("--queue-max", type=int, metavar="N",
+        help=f"create_story gets `busy` above N queued tasks (default {d['queue_max']})")
+    add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
+    add("--version", action="version",
+        version=f"storypulse {__version__} (protocol {protocol.PROTOCOL_VERSION})")
+    return parser
+
+
+def command(argv: Sequence[str] | None = None) -> int:
+    args = server_parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        config = ServerConfig.from_options(options)
+    except ConfigError as exc:
+        print(f"storypulse server: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    return serve(config)
+
+
+def serve(config: ServerConfig) -> int:
+    from .loop import Server
+    from .store import Store, describe
+
+    if config.bind not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this address can send requests",
+                    config.bind)
+    try:
+        store = Store.open(config.db)
+    except Exception as exc:
+        log.critical("cannot open the database %s: %s", config.db or "(default)", exc)
+        return 1
+    log.info("storypulse %s: database %s", __version__, describe(store.db))
+    try:
+        server = Server(config, store)
+    except Exception as exc:  # typically: the port is taken
+        log.critical("cannot start: %s", exc)
+        store.close()
+        return 1
+    server.install_signal_handlers()
+    return server.run()
+
+
+# -- storypulse worker ---------------------------------------------------------------
+def worker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="storypulse worker",
+        description="A worker host: runs worker processes that connect to a storypulse server "
+                    "(on this or another machine) and work off its tasks. They reconnect if "
+                    "the server goes away, and exit when the server retires them.",
+    )
+    parser.add_argument("--server", metavar="HOST[:PORT]", default=None,
+                        help="the server's request port; workers connect to PORT+2 "
+                             "(default 127.0.0.1:5555)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes to run (default: one per CPU)")
+    parser.add_argument("--heartbeat", type=float, default=DEFAULTS["heartbeat"], metavar="S",
+                        help="must match the server's --heartbeat (default %(default)g)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--version", action="version", version=f"storypulse {__version__}")
+    return parser
+
+
+def worker_command(argv: Sequence[str] | None = None) -> int:
+    parser = worker_parser()
+    args = parser.parse_args(argv)
+    try:
+        endpoints = parse_server(args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 1 <= args.processes <= protocol.WORKERS_MAX:
+        parser.error(f"--processes must be within 1-{protocol.WORKERS_MAX}")
+    if args.heartbeat <= 0:
+        parser.error("--heartbeat must be > 0")
+    _setup_logging(args.log_level)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["server.worker"])
+    processes = [
+        context.Process(target=_remote_worker, args=(endpoints.workers, args.heartbeat),
+                        name=f"storypulse-worker-{i}")
+        for i in range(args.processes)
+    ]
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    for process in processes:
+        process.start()
+    log.info("%d worker process(es) connecting to %s", len(processes), endpoints.workers)
+    while any(p.is_alive() for p in processes) and not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()], 0.5)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(5)
+    return 0
+
+
+def _remote_worker(endpoint: str, heartbeat: float) -> None:
+    from . import worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s worker %(process)d: %(message)s")
+    worker.run(endpoint, None, heartbeat, reconnect=True)

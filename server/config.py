@@ -1,0 +1,115 @@
+"""The server's settings: one table of defaults, one dataclass, one validate().
+
+The command line, the tests and (later) a TOML file or environment variables
+all build a `ServerConfig` the same way: `ServerConfig.from_options(dict)`, where
+the dict holds only the values that were given; everything else comes from
+DEFAULTS. Nothing here touches a socket or the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from common import protocol
+from common.endpoints import DEFAULT_PORT
+
+DEFAULTS: dict[str, Any] = {
+    "db": None,  # None: storypulse.db in the user's data directory
+    "bind": "127.0.0.1",
+    "port": DEFAULT_PORT,  # requests P, events P+1, workers P+2
+    "min_workers": 1,
+    "max_workers": max(2, min(8, os.cpu_count() or 2)),
+    "time_scale": 1.0,  # multiplies every estimate
+    "stats_interval": 0.25,  # seconds between `stats` events
+    "rate_window": 5.0,  # rates are averaged over this sliding window, seconds
+    "scale_interval": 0.2,  # seconds between autoscaler decisions
+    "quiet_window": 5.0,  # the autoscaler shrinks only after this long without need
+    "heartbeat": 0.5,  # seconds; a worker is dead after HEARTBEAT_LIVENESS missed beats
+    "shutdown_grace": 5.0,  # on SIGTERM, how long busy workers may take to report
+    "queue_max": 1_000_000,  # queued tasks above which create_story gets `busy`
+    "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
+    "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
+    "log_level": "info",
+}
+
+HEARTBEAT_LIVENESS = 3
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting out of range; the message names the option."""
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class ServerConfig:
+    db: str | None = DEFAULTS["db"]
+    bind: str = DEFAULTS["bind"]
+    port: int = DEFAULTS["port"]
+    min_workers: int = DEFAULTS["min_workers"]
+    max_workers: int = DEFAULTS["max_workers"]
+    time_scale: float = DEFAULTS["time_scale"]
+    stats_interval: float = DEFAULTS["stats_interval"]
+    rate_window: float = DEFAULTS["rate_window"]
+    scale_interval: float = DEFAULTS["scale_interval"]
+    quiet_window: float = DEFAULTS["quiet_window"]
+    heartbeat: float = DEFAULTS["heartbeat"]
+    shutdown_grace: float = DEFAULTS["shutdown_grace"]
+    queue_max: int = DEFAULTS["queue_max"]
+    lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
+    lease_max_s: float = DEFAULTS["lease_max_s"]
+    log_level: str = DEFAULTS["log_level"]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ServerConfig:
+        """Build from option values; None means "not given". Unknown names are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        values = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self.heartbeat * HEARTBEAT_LIVENESS
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{_option(name)} {getattr(self, name)!r}: {what}")
+
+        need(bool(self.bind), "bind", "must not be empty")
+        need(isinstance(self.port, int) and 1 <= self.port <= 65533, "port",
+             "must be within 1-65533 (P+2 is used too)")
+        need(isinstance(self.min_workers, int) and 0 <= self.min_workers <= protocol.WORKERS_MAX,
+             "min_workers", f"must be within 0-{protocol.WORKERS_MAX}")
+        need(isinstance(self.max_workers, int) and 1 <= self.max_workers <= protocol.WORKERS_MAX,
+             "max_workers", f"must be within 1-{protocol.WORKERS_MAX}")
+        if self.min_workers > self.max_workers:
+            raise ConfigError(
+                f"--min-workers {self.min_workers} is above --max-workers {self.max_workers}"
+            )
+        need(self.time_scale >= 0, "time_scale", "must be >= 0")
+        for name in ("stats_interval", "rate_window", "scale_interval", "heartbeat"):
+            need(0 < getattr(self, name) <= 3600, name, "must be > 0 and <= 3600 seconds")
+        need(self.rate_window >= self.stats_interval, "rate_window",
+             "must be at least --stats-interval")
+        need(self.quiet_window >= 0, "quiet_window", "must be >= 0")
+        need(self.shutdown_grace >= 0, "shutdown_grace", "must be >= 0")
+        need(self.queue_max >= protocol.TASKS_MAX, "queue_max", f"must be >= {protocol.TASKS_MAX}")
+        need(1 <= self.lease_max_tasks <= 10_000, "lease_max_tasks", "must be within 1-10000")
+        need(0 <= self.lease_max_s <= 1, "lease_max_s", "must be within 0-1 seconds")
+        need(str(self.log_level).lower() in LOG_LEVELS, "log_level",
+             f"must be one of {', '.join(LOG_LEVELS)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

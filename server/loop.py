@@ -1,0 +1,385 @@
+"""The one poll loop: owns every socket, the timers, and the order of a turn.
+
+A turn:
+  1. poll (timeout: until the next timer) the request ROUTER, the worker
+     ROUTER, the signal wake-up fd and every local worker's process sentinel;
+  2. drain what is ready (bounded), handling each request and worker message;
+  3. commit the turn's writes in one transaction, then send the replies and
+     publish the events that depend on them (group commit);
+  4. hand leases to idle workers;
+  5. timers: heartbeats and lost workers, autoscaling, stats.
+Signal handlers only set a flag (and wake the poll through a socketpair).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+import zmq
+
+from common import protocol
+
+from .config import ServerConfig
+from .pool import Pool, Worker
+from .service import Service
+from .stats import Ticker
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the other
+WORKER_FRAME_MAX = 1 << 20
+
+
+class RateLimitedLog:
+    """At most `burst` warnings per `period` seconds per key; counts the rest."""
+
+    def __init__(self, period: float = 10.0, burst: int = 5):
+        self.period, self.burst = period, burst
+        self._windows: dict[str, list[float]] = {}  # key -> [window start, count, suppressed]
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        window = self._windows.get(key)
+        if window is None or now - window[0] > self.period:
+            if window is not None and window[2]:
+                log.warning("%d more like this were suppressed: %s", window[2], key)
+            window = self._windows[key] = [now, 0, 0]
+        window[1] += 1
+        if window[1] <= self.burst:
+            log.warning(message, *args)
+        else:
+            window[2] += 1
+
+
+class Publisher:
+    """The PUB socket; numbers every message (all topics share one seq)."""
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock = sock
+        self.seq = 0
+
+    def _send(self, topic: bytes, message: Any) -> None:
+        try:
+            self.sock.send_multipart([topic, protocol.encode(message)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks; a slow subscriber loses messages and sees a seq gap
+
+    def story(self, event: str, story_id: int, wall: float) -> None:
+        self.seq += 1
+        self._send(protocol.TOPIC_STORY, protocol.StoryEvent(
+            seq=self.seq, ts=wall, event=event, story_id=story_id))
+
+    def pool(self, old: int, new: int, reason: str, wall: float) -> None:
+        self.seq += 1
+        self._send(protocol.TOPIC_POOL, protocol.PoolEvent(
+            seq=self.seq, ts=wall, old_size=old, new_size=new, reason=reason))
+
+    def stats(self, stats: protocol.Stats) -> None:
+        self.seq += 1
+        stats.seq = self.seq
+        self._send(protocol.TOPIC_STATS, stats)
+
+
+class Server:
+    def __init__(self, config: ServerConfig, store: Store):
+        self.config = config
+        self.store = store
+        self.stopping = False
+        self.context = zmq.Context()
+        self.warn = RateLimitedLog()
+        host = config.bind
+        base = f"tcp://{'[' + host + ']' if ':' in host else host}"
+
+        self.requests = self.context.socket(zmq.ROUTER)
+        self.requests.setsockopt(zmq.ROUTER_MANDATORY, 0)  # unroutable replies are dropped
+        self.requests.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES * 2)
+        self.requests.setsockopt(zmq.SNDHWM, 100_000)
+        self.requests.setsockopt(zmq.RCVHWM, 100_000)
+        self.requests.linger = 0
+        self.events = self.context.socket(zmq.PUB)
+        self.events.setsockopt(zmq.SNDHWM, 100_000)
+        self.events.linger = 0
+        self.workers = self.context.socket(zmq.ROUTER)
+        self.workers.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.workers.setsockopt(zmq.MAXMSGSIZE, WORKER_FRAME_MAX)
+        self.workers.linger = 0
+        if ":" in host:
+            for sock in (self.requests, self.events, self.workers):
+                sock.setsockopt(zmq.IPV6, 1)
+        self.requests.bind(f"{base}:{config.port}")
+        self.events.bind(f"{base}:{config.port + 1}")
+        self.workers.bind(f"{base}:{config.port + 2}")
+        worker_host = "127.0.0.1" if host in ("0.0.0.0", "*") else host
+        worker_endpoint = f"tcp://{'[' + worker_host + ']' if ':' in worker_host else worker_host}:{config.port + 2}"
+
+        now = time.monotonic()
+        self.publisher = Publisher(self.events)
+        self.pool = Pool(worker_endpoint, config.heartbeat, config.min_workers,
+                         config.max_workers, config.quiet_window)
+        self.service = Service(config, store, self.pool, now)
+        self.service.flush = self.flush
+        self.service.seq = lambda: self.publisher.seq
+        self.stats_tick = Ticker(config.stats_interval, now)
+        self.scale_tick = Ticker(config.scale_interval, now, start_now=True)
+        self.beat_tick = Ticker(config.heartbeat, now)
+
+        # Signals wake the poll through this pair; the handler itself only sets a flag.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+        self.poller = zmq.Poller()
+        self.poller.register(self.requests, zmq.POLLIN)
+        self.poller.register(self.workers, zmq.POLLIN)
+        self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._sentinels: set[int] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stopping = True
+
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def restore(self) -> None:
+        startup = self.store.load()
+        self.service.restore(startup, time.time())
+        self.service.commit()
+        log.info(
+            "restored: %d open stories, %d completed, %d tasks queued, %d tasks completed",
+            len(self.service.state.stories), self.service.completed_stories,
+            self.service.state.queued, self.service.tasks_completed,
+        )
+
+    def run(self) -> int:
+        self.restore()
+        log.info("serving requests on %s, events on %s, workers on %s",
+                 self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
+                 self.workers.LAST_ENDPOINT.decode())
+        try:
+            while not self.stopping:
+                self.turn()
+            self.shutdown()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        self.pool.terminate_all()
+        for sock in (self.requests, self.events, self.workers):
+            sock.close(linger=0)
+        self.context.term()
+        self.store.close()
+        signal.set_wakeup_fd(-1)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- one turn ----------------------------------------------------------------------
+    def turn(self, accept_requests: bool = True) -> None:
+        timeout = max(0.0, self._next_timer() - time.monotonic())
+        ready = dict(self.poller.poll(timeout * 1000))
+        now, wall = time.monotonic(), time.time()
+        if ready.get(self._wake_r.fileno()):
+            self._drain_wake()
+        if accept_requests and ready.get(self.requests):
+            self._read_requests(now, wall)
+        if ready.get(self.workers):
+            self._read_workers(now, wall)
+        for fd in self._sentinels.intersection(ready):
+            worker = self.pool.by_sentinel.get(fd)
+            if worker is not None:
+                self._lose(worker, f"exited (code {worker.process.exitcode})", wall)
+        self.flush()
+        self.service.dispatch(now, wall, self._send_worker)
+        self._timers(now, wall)
+
+    def _next_timer(self) -> float:
+        return min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _read_requests(self, now: float, wall: float) -> None:
+        recv = self.requests.recv_multipart
+        handle = self.service.handle_request
+        for _ in range(DRAIN_MAX):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            # DEALER: [identity, payload]; REQ: [identity, b"", payload]
+            if len(frames) == 2:
+                handle(frames[:1], frames[1], now, wall)
+            elif len(frames) == 3 and not frames[1]:
+                handle(frames[:2], frames[2], now, wall)
+            else:
+                self.warn.warning("bad-envelope", "dropped a request of %d frames (expected "
+                                  "[payload] from a DEALER or ['', payload] from a REQ)",
+                                  len(frames) - 1)
+
+    def _read_workers(self, now: float, wall: float) -> None:
+        recv = self.workers.recv_multipart
+        pool, service = self.pool, self.service
+        for _ in range(DRAIN_MAX):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                self.warn.warning("worker-envelope", "dropped a worker message of %d frames",
+                                  len(frames) - 1)
+                continue
+            identity, frame = frames
+            try:
+                message = protocol.decode_worker_message(frame)
+            except protocol.ProtocolError as exc:
+                self.warn.warning("worker-message", "dropped a bad worker message: %s", exc)
+                continue
+            if isinstance(message, protocol.Done):
+                worker = pool.on_heard(identity, now)
+                service.complete(worker, message.task_ids, now, wall)
+                if worker is None:
+                    self._send_worker(identity, protocol.encode(protocol.Stop()))
+            elif isinstance(message, protocol.Ready):
+                pool.on_ready(identity, message, now, self._send_worker)
+            elif pool.on_heard(identity, now) is None:
+                # A worker we gave up on (or from a previous server run): it must go.
+                self._send_worker(identity, protocol.encode(protocol.Stop()))
+
+    def _watch(self, worker: Worker) -> None:
+        fd = worker.process.sentinel
+        if fd not in self._sentinels:
+            self._sentinels.add(fd)
+            self.poller.register(fd, zmq.POLLIN)
+
+    def _unwatch(self, worker: Worker) -> None:
+        if worker.process is not None:
+            fd = worker.process.sentinel
+            if fd in self._sentinels:
+                self._sentinels.discard(fd)
+                self.poller.unregister(fd)
+
+    def _lose(self, worker: Worker, why: str, wall: float) -> None:
+        """A worker died, hung or went away: its lease goes back to the front of the queue."""
+        self._unwatch(worker)
+        expected = worker.state == "stopping" and worker.lease is None
+        before = self.pool.size
+        lease = self.pool.remove(worker)
+        if expected:
+            log.debug("worker %s stopped", worker.describe())
+            return
+        self.service.lost(worker, lease, why)
+        if worker.local and worker.state != "stopping":
+            self.publisher.pool(before, self.pool.size, f"worker {worker.describe()} {why}", wall)
+
+    def _send_worker(self, identity: bytes, payload: bytes) -> None:
+        try:
+            self.workers.send_multipart([identity, payload], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH/EAGAIN: the worker is gone; expiry will tell
+            log.debug("could not send to worker %r: %s", identity, exc)
+
+    # -- group commit ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Commit the turn's writes, then send the replies and events that depend on them."""
+        service = self.service
+        try:
+            service.commit()
+        except Exception:
+            # The database is the truth: nothing of this turn was acknowledged, so the
+            # safe way on is a restart that rebuilds memory from what is stored.
+            log.critical("the database refused a commit; exiting", exc_info=True)
+            raise
+        if service.outbox:
+            outbox, service.outbox = service.outbox, []
+            send = self.requests.send_multipart
+            for envelope, payload in outbox:
+                try:
+                    envelope.append(payload)
+                    send(envelope, zmq.NOBLOCK)
+                except zmq.ZMQError as exc:  # the client went away or is not reading
+                    self.warn.warning("reply", "could not send a reply: %s", exc)
+        if service.events:
+            events, service.events = service.events, []
+            wall = time.time()
+            for event in events:
+                if event[0] == "story":
+                    self.publisher.story(event[1], event[2], wall)
+                else:
+                    self.publisher.pool(event[1], event[2], event[3], wall)
+
+    # -- timers ---------------------------------------------------------------------------
+    def _timers(self, now: float, wall: float) -> None:
+        if self.beat_tick.due(now):
+            self._heartbeats(now, wall)
+        if self.scale_tick.due(now) or self.service.scale_now:
+            self.service.scale_now = False
+            self._scale(now, wall)
+        if self.stats_tick.due(now):
+            stats = self.service.stats(now, wall, 0)
+            self.publisher.stats(stats)
+            self.service.history.offer(now, stats)
+
+    def _heartbeats(self, now: float, wall: float) -> None:
+        for worker in self.pool.expired(now):
+            if worker.state == "starting":
+                why = "never said Ready"
+            elif worker.state == "stopping" and worker.lease is None:
+                why = "did not stop"
+            else:
+                why = f"missed {self.pool.patience / self.config.heartbeat:.0f} heartbeats"
+            self._lose(worker, why, wall)
+        beat = protocol.encode(protocol.Heartbeat())
+        for worker in self.pool.workers.values():
+            if worker.state != "starting" and now - worker.last_sent >= self.config.heartbeat * 0.9:
+                self._send_worker(worker.identity, beat)
+                worker.last_sent = now
+
+    def _scale(self, now: float, wall: float) -> None:
+        change = self.pool.decide(self.service.load(now))
+        if change is not None:
+            old, new, reason = change
+            log.info("pool target %d -> %d: %s", old, new, reason)
+            self.publisher.pool(old, new, reason, wall)
+        for worker in self.pool.resize(now, self._send_worker):
+            self._watch(worker)  # a worker that dies before Ready is noticed at once too
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop taking requests; let busy workers report within the grace; keep the rest queued."""
+        log.info("stopping: no new requests; waiting up to %.1f s for busy workers",
+                 self.config.shutdown_grace)
+        self.poller.unregister(self.requests)
+        now = time.monotonic()
+        self.pool.stop_all(now, self._send_worker)
+        self.service.state.queue.clear()  # nothing new is handed out
+        self.service.state.queued = 0
+        deadline = now + self.config.shutdown_grace
+        while self.pool.busy and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            ready = dict(self.poller.poll(max(0.0, min(remaining, 0.1)) * 1000))
+            now, wall = time.monotonic(), time.time()
+            if ready.get(self.workers):
+                self._read_workers(now, wall)
+            for fd in self._sentinels.intersection(ready):
+                worker = self.pool.by_sentinel.get(fd)
+                if worker is not None:
+                    self._unwatch(worker)
+                    self.pool.remove(worker)
+            self.flush()
+        unfinished = self.pool.busy
+        if unfinished:
+            log.info("%d worker(s) still busy after the grace: their tasks stay queued", unfinished)
+        self.flush()
+        log.info("stopped: %d stories open, %d completed", len(self.service.state.stories),
+                 self.service.completed_stories)

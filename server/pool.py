@@ -1,0 +1,276 @@
+"""The worker pool: spawns and retires worker processes and tracks every worker's state.
+
+The pool never touches a socket: the loop owns the worker ROUTER and passes
+`send(identity, message)` in. A worker is
+
+  starting  spawned, no Ready yet
+  idle      Ready, no lease
+  busy      holding a lease
+  stopping  sent Stop (retired or shutting down)
+
+Local workers are processes started through a forkserver (never fork a
+process that runs ZeroMQ); their `sentinel` fds go into the loop's poller so a
+dead process is noticed at once. Remote workers (`storypulse worker` on
+another host) have no process here; they are extra capacity outside the
+pool's bounds and are lost only by missing heartbeats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from common import protocol
+
+from . import worker as worker_main
+
+try:
+    from .autoscale import Autoscaler, Decision, Load
+except ImportError:  # the load-based policy is not there yet: keep the pool at min_workers
+    from dataclasses import dataclass as _dataclass
+
+    @_dataclass(frozen=True)
+    class Load:  # type: ignore[no-redef]
+        now: float
+        queued_tasks: int
+        queued_work_s: float
+        busy: int
+        idle: int
+        starting: int
+        arrival_rate: float
+        completion_rate: float
+        mean_task_s: float
+
+    @_dataclass(frozen=True)
+    class Decision:  # type: ignore[no-redef]
+        target: int
+        reason: str
+
+    class Autoscaler:  # type: ignore[no-redef]
+        def __init__(self, min_workers: int, max_workers: int, *, quiet_window: float = 5.0,
+                     worker_start_s: float = 0.05):
+            self.set_bounds(min_workers, max_workers)
+
+        def set_bounds(self, min_workers: int, max_workers: int) -> None:
+            self.min_workers, self.max_workers = min_workers, max_workers
+
+        def decide(self, load: Load) -> Decision:
+            return Decision(self.min_workers, "fixed size (min_workers)")
+
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 15.0  # seconds a spawned worker may take to say Ready (slow CI machines)
+STOP_TIMEOUT = 5.0  # seconds a stopping idle worker may take to exit before SIGKILL
+
+Send = Callable[[bytes, bytes], None]
+
+
+@dataclass(eq=False)
+class Worker:
+    identity: bytes
+    process: multiprocessing.process.BaseProcess | None  # None: a remote worker
+    state: str = "starting"
+    pid: int = 0
+    host: str = ""
+    lease: list[int] | None = None
+    lease_started: float = 0.0  # monotonic
+    lease_wall: float = 0.0  # wall clock, written as started_at
+    lease_work_s: float = 0.0  # scaled estimate of the lease
+    since: float = 0.0  # monotonic time of the last state change
+    last_heard: float = 0.0
+    last_sent: float = 0.0
+
+    @property
+    def local(self) -> bool:
+        return self.process is not None
+
+    def describe(self) -> str:
+        where = f"pid {self.pid}" if self.pid else self.identity.decode(errors="replace")
+        return where if self.local else f"{where} on {self.host or 'a remote host'}"
+
+
+class Pool:
+    def __init__(self, endpoint: str, heartbeat: float, min_workers: int, max_workers: int,
+                 quiet_window: float):
+        self.endpoint = endpoint
+        self.heartbeat = heartbeat
+        self.patience = heartbeat * worker_main.HEARTBEAT_LIVENESS
+        self.min_workers = min_workers
+        self.max_workers = max_workers
+        self.autoscaler = Autoscaler(min_workers, max_workers, quiet_window=quiet_window)
+        self.target = min_workers
+        self.reason = "start"
+        self.workers: dict[bytes, Worker] = {}
+        self.idle: dict[bytes, Worker] = {}  # insertion ordered: longest idle first
+        self.by_sentinel: dict[int, Worker] = {}
+        self._ids = itertools.count(1)
+        self._prefix = f"w{os.getpid()}-"
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["server.worker", "common.protocol", "zmq"])
+
+    # -- figures ------------------------------------------------------------------
+    def count(self, state: str) -> int:
+        return sum(1 for w in self.workers.values() if w.state == state)
+
+    @property
+    def size(self) -> int:
+        """Local workers that count towards the target (not the ones on their way out)."""
+        return sum(1 for w in self.workers.values() if w.local and w.state != "stopping")
+
+    @property
+    def busy(self) -> int:
+        """Workers holding a lease (a stopping one may still be finishing its lease)."""
+        return sum(1 for w in self.workers.values() if w.lease is not None)
+
+    @property
+    def connected(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state in ("idle", "busy"))
+
+    # -- spawning and retiring ----------------------------------------------------------
+    def spawn(self, now: float) -> Worker:
+        identity = f"{self._prefix}{next(self._ids)}".encode()
+        process = self._context.Process(
+            target=worker_main.run_local,
+            args=(self.endpoint, identity, self.heartbeat),
+            name=f"storypulse-worker-{identity.decode()}",
+            daemon=True,
+        )
+        process.start()
+        worker = Worker(identity, process, pid=process.pid or 0, since=now, last_heard=now)
+        self.workers[identity] = worker
+        self.by_sentinel[process.sentinel] = worker
+        log.debug("spawned worker %s (pid %s)", identity.decode(), process.pid)
+        return worker
+
+    def resize(self, now: float, send: Send) -> list[Worker]:
+        """Spawn up to the target at once; above it, retire idle workers only. Returns spawned."""
+        spawned = []
+        while self.size < self.target:
+            spawned.append(self.spawn(now))
+        excess = self.size - self.target
+        if excess > 0:
+            for worker in list(self.idle.values())[:excess]:
+                if worker.local:
+                    self.retire(worker, now, send)
+            # still above target: starting workers are retired when they say Ready
+        return spawned
+
+    def retire(self, worker: Worker, now: float, send: Send) -> None:
+        self._set_state(worker, "stopping", now)
+        send(worker.identity, protocol.encode(protocol.Stop()))
+        worker.last_sent = now
+
+    def stop_all(self, now: float, send: Send) -> None:
+        """Shutdown: every worker gets Stop; a busy one finishes its lease, reports, then exits."""
+        for worker in list(self.workers.values()):
+            if worker.state != "stopping":
+                self._set_state(worker, "stopping", now)
+                send(worker.identity, protocol.encode(protocol.Stop()))
+
+    # -- what workers say ----------------------------------------------------------------
+    def on_ready(self, identity: bytes, message: protocol.Ready, now: float, send: Send) -> Worker | None:
+        worker = self.workers.get(identity)
+        if worker is None:
+            worker = Worker(identity, None, since=now)  # a remote worker host
+            self.workers[identity] = worker
+            log.info("remote worker %s joined", identity.hex())
+        worker.pid, worker.host = message.pid, message.host
+        worker.last_heard = now
+        if worker.state == "starting":
+            if worker.local and self.size > self.target:
+                self.retire(worker, now, send)  # the target fell while it started
+                return None
+            self._set_state(worker, "idle", now)
+            log.debug("worker %s ready", worker.describe())
+        return worker
+
+    def on_heard(self, identity: bytes, now: float) -> Worker | None:
+        worker = self.workers.get(identity)
+        if worker is not None:
+            worker.last_heard = now
+        return worker
+
+    def give_lease(self, worker: Worker, task_ids: list[int], work_s: float, now: float,
+                   wall: float) -> None:
+        worker.lease = task_ids
+        worker.lease_started, worker.lease_wall, worker.lease_work_s = now, wall, work_s
+        self._set_state(worker, "busy", now)
+        worker.last_sent = now
+
+    def finish_lease(self, worker: Worker, now: float) -> list[int] | None:
+        lease, worker.lease = worker.lease, None
+        if worker.state == "busy":
+            self._set_state(worker, "idle", now)
+        return lease
+
+    # -- losing workers ------------------------------------------------------------------------
+    def expired(self, now: float) -> list[Worker]:
+        """Workers silent past the heartbeat timeout, or that never said Ready in time."""
+        lost = []
+        for worker in self.workers.values():
+            if worker.state == "starting":
+                if now - worker.since > START_TIMEOUT:
+                    lost.append(worker)
+            elif worker.state == "stopping" and worker.lease is None:
+                if now - worker.since > STOP_TIMEOUT:
+                    lost.append(worker)
+            elif now - worker.last_heard > self.patience:
+                lost.append(worker)
+        return lost
+
+    def remove(self, worker: Worker) -> list[int]:
+        """Forget a worker (dead, hung or gone); kill and reap its process. Returns its lease."""
+        self.workers.pop(worker.identity, None)
+        self.idle.pop(worker.identity, None)
+        lease, worker.lease = worker.lease, None
+        process = worker.process
+        if process is not None:
+            self.by_sentinel.pop(process.sentinel, None)
+            if process.exitcode is None:
+                try:
+                    os.kill(process.pid, signal.SIGKILL)  # hung (e.g. SIGSTOP): no waiting on it
+                except ProcessLookupError:
+                    pass
+            process.join(1.0)
+            if process.exitcode is None:
+                log.error("worker pid %s did not go away after SIGKILL", process.pid)
+            else:
+                process.close()
+        return lease or []
+
+    def terminate_all(self) -> None:
+        for worker in list(self.workers.values()):
+            self.remove(worker)
+
+    def _set_state(self, worker: Worker, state: str, now: float) -> None:
+        if worker.state == "idle":
+            self.idle.pop(worker.identity, None)
+        worker.state = state
+        worker.since = now
+        if state == "idle":
+            self.idle[worker.identity] = worker
+
+    # -- policy ---------------------------------------------------------------------------
+    def set_bounds(self, min_workers: int, max_workers: int) -> None:
+        self.min_workers, self.max_workers = min_workers, max_workers
+        self.autoscaler.set_bounds(min_workers, max_workers)
+
+    def decide(self, load: Load) -> tuple[int, int, str] | None:
+        """Ask the policy; returns (old, new, reason) when the target changes."""
+        decision = self.autoscaler.decide(load)
+        target = max(self.min_workers, min(self.max_workers, decision.target))
+        if target == self.target:
+            return None
+        old, self.target, self.reason = self.target, target, decision.reason
+        return old, target, decision.reason
+
+
+def wall() -> float:
+    return time.time()

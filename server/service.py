@@ -1,0 +1,336 @@
+"""What the server does with requests and worker reports; no sockets here.
+
+Handlers change the in-memory state at once and add their writes to the
+turn's `Batch`; their replies and events wait in `outbox`/`events` until the
+loop has committed the batch (`commit()`), so nothing is acknowledged or
+announced before it is durable. A request that must read the database first
+asks the loop to flush the turn so far (`self.flush()`), which also keeps
+each client's replies in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from common import __version__, protocol
+from common.protocol import (
+    BUSY,
+    INTERNAL,
+    INVALID,
+    NOT_FOUND,
+    CreateStory,
+    CreateStoryResult,
+    DeleteStory,
+    Empty,
+    GetStory,
+    ListStories,
+    Ping,
+    PingResult,
+    PoolResult,
+    SetPool,
+    Snapshot,
+    SnapshotResult,
+    Stats,
+    StoryView,
+    TaskView,
+)
+
+from .config import ServerConfig
+from .pool import Load, Pool, Worker
+from .state import WorkState
+from .stats import History, MeanWindow, RateWindow
+from .store import Batch, Startup, Store
+
+log = logging.getLogger(__name__)
+
+Envelope = list[bytes]  # the routing frames a reply goes back with
+
+
+class Service:
+    def __init__(self, config: ServerConfig, store: Store, pool: Pool, now: float):
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.state = WorkState()
+        self.batch = Batch()
+        self.outbox: list[tuple[Envelope, bytes]] = []
+        self.events: list[tuple] = []  # ("story", event, story_id) | ("pool", old, new, reason)
+        self.flush: Callable[[], None] = lambda: None  # set by the loop
+        self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
+        self.scale_now = False  # set_pool asks the loop for a decision this turn
+        window = config.rate_window
+        self.stories_in = RateWindow(window, now)
+        self.stories_out = RateWindow(window, now)
+        self.tasks_in = RateWindow(window, now)
+        self.tasks_out = RateWindow(window, now)
+        self.task_seconds = MeanWindow(window, now)
+        self.history: History[Stats] = History(protocol.HISTORY_SECONDS_MAX)
+        self.completed_stories = 0
+        self.tasks_completed = 0
+        self.next_story_id = 1
+        self.next_task_id = 1
+        self._handlers: dict[type, Callable[[Envelope, Any, float, float], None]] = {
+            Ping: self._ping,
+            CreateStory: self._create_story,
+            DeleteStory: self._delete_story,
+            GetStory: self._get_story,
+            ListStories: self._list_stories,
+            Snapshot: self._snapshot,
+            SetPool: self._set_pool,
+        }
+
+    # -- start-up -----------------------------------------------------------------
+    def restore(self, startup: Startup, wall: float) -> None:
+        self.next_story_id = startup.next_story_id
+        self.next_task_id = startup.next_task_id
+        self.completed_stories = startup.completed_stories
+        self.tasks_completed = startup.tasks_completed
+        by_story: dict[int, list[tuple[int, int, int]]] = {}
+        for task_id, story_id, estimate, attempts in startup.queued_tasks:
+            by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
+        # Restore in the order of each story's first unfinished task: creation order.
+        for story_id, tasks in sorted(by_story.items(), key=lambda item: item[1][0][0]):
+            total, _ = startup.open_stories[story_id]
+            self.state.restore_story(story_id, total, tasks)
+        # An open story with nothing left cannot arise from our own writes; repair it anyway.
+        for story_id in startup.open_stories.keys() - by_story.keys():
+            log.warning("story %d was open with no unfinished task: marking it done", story_id)
+            self.batch.done_stories.append(story_id)
+            self.batch.completed_at = wall
+            self.completed_stories += 1
+        # The queue interleaves stories by task id, as they were created.
+        self.state.queue = type(self.state.queue)(sorted(self.state.queue))
+
+    # -- requests -------------------------------------------------------------------
+    def handle_request(self, envelope: Envelope, frame: bytes, now: float, wall: float) -> None:
+        try:
+            request = protocol.decode_request(frame)
+        except protocol.ProtocolError as exc:
+            self.reply_error(envelope, protocol.correlation_id(frame), INVALID, str(exc))
+            return
+        try:
+            self._handlers[type(request)](envelope, request, now, wall)
+        except Exception as exc:
+            log.exception("internal error while handling %s", type(request).__name__)
+            self.reply_error(envelope, request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def reply(self, envelope: Envelope, request_id: Any, result: Any) -> None:
+        self.outbox.append((envelope, protocol.ok(request_id, result)))
+
+    def reply_error(self, envelope: Envelope, request_id: Any, code: str, message: str) -> None:
+        self.outbox.append((envelope, protocol.error(request_id, code, message)))
+
+    def _ping(self, envelope: Envelope, req: Ping, now: float, wall: float) -> None:
+        self.reply(envelope, req.id, PingResult(__version__, protocol.PROTOCOL_VERSION))
+
+    def _create_story(self, envelope: Envelope, req: CreateStory, now: float, wall: float) -> None:
+        tasks = req.tasks
+        count = len(tasks)
+        state = self.state
+        if state.queued + count > self.config.queue_max:
+            self.reply_error(envelope, req.id, BUSY,
+                             f"{state.queued} tasks are queued (limit {self.config.queue_max}); "
+                             "try again later")
+            return
+        story_id = self.next_story_id
+        first = self.next_task_id
+        self.next_story_id += 1
+        self.next_task_id += count
+        batch = self.batch
+        batch.stories.append((story_id, req.name, req.description, "open", wall, count))
+        estimates = [t.estimate_ms for t in tasks]
+        batch.tasks.extend([
+            (first + i, story_id, t.name, t.estimate_ms, "queued", 0, wall)
+            for i, t in enumerate(tasks)
+        ])
+        ids = state.add_story(story_id, first, estimates)
+        self.stories_in.add(now)
+        self.tasks_in.add(now, count)
+        self.events.append(("story", "created", story_id))
+        self.reply(envelope, req.id, CreateStoryResult(story_id, list(ids)))
+
+    def _delete_story(self, envelope: Envelope, req: DeleteStory, now: float, wall: float) -> None:
+        story_id = req.story_id
+        story = self.state.delete_story(story_id)
+        if story is not None:
+            self.tasks_completed -= story.total - story.remaining
+        else:
+            self.flush()  # the row may be written in this turn
+            row = self.store.story(story_id)
+            if row is None:
+                self.reply_error(envelope, req.id, NOT_FOUND, f"no story with story_id {story_id}")
+                return
+            if row[3] == "done":
+                self.completed_stories -= 1
+                self.tasks_completed -= row[6]
+        self.batch.deleted_stories.append(story_id)
+        self.batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
+        self.events.append(("story", "deleted", story_id))
+        self.reply(envelope, req.id, Empty())
+
+    def _get_story(self, envelope: Envelope, req: GetStory, now: float, wall: float) -> None:
+        self.flush()
+        row = self.store.story(req.story_id)
+        if row is None:
+            self.reply_error(envelope, req.id, NOT_FOUND, f"no story with story_id {req.story_id}")
+            return
+        live = self.state.live
+        views = []
+        done = 0
+        for task_id, name, estimate, status, attempts, created, started, finished in \
+                self.store.tasks_of(req.story_id):
+            task = live.get(task_id)
+            if status == "done":
+                done += 1
+            elif task is not None and task.running:
+                status, started, attempts = "running", task.started_at, task.attempts
+            views.append(TaskView(task_id, name, estimate, status, attempts, created, started,
+                                  finished))
+        view = self._story_view(row)
+        view.tasks_done = done
+        view.tasks = views
+        self.reply(envelope, req.id, view)
+
+    def _story_view(self, row: tuple) -> StoryView:
+        story_id, name, description, status, created, completed, total = row
+        if status == "done":
+            done = total
+        else:
+            story = self.state.stories.get(story_id)
+            done = total - story.remaining if story is not None else 0
+        return StoryView(story_id, name, description, status, created, total, done, completed)
+
+    def _list_stories(self, envelope: Envelope, req: ListStories, now: float, wall: float) -> None:
+        self.flush()
+        rows = self.store.stories(req.status, req.offset, req.limit)
+        total = {
+            None: len(self.state.stories) + self.completed_stories,
+            "open": len(self.state.stories),
+            "done": self.completed_stories,
+        }[req.status]
+        result = protocol.ListStoriesResult([self._story_view(r) for r in rows], total)
+        self.reply(envelope, req.id, result)
+
+    def _snapshot(self, envelope: Envelope, req: Snapshot, now: float, wall: float) -> None:
+        # Publish this turn's events first, so the snapshot's seq covers everything it shows.
+        self.flush()
+        seq = self.seq()
+        result = SnapshotResult(seq, self.stats(now, wall, seq), self.history.last(req.history_seconds))
+        self.reply(envelope, req.id, result)
+
+    def _set_pool(self, envelope: Envelope, req: SetPool, now: float, wall: float) -> None:
+        low = self.pool.min_workers if req.min_workers is None else req.min_workers
+        high = self.pool.max_workers if req.max_workers is None else req.max_workers
+        if low > high:
+            self.reply_error(envelope, req.id, INVALID,
+                             f"min_workers {low} is above max_workers {high}")
+            return
+        self.pool.set_bounds(low, high)
+        log.info("pool bounds set to min_workers=%d max_workers=%d", low, high)
+        self.scale_now = True
+        self.reply(envelope, req.id, PoolResult(low, high, self.pool.size, self.pool.target))
+
+    # -- workers ----------------------------------------------------------------------
+    def dispatch(self, now: float, wall: float, send: Callable[[bytes, bytes], None]) -> None:
+        """Give a lease to every idle worker while tasks are queued."""
+        state, pool, config = self.state, self.pool, self.config
+        scale = config.time_scale
+        encode = protocol.encode
+        while pool.idle and state.queued > 0:
+            lease = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s)
+            if not lease:
+                break
+            worker = next(iter(pool.idle.values()))
+            state.mark_started(lease, wall)
+            work_s = sum(est for _, est in lease) * scale / 1000.0
+            pool.give_lease(worker, [task_id for task_id, _ in lease], work_s, now, wall)
+            send(worker.identity, encode(protocol.Work(lease, scale)))
+
+    def complete(self, worker: Worker | None, task_ids: list[int], now: float, wall: float) -> None:
+        """A Done: record each task once; a story is done with its last task, in the same batch."""
+        if worker is not None and worker.lease is not None:
+            tasks = len(worker.lease)
+            if tasks:
+                self.task_seconds.add(now, now - worker.lease_started, tasks)
+            self.pool.finish_lease(worker, now)
+        state = self.state
+        groups: dict[tuple[int, float], list[int]] = {}
+        finished_stories = []
+        count = 0
+        for task_id in task_ids:
+            task, story_done = state.complete(task_id)
+            if task is None:
+                continue  # unknown, already done, or its story was deleted
+            count += 1
+            key = (task.attempts, task.started_at)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [task_id]
+            else:
+                group.append(task_id)
+            if story_done:
+                finished_stories.append(task.story_id)
+        if not count:
+            return
+        batch = self.batch
+        for (attempts, started), ids in groups.items():
+            batch.completions.append((attempts, started or wall, wall, ids))
+        self.tasks_completed += count
+        self.tasks_out.add(now, count)
+        if finished_stories:
+            batch.done_stories.extend(finished_stories)
+            batch.completed_at = wall
+            self.completed_stories += len(finished_stories)
+            self.stories_out.add(now, len(finished_stories))
+            self.events.extend(("story", "completed", sid) for sid in finished_stories)
+
+    def lost(self, worker: Worker, lease: list[int], why: str) -> None:
+        back = self.state.requeue_front(lease)
+        log.warning("worker %s %s; %d task(s) of its lease back at the front of the queue",
+                    worker.describe(), why, back)
+
+    # -- commit ---------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write the turn's batch in one transaction. Raises if it did not commit."""
+        if self.batch:
+            batch, self.batch = self.batch, Batch()
+            self.store.apply(batch)
+
+    # -- figures --------------------------------------------------------------------------
+    def load(self, now: float) -> Load:
+        pool = self.pool
+        return Load(
+            now=now,
+            queued_tasks=self.state.queued,
+            queued_work_s=self.state.queued_ms * self.config.time_scale / 1000.0,
+            busy=pool.busy,
+            idle=len(pool.idle),
+            starting=pool.count("starting"),
+            arrival_rate=self.tasks_in.rate(now),
+            completion_rate=self.tasks_out.rate(now),
+            mean_task_s=self.task_seconds.mean(now),
+        )
+
+    def stats(self, now: float, wall: float, seq: int) -> Stats:
+        state, pool = self.state, self.pool
+        return Stats(
+            seq=seq,
+            ts=wall,
+            stories_produced_per_s=self.stories_in.rate(now),
+            stories_completed_per_s=self.stories_out.rate(now),
+            open_stories=len(state.stories),
+            completed_stories=self.completed_stories,
+            tasks_produced_per_s=self.tasks_in.rate(now),
+            tasks_completed_per_s=self.tasks_out.rate(now),
+            tasks_queued=state.queued,
+            tasks_running=state.running,
+            tasks_completed=self.tasks_completed,
+            queued_work_s=state.queued_ms * self.config.time_scale / 1000.0,
+            workers=pool.connected,
+            workers_busy=pool.busy,
+            workers_target=pool.target,
+            min_workers=pool.min_workers,
+            max_workers=pool.max_workers,
+            rate_window_s=self.config.rate_window,
+        )

@@ -1,0 +1,161 @@
+"""The work in memory: the queue of task ids, the live tasks, the open stories.
+
+Pure bookkeeping (no I/O, no clock): the service decides what to write, this
+module keeps the figures that stats and the scheduler need in step.
+
+- `queue` holds queued task ids in creation order; a task put back after a
+  worker died goes to the front. Removal is lazy: an id whose task is no
+  longer live (deleted, done) or is running is skipped when it reaches the front.
+- `live` holds every task that is not done, queued or running.
+- `stories` holds every open story with the count of its unfinished tasks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable
+
+
+class LiveTask:
+    __slots__ = ("story_id", "estimate_ms", "attempts", "running", "started_at")
+
+    def __init__(self, story_id: int, estimate_ms: int, attempts: int = 0):
+        self.story_id = story_id
+        self.estimate_ms = estimate_ms
+        self.attempts = attempts  # dispatches so far; written at completion
+        self.running = False
+        self.started_at = 0.0  # wall clock of the lease that runs it
+
+
+class OpenStory:
+    __slots__ = ("remaining", "total", "task_ids")
+
+    def __init__(self, total: int, task_ids: Iterable[int], remaining: int | None = None):
+        self.total = total
+        self.task_ids = task_ids  # a range for new stories; a list after a restart
+        self.remaining = total if remaining is None else remaining
+
+
+class WorkState:
+    def __init__(self) -> None:
+        self.queue: deque[int] = deque()
+        self.live: dict[int, LiveTask] = {}
+        self.stories: dict[int, OpenStory] = {}
+        self.queued = 0  # live tasks waiting (the queue may hold more ids: lazy removal)
+        self.running = 0
+        self.queued_ms = 0  # sum of unscaled estimates of queued tasks
+
+    # -- adding work --------------------------------------------------------------
+    def add_story(self, story_id: int, first_task_id: int, estimates: list[int]) -> range:
+        ids = range(first_task_id, first_task_id + len(estimates))
+        live = self.live
+        for task_id, estimate in zip(ids, estimates):
+            live[task_id] = LiveTask(story_id, estimate)
+        self.queue.extend(ids)
+        self.stories[story_id] = OpenStory(len(estimates), ids)
+        self.queued += len(estimates)
+        self.queued_ms += sum(estimates)
+        return ids
+
+    def restore_story(self, story_id: int, total: int, tasks: list[tuple[int, int, int]]) -> None:
+        """After a restart: (task_id, estimate_ms, attempts) of its unfinished tasks, by id."""
+        for task_id, estimate, attempts in tasks:
+            self.live[task_id] = LiveTask(story_id, estimate, attempts)
+            self.queue.append(task_id)
+            self.queued_ms += estimate
+        self.queued += len(tasks)
+        self.stories[story_id] = OpenStory(total, [t[0] for t in tasks], remaining=len(tasks))
+
+    # -- leases ---------------------------------------------------------------------
+    def take_lease(self, time_scale: float, max_tasks: int, max_s: float) -> list[tuple[int, int]]:
+        """The next lease: [(task_id, estimate_ms)], or [] if nothing is queued.
+
+        A task whose scaled estimate exceeds `max_s` goes alone; tiny tasks go
+        together, up to `max_tasks` and `max_s` scaled seconds in all, in queue
+        order (a lease stops at the first task that does not fit).
+        """
+        queue, live = self.queue, self.live
+        limit_ms = max_s * 1000 / time_scale if time_scale > 0 else float("inf")
+        lease: list[tuple[int, int]] = []
+        total_ms = 0
+        while queue and len(lease) < max_tasks:
+            task_id = queue[0]
+            task = live.get(task_id)
+            if task is None or task.running:
+                queue.popleft()  # lazy removal of a deleted or done task
+                continue
+            estimate = task.estimate_ms
+            if lease and total_ms + estimate > limit_ms:
+                break
+            queue.popleft()
+            lease.append((task_id, estimate))
+            total_ms += estimate
+            if total_ms > limit_ms:
+                break  # a real task: alone
+        for task_id, estimate in lease:
+            task = live[task_id]
+            task.running = True
+            task.attempts += 1
+        self.queued -= len(lease)
+        self.running += len(lease)
+        self.queued_ms -= total_ms
+        return lease
+
+    def mark_started(self, lease: list[tuple[int, int]], wall: float) -> None:
+        live = self.live
+        for task_id, _ in lease:
+            live[task_id].started_at = wall
+
+    def requeue_front(self, task_ids: Iterable[int]) -> int:
+        """Put the still-running tasks of a lost lease back at the front, in order."""
+        back = []
+        for task_id in task_ids:
+            task = self.live.get(task_id)
+            if task is not None and task.running:
+                task.running = False
+                back.append(task_id)
+                self.queued_ms += task.estimate_ms
+        self.queue.extendleft(reversed(back))
+        self.queued += len(back)
+        self.running -= len(back)
+        return len(back)
+
+    # -- completion and deletion ------------------------------------------------------
+    def complete(self, task_id: int) -> tuple[LiveTask | None, bool]:
+        """Record one task done: (its LiveTask or None if unknown/already done, story finished?)."""
+        task = self.live.pop(task_id, None)
+        if task is None:
+            return None, False  # unknown, already done, or its story was deleted
+        if task.running:
+            self.running -= 1
+        else:  # completed by a worker we had given up on, while it waited in the queue
+            self.queued -= 1
+            self.queued_ms -= task.estimate_ms
+        story = self.stories.get(task.story_id)
+        if story is None:
+            return task, False
+        story.remaining -= 1
+        if story.remaining <= 0:
+            del self.stories[task.story_id]
+            return task, True
+        return task, False
+
+    def delete_story(self, story_id: int) -> OpenStory | None:
+        """Forget an open story and its unfinished tasks; None if it is not open."""
+        story = self.stories.pop(story_id, None)
+        if story is None:
+            return None
+        for task_id in story.task_ids:
+            task = self.live.get(task_id)
+            if task is None or task.story_id != story_id:
+                continue
+            del self.live[task_id]
+            if task.running:
+                self.running -= 1  # its later Done is ignored
+            else:
+                self.queued -= 1
+                self.queued_ms -= task.estimate_ms
+        return story
+
+    def task_state(self, task_id: int) -> LiveTask | None:
+        return self.live.get(task_id)

@@ -1,0 +1,278 @@
+"""Durable storage: Peewee models Story and Task, opened from a path or a URL.
+
+The server is the only writer. It assigns ids itself (a story's tasks get a
+contiguous range), so one turn's stories and tasks go in with a few bulk
+statements and nothing has to be read back. Task states on disk are only
+`queued` and `done`: "running" lives in memory, since a running task is
+queued again after a crash anyway.
+
+The hot paths (`apply`) use plain SQL through the driver's executemany with
+the database's own placeholder, so the same code runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import peewee
+from peewee import (
+    BigIntegerField,
+    CharField,
+    DatabaseProxy,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+log = logging.getLogger(__name__)
+
+database = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",  # with WAL: durable against process crashes, fast commits
+    "foreign_keys": 1,
+    "cache_size": -64_000,  # KiB: 64 MiB page cache
+    "busy_timeout": 5_000,
+}
+IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Story(BaseModel):
+    id = BigIntegerField(primary_key=True)  # assigned by the server
+    name = CharField(max_length=200)
+    description = TextField(default="")
+    status = CharField(max_length=8, default="open")  # open | done
+    created_at = DoubleField()
+    completed_at = DoubleField(null=True)
+    tasks_total = IntegerField()
+
+    class Meta:
+        table_name = "story"
+        indexes = ((("status", "id"), False),)
+
+
+class Task(BaseModel):
+    id = BigIntegerField(primary_key=True)  # assigned by the server
+    story = ForeignKeyField(Story, on_delete="CASCADE", index=True, column_name="story_id")
+    name = CharField(max_length=200, default="")
+    estimate_ms = IntegerField()
+    status = CharField(max_length=8, default="queued", index=True)  # queued | done
+    attempts = IntegerField(default=0)
+    created_at = DoubleField()
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "task"
+
+
+class Counter(BaseModel):
+    """High-water marks, so that ids of deleted stories are never handed out again."""
+
+    name = CharField(max_length=32, primary_key=True)
+    value = BigIntegerField()
+
+    class Meta:
+        table_name = "counter"
+
+
+MODELS = (Story, Task, Counter)
+
+
+def default_db_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("storypulse")) / "storypulse.db"
+
+
+def connect(spec: str | None) -> peewee.Database:
+    """A path (SQLite) or a URL (`sqlite:///...`, `postgresql://...`); None: the default file."""
+    if spec and "://" in spec:
+        from playhouse.db_url import connect as connect_url
+
+        if spec.startswith("sqlite"):
+            db = connect_url(spec, pragmas=SQLITE_PRAGMAS)
+        else:
+            db = connect_url(spec)
+    else:
+        path = Path(spec).expanduser() if spec else default_db_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
+    return db
+
+
+def describe(db: peewee.Database) -> str:
+    return f"{type(db).__name__}({db.database})"
+
+
+@dataclass
+class Startup:
+    """What the server needs in memory, read once when it starts."""
+
+    next_story_id: int
+    next_task_id: int
+    completed_stories: int
+    tasks_completed: int
+    # story_id -> (tasks_total, created_at) for every open story
+    open_stories: dict[int, tuple[int, float]]
+    # (task_id, story_id, estimate_ms, attempts) of every unfinished task of an open story, by id
+    queued_tasks: list[tuple[int, int, int, int]]
+
+
+@dataclass
+class Batch:
+    """The writes of one loop turn; applied in one transaction."""
+
+    stories: list[tuple] = field(default_factory=list)  # see STORY_COLUMNS
+    tasks: list[tuple] = field(default_factory=list)  # see TASK_COLUMNS
+    # (attempts, started_at, finished_at, task ids)
+    completions: list[tuple[int, float, float, list[int]]] = field(default_factory=list)
+    done_stories: list[int] = field(default_factory=list)
+    deleted_stories: list[int] = field(default_factory=list)
+    completed_at: float = 0.0
+    id_floors: dict[str, int] = field(default_factory=dict)  # set when stories are deleted
+
+    def __bool__(self) -> bool:
+        return bool(self.stories or self.tasks or self.completions
+                    or self.done_stories or self.deleted_stories)
+
+
+STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
+TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
+STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total"
+TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
+
+
+def _chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+class Store:
+    def __init__(self, db: peewee.Database):
+        self.db = db
+        database.initialize(db)
+        self.p = db.param  # placeholder: ? for SQLite, %s for PostgreSQL
+        self._insert_story = (
+            f"INSERT INTO story ({', '.join(STORY_COLUMNS)}) "
+            f"VALUES ({', '.join([self.p] * len(STORY_COLUMNS))})"
+        )
+        self._insert_task = (
+            f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
+            f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})"
+        )
+
+    @classmethod
+    def open(cls, spec: str | None) -> Store:
+        db = connect(spec)
+        store = cls(db)
+        db.connect(reuse_if_open=True)
+        db.create_tables(MODELS, safe=True)
+        return store
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    # -- start-up --------------------------------------------------------------
+    def load(self) -> Startup:
+        sql = self.db.execute_sql
+        max_story = sql("SELECT COALESCE(MAX(id), 0) FROM story").fetchone()[0]
+        max_task = sql("SELECT COALESCE(MAX(id), 0) FROM task").fetchone()[0]
+        floors = dict(sql("SELECT name, value FROM counter").fetchall())
+        completed = sql("SELECT COUNT(*) FROM story WHERE status = 'done'").fetchone()[0]
+        tasks_done = sql("SELECT COUNT(*) FROM task WHERE status = 'done'").fetchone()[0]
+        open_stories = {
+            sid: (total, created)
+            for sid, total, created in sql(
+                "SELECT id, tasks_total, created_at FROM story WHERE status = 'open'"
+            )
+        }
+        queued = [
+            tuple(row) for row in sql(
+                "SELECT t.id, t.story_id, t.estimate_ms, t.attempts FROM task t "
+                "JOIN story s ON s.id = t.story_id "
+                "WHERE t.status = 'queued' AND s.status = 'open' ORDER BY t.id"
+            )
+        ]
+        return Startup(
+            next_story_id=max(max_story, floors.get("story_id", 0)) + 1,
+            next_task_id=max(max_task, floors.get("task_id", 0)) + 1,
+            completed_stories=completed,
+            tasks_completed=tasks_done,
+            open_stories=open_stories,
+            queued_tasks=queued,
+        )
+
+    # -- the group commit -------------------------------------------------------
+    def apply(self, batch: Batch) -> None:
+        """All of one turn's writes in one transaction; raises if it did not commit."""
+        p = self.p
+        with self.db.atomic():
+            cursor = self.db.cursor()
+            if batch.stories:
+                cursor.executemany(self._insert_story, batch.stories)
+            if batch.tasks:
+                cursor.executemany(self._insert_task, batch.tasks)
+            for attempts, started, finished, ids in batch.completions:
+                for chunk in _chunks(ids):
+                    cursor.execute(
+                        f"UPDATE task SET status = 'done', attempts = {p}, started_at = {p}, "
+                        f"finished_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
+                        (attempts, started, finished, *chunk),
+                    )
+            for chunk in _chunks(batch.done_stories):
+                cursor.execute(
+                    f"UPDATE story SET status = 'done', completed_at = {p} "
+                    f"WHERE id IN ({', '.join([p] * len(chunk))})",
+                    (batch.completed_at, *chunk),
+                )
+            for chunk in _chunks(batch.deleted_stories):
+                marks = ", ".join([p] * len(chunk))
+                # Explicit, so it does not depend on the database enforcing the cascade.
+                cursor.execute(f"DELETE FROM task WHERE story_id IN ({marks})", tuple(chunk))
+                cursor.execute(f"DELETE FROM story WHERE id IN ({marks})", tuple(chunk))
+            for name, value in batch.id_floors.items():
+                self._set_counter(cursor, name, value)
+
+    def _set_counter(self, cursor, name: str, value: int) -> None:
+        p = self.p
+        cursor.execute(f"UPDATE counter SET value = {p} WHERE name = {p}", (value, name))
+        if cursor.rowcount == 0:
+            cursor.execute(f"INSERT INTO counter (name, value) VALUES ({p}, {p})", (name, value))
+
+    # -- reads --------------------------------------------------------------------
+    def story(self, story_id: int) -> tuple | None:
+        return self.db.execute_sql(
+            f"SELECT {STORY_SELECT} FROM story WHERE id = {self.p}", (story_id,)
+        ).fetchone()
+
+    def tasks_of(self, story_id: int) -> list[tuple]:
+        return self.db.execute_sql(
+            f"SELECT {TASK_SELECT} FROM task WHERE story_id = {self.p} ORDER BY id", (story_id,)
+        ).fetchall()
+
+    def stories(self, status: str | None, offset: int, limit: int) -> list[tuple]:
+        """Newest first."""
+        p = self.p
+        where, params = ("", ()) if status is None else (f"WHERE status = {p} ", (status,))
+        return self.db.execute_sql(
+            f"SELECT {STORY_SELECT} FROM story {where}ORDER BY id DESC LIMIT {p} OFFSET {p}",
+            (*params, limit, offset),
+        ).fetchall()
+
+    def integrity_ok(self) -> bool:
+        if not isinstance(self.db, peewee.SqliteDatabase):
+            return True
+        return self.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
