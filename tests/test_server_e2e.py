@@ -1,0 +1,208 @@
+"""End to end with the real server process, real workers, real sockets."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import zmq
+
+from common import protocol
+from common.client import RequestError
+from support import ServerProcess, wait_for
+
+
+class EventTap:
+    """A SUB socket on the server's events, recording everything in arrival order."""
+
+    def __init__(self, server: ServerProcess, wait_joined: bool = True):
+        self.context = zmq.Context.instance()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.linger = 0
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(server.endpoints.events)
+        self.messages: list[tuple[bytes, object]] = []
+        if wait_joined:  # PUB drops what it sends before the subscription arrives
+            wait_for(lambda: self.pump() or self.stats(), 10, what="the first stats event")
+
+    def pump(self, timeout: float = 0.05) -> int:
+        got = 0
+        while self.sock.poll(timeout * 1000 if got == 0 else 0):
+            topic, payload = self.sock.recv_multipart()
+            self.messages.append((topic, protocol.decode_event(topic, payload)))
+            got += 1
+        return got
+
+    def stats(self) -> list[protocol.Stats]:
+        return [m for t, m in self.messages if t == protocol.TOPIC_STATS]
+
+    def last_stats(self) -> protocol.Stats | None:
+        found = self.stats()
+        return found[-1] if found else None
+
+    def story_events(self, event: str | None = None) -> list[protocol.StoryEvent]:
+        return [m for t, m in self.messages
+                if t == protocol.TOPIC_STORY and (event is None or m.event == event)]
+
+    def wait_stats(self, predicate, timeout: float = 20, what: str = "") -> protocol.Stats:
+        def check():
+            self.pump()
+            last = self.last_stats()
+            return last if last is not None and predicate(last) else None
+        return wait_for(check, timeout, what=what or "a stats event that matches")
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def assert_seq_contiguous(messages) -> None:
+    seqs = [m.seq for _, m in messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or repeat in seq"
+
+
+def make_tasks(rng: random.Random, low: int = 1, high: int = 5, est: int = 100) -> list[dict]:
+    return [{"estimate_ms": rng.randint(0, est), "name": f"t{i}"}
+            for i in range(rng.randint(low, high))]
+
+
+def test_stories_flow_to_done_with_counts_and_events(server):
+    tap = EventTap(server)
+    rng = random.Random(7)
+    created = {}
+    with server.client() as client:
+        for i in range(30):
+            result = client.create_story(f"story {i}", make_tasks(rng))
+            created[result.story_id] = len(result.task_ids)
+        final = tap.wait_stats(lambda s: s.completed_stories == 30 and s.open_stories == 0,
+                               what="all 30 stories done")
+        tap.pump(0.3)
+        assert final.tasks_completed == sum(created.values())
+        assert final.tasks_queued == 0
+        # every story event exactly once
+        assert sorted(e.story_id for e in tap.story_events("created")) == sorted(created)
+        assert sorted(e.story_id for e in tap.story_events("completed")) == sorted(created)
+        assert_seq_contiguous(tap.messages)
+        # the database agrees with the figures
+        listing = client.list_stories(status="done", limit=1000)
+        assert listing.total == 30 and len(listing.stories) == 30
+        assert [s.story_id for s in listing.stories] == sorted(created, reverse=True)
+        assert client.list_stories(status="open").total == 0
+        for story_id, count in created.items():
+            story = client.get_story(story_id)
+            assert story.status == "done" and story.completed_at is not None
+            assert story.tasks_done == story.tasks_total == count
+            assert all(t.state == "done" and t.attempts == 1 and t.finished_at >= t.started_at
+                       for t in story.tasks)
+        snap = client.snapshot()
+        assert snap.stats.completed_stories == 30 and snap.stats.workers == 2
+        assert snap.stats.rate_window_s == 5.0
+    tap.close()
+
+
+def test_list_stories_pages_newest_first(server):
+    with server.client() as client:
+        ids = [client.create_story(f"s{i}", [{"estimate_ms": 0}]).story_id for i in range(7)]
+        page = client.list_stories(offset=2, limit=3)
+        assert page.total == 7
+        assert [s.story_id for s in page.stories] == ids[::-1][2:5]
+
+
+def test_late_joiner_gets_snapshot_then_events_without_gap(server):
+    rng = random.Random(3)
+    with server.client() as client:
+        for i in range(10):
+            client.create_story(f"early {i}", make_tasks(rng))
+        # Subscribe first, then snapshot; keep only what is newer than the snapshot.
+        tap = EventTap(server)
+        snap = client.snapshot(history_seconds=60)
+        assert snap.history, "history has one entry a second"
+        assert snap.stats.seq == snap.seq
+        later = [client.create_story(f"late {i}", make_tasks(rng)).story_id for i in range(10)]
+        tap.wait_stats(lambda s: s.completed_stories == 20, what="all 20 done")
+        newer = [(t, m) for t, m in tap.messages if m.seq > snap.seq]
+        assert newer[0][1].seq == snap.seq + 1, "the first event after the snapshot is missing"
+        assert_seq_contiguous(newer)
+        created_after = {m.story_id for t, m in newer
+                         if t == protocol.TOPIC_STORY and m.event == "created"}
+        assert created_after == set(later)
+        tap.close()
+
+
+def test_delete_in_every_state(server_factory):
+    server = server_factory(workers=1, time_scale=1.0).start()
+    tap = EventTap(server)
+    with server.client() as client:
+        running = client.create_story("running", [{"estimate_ms": 1500}])
+        queued = client.create_story("queued", [{"estimate_ms": 1000}, {"estimate_ms": 1000}])
+        wait_for(lambda: client.get_story(running.story_id).tasks[0].state == "running", 10,
+                 what="the first task to run")
+        assert client.get_story(queued.story_id).tasks[0].state == "queued"
+
+        client.delete_story(queued.story_id)
+        with pytest.raises(RequestError) as err:
+            client.get_story(queued.story_id)
+        assert err.value.code == "not_found"
+
+        client.delete_story(running.story_id)
+        # The running task's completion arrives later and is ignored.
+        stats = tap.wait_stats(lambda s: s.workers_busy == 0 and s.tasks_running == 0, 10,
+                               what="the worker to finish its task")
+        assert stats.open_stories == 0 and stats.completed_stories == 0
+        assert stats.tasks_completed == 0 and stats.tasks_queued == 0
+
+        done = client.create_story("done", [{"estimate_ms": 0}, {"estimate_ms": 0}])
+        tap.wait_stats(lambda s: s.completed_stories == 1, what="the third story to finish")
+        client.delete_story(done.story_id)
+        stats = tap.wait_stats(lambda s: s.completed_stories == 0, what="counts after delete")
+        assert stats.tasks_completed == 0
+        assert client.list_stories().total == 0
+
+        with pytest.raises(RequestError) as err:
+            client.delete_story(done.story_id)
+        assert err.value.code == "not_found"
+        with pytest.raises(RequestError) as err:
+            client.delete_story(999_999)
+        assert err.value.code == "not_found"
+
+        tap.pump(0.3)
+        deleted = [e.story_id for e in tap.story_events("deleted")]
+        assert deleted == [queued.story_id, running.story_id, done.story_id]
+        assert [e.story_id for e in tap.story_events("completed")] == [done.story_id]
+        # a new story does not reuse the id of a deleted one
+        fresh = client.create_story("fresh", [{"estimate_ms": 0}])
+        assert fresh.story_id > done.story_id
+    tap.close()
+
+
+def test_set_pool_validates_bounds(server):
+    with server.client() as client:
+        with pytest.raises(RequestError) as err:
+            client.set_pool(min_workers=5, max_workers=3)
+        assert err.value.code == "invalid_request"
+        assert "min_workers" in err.value.message and "max_workers" in err.value.message
+        result = client.set_pool(min_workers=3, max_workers=3)
+        assert (result.min_workers, result.max_workers) == (3, 3)
+        wait_for(lambda: client.snapshot().stats.workers == 3, 20, what="the pool to grow to 3")
+
+
+def test_ping_reports_versions(server):
+    with server.client() as client:
+        pong = client.ping()
+    assert pong.protocol_version == protocol.PROTOCOL_VERSION
+    from common import __version__
+    assert pong.server_version == __version__
+
+
+def test_stats_cadence_is_steady(server):
+    tap = EventTap(server)
+    start = time.monotonic()
+    wait_for(lambda: tap.pump() or len(tap.stats()) >= 12, 10, what="a dozen stats events")
+    elapsed = time.monotonic() - start
+    # stats_interval is 0.1 s in the test server: a dozen take about 1.1 s, never a burst
+    ts = [s.ts for s in tap.stats()]
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    assert min(gaps) > 0.05, gaps
+    assert elapsed < 5
+    tap.close()
