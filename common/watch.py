@@ -226,8 +226,11 @@ def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: fl
     from .client import ServerUnavailable
 
     figures = Figures()
-    emit_json = (lambda stats: print(protocol.encode(stats).decode(), file=out, flush=True)) if as_json else None
-    feed = Feed(endpoints, figures, timeout=timeout, on_stats=emit_json)
+    def emit_json(stats: protocol.Stats) -> None:
+        print(protocol.encode(stats).decode(), file=out, flush=True)
+
+    # JSON lines: one per stats event as it is applied (with --once, only the last at the end).
+    feed = Feed(endpoints, figures, timeout=timeout, on_stats=emit_json if as_json and not once else None)
     tty = out.isatty() and not as_json
     drawn = 0  # lines of the last frame, to redraw over it
     start = time.monotonic()
@@ -257,9 +260,11 @@ def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: fl
             if end is not None and now >= end:
                 break
         if once:
-            if figures.seq is None:
+            if figures.seq is None or figures.stats is None:
                 raise ServerUnavailable(f"no reply from {endpoints.requests}")
-            if not as_json:
+            if as_json:
+                emit_json(figures.stats)
+            else:
                 _draw(out, render(figures, str(endpoints), "live", time.time()), 0, False)
         return 0
     finally:
