@@ -1,0 +1,163 @@
+"""Bad input from the network never crashes the server: it is refused or dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import zmq
+
+from common import protocol
+from support import wait_for
+
+
+@pytest.fixture
+def raw(server):
+    """A bare DEALER on the request port: send any frames, read the decoded reply."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(server.endpoints.requests)
+
+    def ask(*frames: bytes, timeout: float = 5.0) -> protocol.Reply | None:
+        sock.send_multipart(list(frames))
+        if not sock.poll(timeout * 1000):
+            return None
+        return protocol.decode_reply(sock.recv())
+
+    ask.sock = sock
+    yield ask
+    sock.close(linger=0)
+
+
+def still_serving(server) -> None:
+    with server.client() as client:
+        assert client.ping().protocol_version == protocol.PROTOCOL_VERSION
+    assert server.proc.poll() is None
+
+
+CASES = [
+    # (frame, a piece of the error message that must be there)
+    (b"not json at all", "JSON"),
+    (b"", "JSON"),
+    (b"\xff\xfe\x00garbage", "JSON"),
+    (b"[1, 2, 3]", "object"),
+    (b'{"id": 1}', "op"),
+    (b'{"op": "fly_to_the_moon"}', "$.op"),
+    (b'{"op": 7}', "$.op"),
+    (b'{"op": "create_story", "tasks": [{"estimate_ms": 1}]}', "name"),
+    (b'{"op": "create_story", "name": "x"}', "tasks"),
+    (b'{"op": "create_story", "name": 5, "tasks": [{"estimate_ms": 1}]}', "$.name"),
+    (b'{"op": "create_story", "name": "", "tasks": [{"estimate_ms": 1}]}', "$.name"),
+    (b'{"op": "create_story", "name": "x", "tasks": []}', "$.tasks"),
+    (b'{"op": "create_story", "name": "x", "tasks": [{"estimate_ms": -1}]}',
+     "$.tasks[0].estimate_ms"),
+    (b'{"op": "create_story", "name": "x", "tasks": [{"estimate_ms": 1e30}]}',
+     "$.tasks[0].estimate_ms"),
+    (b'{"op": "create_story", "name": "x", "tasks": [{"estimate_ms": "soon"}]}',
+     "$.tasks[0].estimate_ms"),
+    (b'{"op": "create_story", "name": "x", "tasks": [{"estimate_ms": 99999999}]}',
+     "$.tasks[0].estimate_ms"),
+    (b'{"op": "create_story", "name": "x", "tasks": [{"estimate_ms": 1, "colour": "red"}]}',
+     "colour"),
+    (json.dumps({"op": "create_story", "name": "x",
+                 "tasks": [{"estimate_ms": 1}] * (protocol.TASKS_MAX + 1)}).encode(), "$.tasks"),
+    (json.dumps({"op": "create_story", "name": "n" * (protocol.NAME_MAX + 1),
+                 "tasks": [{"estimate_ms": 1}]}).encode(), "$.name"),
+    (b'{"op": "get_story", "story_id": 0}', "$.story_id"),
+    (b'{"op": "get_story", "story_id": "seven"}', "$.story_id"),
+    (b'{"op": "delete_story"}', "story_id"),
+    (b'{"op": "list_stories", "limit": 0}', "$.limit"),
+    (b'{"op": "list_stories", "status": "lost"}', "$.status"),
+    (b'{"op": "list_stories", "offset": -3}', "$.offset"),
+    (b'{"op": "snapshot", "history_seconds": 100000}', "$.history_seconds"),
+    (b'{"op": "set_pool", "min_workers": -1}', "$.min_workers"),
+    (b'{"op": "set_pool", "max_workers": 100000}', "$.max_workers"),
+    (b'{"op": "ping", "extra": true}', "extra"),
+]
+
+
+@pytest.mark.parametrize("frame, names", CASES, ids=[c[0][:40].decode(errors="replace") for c in CASES])
+def test_invalid_request_names_the_field(server, raw, frame, names):
+    reply = raw(frame)
+    assert reply is not None, "no reply"
+    assert not reply.ok and reply.error.code == "invalid_request"
+    assert names in reply.error.message
+    still_serving(server)
+
+
+def test_error_reply_echoes_the_correlation_id(raw):
+    reply = raw(b'{"op": "bogus", "id": "abc-1"}')
+    assert reply.id == "abc-1" and reply.error.code == "invalid_request"
+    assert "ping" in reply.error.message  # the message lists the known ops
+    reply = raw(b'{"op": "get_story", "id": 42, "story_id": -1}')
+    assert reply.id == 42
+
+
+def test_oversized_frames(server, raw):
+    # Above the protocol limit but within the socket limit: refused with a reply.
+    big = b'{"op": "ping", "pad": "' + b"x" * (protocol.MAX_FRAME_BYTES + 10) + b'"}'
+    reply = raw(big)
+    assert reply is not None and reply.error.code == "invalid_request"
+    assert str(protocol.MAX_FRAME_BYTES) in reply.error.message
+    # Above the socket limit: ZeroMQ drops the connection; nothing comes back.
+    huge = b"x" * (protocol.MAX_FRAME_BYTES * 2 + 1)
+    assert raw(huge, timeout=1.0) is None
+    still_serving(server)
+
+
+def test_wrong_number_of_frames_is_dropped(server, raw):
+    assert raw(b"one", b"two", timeout=0.5) is None
+    assert raw(b"", b"", b'{"op": "ping"}', timeout=0.5) is None
+    assert raw(b"x", b"", b'{"op": "ping"}', timeout=0.5) is None
+    reply = raw(b'{"op": "ping", "id": 5}')  # the same socket still works
+    assert reply.ok and reply.id == 5
+    still_serving(server)
+    assert "dropped a request" in server.log()
+
+
+def test_req_client_gets_its_envelope_back(server):
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(server.endpoints.requests)
+    try:
+        for frame in (b'{"op": "ping", "id": 1}', b"nonsense", b'{"op": "list_stories"}'):
+            sock.send(frame)
+            assert sock.poll(5000), "no reply to the REQ client"
+            reply = protocol.decode_reply(sock.recv())
+            assert reply.ok == (frame != b"nonsense")
+    finally:
+        sock.close(linger=0)
+    still_serving(server)
+
+
+def test_garbage_on_the_worker_port_is_dropped(server):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(server.endpoints.workers)
+    try:
+        sock.send(b"{not a worker message")
+        sock.send_multipart([b"a", b"b", b"c"])
+        sock.send(protocol.encode(protocol.Done(task_ids=[1, 2, 3, 10**12])))
+        # an unknown worker is told to stop
+        assert sock.poll(5000)
+        assert isinstance(protocol.decode_to_worker(sock.recv()), protocol.Stop)
+    finally:
+        sock.close(linger=0)
+    with server.client() as client:
+        story = client.create_story("after garbage", [{"estimate_ms": 0}])
+        wait_for(lambda: client.get_story(story.story_id).status == "done", 10,
+                 what="the story to complete")
+    still_serving(server)
+
+
+def test_many_bad_requests_in_a_row_keep_the_server_up(server, raw):
+    for i in range(300):
+        raw.sock.send(b"\x00" * (i % 7) + b"{bad")
+    got = 0
+    while raw.sock.poll(2000):
+        raw.sock.recv()
+        got += 1
+        if got == 300:
+            break
+    assert got == 300
+    still_serving(server)
