@@ -2,24 +2,23 @@
 
 A pure policy: no clock reads, no I/O. The pool calls `Autoscaler.decide(load)`
 every scale interval with what it observes and `now`; tests drive it with a
-fake clock and synthetic load curves.
+fake clock and synthetic load curves. docs/autoscaling.md explains it at length.
 
-How the size is chosen (docs/autoscaling.md explains it at length):
-
-- offered = arrival rate x mean task time: the workers busy at steady state
-  (Little's law); floor = offered / target utilisation, rounded up, so that a
-  queue does not form at every random clump of arrivals.
-- backlog = workers that clear the queued work within `drain_s` (never more
-  than one per queued task).
+- offered = arrival rate x mean task time: the workers kept busy by the
+  arrivals (Little's law). floor = offered / target utilisation, rounded up:
+  what the arrivals need, with head-room so that not every clump of arrivals
+  makes a queue. The pool never shrinks below it.
+- backlog = workers that clear the queued work within `drain_s` (at most one
+  per queued task).
 - need = max(floor, busy, offered + backlog): keep up with the arrivals and
   drain the queue at the same time; busy workers are never counted away.
 - Grow at once to `need` (one decision, not one worker per tick).
-- Shrink only after `quiet_window` seconds in which the need stayed at least
-  `slack` below the size, by half the surplus (at least one) per window, never
-  below the floor, the window's peak need, or `min_workers`.
-- The floor's head-room is the hysteresis: a queue must outgrow it before
-  the pool grows, and a whole quiet window must pass before it shrinks, so a
-  steady load settles.
+- Shrink only after a quiet window in which the need stayed below the size;
+  then by half the surplus (at least one worker), never below the floor, the
+  window's peak need, or `min_workers`; the next step needs another window.
+- Anti-flap: if the pool must grow again soon after a shrink, that shrink was
+  premature, so the quiet window doubles (up to `max_patience` times); it
+  halves again after a long calm. A steady load settles instead of see-sawing.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["Load", "Decision", "Autoscaler"]
+
+_EPS = 1e-9  # keeps ceil() from rounding 3.0000000001 up to 4
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,25 @@ class Load:
     completion_rate: float  # tasks/s completed (recent)
     mean_task_s: float  # recent mean scaled task duration, seconds
 
+    @property
+    def workers(self) -> int:
+        return self.busy + self.idle + self.starting
+
 
 @dataclass(frozen=True)
 class Decision:
     target: int
     reason: str
+
+
+@dataclass(frozen=True)
+class Need:
+    """The policy's view of one load sample (before the bounds)."""
+
+    offered: float  # workers the arrivals keep busy (Little's law)
+    floor: int  # offered at the target utilisation: never shrink below
+    backlog: float  # extra workers that clear the queue within drain_s
+    need: int  # workers wanted now
 
 
 class Autoscaler:
@@ -61,118 +76,127 @@ class Autoscaler:
         *,
         quiet_window: float = 5.0,
         worker_start_s: float = 0.05,
-        drain_s: float = 1.0,
+        drain_s: float = 0.5,
         utilisation: float = 0.8,
-        slack: int = 1,
+        max_patience: int = 4,
     ) -> None:
-        if quiet_window < 0 or worker_start_s < 0 or drain_s <= 0:
-            raise ValueError("quiet_window and worker_start_s must be >= 0, drain_s > 0")
-        if not 0 < utilisation <= 1:
-            raise ValueError("utilisation must be in (0, 1]")
+        if quiet_window < 0 or worker_start_s < 0:
+            raise ValueError("quiet_window and worker_start_s must be >= 0")
+        if drain_s <= 0 or not 0 < utilisation <= 1 or max_patience < 1:
+            raise ValueError("need drain_s > 0, 0 < utilisation <= 1, max_patience >= 1")
         self.quiet_window = quiet_window
         self.worker_start_s = worker_start_s
         self.drain_s = drain_s
         self.utilisation = utilisation
-        self.slack = max(0, slack)
+        self.max_patience = max_patience
         self.min_workers = 0
-        self.max_workers = 0
+        self.max_workers = 1
         self.set_bounds(min_workers, max_workers)
         self._target = self.min_workers
-        # Start of the current quiet stretch (need below the size) and the
-        # highest need seen in it; None while the need is not below the size.
-        self._quiet_since: float | None = None
-        self._quiet_peak = 0
+        self._patience = 1  # multiplies quiet_window; doubled by a premature shrink
+        self._quiet_since: float | None = None  # start of the current quiet stretch
+        self._quiet_peak = 0  # highest need within it
+        self._last_shrink: float | None = None
+        self._calm_since: float | None = None  # last grow or patience change
 
+    # -- state the pool may show ----------------------------------------------
     @property
     def target(self) -> int:
         return self._target
 
+    @property
+    def window(self) -> float:
+        """The quiet window now in force (longer after premature shrinks)."""
+        return self.quiet_window * self._patience
+
     def set_bounds(self, min_workers: int, max_workers: int) -> None:
         """Change the bounds at run time; the next decision obeys them at once."""
-        if min_workers < 0 or max_workers < 1 or min_workers > max_workers:
+        if not 0 <= min_workers <= max_workers or max_workers < 1:
             raise ValueError(f"need 0 <= min_workers <= max_workers and max_workers >= 1, "
                              f"got {min_workers}..{max_workers}")
         self.min_workers = min_workers
         self.max_workers = max_workers
 
-    # -- the policy ---------------------------------------------------------
-    def needs(self, load: Load) -> tuple[int, float, int]:
-        """(floor, backlog, need) for this load, before the bounds.
-
-        floor   -- workers that keep up with the arrivals at the target utilisation;
-        backlog -- workers (fractional) that clear the queued work within drain_s;
-        need    -- enough workers for the arrivals and the backlog together, and
-                   never fewer than the busy ones (they are not taken away).
-        """
+    # -- the policy -------------------------------------------------------------------
+    def assess(self, load: Load) -> Need:
         task_s = max(load.mean_task_s, 0.0)
-        offered = max(load.arrival_rate, 0.0) * task_s  # Little's law: busy workers at steady state
-        floor = math.ceil(offered / self.utilisation - 1e-9)
+        offered = max(load.arrival_rate, 0.0) * task_s
+        floor = math.ceil(offered / self.utilisation - _EPS)
         backlog = 0.0
         if load.queued_tasks > 0:
-            # A worker started now only helps once it is up.
-            window = max(self.drain_s - self.worker_start_s, 1e-3)
+            # A worker started now helps only once it is up.
+            window = max(self.drain_s - self.worker_start_s, 0.1 * self.drain_s)
             backlog = min(float(load.queued_tasks), max(load.queued_work_s, 0.0) / window)
-        need = max(floor, load.busy, math.ceil(offered + backlog - 1e-9))
-        return floor, backlog, need
+            # Estimates of 0 still occupy a worker for a moment.
+            backlog = max(backlog, min(1.0, float(load.queued_tasks)))
+        need = max(floor, load.busy, math.ceil(offered + backlog - _EPS))
+        return Need(offered, floor, backlog, need)
 
     def decide(self, load: Load) -> Decision:
-        lo, hi = self.min_workers, self.max_workers
+        now, lo, hi = load.now, self.min_workers, self.max_workers
         size = self._target
-        floor, backlog, need = self.needs(load)
-        want = min(max(need, lo), hi)
-        workers = load.busy + load.idle + load.starting
+        n = self.assess(load)
+        want = min(max(n.need, lo), hi)
+        floor = min(max(n.floor, lo), hi)
 
-        # Bounds first: a set_pool may have moved them under the current size.
-        if size < lo or size > hi:
-            new = min(max(size, want), hi) if size < lo else max(min(size, hi), lo)
-            return self._move(new, load, f"bounds {lo}..{hi}: size {size} -> {new}")
+        if size < lo or size > hi:  # a set_pool moved the bounds under us
+            new = max(min(max(size, want), hi), lo)
+            return self._moved(new, now, f"bounds now {lo}..{hi}: {size} -> {new}")
 
         if want > size:
-            return self._move(want, load, self._grow_reason(load, size, want, floor))
+            if self._last_shrink is not None and now - self._last_shrink < 3 * self.window:
+                # The pool had to grow back soon after shrinking: be more patient next time.
+                self._patience = min(self._patience * 2, self.max_patience)
+            self._calm_since = now
+            return self._moved(want, now, self._grow_reason(load, n, size, want))
 
-        # Not growing: is this a quiet stretch in which we may shrink?
-        floor = min(max(floor, lo), hi)
-        if need + self.slack > size or size <= floor:
+        if self._patience > 1 and self._calm_since is not None \
+                and now - self._calm_since > 2 * self.window:
+            self._patience //= 2  # a long calm: back towards the normal window
+            self._calm_since = now
+
+        if n.need >= size or size <= floor:
             self._quiet_since = None
-            return Decision(size, self._hold_reason(load, size, need, workers))
+            why = "the arrivals need it" if size <= floor and n.need < size else f"need {n.need}"
+            return Decision(size, f"hold {size}: {why}; {load.busy} busy, {load.queued_tasks} queued")
+
         if self._quiet_since is None:
-            self._quiet_since, self._quiet_peak = load.now, need
-        self._quiet_peak = max(self._quiet_peak, need)
-        quiet_for = load.now - self._quiet_since
-        if quiet_for < self.quiet_window:
-            return Decision(size, f"hold {size}: need {need} for {quiet_for:.1f} s of a "
-                                  f"{self.quiet_window:g} s quiet window")
-        keep = max(self._quiet_peak + self.slack, floor)
-        step = max(1, (size - keep) // 2)
-        new = max(size - step, keep, lo)
-        if new >= size:
-            self._quiet_since = None
-            return Decision(size, f"hold {size}: peak need {self._quiet_peak} in the quiet window")
-        reason = (f"shrink: need stayed <= {self._quiet_peak} for {quiet_for:.1f} s; "
-                  f"floor {floor}; {size} -> {new}")
-        return self._move(new, load, reason, restart_quiet=True)
+            self._quiet_since, self._quiet_peak = now, n.need
+        self._quiet_peak = max(self._quiet_peak, n.need)
+        quiet_for = now - self._quiet_since
+        if quiet_for < self.window:
+            return Decision(size, f"hold {size}: need {self._quiet_peak} or less for {quiet_for:.1f} s "
+                                  f"of a {self.window:g} s quiet window")
 
-    # -- helpers --------------------------------------------------------------
-    def _move(self, new: int, load: Load, reason: str, restart_quiet: bool = False) -> Decision:
+        keep = max(self._quiet_peak, floor)
+        new = max(size - max(1, (size - keep) // 2), keep)
+        reason = (f"shrink {size} -> {new}: need stayed at {self._quiet_peak} or less for "
+                  f"{quiet_for:.1f} s; arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s "
+                  f"need {floor}")
+        self._last_shrink = now
+        decision = self._moved(new, now, reason)
+        self._quiet_since = now  # the next step needs another quiet window
+        return decision
+
+    # -- helpers ----------------------------------------------------------------------
+    def _moved(self, new: int, now: float, reason: str) -> Decision:
         self._target = new
-        # Any move starts a fresh quiet window: a shrink must be earned again.
-        self._quiet_since = load.now if restart_quiet else None
+        self._quiet_since = None
         self._quiet_peak = 0
         return Decision(new, reason)
 
-    def _grow_reason(self, load: Load, size: int, new: int, floor: int) -> str:
+    def _grow_reason(self, load: Load, n: Need, size: int, new: int) -> str:
         parts = []
         if load.queued_tasks:
             parts.append(f"{load.queued_tasks} queued tasks hold {load.queued_work_s:.1f} s of work")
+        if n.offered > 0:
+            parts.append(f"arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s "
+                         f"keep {n.offered:.1f} workers busy")
         parts.append(f"{load.busy} busy")
-        if floor:
-            parts.append(f"arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s need {floor}")
-        clears = ""
-        extra = new - load.busy
-        if load.queued_work_s > 0 and extra > 0:
-            clears = f"; {extra} free workers clear it in {load.queued_work_s / extra:.1f} s"
-        capped = " (capped at max)" if new == self.max_workers else ""
-        return f"grow {size} -> {new}{capped}: " + ", ".join(parts) + clears
-
-    def _hold_reason(self, load: Load, size: int, need: int, workers: int) -> str:
-        return f"hold {size}: need {need}, {load.busy} busy of {workers} workers"
+        text = f"grow {size} -> {new}: " + ", ".join(parts)
+        free = new - load.busy
+        if load.queued_work_s > 0 and free > 0:
+            text += f"; {free} free workers clear the queue in {load.queued_work_s / free:.1f} s"
+        if new == self.max_workers and n.need > new:
+            text += f" (capped at max {self.max_workers}; {n.need} wanted)"
+        return text
