@@ -1,0 +1,216 @@
+"""The server's pure parts, driven directly: rate windows, cadence, config, leases, state, store."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import DEFAULTS, ConfigError, ServerConfig
+from server.state import WorkState
+from server.stats import History, MeanWindow, RateWindow, Ticker
+from server.store import Batch, Store
+
+# -- rate windows ----------------------------------------------------------------
+
+
+def test_rate_window_counts_over_the_sliding_window():
+    w = RateWindow(5.0, now=1000.0)
+    for i in range(50):  # 10 events a second for 5 s
+        w.add(1000.0 + i * 0.1)
+    assert w.rate(1005.0) == pytest.approx(10.0, rel=0.05)
+    # no more events: the rate falls as the window slides past them
+    assert w.rate(1007.5) == pytest.approx(5.0, rel=0.1)
+    assert w.rate(1010.1) == 0.0
+
+
+def test_rate_window_at_start_uses_the_time_elapsed():
+    w = RateWindow(5.0, now=0.0)
+    w.add(0.5, 10)
+    assert w.rate(1.0) == pytest.approx(10.0)  # 10 in the first second, not 10/5
+    assert w.rate(0.0) == pytest.approx(10 / 0.1)  # never divides by less than a bucket
+
+
+def test_rate_window_jumps_over_a_long_gap():
+    w = RateWindow(1.0, now=0.0, buckets=10)
+    w.add(0.05, 7)
+    assert w.rate(100.0) == 0.0
+    w.add(100.0, 3)
+    assert w.rate(100.5) == pytest.approx(3.0)
+
+
+def test_mean_window():
+    m = MeanWindow(2.0, now=0.0)
+    assert m.mean(0.0, default=-1) == -1
+    m.add(0.1, 0.2, count=2)  # two samples summing to 0.2 s
+    m.add(0.2, 0.4)
+    assert m.mean(0.5) == pytest.approx(0.2)
+    assert m.mean(5.0, default=0.0) == 0.0
+
+
+def test_history_keeps_one_entry_a_second_up_to_capacity():
+    h: History[int] = History(capacity=3)
+    kept = [h.offer(t, i) for i, t in enumerate([0.0, 0.2, 0.9, 1.0, 1.5, 2.1, 3.0, 4.7])]
+    assert kept == [True, False, False, True, False, True, True, True]
+    assert h.last(10) == [5, 6, 7]
+    assert h.last(2) == [6, 7]
+    assert h.last(0) == []
+
+
+def test_ticker_skips_missed_ticks_instead_of_bursting():
+    t = Ticker(0.25, now=0.0)
+    assert not t.due(0.1)
+    assert t.due(0.25)
+    assert not t.due(0.3)
+    assert t.due(2.0)  # stalled for 1.75 s: one tick, not seven
+    assert not t.due(2.05)
+    assert t.next_at == pytest.approx(2.25)
+
+
+# -- config ---------------------------------------------------------------------
+
+
+def test_config_defaults_come_from_the_table():
+    config = ServerConfig.from_options({})
+    assert config.as_dict() == DEFAULTS
+    assert config.heartbeat_timeout == pytest.approx(3 * DEFAULTS["heartbeat"])
+    assert ServerConfig.from_options({"port": None}).port == DEFAULTS["port"]
+
+
+@pytest.mark.parametrize("options, names", [
+    ({"min_workers": 5, "max_workers": 2}, "--min-workers 5 is above --max-workers 2"),
+    ({"port": 65534}, "--port"),
+    ({"port": 0}, "--port"),
+    ({"max_workers": 0}, "--max-workers"),
+    ({"min_workers": -1}, "--min-workers"),
+    ({"time_scale": -0.5}, "--time-scale"),
+    ({"stats_interval": 0}, "--stats-interval"),
+    ({"rate_window": 0.1, "stats_interval": 0.5}, "--rate-window"),
+    ({"heartbeat": -1}, "--heartbeat"),
+    ({"shutdown_grace": -1}, "--shutdown-grace"),
+    ({"queue_max": 3}, "--queue-max"),
+    ({"log_level": "loud"}, "--log-level"),
+    ({"bind": ""}, "--bind"),
+    ({"colour": "red"}, "colour"),
+])
+def test_config_validation_names_the_option(options, names):
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.from_options(options)
+    assert names in str(err.value)
+
+
+# -- leases and the work state --------------------------------------------------
+
+
+def state_with(*stories: list[int]) -> WorkState:
+    state = WorkState()
+    next_task = 1
+    for story_id, estimates in enumerate(stories, start=1):
+        state.add_story(story_id, next_task, estimates)
+        next_task += len(estimates)
+    return state
+
+
+def test_tiny_tasks_go_together_and_real_ones_alone():
+    state = state_with([0] * 10, [2000], [0, 0])
+    lease = state.take_lease(time_scale=1.0, max_tasks=4, max_s=0.005)
+    assert lease == [(1, 0), (2, 0), (3, 0), (4, 0)]  # capped by max_tasks
+    assert state.take_lease(1.0, 100, 0.005) == [(i, 0) for i in range(5, 11)]  # stops at the big one
+    assert state.take_lease(1.0, 100, 0.005) == [(11, 2000)]  # alone
+    assert state.take_lease(1.0, 100, 0.005) == [(12, 0), (13, 0)]
+    assert state.take_lease(1.0, 100, 0.005) == []
+    assert state.running == 13 and state.queued == 0 and state.queued_ms == 0
+
+
+def test_lease_respects_the_scaled_work_limit():
+    state = state_with([2, 2, 2, 2])
+    assert [t for t, _ in state.take_lease(1.0, 100, 0.005)] == [1, 2]  # 4 ms; a third would be 6
+    state = state_with([200, 200, 200])
+    # at time scale 0.01, 200 ms is 2 ms of real time: two fit in 5 ms
+    assert [t for t, _ in state.take_lease(0.01, 100, 0.005)] == [1, 2]
+    state = state_with([10**6, 0])
+    assert state.take_lease(0.0, 100, 0.005) == [(1, 10**6), (2, 0)]  # time scale 0: all tiny
+
+
+def test_lost_lease_goes_back_to_the_front_in_order():
+    state = state_with([100, 100, 100], [100])
+    first = state.take_lease(1.0, 10, 0.005)
+    second = state.take_lease(1.0, 10, 0.005)
+    assert (first, second) == ([(1, 100)], [(2, 100)])
+    assert state.requeue_front([1]) == 1
+    assert state.live[1].attempts == 1 and not state.live[1].running
+    assert [t for t, _ in state.take_lease(1.0, 10, 0.005)] == [1]
+    assert state.live[1].attempts == 2
+    assert [t for t, _ in state.take_lease(1.0, 10, 0.005)] == [3]
+
+
+def test_completion_is_idempotent_and_finishes_the_story_once():
+    state = state_with([0, 0], [0])
+    lease = state.take_lease(1.0, 10, 0.005)
+    assert [t for t, _ in lease] == [1, 2, 3]
+    task, done = state.complete(1)
+    assert task is not None and not done
+    assert state.complete(1) == (None, False)  # twice: ignored
+    task, done = state.complete(2)
+    assert done and 1 not in state.stories
+    assert state.complete(2) == (None, False)
+    assert state.complete(99) == (None, False)  # unknown
+    assert state.running == 1
+
+
+def test_delete_drops_queued_and_ignores_running():
+    state = state_with([100, 100, 100])
+    state.take_lease(1.0, 10, 0.005)  # task 1 runs
+    story = state.delete_story(1)
+    assert story is not None and story.remaining == 3
+    assert state.queued == 0 and state.running == 0 and state.queued_ms == 0
+    assert state.take_lease(1.0, 10, 0.005) == []  # lazy removal skips 2 and 3
+    assert state.complete(1) == (None, False)  # the running task's later Done
+    assert state.delete_story(1) is None
+
+
+def test_requeued_task_completed_by_its_first_worker():
+    state = state_with([100])
+    state.take_lease(1.0, 10, 0.005)
+    state.requeue_front([1])
+    task, done = state.complete(1)  # a late Done from a worker we gave up on
+    assert done and state.queued == 0 and state.queued_ms == 0
+    assert state.take_lease(1.0, 10, 0.005) == []
+
+
+# -- the store ------------------------------------------------------------------
+
+
+def test_store_round_trip_and_restart_load(tmp_path):
+    store = Store.open(str(tmp_path / "s.db"))
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # normal
+    batch = Batch()
+    batch.stories += [(1, "a", "", "open", 1.0, 2), (2, "b", "d", "open", 2.0, 1),
+                      (3, "c", "", "open", 3.0, 1)]
+    batch.tasks += [(1, 1, "", 5, "queued", 0, 1.0), (2, 1, "", 0, "queued", 0, 1.0),
+                    (3, 2, "x", 7, "queued", 0, 2.0), (4, 3, "", 1, "queued", 0, 3.0)]
+    store.apply(batch)
+    batch = Batch(completions=[(1, 10.0, 11.0, [3])], done_stories=[2], completed_at=11.0,
+                  deleted_stories=[3], id_floors={"story_id": 3, "task_id": 4})
+    store.apply(batch)
+    store.close()
+
+    store = Store.open(str(tmp_path / "s.db"))
+    start = store.load()
+    assert start.next_story_id == 4 and start.next_task_id == 5  # 3 was deleted, not reused
+    assert start.completed_stories == 1 and start.tasks_completed == 1
+    assert start.open_stories == {1: (2, 1.0)}
+    assert start.queued_tasks == [(1, 1, 5, 0), (2, 1, 0, 0)]
+    assert store.story(2)[3] == "done" and store.story(3) is None
+    assert store.tasks_of(2) == [(3, "x", 7, "done", 1, 2.0, 10.0, 11.0)]
+    assert [r[0] for r in store.stories(None, 0, 10)] == [2, 1]
+    assert [r[0] for r in store.stories("open", 0, 10)] == [1]
+    assert store.integrity_ok()
+    store.close()
+
+
+def test_store_accepts_a_sqlite_url(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'u.db'}")
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.load().next_story_id == 1
+    store.close()
