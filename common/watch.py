@@ -8,6 +8,7 @@ newer events were applied (the server restarted), makes it ask again.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import deque
@@ -276,6 +277,9 @@ def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: fl
 
 def _draw(out: TextIO, lines: list[str], previous: int, tty: bool) -> int:
     if tty:
+        # Cut lines to the terminal's width: a wrapped line would break the redraw.
+        width = shutil.get_terminal_size().columns
+        lines = [line[:width] for line in lines]
         # Back to the top of the last frame, clear below, draw the new one.
         prefix = f"\x1b[{previous}F\x1b[J" if previous else ""
         out.write(prefix + "\n".join(lines) + "\n")
