@@ -100,6 +100,12 @@ def test_a_command_whose_qt_is_missing_gets_a_clear_message(tmp_path):
     assert done.returncode == 1
     assert "pip install 'storypulse[desktop]'" in done.stderr
     assert "Traceback" not in done.stderr
+    # The real desktop commands on such a host: one clear line too.
+    for command in ("desktop", "demo"):
+        real = subprocess.run([sys.executable, "-c", code, command, "--quit-after", "0.1"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert real.returncode != 0 and "storypulse[desktop]" in real.stderr, real.stderr
+        assert "Traceback" not in real.stderr
     listed = subprocess.run([sys.executable, "-c", code, "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=60, env=env)
     assert re.search(r"^  fakeqt$", listed.stdout, re.M)  # a plug-in's command is listed too
