@@ -10,8 +10,9 @@ fake clock and synthetic load curves. docs/autoscaling.md explains it at length.
   makes a queue. The pool never shrinks below it.
 - backlog = workers that clear the queued work within `drain_s` (at most one
   per queued task).
-- need = max(floor, busy, offered + backlog): keep up with the arrivals and
-  drain the queue at the same time; busy workers are never counted away.
+- need = max(floor, busy, offered + backlog): keep up with the flow and drain
+  the queue at the same time (a fluid model: busy workers beyond the flow are
+  already working the queue off); busy workers are never counted away.
 - Grow at once to `need` (one decision, not one worker per tick).
 - Shrink only after a quiet window in which the need stayed below the size;
   then by half the surplus (at least one worker), never below the floor, the
@@ -120,16 +121,26 @@ class Autoscaler:
     # -- the policy -------------------------------------------------------------------
     def assess(self, load: Load) -> Need:
         task_s = max(load.mean_task_s, 0.0)
-        offered = max(load.arrival_rate, 0.0) * task_s
+        if task_s == 0.0 and load.queued_tasks > 0:
+            task_s = max(load.queued_work_s, 0.0) / load.queued_tasks  # nothing completed lately
+        # Workers the flow keeps busy (Little's law). Completions count too: when
+        # the pool is saturated they show the work being done, and they lag less
+        # than the arrivals after a step down.
+        offered = max(load.arrival_rate, load.completion_rate, 0.0) * task_s
         floor = math.ceil(offered / self.utilisation - _EPS)
         backlog = 0.0
         if load.queued_tasks > 0:
             # A worker started now helps only once it is up.
             window = max(self.drain_s - self.worker_start_s, 0.1 * self.drain_s)
             backlog = min(float(load.queued_tasks), max(load.queued_work_s, 0.0) / window)
-            # Estimates of 0 still occupy a worker for a moment.
-            backlog = max(backlog, min(1.0, float(load.queued_tasks)))
+        # Fluid model: over drain_s the pool must serve the flow (offered) and
+        # clear the queue (backlog). Busy workers beyond the flow are already
+        # clearing the queue, so they are not added again; but never fewer
+        # than the busy ones, and a queue always gets at least one more worker
+        # when no flow is known to free one up.
         need = max(floor, load.busy, math.ceil(offered + backlog - _EPS))
+        if load.queued_tasks > 0 and offered == 0.0:
+            need = max(need, load.busy + min(load.queued_tasks, max(1, math.ceil(backlog - _EPS))))
         return Need(offered, floor, backlog, need)
 
     def decide(self, load: Load) -> Decision:
@@ -157,7 +168,7 @@ class Autoscaler:
 
         if n.need >= size or size <= floor:
             self._quiet_since = None
-            why = "the arrivals need it" if size <= floor and n.need < size else f"need {n.need}"
+            why = f"the arrivals need {floor}" if size <= floor else f"need {n.need}"
             return Decision(size, f"hold {size}: {why}; {load.busy} busy, {load.queued_tasks} queued")
 
         if self._quiet_since is None:
