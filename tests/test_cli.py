@@ -11,8 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from common import protocol
 from common.watch import APPLIED, GAP, OLD, Figures, render
 from support import REPO, free_port_block, wait_for
