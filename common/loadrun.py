@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from . import format as fmt
 from . import protocol
@@ -116,12 +116,12 @@ class LoadRun:
 
 
 def run(client: Client, generator: StoryGenerator, *, rate: float, duration: float,
-        max_in_flight: int, progress: TextIO = sys.stderr,
-        clock: Callable[[], float] = time.monotonic) -> tuple[Tally, float, str]:
+        max_in_flight: int, progress: TextIO = sys.stderr) -> tuple[Tally, float, str]:
     """Run until `duration` passes or SIGINT; returns (tally, seconds sending, how it ended).
 
     Ends early with NO_REPLY when a request stays unanswered for the client's timeout.
     """
+    clock = time.monotonic
     stop = _StopFlag()
     start = clock()
     end = start + duration
