@@ -1,0 +1,277 @@
+"""Flood the desktop app with events and measure its UI thread and chart frame rate.
+
+A stand-in publisher speaks the protocol on free local ports: a ROUTER that
+answers ping, snapshot and list_stories, and a PUB that sends stats at 10 Hz
+and story events at the chosen rate (1,000/s by default). The app runs in this
+process, offscreen unless a display is set. The figures:
+
+- UI thread busy share: the share of wall time the UI thread spent handling
+  events, measured by timing every QApplication.notify call on that thread
+  (time the event loop spent waiting for events is idle).
+- Frames per second: repaints of the chart view, counted with an event filter.
+
+    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import msgspec  # noqa: E402
+import zmq  # noqa: E402
+
+from common import protocol  # noqa: E402
+from common.client import Client  # noqa: E402
+from common.endpoints import Endpoints  # noqa: E402
+
+
+class FloodServer(threading.Thread):
+    """Just enough of a server to feed the app: stats, story events, snapshot, a story list."""
+
+    def __init__(self, port: int, story_rate: float, stats_hz: float):
+        super().__init__(daemon=True)
+        self.endpoints = Endpoints("127.0.0.1", port)
+        self.story_rate = story_rate
+        self.stats_hz = stats_hz
+        self.seq = 0
+        self.stories = 0
+        self.completed = 0
+        self.sent = 0
+        self.history: list[protocol.Stats] = []
+        self._halt = threading.Event()
+        self.context = zmq.Context.instance()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.bind(self.endpoints.requests)
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.sndhwm = 100_000
+        self.pub.bind(self.endpoints.events)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def _stats(self, now: float) -> protocol.Stats:
+        return protocol.Stats(
+            seq=self.seq, ts=now, stories_produced_per_s=self.story_rate / 2,
+            stories_completed_per_s=self.story_rate / 2, open_stories=self.stories - self.completed,
+            completed_stories=self.completed, tasks_produced_per_s=self.story_rate, tasks_completed_per_s=self.story_rate,
+            tasks_queued=(self.seq * 7) % 50, tasks_running=4, tasks_completed=self.completed * 2,
+            queued_work_s=1.0, workers=4, workers_busy=(self.seq // 10) % 5, workers_target=4,
+            min_workers=1, max_workers=8, rate_window_s=5.0,
+        )
+
+    def _publish(self, topic: bytes, message: msgspec.Struct) -> None:
+        self.pub.send_multipart([topic, protocol.encode(message)])
+        self.sent += 1
+
+    def run(self) -> None:
+        start = time.monotonic()
+        next_stats = start
+        story_period = 1.0 / self.story_rate if self.story_rate > 0 else None
+        next_story = start
+        last_history = 0.0
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        while not self._halt.is_set():
+            now = time.monotonic()
+            # Story events, evenly spread; catch up after a slow turn.
+            while story_period and next_story <= now:
+                self.seq += 1
+                if self.seq % 2:
+                    self.stories += 1
+                    event = protocol.StoryEvent(seq=self.seq, ts=time.time(), event="created", story_id=self.stories)
+                else:
+                    self.completed += 1
+                    event = protocol.StoryEvent(seq=self.seq, ts=time.time(), event="completed",
+                                                story_id=max(1, self.completed))
+                self._publish(protocol.TOPIC_STORY, event)
+                next_story += story_period
+            if now >= next_stats:
+                self.seq += 1
+                stats = self._stats(time.time())
+                self._publish(protocol.TOPIC_STATS, stats)
+                if stats.ts - last_history >= 1.0:
+                    self.history = (self.history + [stats])[-3600:]
+                    last_history = stats.ts
+                next_stats += 1.0 / self.stats_hz
+            wait = min(next_stats, next_story if story_period else next_stats) - time.monotonic()
+            if dict(poller.poll(max(0, wait) * 1000)):
+                self._answer()
+
+    def _answer(self) -> None:
+        while True:
+            try:
+                identity, frame = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            request = protocol.decode_request(frame)
+            op = request.__struct_config__.tag
+            if op == "ping":
+                result = protocol.PingResult("flood", protocol.PROTOCOL_VERSION)
+            elif op == "snapshot":
+                result = protocol.SnapshotResult(self.seq, self._stats(time.time()), self.history[-request.history_seconds:])
+            elif op == "list_stories":
+                total = self.stories
+                stop = min(total, request.offset + request.limit)
+                result = protocol.ListStoriesResult([
+                    protocol.StoryView(story_id=i + 1, name=f"story {i + 1}", description="", status="open",
+                                       created_at=time.time(), tasks_total=3, tasks_done=0)
+                    for i in range(request.offset, stop)
+                ], total)
+            else:
+                self.router.send_multipart([identity, protocol.error(request.id, "invalid_request", f"{op} not here")])
+                continue
+            self.router.send_multipart([identity, protocol.ok(request.id, result)])
+
+
+def serve(port: int, rate: float, stats_hz: float) -> int:
+    server = FloodServer(port, rate, stats_hz)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server._halt.set())
+    while server.is_alive():
+        server.join(0.5)
+    return 0
+
+
+def free_port() -> int:
+    import socket
+
+    for base in range(41000, 60000, 7):
+        try:
+            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
+                a.bind(("127.0.0.1", base))
+                b.bind(("127.0.0.1", base + 1))
+                c.bind(("127.0.0.1", base + 2))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="story events a second (default 1000)")
+    parser.add_argument("--stats-hz", type=float, default=10.0, help="stats messages a second (default 10)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
+    parser.add_argument("--window", type=int, default=60, help="chart time window in seconds (default 60)")
+    parser.add_argument("--tab", choices=("dashboard", "stories"), default="dashboard")
+    parser.add_argument("--profile", metavar="FILE", help="also profile the UI thread into FILE (cProfile)")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the stand-in, internal
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args.rate, args.stats_hz)
+
+    from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    class TimedApp(QApplication):
+        """Adds up the time the UI thread spends in event handlers (nested calls counted once)."""
+
+        def __init__(self, argv):
+            super().__init__(argv)
+            self.busy = 0.0  # wall time in event handlers
+            self.cpu = 0.0  # CPU time of the UI thread in event handlers
+            self.depth = 0
+            self.ui_thread = threading.get_ident()
+
+        def notify(self, receiver, event):
+            if self.depth or threading.get_ident() != self.ui_thread:
+                self.depth += threading.get_ident() == self.ui_thread
+                try:
+                    return super().notify(receiver, event)
+                finally:
+                    self.depth -= threading.get_ident() == self.ui_thread
+            self.depth = 1
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return super().notify(receiver, event)
+            finally:
+                self.busy += time.perf_counter() - started
+                self.cpu += time.thread_time() - cpu
+                self.depth = 0
+
+    class PaintCounter(QObject):
+        def __init__(self):
+            super().__init__()
+            self.paints = 0
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                self.paints += 1
+            return False
+
+    # The stand-in runs in its own process, so that its Python work does not take the
+    # app's GIL and count as UI time.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--rate", str(args.rate),
+                               "--stats-hz", str(args.stats_hz)])
+    endpoints = Endpoints("127.0.0.1", port)
+    with Client(endpoints, timeout=10) as client:
+        client.ping()
+    app = TimedApp(sys.argv[:1])
+    app.setStyle("Fusion")
+    from desktop.window import MainWindow
+
+    settings_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"storypulse-bench-{os.getpid()}.ini"
+    window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat))
+    window.resize(1280, 800)
+    window.show()
+    window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
+    if args.tab == "stories":
+        window.tabs.setCurrentIndex(1)
+    counter = PaintCounter()
+    window.dashboard.charts.viewport().installEventFilter(counter)
+
+    marks: dict[str, tuple] = {}
+
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
+    def begin() -> None:
+        if profiler is not None:
+            profiler.enable()
+        marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, window.dashboard.frames,
+                          window.feed.worker.messages_total, time.process_time())
+
+    def end() -> None:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        t0, busy0, ucpu0, paints0, frames0, msgs0, cpu0 = marks["start"]
+        elapsed = time.perf_counter() - t0
+        busy = app.busy - busy0
+        print(f"events offered   : {args.rate:,.0f} story/s + {args.stats_hz:g} stats/s for {elapsed:.1f} s")
+        print(f"messages decoded : {(window.feed.worker.messages_total - msgs0) / elapsed:,.0f}/s (feed thread)")
+        print(f"UI thread busy   : {100 * (app.cpu - ucpu0) / elapsed:.1f} % CPU time, "
+              f"{100 * busy / elapsed:.1f} % wall time in event handlers (inflated by other load)")
+        print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints, "
+              f"{(window.dashboard.frames - frames0) / elapsed:.1f}/s timer updates")
+        print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
+              "(all its threads)")
+        window.close()
+
+    QTimer.singleShot(int(args.warmup * 1000), begin)
+    QTimer.singleShot(int((args.warmup + args.seconds) * 1000), end)
+    app.exec()
+    server.terminate()
+    server.wait(10)
+    settings_path.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from desktop.cli import desktop_command
+
+sys.exit(desktop_command(sys.argv[1:]))

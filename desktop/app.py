@@ -1,0 +1,62 @@
+"""The application: QApplication set-up, settings, and the bounded-run option."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from common.endpoints import parse_server
+
+ORGANISATION = "storypulse"
+APPLICATION = "storypulse"
+
+
+def make_settings(settings_file: str | None = None) -> QSettings:
+    if settings_file:
+        return QSettings(settings_file, QSettings.Format.IniFormat)
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION, APPLICATION)
+
+
+def ensure_app() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setOrganizationName(ORGANISATION)
+        app.setApplicationName(APPLICATION)
+        app.setStyle("Fusion")
+    return app
+
+
+def run_app(server: str | None = None, quit_after: float | None = None, settings_file: str | None = None,
+            simulate: dict | None = None, on_window=None) -> int:
+    """Open the main window and run the event loop; returns the exit code."""
+    from .window import MainWindow
+
+    app = ensure_app()
+    settings = make_settings(settings_file)
+    address = server or settings.value("server/address", "") or None
+    try:
+        endpoints = parse_server(address)
+    except ValueError:
+        endpoints = parse_server(None)  # a bad remembered value must not lock the user out
+    window = MainWindow(endpoints, settings)
+    window.show()
+    if simulate:
+        window.simulator_panel.start_with(**simulate)
+    if on_window is not None:
+        on_window(window)
+    if quit_after is not None:
+        QTimer.singleShot(int(quit_after * 1000), window.close)
+    # Ctrl+C in the terminal: Python only sees the signal when the interpreter runs,
+    # so a timer wakes it up now and then.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    signal.signal(signal.SIGTERM, lambda *_: window.close())
+    wake = QTimer()
+    wake.start(250)
+    wake.timeout.connect(lambda: None)
+    app.exec()
+    wake.stop()
+    return 0

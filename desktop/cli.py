@@ -1,0 +1,86 @@
+"""`storypulse desktop` and `storypulse demo`: parse options, then start Qt (imported lazily).
+
+A host without PySide6 (a headless server) gets one clear line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+from common.endpoints import parse_server
+
+NO_QT = (
+    "storypulse desktop needs the desktop extras (PySide6, pyqtgraph, numpy): "
+    "pip install 'storypulse[desktop]'"
+)
+
+
+def _qt_missing() -> bool:
+    return any(importlib.util.find_spec(name) is None for name in ("PySide6", "pyqtgraph", "numpy"))
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quit-after", type=float, metavar="SECONDS",
+                        help="close the window after this many seconds (smoke tests, screenshots)")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="keep settings in this INI file instead of the user's settings")
+
+
+def desktop_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="storypulse desktop", description="The storypulse desktop app.")
+    parser.add_argument("--server", metavar="HOST[:PORT]",
+                        help="the server to watch (default: the last one used, else 127.0.0.1:5555)")
+    _common_options(parser)
+    args = parser.parse_args(argv)
+    if args.server:
+        try:
+            parse_server(args.server)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if _qt_missing():
+        print(NO_QT, file=sys.stderr)
+        return 2
+    from .app import run_app
+
+    return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings)
+
+
+def demo_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="storypulse demo",
+        description="A server (unless one already answers on the port), the desktop app and the simulator, together.",
+    )
+    parser.add_argument("--port", type=int, default=5555, help="the server's base port (default 5555)")
+    parser.add_argument("--db", metavar="PATH-or-URL", help="the server's database (default: its own default)")
+    parser.add_argument("--rate", type=float, default=2.0, help="simulated stories per second (default 2)")
+    parser.add_argument("--tasks", default="1-5", help="tasks per story, A-B (default 1-5)")
+    parser.add_argument("--estimate-ms", default="200-3000", help="task estimates in ms, A-B (default 200-3000)")
+    parser.add_argument("--max-workers", type=int, default=8, help="upper bound of the server's pool (default 8)")
+    _common_options(parser)
+    args = parser.parse_args(argv)
+    from common import loadgen, protocol
+
+    try:
+        tasks = loadgen.parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
+        estimates = loadgen.parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 1 <= args.port <= 65533:
+        parser.error("--port must be within 1-65533")
+    if _qt_missing():
+        print(NO_QT, file=sys.stderr)
+        return 2
+    from .demo import run_demo
+
+    return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
+                    max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings)
+
+
+def main() -> int:  # `python -m desktop`
+    return desktop_command(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""The dashboard: the four figures as big numbers, and live charts over a chosen time window.
+
+Data arrives as FeedBatches (feed.py) into bounded SeriesBuffers; nothing is
+drawn on arrival. A fast timer (25 Hz) scrolls the charts and pushes new data
+with setData into curves made once; a slow timer (4 Hz) sets the text and the
+y ranges. Pause stops the fast timer and lets the mouse pan and zoom.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import deque
+from datetime import datetime
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from .series import FIELDS, SeriesBuffer, peak_decimate
+
+WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("1 h", 3600))
+FIGURES = (
+    # stats field, title, colour
+    ("stories_produced_per_s", "Stories produced / s", "#2f7ed8"),
+    ("stories_completed_per_s", "Stories completed / s", "#1aa34a"),
+    ("open_stories", "Open stories", "#e67e22"),
+    ("completed_stories", "Completed stories", "#8e44ad"),
+)
+QUEUE_CURVES = (("tasks_queued", "queued", "#c0392b"), ("tasks_running", "running", "#16a085"))
+POOL_CURVES = (("workers", "workers", "#34495e"), ("workers_busy", "busy", "#f39c12"),
+               ("workers_target", "target", "#7f8c8d"))
+PLOT_HZ = 25
+TEXT_HZ = 4
+BUFFER_SECONDS = 3600 + 120  # the longest window plus a margin
+BUFFER_RATE = 10.0  # points per second kept at most
+MAX_POINTS = 1200  # per curve after decimation: about two per horizontal pixel
+
+
+def format_figure(field: str, value: float) -> str:
+    """How a figure is shown; tests compare the labels with this applied to the server's values."""
+    if field.endswith("_per_s"):
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
+class BigNumber(QFrame):
+    def __init__(self, title: str, colour: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("BigNumber")
+        self.setStyleSheet(
+            f"#BigNumber {{ border: 1px solid #d0d4da; border-left: 5px solid {colour};"
+            " border-radius: 4px; background: white; }"
+        )
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 6)
+        layout.setSpacing(0)
+        self.title = QLabel(title)
+        self.title.setStyleSheet("color: #555; font-size: 12px;")
+        self.value = QLabel("–")
+        self.value.setStyleSheet(f"color: {colour}; font-size: 30px; font-weight: 600;")
+        layout.addWidget(self.title)
+        layout.addWidget(self.value)
+
+    def set_text(self, text: str) -> None:
+        if self.value.text() != text:
+            self.value.setText(text)
+
+
+class Dashboard(QWidget):
+    paused_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE)
+        self.latest = None  # the newest Stats
+        self._latest_at = time.monotonic()  # when it arrived, to scroll smoothly between stats
+        self.window_s = 300
+        self.paused = False
+        self.frames = 0  # fast-timer ticks that redrew the charts, for the benchmark
+        self.ticks = 0  # fast-timer ticks, drawn or not
+        self._drawn_at: float | None = None  # the right edge of the last drawn frame
+        self._dirty = False
+        self._pool_marks: deque[tuple[float, int, int, str]] = deque(maxlen=500)
+        self._marks_dirty = False
+        self._hover_ts: float | None = None
+
+        self.numbers = {name: BigNumber(title, colour) for name, title, colour in FIGURES}
+        numbers_row = QHBoxLayout()
+        numbers_row.setSpacing(8)
+        for box in self.numbers.values():
+            numbers_row.addWidget(box)
+
+        self.readout = QLabel(" ")
+        self.readout.setStyleSheet("color: #444; font-family: monospace;")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.charts = pg.GraphicsLayoutWidget()
+        self.charts.ci.setSpacing(4)
+        self.plots: list[pg.PlotItem] = []
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        for i, (name, title, colour) in enumerate(FIGURES):
+            plot = self._add_plot(title, row=i // 3, col=i % 3)
+            self.curves[name] = plot.plot(pen=pg.mkPen(colour, width=1))
+        queue = self._add_plot("Tasks: queued / running", row=1, col=1)
+        queue.addLegend(offset=(4, 4), labelTextSize="8pt")
+        for name, label, colour in QUEUE_CURVES:
+            self.curves[name] = queue.plot(pen=pg.mkPen(colour, width=1), name=label)
+        pool = self._add_plot("Workers: total / busy / target", row=1, col=2)
+        pool.addLegend(offset=(4, 4), labelTextSize="8pt")
+        for name, label, colour in POOL_CURVES:
+            style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
+            self.curves[name] = pool.plot(pen=pg.mkPen(colour, width=1, style=style), name=label)
+        self.pool_plot = pool
+        self.resize_marks = pg.ScatterPlotItem(size=9, pen=None)
+        pool.addItem(self.resize_marks)
+        # Clipping to the view and peak downsampling are done here, once per new data
+        # (series.py), not by pyqtgraph on every scroll step: its setClipToView and
+        # auto-downsampling redo the work for each curve at each range change.
+        for curve in self.curves.values():
+            curve.setClipToView(False)
+            curve.setDownsampling(auto=False)
+        self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.hover_lines = []
+        for plot in self.plots:
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999", style=Qt.PenStyle.DotLine))
+            line.setVisible(False)
+            plot.addItem(line, ignoreBounds=True)
+            self.hover_lines.append(line)
+        self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(numbers_row)
+        layout.addWidget(self.charts, 1)
+        layout.addWidget(self.readout)
+
+        self.plot_timer = QTimer(self)
+        self.plot_timer.setInterval(1000 // PLOT_HZ)
+        self.plot_timer.timeout.connect(self._plot_tick)
+        self.text_timer = QTimer(self)
+        self.text_timer.setInterval(1000 // TEXT_HZ)
+        self.text_timer.timeout.connect(self._text_tick)
+        self.plot_timer.start()
+        self.text_timer.start()
+        self.set_window(self.window_s)
+
+    def _add_plot(self, title: str, row: int, col: int) -> pg.PlotItem:
+        axis = pg.DateAxisItem(orientation="bottom")
+        plot = self.charts.addPlot(row=row, col=col, axisItems={"bottom": axis})
+        plot.setTitle(title, size="9pt")
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        left = plot.getAxis("left")
+        left.setWidth(52)  # a fixed width: no relayout when labels grow
+        # Text is the dearest thing to paint: the y axis changes rarely, so keep it as a
+        # pixmap, and only the bottom row shows the (linked) time axis.
+        left.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        for side in ("left", "bottom", "top", "right"):
+            # Else every range change rewrites each axis label, hidden ones too.
+            plot.getAxis(side).enableAutoSIPrefix(False)
+        if row == 0:
+            plot.hideAxis("bottom")
+        plot.setMenuEnabled(False)
+        plot.hideButtons()
+        plot.enableAutoRange(False)
+        plot.setMouseEnabled(x=False, y=False)
+        plot.setYRange(0, 1, padding=0)
+        if self.plots:
+            plot.setXLink(self.plots[0])
+        self.plots.append(plot)
+        return plot
+
+    # -- data in -----------------------------------------------------------
+    @Slot(object)
+    def apply_batch(self, batch) -> None:
+        if batch.snapshot is not None:
+            # History first (one row a second), so the charts are full on connect.
+            self.buffer.extend(batch.snapshot.history)
+            self.buffer.append(batch.snapshot.stats)
+            self._set_latest(batch.snapshot.stats)
+            self._dirty = True
+        if batch.stats:
+            self.buffer.extend(batch.stats)
+            self._set_latest(batch.stats[-1])
+            self._dirty = True
+        for event in batch.pool_events:
+            self._pool_marks.append((event.ts, event.old_size, event.new_size, event.reason))
+            self._marks_dirty = True
+
+    def _set_latest(self, stats) -> None:
+        if self.latest is None or stats.ts >= self.latest.ts or stats.seq > self.latest.seq:
+            self.latest = stats
+            self._latest_at = time.monotonic()
+
+    # -- controls ----------------------------------------------------------
+    def set_window(self, seconds: int) -> None:
+        self.window_s = seconds
+        self._dirty = True
+        self._scroll()
+        self._update_y_ranges()
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        for plot in self.plots:
+            plot.setMouseEnabled(x=paused, y=False)
+        if paused:
+            self.plot_timer.stop()
+        else:
+            self._dirty = True
+            self.plot_timer.start()
+        self.paused_changed.emit(paused)
+
+    def toggle_pause(self) -> None:
+        self.set_paused(not self.paused)
+
+    # -- drawing -----------------------------------------------------------
+    def _now(self) -> float:
+        if self.latest is None:
+            return time.time()
+        # Server time, advanced smoothly between stats, but never far past the last one.
+        return self.latest.ts + min(time.monotonic() - self._latest_at, 2.0)
+
+    def _scroll(self, now: float | None = None) -> None:
+        now = self._now() if now is None else now
+        self._drawn_at = now
+        self.plots[0].setXRange(now - self.window_s, now, padding=0)
+        for plot in self.plots:
+            # pyqtgraph applies a new range while painting, which asks for a second
+            # paint; applying it now makes one paint per frame.
+            plot.vb.prepareForPaint()
+
+    @Slot()
+    def _plot_tick(self) -> None:
+        if not self.isVisible() or self.paused:
+            return  # hidden widgets do no work
+        self.ticks += 1
+        now = self._now()
+        if not self._dirty and not self._marks_dirty and self._drawn_at is not None:
+            # Scrolling by less than a pixel changes nothing on screen: skip the frame.
+            pixels_per_s = max(self.plots[0].vb.width(), 1.0) / self.window_s
+            if abs(now - self._drawn_at) * pixels_per_s < 1.0:
+                return
+        if self._dirty:
+            self._push_data()
+        if self._marks_dirty:
+            self._draw_marks()
+        self._scroll(now)
+        self.frames += 1
+
+    def _push_data(self) -> None:
+        # A little more than the window, so that scrolling until the next update shows data.
+        since = self._now() - self.window_s * 1.05 - 5
+        first, last, step = self.buffer.window(since, MAX_POINTS)
+        ts = self.buffer.column("ts")[first:last]
+        for name, curve in self.curves.items():
+            x, y = peak_decimate(ts, self.buffer.column(name)[first:last], step)
+            curve.setData(x, y, skipFiniteCheck=True)
+        self._dirty = False
+
+    def _draw_marks(self) -> None:
+        marks = list(self._pool_marks)
+        self.resize_marks.setData(
+            x=[m[0] for m in marks], y=[m[2] for m in marks],
+            symbol=["t1" if m[2] > m[1] else "t" for m in marks],
+            brush=[pg.mkBrush("#27ae60" if m[2] > m[1] else "#c0392b") for m in marks],
+        )
+        self._marks_dirty = False
+
+    @Slot()
+    def _text_tick(self) -> None:
+        if self.latest is not None:
+            for name, box in self.numbers.items():
+                box.set_text(format_figure(name, getattr(self.latest, name)))
+        if self.isVisible():
+            self._update_y_ranges()
+
+    def _update_y_ranges(self) -> None:
+        if not len(self.buffer):
+            return
+        ts = self.buffer.column("ts")
+        left, right = self.plots[0].viewRange()[0]
+        start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
+        groups = [[name] for name, _, _ in FIGURES] + [[n for n, _, _ in QUEUE_CURVES], [n for n, _, _ in POOL_CURVES]]
+        for plot, names in zip(self.plots, groups):
+            top = max((float(self.buffer.column(n)[start:end].max(initial=0)) for n in names), default=0.0)
+            top = _nice_ceiling(top * 1.1)
+            current = plot.viewRange()[1][1]
+            # Resize when the data leaves the range or uses under a third of it: no jitter.
+            if top > current or top < current / 3:
+                plot.setYRange(0, top, padding=0)
+
+    # -- values under the mouse -----------------------------------------------
+    def _on_mouse(self, event) -> None:
+        pos = event[0]
+        for plot, line in zip(self.plots, self.hover_lines):
+            if plot.sceneBoundingRect().contains(pos):
+                ts = plot.vb.mapSceneToView(pos).x()
+                break
+        else:
+            for line in self.hover_lines:
+                line.setVisible(False)
+            return
+        index = self.buffer.index_at(ts)
+        if index is None:
+            return
+        row = self.buffer.rows()[index]
+        at = row[0]
+        for line in self.hover_lines:
+            line.setPos(at)
+            line.setVisible(True)
+        value = {name: row[i] for i, name in enumerate(FIELDS)}
+        text = (
+            f"{datetime.fromtimestamp(at):%H:%M:%S}  produced {value['stories_produced_per_s']:.1f}/s"
+            f"  completed {value['stories_completed_per_s']:.1f}/s  open {int(value['open_stories']):,}"
+            f"  done {int(value['completed_stories']):,}  tasks queued {int(value['tasks_queued']):,}"
+            f" running {int(value['tasks_running'])}  workers {int(value['workers_busy'])}/{int(value['workers'])}"
+            f" (target {int(value['workers_target'])})"
+        )
+        near = [m for m in self._pool_marks if abs(m[0] - at) < self.window_s / 100]
+        if near:
+            _, old, new, reason = near[-1]
+            text += f"  · pool {old}→{new}: {reason}"
+        self.readout.setText(text)
+
+    # -- export ------------------------------------------------------------
+    def export_png(self, path: str) -> bool:
+        return self.grab().save(path, "PNG")
+
+    def export_csv(self, path: str) -> int:
+        """The buffered stats history, one row per point; returns the row count."""
+        rows = self.buffer.rows()
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["time", *FIELDS])
+            for row in rows:
+                stamp = datetime.fromtimestamp(row[0]).isoformat(timespec="milliseconds")
+                writer.writerow([stamp, f"{row[0]:.3f}", *(_csv_number(v) for v in row[1:])])
+        return len(rows)
+
+
+def _csv_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def _nice_ceiling(value: float) -> float:
+    """The next 1, 2, 5 × 10^n at or above `value` (at least 1): round axis tops."""
+    if value <= 1:
+        return 1.0
+    magnitude = 10 ** np.floor(np.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * magnitude:
+            return float(step * magnitude)
+    return float(10 * magnitude)

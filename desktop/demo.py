@@ -1,0 +1,92 @@
+"""`storypulse demo`: a server (unless one already answers), the app and the simulator, together.
+
+The server runs as a subprocess (`python -m server`), never imported: the
+desktop package does not depend on the server package. Closing the app stops
+the server that the demo started (SIGTERM, then wait), and only that one.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import platformdirs
+
+from common.client import Client, ServerUnavailable
+from common.endpoints import Endpoints
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def server_answers(endpoints: Endpoints, timeout: float = 0.5) -> bool:
+    try:
+        with Client(endpoints, timeout=timeout) as client:
+            client.ping()
+        return True
+    except (ServerUnavailable, OSError):
+        return False
+
+
+def start_server(port: int, db: str | None, max_workers: int, log_path: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "server", "--port", str(port), "--max-workers", str(max_workers)]
+    if db:
+        command += ["--db", db]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        # Its own session: Ctrl+C in the terminal reaches the app, which then stops the
+        # server in order, instead of both racing to shut down.
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], estimates: tuple[int, int],
+             max_workers: int, quit_after: float | None, settings_file: str | None) -> int:
+    from .app import run_app
+
+    endpoints = Endpoints("127.0.0.1", port)
+    proc = None
+    if server_answers(endpoints):
+        print(f"storypulse demo: using the server already answering on {endpoints}", file=sys.stderr)
+    else:
+        log_path = Path(platformdirs.user_log_dir("storypulse")) / "demo-server.log"
+        proc = start_server(port, db, max_workers, log_path)
+        print(f"storypulse demo: started a server on {endpoints} (log: {log_path})", file=sys.stderr)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server_answers(endpoints):
+            if proc.poll() is not None:
+                print(f"storypulse demo: the server exited with code {proc.returncode}:\n{_tail(log_path)}",
+                      file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                stop_server(proc)
+                print(f"storypulse demo: the server did not answer within {START_TIMEOUT_S:g} s:\n{_tail(log_path)}",
+                      file=sys.stderr)
+                return 1
+    try:
+        return run_app(server=str(endpoints), quit_after=quit_after, settings_file=settings_file,
+                       simulate={"rate": rate, "tasks": tasks, "estimate_ms": estimates})
+    finally:
+        if proc is not None:
+            code = stop_server(proc)
+            print(f"storypulse demo: server stopped (exit code {code})", file=sys.stderr)

@@ -1,0 +1,211 @@
+"""The feed thread: the SUB socket, snapshots, decoding and coalescing, off the UI thread.
+
+`FeedWorker` is a QObject moved to its own QThread. Its loop owns the SUB
+socket and a request Client of its own (ZeroMQ sockets belong to one thread),
+follows the Clone pattern (see clone.py), and hands the UI one `FeedBatch` at
+most every 1/`max_rate` seconds, however many messages arrived: one signal per
+message would flood the UI thread's event queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from common import protocol
+from common.client import Client, RequestError, ServerUnavailable
+from common.endpoints import Endpoints
+from common.security import MissingKey, client_security_for
+
+from .clone import APPLY, GAP, RESTARTED, SeqTracker
+
+CONNECTING, CONNECTED, RECONNECTING, DISCONNECTED = "connecting", "connected", "reconnecting", "disconnected"
+MAX_STORY_EVENTS = 5_000  # per batch; beyond this the UI only needs to know it missed some
+
+
+@dataclass
+class FeedBatch:
+    """Everything that arrived since the previous batch, in order."""
+
+    snapshot: protocol.SnapshotResult | None = None  # apply first when set
+    stats: list[protocol.Stats] = field(default_factory=list)
+    story_events: list[protocol.StoryEvent] = field(default_factory=list)
+    pool_events: list[protocol.PoolEvent] = field(default_factory=list)
+    story_events_dropped: int = 0
+    messages: int = 0  # messages decoded for this batch
+    decoded_in_thread: int = 0  # threading.get_ident() of the decoding thread
+
+    def __bool__(self) -> bool:
+        return bool(self.snapshot or self.stats or self.story_events or self.pool_events or self.story_events_dropped)
+
+
+class FeedWorker(QObject):
+    batch_ready = Signal(object)  # FeedBatch
+    state_changed = Signal(str, str)  # state, detail (server version or reason)
+
+    def __init__(self, endpoints: Endpoints, *, history_seconds: int = 3600, max_rate: float = 30.0,
+                 silence_s: float = 2.0):
+        super().__init__()
+        self.endpoints = endpoints
+        self.history_seconds = history_seconds
+        self.min_emit_gap = 1.0 / max_rate
+        self.min_silence_s = silence_s
+        self.decode_thread_id: int | None = None
+        self.messages_total = 0
+        self.snapshots_taken = 0
+        self._stop = threading.Event()
+        self._state = ""
+
+    # -- called from the UI thread -----------------------------------------
+    def stop(self) -> None:
+        """Thread-safe: the loop notices within one poll timeout."""
+        self._stop.set()
+
+    # -- runs in the feed thread --------------------------------------------
+    @Slot()
+    def run(self) -> None:
+        self.decode_thread_id = threading.get_ident()
+        try:
+            security = client_security_for(self.endpoints.host)  # CURVE off loopback
+            client = Client(self.endpoints, timeout=1.5)
+        except MissingKey as exc:
+            self._set_state(DISCONNECTED, str(exc))
+            return
+        context = zmq.Context.instance()
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        if security is not None:
+            security.apply(sub)
+        sub.rcvhwm = 200_000  # room for bursts while a snapshot request is in flight
+        for topic in protocol.EVENT_TYPES:
+            sub.subscribe(topic)  # subscribe before the snapshot (Clone pattern)
+        sub.connect(self.endpoints.events)
+        try:
+            self._loop(sub, client)
+        finally:
+            client.close()
+            sub.close(linger=0)
+            self._set_state(DISCONNECTED, "stopped")
+
+    def _loop(self, sub: zmq.Socket, client: Client) -> None:
+        decoders = {topic: msgspec.json.Decoder(kind) for topic, kind in protocol.EVENT_TYPES.items()}
+        tracker = SeqTracker()
+        pending = FeedBatch(decoded_in_thread=self.decode_thread_id or 0)
+        need_snapshot, next_attempt = True, 0.0
+        last_emit = last_message = time.monotonic()
+        interval = 0.25  # stats interval, learnt from the stream
+        last_stats_ts: float | None = None
+        version = ""
+        self._set_state(CONNECTING, str(self.endpoints))
+
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if need_snapshot and now >= next_attempt:
+                try:
+                    if not version or self._state != CONNECTED:
+                        version = client.ping().server_version
+                    snap = client.snapshot(self.history_seconds)
+                except (ServerUnavailable, RequestError, msgspec.MsgspecError, zmq.ZMQError) as exc:
+                    next_attempt = time.monotonic() + 1.0
+                    if self._state in (CONNECTING, DISCONNECTED):
+                        self._set_state(DISCONNECTED, f"{self.endpoints}: {exc}")
+                    else:
+                        self._set_state(RECONNECTING, str(self.endpoints))
+                else:
+                    tracker.reset(snap.seq, snap.stats.ts)
+                    self.snapshots_taken += 1
+                    need_snapshot = False
+                    pending = FeedBatch(snapshot=snap, decoded_in_thread=self.decode_thread_id or 0)
+                    last_message = time.monotonic()
+                    last_emit = 0.0  # show it at once
+                    self._set_state(CONNECTED, version)
+
+            wait = self.min_emit_gap if pending else 0.1
+            if sub.poll(int(wait * 1000)):
+                for _ in range(10_000):  # bounded so a flood cannot starve the emit below
+                    try:
+                        topic, payload = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    decoder = decoders.get(topic)
+                    if decoder is None:
+                        continue
+                    try:
+                        event = decoder.decode(payload)
+                    except msgspec.MsgspecError:
+                        continue  # not ours to crash on; the seq check catches what it cost
+                    last_message = time.monotonic()
+                    self.messages_total += 1
+                    verdict = tracker.classify(event.seq, event.ts)
+                    if verdict == GAP:
+                        # Keep showing data meanwhile; a snapshot repairs counts and the table.
+                        tracker.skip_to(event.seq)
+                        if not need_snapshot:
+                            need_snapshot = True
+                            next_attempt = max(next_attempt, time.monotonic())
+                        verdict = APPLY
+                    elif verdict == RESTARTED:
+                        need_snapshot, next_attempt = True, 0.0
+                        continue
+                    if verdict != APPLY:
+                        continue
+                    pending.messages += 1
+                    if topic == protocol.TOPIC_STATS:
+                        if last_stats_ts is not None and event.ts > last_stats_ts:
+                            interval = 0.8 * interval + 0.2 * min(event.ts - last_stats_ts, 5.0)
+                        last_stats_ts = event.ts
+                        pending.stats.append(event)
+                    elif topic == protocol.TOPIC_STORY:
+                        if len(pending.story_events) < MAX_STORY_EVENTS:
+                            pending.story_events.append(event)
+                        else:
+                            pending.story_events_dropped += 1
+                    else:
+                        pending.pool_events.append(event)
+
+            now = time.monotonic()
+            if pending and now - last_emit >= self.min_emit_gap:
+                self.batch_ready.emit(pending)
+                pending = FeedBatch(decoded_in_thread=self.decode_thread_id or 0)
+                last_emit = now
+            silence_limit = max(self.min_silence_s, 3 * interval)
+            if self._state == CONNECTED and now - last_message > silence_limit:
+                # Quiet is not dead: stats come every interval, so this long without any is.
+                self._set_state(RECONNECTING, str(self.endpoints))
+                need_snapshot, next_attempt = True, 0.0
+                version = ""
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.state_changed.emit(state, detail)
+
+
+class Feed(QObject):
+    """Owns the feed thread: start, stop, and the worker's signals for the UI."""
+
+    def __init__(self, endpoints: Endpoints, parent: QObject | None = None, **options):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("storypulse-feed")
+        self.worker = FeedWorker(endpoints, **options)  # no parent: it moves to the thread
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.run)
+        self.batch_ready = self.worker.batch_ready
+        self.state_changed = self.worker.state_changed
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> bool:
+        """Stop the loop and join the thread; True when it ended in time."""
+        if not self.thread.isRunning():
+            return True
+        self.worker.stop()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)

@@ -1,0 +1,229 @@
+"""The simulator panel: stories at a chosen rate, sent from a worker thread, never the UI thread.
+
+Same generator and pacer as `storypulse load` (common/loadgen.py). Requests are
+pipelined on one Client with a bound on those in flight, so a slow server slows
+the simulator down instead of piling up requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from common import protocol
+from common.client import Client, RequestError, ServerUnavailable
+from common.endpoints import Endpoints
+from common.loadgen import Pacer, StoryGenerator
+
+MAX_IN_FLIGHT = 200
+RATE_MAX = 1_000.0
+
+
+@dataclass
+class SimulatorSettings:
+    rate: float = 2.0
+    tasks: tuple[int, int] = (1, 5)
+    estimate_ms: tuple[int, int] = (200, 3000)
+
+
+@dataclass
+class SimulatorProgress:
+    sent: int = 0
+    created: int = 0
+    errors: int = 0
+    skipped: int = 0  # due stories not sent because too many were in flight
+    last_error: str = ""
+    running: bool = False
+
+
+class SimulatorWorker(QObject):
+    progress = Signal(object)  # SimulatorProgress
+
+    def __init__(self, endpoints: Endpoints):
+        super().__init__()
+        self.endpoints = endpoints
+        self._stop = threading.Event()
+        self.send_thread_id: int | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @Slot(object)
+    def run(self, settings: SimulatorSettings) -> None:
+        self._stop.clear()
+        self.send_thread_id = threading.get_ident()
+        generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms)
+        pacer = Pacer(settings.rate, time.monotonic())
+        progress = SimulatorProgress(running=True)
+        try:
+            client = Client(self.endpoints, timeout=2.0)
+        except RuntimeError as exc:  # e.g. a CURVE key missing for a remote server
+            progress.running, progress.last_error = False, str(exc)
+            self.progress.emit(progress)
+            return
+        last_report = 0.0
+        last_reply = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for _ in range(pacer.due(now)):
+                    if client.in_flight >= MAX_IN_FLIGHT:
+                        progress.skipped += 1
+                        continue
+                    client.send("create_story", **generator.story())
+                    progress.sent += 1
+                wait = min(pacer.wait(time.monotonic()), 0.1)
+                if client.in_flight and client.socket.poll(wait * 1000):
+                    while client.in_flight:
+                        try:
+                            _, result = client.receive(timeout=0)
+                        except ServerUnavailable:
+                            break
+                        except RequestError as exc:
+                            progress.errors += 1  # `busy` included: the simulator does not resend
+                            progress.last_error = exc.message
+                            continue
+                        if result is not None:
+                            progress.created += 1
+                        last_reply = time.monotonic()
+                elif not client.in_flight:
+                    self._stop.wait(wait)
+                    last_reply = time.monotonic()
+                if client.in_flight and time.monotonic() - last_reply > 3.0:
+                    # The server went away: forget what is in flight and start afresh.
+                    progress.errors += client.in_flight
+                    progress.last_error = "no reply from the server"
+                    client.close()
+                    last_reply = time.monotonic()
+                if time.monotonic() - last_report >= 0.5:
+                    self.progress.emit(_copy(progress))
+                    last_report = time.monotonic()
+        except zmq.ZMQError as exc:
+            progress.last_error = str(exc)
+        finally:
+            client.close()
+            progress.running = False
+            self.progress.emit(_copy(progress))
+
+
+def _copy(progress: SimulatorProgress) -> SimulatorProgress:
+    return SimulatorProgress(**vars(progress))
+
+
+class SimulatorPanel(QGroupBox):
+    _start = Signal(object)
+    running_changed = Signal(bool)
+
+    def __init__(self, endpoints: Endpoints, parent: QWidget | None = None):
+        super().__init__("Simulator", parent)
+        self.thread = QThread()
+        self.thread.setObjectName("storypulse-simulator")
+        self.worker = SimulatorWorker(endpoints)
+        self.worker.moveToThread(self.thread)
+        self._start.connect(self.worker.run)
+        self.worker.progress.connect(self._on_progress)
+        self.thread.start()
+        self.running = False
+        self.last_progress = SimulatorProgress()
+
+        self.rate = QDoubleSpinBox()
+        self.rate.setRange(0.1, RATE_MAX)
+        self.rate.setDecimals(1)
+        self.rate.setValue(2.0)
+        self.rate.setSuffix(" stories/s")
+        self.tasks_min, self.tasks_max = _spin(1, protocol.TASKS_MAX, 1), _spin(1, protocol.TASKS_MAX, 5)
+        self.estimate_min = _spin(0, protocol.ESTIMATE_MS_MAX, 200, step=100, suffix=" ms")
+        self.estimate_max = _spin(0, protocol.ESTIMATE_MS_MAX, 3000, step=100, suffix=" ms")
+        self.button = QPushButton("Start")
+        self.button.setCheckable(True)
+        self.button.toggled.connect(self._on_toggled)
+        self.status = QLabel("stopped")
+        self.status.setStyleSheet("color: #555;")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.addRow("Rate", self.rate)
+        form.addRow("Tasks per story", _pair(self.tasks_min, self.tasks_max))
+        form.addRow("Estimates", _pair(self.estimate_min, self.estimate_max))
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.button)
+        layout.addWidget(self.status)
+
+    def settings(self) -> SimulatorSettings:
+        tasks = sorted((self.tasks_min.value(), self.tasks_max.value()))
+        estimates = sorted((self.estimate_min.value(), self.estimate_max.value()))
+        return SimulatorSettings(self.rate.value(), (tasks[0], tasks[1]), (estimates[0], estimates[1]))
+
+    def apply_settings(self, settings: SimulatorSettings) -> None:
+        self.rate.setValue(settings.rate)
+        self.tasks_min.setValue(settings.tasks[0])
+        self.tasks_max.setValue(settings.tasks[1])
+        self.estimate_min.setValue(settings.estimate_ms[0])
+        self.estimate_max.setValue(settings.estimate_ms[1])
+
+    def start_with(self, rate: float, tasks: tuple[int, int], estimate_ms: tuple[int, int]) -> None:
+        self.apply_settings(SimulatorSettings(rate, tasks, estimate_ms))
+        self.button.setChecked(True)
+
+    def start(self) -> None:
+        self.button.setChecked(True)
+
+    def stop(self) -> None:
+        self.button.setChecked(False)
+
+    @Slot(bool)
+    def _on_toggled(self, on: bool) -> None:
+        for widget in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max):
+            widget.setEnabled(not on)
+        self.button.setText("Stop" if on else "Start")
+        if on and not self.running:
+            self.running = True
+            self._start.emit(self.settings())
+        elif not on:
+            self.worker.stop()
+            self.running = False
+        self.running_changed.emit(on)
+
+    @Slot(object)
+    def _on_progress(self, progress: SimulatorProgress) -> None:
+        self.last_progress = progress
+        text = f"sent {progress.sent:,} · added {progress.created:,}"
+        if progress.errors:
+            text += f" · errors {progress.errors:,} ({progress.last_error})"
+        if progress.skipped:
+            text += f" · held back {progress.skipped:,}"
+        self.status.setText(text if progress.running else f"stopped — {text}")
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        self.worker.stop()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
+
+
+def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setSingleStep(step)
+    box.setSuffix(suffix)
+    box.setMinimumWidth(80)
+    return box
+
+
+def _pair(a: QWidget, b: QWidget) -> QWidget:
+    holder = QWidget()
+    row = QHBoxLayout(holder)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(a)
+    row.addWidget(QLabel("to"))
+    row.addWidget(b)
+    return holder

@@ -1,0 +1,510 @@
+"""Stories: a table model over the server's paged list, the selected story's tasks, add and delete.
+
+The model never holds the whole list: it knows the total and keeps a bounded
+number of pages (least recently used go first), fetching the pages around the
+visible rows through the request thread. Story events mark the list stale;
+at most once a second the visible pages are fetched again, so a million stories
+or a thousand events a second cost the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QButtonGroup, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
+    QRadioButton, QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from common import protocol
+
+from .requests import Requests
+
+PAGE_SIZE = 200
+MAX_PAGES = 50  # 10,000 rows cached at most
+MAX_LOADING = 4  # page requests in flight at once
+COLUMNS = ("ID", "Name", "Status", "Tasks", "Created", "Completed")
+DONE_COLOUR = QColor("#1aa34a")
+OPEN_COLOUR = QColor("#e67e22")
+
+
+def _time(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+class StoryTableModel(QAbstractTableModel):
+    error = Signal(str)
+
+    def __init__(self, requests: Requests, parent: QObject | None = None):
+        super().__init__(parent)
+        self.requests = requests
+        self.status: str | None = None  # the filter: None, "open" or "done"
+        self._total = 0
+        self._pages: OrderedDict[int, list[protocol.StoryView]] = OrderedDict()
+        self._stale: set[int] = set()
+        self._loading: set[int] = set()
+        self._generation = 0  # bumped by a filter change: older replies are dropped
+        self._visible = (0, 0)
+        self._refresh_due = True
+        self.loaded_once = False
+
+    # -- Qt model ------------------------------------------------------------
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else self._total
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        story = self.story_at(index.row())
+        if story is None:
+            if role == Qt.ItemDataRole.DisplayRole:
+                self._want(index.row() // PAGE_SIZE)
+                return "…" if index.column() == 1 else ""
+            return None
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return story.story_id
+            if col == 1:
+                return story.name
+            if col == 2:
+                return story.status
+            if col == 3:
+                return f"{story.tasks_done}/{story.tasks_total}"
+            if col == 4:
+                return _time(story.created_at)
+            return _time(story.completed_at)
+        if role == Qt.ItemDataRole.ForegroundRole and col == 2:
+            return DONE_COLOUR if story.status == "done" else OPEN_COLOUR
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 3):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and col == 1:
+            return story.description or None
+        return None
+
+    # -- rows ------------------------------------------------------------------
+    def story_at(self, row: int) -> protocol.StoryView | None:
+        page = self._pages.get(row // PAGE_SIZE)
+        if page is None:
+            return None
+        offset = row % PAGE_SIZE
+        return page[offset] if offset < len(page) else None
+
+    def row_of(self, story_id: int) -> int | None:
+        for number, page in self._pages.items():
+            for i, story in enumerate(page):
+                if story.story_id == story_id:
+                    return number * PAGE_SIZE + i
+        return None
+
+    def cached_stories(self) -> list[protocol.StoryView]:
+        return [story for page in self._pages.values() for story in page]
+
+    # -- what to fetch -----------------------------------------------------------
+    def set_filter(self, status: str | None) -> None:
+        if status == self.status:
+            return
+        self.beginResetModel()
+        self.status = status
+        self._generation += 1
+        self._pages.clear()
+        self._stale.clear()
+        self._loading.clear()
+        self._total = 0
+        self.endResetModel()
+        self.refresh()
+
+    def set_visible_rows(self, first: int, last: int) -> None:
+        self._visible = (max(first, 0), max(last, first, 0))
+        self._request_visible()
+
+    def mark_stale(self) -> None:
+        """The list changed on the server; fetch again at the next refresh tick."""
+        self._refresh_due = True
+
+    @Slot()
+    def refresh_if_due(self) -> None:
+        if self._refresh_due:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._refresh_due = False
+        self._stale.update(self._pages)  # keep showing them until the new rows arrive
+        first, last = self._visible
+        pages = range(first // PAGE_SIZE, last // PAGE_SIZE + 1)
+        for page in pages:
+            self._fetch(page, force=True)
+
+    def _request_visible(self) -> None:
+        first, last = self._visible
+        for page in range(first // PAGE_SIZE, last // PAGE_SIZE + 1):
+            if page not in self._pages or page in self._stale:
+                self._want(page)
+
+    def _want(self, page: int) -> None:
+        if page in self._loading or len(self._loading) >= MAX_LOADING:
+            return
+        if page in self._pages and page not in self._stale:
+            return
+        self._fetch(page)
+
+    def _fetch(self, page: int, force: bool = False) -> None:
+        if page in self._loading:
+            return
+        if not force and len(self._loading) >= MAX_LOADING:
+            return
+        self._loading.add(page)
+        generation = self._generation
+        fields: dict[str, Any] = {"offset": page * PAGE_SIZE, "limit": PAGE_SIZE}
+        if self.status:
+            fields["status"] = self.status
+        self.requests.call(
+            "list_stories", fields,
+            on_ok=lambda result: self._on_page(generation, page, result),
+            on_error=lambda code, message: self._on_page_error(generation, page, code, message),
+        )
+
+    def _on_page(self, generation: int, page: int, result: protocol.ListStoriesResult) -> None:
+        if generation != self._generation:
+            return
+        self._loading.discard(page)
+        self._stale.discard(page)
+        self.loaded_once = True
+        self._set_total(result.total)
+        if page * PAGE_SIZE < self._total:
+            self._pages[page] = result.stories
+            self._pages.move_to_end(page)
+            while len(self._pages) > MAX_PAGES:
+                self._pages.popitem(last=False)
+            first = page * PAGE_SIZE
+            last = min(first + PAGE_SIZE, self._total) - 1
+            if last >= first:
+                self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
+        self._request_visible()
+
+    def _on_page_error(self, generation: int, page: int, code: str, message: str) -> None:
+        if generation == self._generation:
+            self._loading.discard(page)
+            self._refresh_due = True  # try again at the next tick
+            self.error.emit(f"list_stories: {message}")
+
+    def _set_total(self, total: int) -> None:
+        if total > self._total:
+            self.beginInsertRows(QModelIndex(), self._total, total - 1)
+            self._total = total
+            self.endInsertRows()
+        elif total < self._total:
+            self.beginRemoveRows(QModelIndex(), total, self._total - 1)
+            self._total = total
+            for page in [p for p in self._pages if p * PAGE_SIZE >= total]:
+                del self._pages[page]
+            self.endRemoveRows()
+
+    # -- live events -------------------------------------------------------------
+    def apply_events(self, events: list[protocol.StoryEvent]) -> None:
+        """Show completions at once in cached rows; anything else waits for the next refresh."""
+        if not events:
+            return
+        completed = {e.story_id: e.ts for e in events if e.event == "completed"}
+        if completed:
+            for number, page in self._pages.items():
+                for i, story in enumerate(page):
+                    if story.story_id in completed and story.status != "done":
+                        story.status = "done"
+                        story.tasks_done = story.tasks_total
+                        story.completed_at = completed[story.story_id]
+                        row = number * PAGE_SIZE + i
+                        self.dataChanged.emit(self.index(row, 2), self.index(row, len(COLUMNS) - 1))
+        self._refresh_due = True
+
+
+class StoryDetails(QWidget):
+    """The selected story: its fields and its tasks with their states and times."""
+
+    def __init__(self, requests: Requests, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.requests = requests
+        self.story_id: int | None = None
+        self.story: protocol.StoryView | None = None
+        self._loading = False
+        self.header = QLabel("Select a story to see its tasks.")
+        self.header.setWordWrap(True)
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.tasks = QTableWidget(0, 6)
+        self.tasks.setHorizontalHeaderLabels(["Task", "Estimate", "State", "Attempts", "Started", "Took"])
+        self.tasks.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.tasks.verticalHeader().setVisible(False)
+        self.tasks.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.tasks.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.header)
+        layout.addWidget(self.tasks, 1)
+
+    def show_story(self, story_id: int | None) -> None:
+        self.story_id = story_id
+        self.story = None
+        if story_id is None:
+            self.header.setText("Select a story to see its tasks.")
+            self.tasks.setRowCount(0)
+            return
+        self.reload()
+
+    def reload(self) -> None:
+        if self.story_id is None or self._loading:
+            return
+        self._loading = True
+        story_id = self.story_id
+        self.requests.call("get_story", {"story_id": story_id},
+                           on_ok=lambda story: self._on_story(story_id, story),
+                           on_error=lambda code, message: self._on_error(story_id, code, message))
+
+    @property
+    def needs_refresh(self) -> bool:
+        return self.story_id is not None and (self.story is None or self.story.status != "done")
+
+    def _on_story(self, story_id: int, story: protocol.StoryView) -> None:
+        self._loading = False
+        if story_id != self.story_id:
+            return
+        self.story = story
+        colour = DONE_COLOUR if story.status == "done" else OPEN_COLOUR
+        took = f" in {story.completed_at - story.created_at:.1f} s" if story.completed_at else ""
+        description = f"<br><span style='color:#555'>{_escape(story.description)}</span>" if story.description else ""
+        self.header.setText(
+            f"<b>#{story.story_id} {_escape(story.name)}</b> — "
+            f"<span style='color:{colour.name()}'>{story.status}</span>{took}, "
+            f"{story.tasks_done}/{story.tasks_total} tasks done<br>created {_time(story.created_at)}"
+            + (f", completed {_time(story.completed_at)}" if story.completed_at else "") + description
+        )
+        tasks = story.tasks or []
+        self.tasks.setRowCount(len(tasks))
+        for row, task in enumerate(tasks):
+            took = f"{task.finished_at - task.started_at:.2f} s" if task.finished_at and task.started_at else ""
+            values = (task.name or f"#{task.task_id}", f"{task.estimate_ms:,} ms", task.state, str(task.attempts),
+                      _time(task.started_at), took)
+            for col, value in enumerate(values):
+                item = self.tasks.item(row, col)
+                if item is None:
+                    item = QTableWidgetItem()
+                    self.tasks.setItem(row, col, item)
+                item.setText(value)
+                if col == 2:
+                    item.setForeground({"done": DONE_COLOUR, "running": QColor("#2f7ed8")}.get(task.state, OPEN_COLOUR))
+
+    def _on_error(self, story_id: int, code: str, message: str) -> None:
+        self._loading = False
+        if story_id == self.story_id:
+            self.header.setText(f"#{story_id}: {'deleted' if code == 'not_found' else _escape(message)}")
+            self.tasks.setRowCount(0)
+            if code == "not_found":
+                self.story_id = None
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class StoriesPanel(QWidget):
+    """Filter buttons, the table, the selected story's details; add and delete actions."""
+
+    message = Signal(str)  # for the status bar
+    story_created = Signal(int)
+
+    def __init__(self, requests: Requests, pages: Requests, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.requests = requests
+        self.model = StoryTableModel(pages, self)
+        self.model.error.connect(self.message)
+        self.confirm_box: QMessageBox | None = None
+        self.deleted = 0
+
+        self.filters = QButtonGroup(self)
+        filter_row = QHBoxLayout()
+        filter_row.addWidget(QLabel("Show:"))
+        for i, (label, status) in enumerate((("All", None), ("Open", "open"), ("Done", "done"))):
+            button = QRadioButton(label)
+            button.setProperty("status", status)
+            self.filters.addButton(button, i)
+            filter_row.addWidget(button)
+            if status is None:
+                button.setChecked(True)
+        self.filters.idClicked.connect(self._on_filter)
+        filter_row.addStretch(1)
+        self.count = QLabel("")
+        filter_row.addWidget(self.count)
+        self.add_button = QPushButton("Add story…")
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setEnabled(False)
+        filter_row.addWidget(self.add_button)
+        filter_row.addWidget(self.delete_button)
+        self.delete_button.clicked.connect(self.delete_selected)
+
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        # Fixed row heights: the view never measures a million rows.
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for col, width in ((0, 70), (2, 60), (3, 60), (4, 150), (5, 150)):
+            self.table.setColumnWidth(col, width)
+        self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        self.model.rowsInserted.connect(self._on_scrolled)
+        self.model.rowsRemoved.connect(self._on_scrolled)
+        self.model.modelReset.connect(self._on_scrolled)
+
+        self.details = StoryDetails(requests)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.details)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        self.splitter = splitter
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(filter_row)
+        layout.addWidget(splitter, 1)
+
+        # One refresh a second at most, however many events arrive.
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setInterval(1000)
+        self.refresh_timer.timeout.connect(self._tick)
+        self.refresh_timer.start()
+        self._last_details_reload = 0.0
+
+    # -- events and refresh -----------------------------------------------------
+    @Slot(object)
+    def apply_batch(self, batch) -> None:
+        if batch.snapshot is not None or batch.story_events_dropped:
+            self.model.mark_stale()
+        self.model.apply_events(batch.story_events)
+        if self.details.story_id is not None and any(e.story_id == self.details.story_id for e in batch.story_events):
+            self._last_details_reload = 0.0
+
+    @Slot()
+    def _tick(self) -> None:
+        self.model.refresh_if_due()
+        self.count.setText(f"{self.model.rowCount():,} stories")
+        now = time.monotonic()
+        if self.details.needs_refresh and now - self._last_details_reload >= 1.0 and self.isVisible():
+            self._last_details_reload = now
+            self.details.reload()
+
+    @Slot()
+    def _on_scrolled(self, *_: object) -> None:
+        first = self.table.rowAt(0)
+        last = self.table.rowAt(self.table.viewport().height() - 1)
+        first = 0 if first < 0 else first
+        last = min(self.model.rowCount(), first + 60) - 1 if last < 0 else last
+        self.model.set_visible_rows(first, max(first, last))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._on_scrolled()
+
+    @Slot(int)
+    def _on_filter(self, button_id: int) -> None:
+        self.model.set_filter(self.filters.button(button_id).property("status"))
+        self.details.show_story(None)
+
+    def selected_ids(self) -> list[int]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [story.story_id for story in (self.model.story_at(r) for r in rows) if story is not None]
+
+    @Slot()
+    def _on_selection(self, *_: object) -> None:
+        ids = self.selected_ids()
+        self.delete_button.setEnabled(bool(ids))
+        self.details.show_story(ids[0] if len(ids) == 1 else None)
+        if len(ids) > 1:
+            self.details.header.setText(f"{len(ids)} stories selected.")
+
+    # -- actions -----------------------------------------------------------------
+    def create(self, fields: dict[str, Any]) -> None:
+        def created(result: protocol.CreateStoryResult) -> None:
+            self.message.emit(f"Story #{result.story_id} added with {len(result.task_ids)} tasks.")
+            self.model.mark_stale()
+            self.story_created.emit(result.story_id)
+
+        self.requests.call("create_story", fields, on_ok=created,
+                           on_error=lambda code, message: self.message.emit(f"Could not add the story: {message}"))
+
+    @Slot()
+    def delete_selected(self, confirm: bool = True) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            return
+        if not confirm:
+            self._delete(ids)
+            return
+        what = f"story #{ids[0]}" if len(ids) == 1 else f"{len(ids)} stories"
+        box = QMessageBox(QMessageBox.Icon.Question, "Delete", f"Delete {what} and their tasks?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(self._on_confirm)  # open(), not exec(): no nested event loop
+        box.setProperty("ids", ids)
+        self.confirm_box = box
+        box.open()
+
+    @Slot(int)
+    def _on_confirm(self, result: int) -> None:
+        box, self.confirm_box = self.confirm_box, None
+        if box is None:
+            return
+        if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
+            self._delete(box.property("ids"))
+        box.deleteLater()
+
+    def _delete(self, ids: list[int]) -> None:
+        self.table.clearSelection()
+        failures: list[str] = []
+        remaining = len(ids)
+
+        def done(story_id: int, error: str | None) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if error:
+                failures.append(f"#{story_id}: {error}")
+            else:
+                self.deleted += 1
+            if remaining == 0:
+                self.model.mark_stale()
+                self.model.refresh()
+                if failures:
+                    self.message.emit("Not deleted: " + "; ".join(failures[:3]))
+                else:
+                    self.message.emit(f"Deleted {len(ids)} stor{'y' if len(ids) == 1 else 'ies'}.")
+
+        for story_id in ids:
+            self.requests.call("delete_story", {"story_id": story_id},
+                               on_ok=lambda _r, s=story_id: done(s, None),
+                               on_error=lambda code, message, s=story_id: done(s, message))
+
+    def select_story(self, story_id: int) -> bool:
+        row = self.model.row_of(story_id)
+        if row is None:
+            return False
+        self.table.selectRow(row)
+        self.table.scrollTo(self.model.index(row, 0))
+        return True
