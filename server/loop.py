@@ -4,9 +4,9 @@ A turn:
   1. poll (timeout: until the next timer) the request ROUTER, the worker
      ROUTER, the signal wake-up fd and every local worker's process sentinel;
   2. drain what is ready (bounded), handling each request and worker message;
-  3. commit the turn's writes in one transaction, then send the replies and
+  3. hand leases to idle workers;
+  4. commit the turn's writes in one transaction, then send the replies and
      publish the events that depend on them (group commit);
-  4. hand leases to idle workers;
   5. timers: heartbeats and lost workers, autoscaling, stats.
 Signal handlers only set a flag (and wake the poll through a socketpair).
 """
@@ -196,12 +196,17 @@ class Server:
             worker = self.pool.by_sentinel.get(fd)
             if worker is not None:
                 self._lose(worker, f"exited (code {worker.process.exitcode})", wall)
-        self.flush()
+        # Leases go out before the commit: a Done for them can only be handled in a
+        # later turn, after this turn's writes are durable, and the workers start sooner.
         self.service.dispatch(now, wall, self._send_worker)
+        self.flush()
         self._timers(now, wall)
 
     def _next_timer(self) -> float:
-        return min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
+        soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
+        if self.service.state.queued > 0:
+            soonest = min(soonest, self.pool.next_prefetch_at())
+        return soonest
 
     def _drain_wake(self) -> None:
         try:
@@ -273,7 +278,7 @@ class Server:
     def _lose(self, worker: Worker, why: str, wall: float) -> None:
         """A worker died, hung or went away: its lease goes back to the front of the queue."""
         self._unwatch(worker)
-        expected = worker.state == "stopping" and worker.lease is None
+        expected = worker.state == "stopping" and not worker.leases
         before = self.pool.size
         lease = self.pool.remove(worker)
         if expected:
@@ -334,7 +339,7 @@ class Server:
         for worker in self.pool.expired(now):
             if worker.state == "starting":
                 why = "never said Ready"
-            elif worker.state == "stopping" and worker.lease is None:
+            elif worker.state == "stopping" and not worker.leases:
                 why = "did not stop"
             else:
                 why = f"missed {self.pool.patience / self.config.heartbeat:.0f} heartbeats"

@@ -5,8 +5,14 @@ The pool never touches a socket: the loop owns the worker ROUTER and passes
 
   starting  spawned, no Ready yet
   idle      Ready, no lease
-  busy      holding a lease
+  busy      holding a lease (at most two: see "just in time" below)
   stopping  sent Stop (retired or shutting down)
+
+Just in time: a busy worker whose lease is due to end within PREFETCH_S gets
+its next lease before it reports, so the round trip Done -> Work (a few
+thread wake-ups, milliseconds on a loaded machine) is off the critical path.
+The worker still runs one lease at a time; the next one waits at most about
+PREFETCH_S on it, and goes back to the queue with the first if the worker dies.
 
 Local workers are processes started through a forkserver (never fork a
 process that runs ZeroMQ); their `sentinel` fds go into the loop's poller so a
@@ -23,7 +29,7 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from common import protocol
@@ -66,10 +72,19 @@ except ImportError:  # the load-based policy is not there yet: keep the pool at 
 
 log = logging.getLogger(__name__)
 
+PREFETCH_S = 0.02  # send the next lease this long before the current one is due to end
 START_TIMEOUT = 15.0  # seconds a spawned worker may take to say Ready (slow CI machines)
 STOP_TIMEOUT = 5.0  # seconds a stopping idle worker may take to exit before SIGKILL
 
 Send = Callable[[bytes, bytes], None]
+
+
+@dataclass(eq=False)
+class Lease:
+    task_ids: list[int]
+    started: float  # monotonic: when the worker starts it (expected, for a prefetched one)
+    wall: float  # the same on the wall clock, written as the tasks' started_at
+    ends: float  # monotonic: when it is due to end
 
 
 @dataclass(eq=False)
@@ -79,10 +94,7 @@ class Worker:
     state: str = "starting"
     pid: int = 0
     host: str = ""
-    lease: list[int] | None = None
-    lease_started: float = 0.0  # monotonic
-    lease_wall: float = 0.0  # wall clock, written as started_at
-    lease_work_s: float = 0.0  # scaled estimate of the lease
+    leases: list[Lease] = field(default_factory=list)  # oldest (running) first
     since: float = 0.0  # monotonic time of the last state change
     last_heard: float = 0.0
     last_sent: float = 0.0
@@ -127,7 +139,7 @@ class Pool:
     @property
     def busy(self) -> int:
         """Workers holding a lease (a stopping one may still be finishing its lease)."""
-        return sum(1 for w in self.workers.values() if w.lease is not None)
+        return sum(1 for w in self.workers.values() if w.leases)
 
     @property
     def connected(self) -> int:
@@ -197,18 +209,49 @@ class Pool:
             worker.last_heard = now
         return worker
 
-    def give_lease(self, worker: Worker, task_ids: list[int], work_s: float, now: float,
-                   wall: float) -> None:
-        worker.lease = task_ids
-        worker.lease_started, worker.lease_wall, worker.lease_work_s = now, wall, work_s
-        self._set_state(worker, "busy", now)
-        worker.last_sent = now
+    def next_start(self, worker: Worker, now: float) -> float:
+        """When a new lease for `worker` would start: now if idle, else after its current one."""
+        return max(now, worker.leases[-1].ends) if worker.leases else now
 
-    def finish_lease(self, worker: Worker, now: float) -> list[int] | None:
-        lease, worker.lease = worker.lease, None
-        if worker.state == "busy":
-            self._set_state(worker, "idle", now)
+    def give_lease(self, worker: Worker, task_ids: list[int], work_s: float, now: float,
+                   wall: float) -> Lease:
+        start = self.next_start(worker, now)
+        lease = Lease(task_ids, start, wall + (start - now), start + work_s)
+        worker.leases.append(lease)
+        if worker.state == "idle":
+            self._set_state(worker, "busy", now)
+        worker.last_sent = now
         return lease
+
+    def prefetch_candidates(self, now: float) -> list[Worker]:
+        """Busy workers whose only lease is due to end within PREFETCH_S."""
+        return [w for w in self.workers.values()
+                if w.state == "busy" and len(w.leases) == 1
+                and w.leases[0].ends - now <= PREFETCH_S]
+
+    def next_prefetch_at(self) -> float:
+        """The earliest time a busy worker becomes a prefetch candidate (inf if none)."""
+        return min((w.leases[0].ends - PREFETCH_S for w in self.workers.values()
+                    if w.state == "busy" and len(w.leases) == 1), default=float("inf"))
+
+    def finish_lease(self, worker: Worker, task_ids: list[int], now: float) -> Lease | None:
+        """The lease that a Done reports (matched by its first task), or None."""
+        found = None
+        if task_ids:
+            for i, lease in enumerate(worker.leases):
+                if lease.task_ids and lease.task_ids[0] == task_ids[0]:
+                    found = worker.leases.pop(i)
+                    break
+        if found is not None and worker.leases:
+            # the worker starts its prefetched lease as it reports: now, not when we guessed
+            nxt = worker.leases[0]
+            shift = now - nxt.started
+            nxt.started += shift
+            nxt.wall += shift
+            nxt.ends += shift
+        if not worker.leases and worker.state == "busy":
+            self._set_state(worker, "idle", now)
+        return found
 
     # -- losing workers ------------------------------------------------------------------------
     def expired(self, now: float) -> list[Worker]:
@@ -218,7 +261,7 @@ class Pool:
             if worker.state == "starting":
                 if now - worker.since > START_TIMEOUT:
                     lost.append(worker)
-            elif worker.state == "stopping" and worker.lease is None:
+            elif worker.state == "stopping" and not worker.leases:
                 if now - worker.since > STOP_TIMEOUT:
                     lost.append(worker)
             elif now - worker.last_heard > self.patience:
@@ -226,10 +269,11 @@ class Pool:
         return lost
 
     def remove(self, worker: Worker) -> list[int]:
-        """Forget a worker (dead, hung or gone); kill and reap its process. Returns its lease."""
+        """Forget a worker (dead, hung or gone); kill and reap its process. Returns its tasks."""
         self.workers.pop(worker.identity, None)
         self.idle.pop(worker.identity, None)
-        lease, worker.lease = worker.lease, None
+        tasks = [task_id for lease in worker.leases for task_id in lease.task_ids]
+        worker.leases = []
         process = worker.process
         if process is not None:
             self.by_sentinel.pop(process.sentinel, None)
@@ -243,7 +287,7 @@ class Pool:
                 log.error("worker pid %s did not go away after SIGKILL", process.pid)
             else:
                 process.close()
-        return lease or []
+        return tasks
 
     def terminate_all(self) -> None:
         for worker in list(self.workers.values()):

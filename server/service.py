@@ -233,27 +233,43 @@ class Service:
 
     # -- workers ----------------------------------------------------------------------
     def dispatch(self, now: float, wall: float, send: Callable[[bytes, bytes], None]) -> None:
-        """Give a lease to every idle worker while tasks are queued."""
-        state, pool, config = self.state, self.pool, self.config
-        scale = config.time_scale
-        encode = protocol.encode
+        """Give a lease to every idle worker while tasks are queued; then, just in time, the
+        next lease to busy workers about to finish (see pool.PREFETCH_S)."""
+        state, pool = self.state, self.pool
         while pool.idle and state.queued > 0:
-            lease = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s)
-            if not lease:
-                break
-            worker = next(iter(pool.idle.values()))
-            state.mark_started(lease, wall)
-            work_s = sum(est for _, est in lease) * scale / 1000.0
-            pool.give_lease(worker, [task_id for task_id, _ in lease], work_s, now, wall)
-            send(worker.identity, encode(protocol.Work(lease, scale)))
+            if not self._lease_to(next(iter(pool.idle.values())), now, wall, send):
+                return
+        if state.queued > 0:
+            for worker in pool.prefetch_candidates(now):
+                if not self._lease_to(worker, now, wall, send):
+                    return
+
+    def _lease_to(self, worker: Worker, now: float, wall: float,
+                  send: Callable[[bytes, bytes], None]) -> bool:
+        config = self.config
+        scale = config.time_scale
+        tasks = self.state.take_lease(scale, config.lease_max_tasks, config.lease_max_s)
+        if not tasks:
+            return False
+        work_s = sum(est for _, est in tasks) * scale / 1000.0
+        lease = self.pool.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
+        self.state.mark_started(tasks, lease.wall)
+        send(worker.identity, protocol.encode(protocol.Work(tasks, scale)))
+        return True
 
     def complete(self, worker: Worker | None, task_ids: list[int], now: float, wall: float) -> None:
         """A Done: record each task once; a story is done with its last task, in the same batch."""
-        if worker is not None and worker.lease is not None:
-            tasks = len(worker.lease)
-            if tasks:
-                self.task_seconds.add(now, now - worker.lease_started, tasks)
-            self.pool.finish_lease(worker, now)
+        if worker is not None:
+            lease = self.pool.finish_lease(worker, task_ids, now)
+            if lease is not None and lease.task_ids:
+                self.task_seconds.add(now, max(0.0, now - lease.started), len(lease.task_ids))
+            if worker.leases:  # a prefetched lease starts now: keep its tasks' times true
+                nxt = worker.leases[0]
+                live = self.state.live
+                for task_id in nxt.task_ids:
+                    task = live.get(task_id)
+                    if task is not None:
+                        task.started_at = nxt.wall
         state = self.state
         groups: dict[tuple[int, float], list[int]] = {}
         finished_stories = []

@@ -95,8 +95,12 @@ def _serve(sock: zmq.Socket, heartbeat: float) -> str:
         wake = min(next_beat, last_heard + patience)
         if lease_ids is not None:
             wake = min(wake, lease_ends)
-        timeout_ms = max(0, math.ceil((wake - now) * 1000))
-        if not sock.poll(timeout_ms):
+        wait = wake - now
+        if lease_ids is not None and wait < 0.002:
+            # zmq polls in whole milliseconds: sleep the last bit precisely instead.
+            time.sleep(max(0.0, wait))
+            continue
+        if not sock.poll(math.floor(wait * 1000) if lease_ids is not None else math.ceil(wait * 1000)):
             continue
         last_heard = time.monotonic()
         while True:
