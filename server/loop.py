@@ -31,6 +31,9 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+# Plain ints: pyzmq's enum flags cost more than the send itself on the hot path.
+NOBLOCK = int(zmq.NOBLOCK)
+MORE = int(zmq.SNDMORE) | NOBLOCK
 DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the other
 WORKER_FRAME_MAX = 1 << 20
 
@@ -65,7 +68,8 @@ class Publisher:
 
     def _send(self, topic: bytes, message: Any) -> None:
         try:
-            self.sock.send_multipart([topic, protocol.encode(message)], zmq.NOBLOCK)
+            self.sock.send(topic, MORE)
+            self.sock.send(protocol.encode(message), NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; a slow subscriber loses messages and sees a seq gap
 
@@ -220,7 +224,7 @@ class Server:
         handle = self.service.handle_request
         for _ in range(DRAIN_MAX):
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(NOBLOCK)
             except zmq.Again:
                 break
             # DEALER: [identity, payload]; REQ: [identity, b"", payload]
@@ -238,7 +242,7 @@ class Server:
         pool, service = self.pool, self.service
         for _ in range(DRAIN_MAX):
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(NOBLOCK)
             except zmq.Again:
                 break
             if len(frames) != 2:
@@ -290,7 +294,8 @@ class Server:
 
     def _send_worker(self, identity: bytes, payload: bytes) -> None:
         try:
-            self.workers.send_multipart([identity, payload], zmq.NOBLOCK)
+            self.workers.send(identity, MORE)
+            self.workers.send(payload, NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH/EAGAIN: the worker is gone; expiry will tell
             log.debug("could not send to worker %r: %s", identity, exc)
 
@@ -307,11 +312,12 @@ class Server:
             raise
         if service.outbox:
             outbox, service.outbox = service.outbox, []
-            send = self.requests.send_multipart
+            send = self.requests.send
             for envelope, payload in outbox:
                 try:
-                    envelope.append(payload)
-                    send(envelope, zmq.NOBLOCK)
+                    for frame in envelope:
+                        send(frame, MORE)
+                    send(payload, NOBLOCK)
                 except zmq.ZMQError as exc:  # the client went away or is not reading
                     self.warn.warning("reply", "could not send a reply: %s", exc)
         if service.events:
