@@ -18,7 +18,7 @@ from typing import Sequence
 from common import __version__, protocol
 from common.endpoints import parse_server
 
-from .config import DEFAULTS, LOG_LEVELS, ConfigError, ServerConfig
+from .config import DEFAULTS, LOG_LEVELS, ConfigError
 
 log = logging.getLogger("server")
 
@@ -39,6 +39,10 @@ def server_parser() -> argparse.ArgumentParser:
                     "with a pool of worker processes, publishes live statistics. Logs to stderr.",
     )
     add = parser.add_argument
+    add("--config", metavar="FILE",
+        help="a TOML file of these settings (keys as the options, with _ for -); the "
+             "environment (STORYPULSE_MIN_WORKERS, ...) overrides it and the options override "
+             "both; default: $STORYPULSE_CONFIG, else no file")
     add("--db", metavar="PATH-or-URL",
         help="SQLite file, or a database URL (sqlite:///file.db, postgresql://user@host/db); "
              "default: storypulse.db in the user's data directory")
@@ -71,10 +75,12 @@ def server_parser() -> argparse.ArgumentParser:
 
 
 def command(argv: Sequence[str] | None = None) -> int:
+    from .configfile import server_config
+
     args = server_parser().parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if v is not None}
+    options = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     try:
-        config = ServerConfig.from_options(options)
+        config = server_config(args.config, os.environ, options)
     except ConfigError as exc:
         print(f"storypulse server: {exc}", file=sys.stderr)
         return 2

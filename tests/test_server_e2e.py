@@ -206,3 +206,36 @@ def test_stats_cadence_is_steady(server):
     assert min(gaps) > 0.05, gaps
     assert elapsed < 5
     tap.close()
+
+
+def test_create_story_gets_busy_when_the_queue_is_full(server_factory):
+    server = server_factory(workers=1, time_scale=1.0, extra=["--queue-max", "600"]).start()
+    with server.client() as client:
+        client.create_story("fills", [{"estimate_ms": 60_000}] * 500)
+        with pytest.raises(RequestError) as err:
+            client.create_story("too much", [{"estimate_ms": 1}] * 200)
+        assert err.value.code == "busy"
+        client.create_story("still fits", [{"estimate_ms": 1}] * 50)
+        assert client.list_stories().total == 2
+
+
+def test_bad_options_exit_2_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    def run(*args, env=None):
+        import os
+        return subprocess.run([sys.executable, "-m", "server", *args], cwd=REPO,
+                              env={**os.environ, **(env or {})},
+                              capture_output=True, text=True, timeout=30)
+
+    done = run("--min-workers", "4", "--max-workers", "2")
+    assert done.returncode == 2 and "--min-workers 4 is above --max-workers 2" in done.stderr
+    done = run("--port", "x")
+    assert done.returncode == 2 and "--port" in done.stderr
+    done = run(env={"STORYPULSE_PORT": "70000"})
+    assert done.returncode == 2 and "STORYPULSE_PORT" in done.stderr
+    done = run("--version")
+    assert done.returncode == 0 and "protocol" in done.stdout

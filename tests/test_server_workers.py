@@ -111,3 +111,34 @@ def test_many_short_tasks_survive_repeated_worker_kills(server_factory):
     tap.pump(0.3)
     completed = [e.story_id for e in tap.story_events("completed")]
     assert sorted(completed) == sorted(ids)
+
+
+def test_a_worker_host_connects_from_outside_the_pool(server_factory):
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    server = server_factory(workers=0, max_workers=1, time_scale=0.01).start()
+    host = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from server.cli import worker_command; sys.exit(worker_command(sys.argv[1:]))",
+         "--server", f"127.0.0.1:{server.port}", "--processes", "2", "--log-level", "warning"],
+        cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        tap = EventTap(server)
+        tap.wait_stats(lambda s: s.workers >= 2, 20, what="two remote workers")
+        with server.client() as client:
+            ids = [client.create_story(f"r{i}", [{"estimate_ms": 100}] * 3).story_id
+                   for i in range(10)]
+        tap.wait_stats(lambda s: s.completed_stories == len(ids), 20, what="every story done")
+        tap.close()
+        assert "remote worker" in server.log()
+        assert server.stop() == 0
+        # the server told its workers to stop: the host exits by itself
+        assert host.wait(15) == 0
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()
