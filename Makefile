@@ -21,5 +21,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 
+package: $(STAMP)  ## PyInstaller bundles + (on Linux) the .deb, into dist/
+	$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,package]'
+	$(BIN)/python packaging/build.py
+
+test-package: package  ## the slow installer test, on the bundles just built
+	QT_QPA_PLATFORM=offscreen STORYPULSE_DIST=dist $(BIN)/python -m pytest -m slow tests/test_package.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -25,14 +26,12 @@ REPO = HERE.parent
 LINUX = HERE / "linux"
 ICONS = HERE / "icons"
 
-# Shared libraries the bundles load from the system rather than carry (PyInstaller
-# leaves out libc, libGL and friends on purpose); found with `ldd` over the bundles.
-DEPENDS = [
-    "libc6 (>= 2.31)",
-    "libgl1", "libegl1", "libfontconfig1", "libfreetype6", "libxkbcommon0",
-    "libx11-6", "libx11-xcb1", "libxcb1", "libglib2.0-0", "libdbus-1-3",
-]
-RECOMMENDS = ["libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"]
+# Shared libraries the bundles load from the system rather than carry: PyInstaller
+# leaves out libc, libGL/libEGL and libxcb on purpose (found with `ldd` over the
+# bundles). The bundled libraries come from the build machine, so they need its
+# glibc or newer. Fonts: Qt finds them through fontconfig's configuration.
+DEPENDS = ["libgl1", "libegl1", "libxcb1", "fontconfig-config"]
+RECOMMENDS = ["fonts-dejavu-core"]
 
 DESCRIPTION = """\
 simulate the flow of agile work and watch it live
@@ -51,6 +50,11 @@ def version() -> str:
     from common import __version__
 
     return __version__
+
+
+def glibc() -> str:
+    name, ver = platform.libc_ver()
+    return ver if name == "glibc" and ver else "2.31"
 
 
 def architecture() -> str:
@@ -107,7 +111,7 @@ def stage(dist: Path, root: Path, ver: str, arch: str) -> None:
         "Section: misc",
         "Priority: optional",
         f"Installed-Size: {_size_kib(root)}",
-        f"Depends: {', '.join(DEPENDS)}",
+        f"Depends: libc6 (>= {glibc()}), {', '.join(DEPENDS)}",
         f"Recommends: {', '.join(RECOMMENDS)}",
         f"Description: {DESCRIPTION}",
         "",
@@ -134,7 +138,7 @@ def main() -> None:
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where the bundles are")
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="where the .deb goes")
     parser.add_argument("--compression", default=os.environ.get("STORYPULSE_DEB_COMPRESSION", "xz"),
-                        choices=["xz", "gzip", "zstd", "none"])
+                        choices=["xz", "gzip", "zstd", "none"], help="see packaging/build.py --help")
     args = parser.parse_args()
     print(build_deb(args.dist, args.out, compression=args.compression))
 

@@ -8,10 +8,17 @@ the bundle can also be the `server` that `demo` starts beside the app.
 import multiprocessing
 import sys
 
+# What `python -m X` means for a process started as `sys.executable -m X ...`,
+# which in a bundle is this executable.
+MODULES = {"server": "server", "desktop": "desktop", "common.cli": None}
+
 if __name__ == "__main__":
     multiprocessing.freeze_support()
     from common.cli import main
 
-    if len(sys.argv) == 1 or sys.argv[1].startswith("-"):
-        sys.argv.insert(1, "desktop")
-    sys.exit(main())
+    args = sys.argv[1:]
+    if len(args) >= 2 and args[0] == "-m" and args[1] in MODULES:
+        args = [MODULES[args[1]]] + args[2:] if MODULES[args[1]] else args[2:]
+    if not args or args[0].startswith("-"):
+        args = ["desktop", *args]
+    sys.exit(main(args))
