@@ -184,6 +184,7 @@ class Result:
     queue_wait_s: float  # sum over tasks of (start - arrival)
     worker_s: float  # sum over workers of (retired - spawned)
     steady_resizes: int
+    tasks: int
     sizes: list[tuple[float, int]] = field(default_factory=list)  # (time, target) on each change
 
 
@@ -304,7 +305,8 @@ def simulate(trace: Trace, policy, start_s: float) -> Result:
 
     steady_start, steady_end = trace.phase("steady")
     steady_resizes = sum(1 for t, _ in sizes if steady_start <= t < steady_end)
-    return Result(policy.name, reached_at - burst_start, wait_s, worker_s, steady_resizes, sizes)
+    return Result(policy.name, reached_at - burst_start, wait_s, worker_s, steady_resizes,
+                  len(trace.arrivals), sizes)
 
 
 # -- the report -------------------------------------------------------------------
@@ -318,6 +320,9 @@ def run(curve: str, seeds: int, start_s: float) -> list[dict]:
             "wait_s": statistics.mean(r.queue_wait_s for r in results),
             "worker_s": statistics.mean(r.worker_s for r in results),
             "resizes": statistics.mean(r.steady_resizes for r in results),
+            "mean_wait_s": statistics.mean(r.queue_wait_s / r.tasks for r in results),
+            "work_s": statistics.mean(sum(d for _, d in make_trace(seed, curve).arrivals)
+                                      for seed in range(1, seeds + 1)),
         })
     return rows
 
@@ -327,12 +332,13 @@ def table(rows: list[dict]) -> str:
         return "never" if math.isinf(x) else f"{x:.2f} s"
     lines = [
         "| policy | time to needed capacity after the burst | total queue wait (task-s) "
-        "| worker-seconds | resizes in the steady phase |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| mean wait per task | worker-seconds (work: {work:.0f}) | resizes in the steady phase |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    lines[0] = lines[0].format(work=rows[0]["work_s"])
     for r in rows:
         lines.append(f"| {r['policy']} | {secs(r['capacity_s'])} | {r['wait_s']:.1f} "
-                     f"| {r['worker_s']:.1f} | {r['resizes']:.1f} |")
+                     f"| {r['mean_wait_s']:.2f} s | {r['worker_s']:.0f} | {r['resizes']:.1f} |")
     return "\n".join(lines)
 
 
@@ -347,7 +353,11 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
     }
     failed = [k for k, ok in checks.items() if not ok]
     if failed:
-        return False, "FAIL: ours does not meet: " + "; ".join(failed)
+        line = f"FAIL on {len(failed)} of {len(checks)}: ours does not meet: " + "; ".join(failed)
+        if "beats the seed rule on worker-seconds" in failed:
+            line += (f" (the seed rule saves worker-seconds by keeping a queue: its tasks wait "
+                     f"{seed['mean_wait_s']:.2f} s on average, ours {ours['mean_wait_s']:.2f} s)")
+        return False, line
     return True, (f"PASS: ours waits {ours['wait_s'] / seed['wait_s']:.0%} of the seed rule's queue time "
                   f"for {ours['worker_s'] / seed['worker_s']:.0%} of its worker-seconds, and "
                   f"{ours['wait_s'] / celery['wait_s']:.0%} of Celery's queue time for "
@@ -361,7 +371,7 @@ def describe(curve: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="load curves to replay (results are means)")
+    parser.add_argument("--seeds", type=int, default=20, help="load curves to replay (results are means)")
     parser.add_argument("--starts", type=int, default=20, help="worker starts to measure")
     parser.add_argument("--curve", choices=[*CURVES, "all"], default="all")
     args = parser.parse_args(argv)

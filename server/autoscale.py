@@ -14,9 +14,10 @@ fake clock and synthetic load curves. docs/autoscaling.md explains it at length.
   the queue at the same time (a fluid model: busy workers beyond the flow are
   already working the queue off); busy workers are never counted away.
 - Grow at once to `need` (one decision, not one worker per tick).
-- Shrink only after a quiet window in which the need stayed below the size;
-  then by half the surplus (at least one worker), never below the floor, the
-  window's peak need, or `min_workers`; the next step needs another window.
+- Shrink only after a quiet window in which the need stayed clearly below the
+  size (at most `shrink_below` = 2/3 of it: the hysteresis band); then by half
+  the surplus (at least one worker), never below the floor, the window's peak
+  need, or `min_workers`; the next step needs another window.
 - Anti-flap: if the pool must grow again soon after a shrink, that shrink was
   premature, so the quiet window doubles (up to `max_patience` times); it
   halves again after a long calm. A steady load settles instead of see-sawing.
@@ -80,16 +81,19 @@ class Autoscaler:
         drain_s: float = 0.5,
         utilisation: float = 0.8,
         max_patience: int = 4,
+        shrink_below: float = 2 / 3,
     ) -> None:
         if quiet_window < 0 or worker_start_s < 0:
             raise ValueError("quiet_window and worker_start_s must be >= 0")
-        if drain_s <= 0 or not 0 < utilisation <= 1 or max_patience < 1:
-            raise ValueError("need drain_s > 0, 0 < utilisation <= 1, max_patience >= 1")
+        if drain_s <= 0 or not 0 < utilisation <= 1 or max_patience < 1 or not 0 < shrink_below <= 1:
+            raise ValueError("need drain_s > 0, 0 < utilisation <= 1, max_patience >= 1, "
+                             "0 < shrink_below <= 1")
         self.quiet_window = quiet_window
         self.worker_start_s = worker_start_s
         self.drain_s = drain_s
         self.utilisation = utilisation
         self.max_patience = max_patience
+        self.shrink_below = shrink_below
         self.min_workers = 0
         self.max_workers = 1
         self.set_bounds(min_workers, max_workers)
@@ -98,6 +102,7 @@ class Autoscaler:
         self._quiet_since: float | None = None  # start of the current quiet stretch
         self._quiet_peak = 0  # highest need within it
         self._last_shrink: float | None = None
+        self._shrunk_from = 0  # the size before the current run of shrinks
         self._calm_since: float | None = None  # last grow or patience change
 
     # -- state the pool may show ----------------------------------------------
@@ -155,9 +160,13 @@ class Autoscaler:
             return self._moved(new, now, f"bounds now {lo}..{hi}: {size} -> {new}")
 
         if want > size:
-            if self._last_shrink is not None and now - self._last_shrink < 3 * self.window:
-                # The pool had to grow back soon after shrinking: be more patient next time.
+            if self._last_shrink is not None and now - self._last_shrink < 3 * self.window \
+                    and want <= self._shrunk_from:
+                # Growing back soon to where it was before the last shrink: that
+                # shrink was premature, so be more patient next time. (A grow
+                # beyond that is new load, not a flap.)
                 self._patience = min(self._patience * 2, self.max_patience)
+            self._last_shrink = None  # a grow ends the run of shrinks
             self._calm_since = now
             return self._moved(want, now, self._grow_reason(load, n, size, want))
 
@@ -166,9 +175,16 @@ class Autoscaler:
             self._patience //= 2  # a long calm: back towards the normal window
             self._calm_since = now
 
-        if n.need >= size or size <= floor:
+        # Hysteresis: only a clearly oversized pool shrinks.
+        limit = min(size - 1, math.floor(size * self.shrink_below + _EPS))
+        if n.need > limit or size <= floor:
             self._quiet_since = None
-            why = f"the arrivals need {floor}" if size <= floor else f"need {n.need}"
+            if size <= floor:
+                why = f"the arrivals need {floor}"
+            elif n.need >= size:
+                why = f"need {n.need}"
+            else:
+                why = f"need {n.need} (a shrink needs {limit} or less)"
             return Decision(size, f"hold {size}: {why}; {load.busy} busy, {load.queued_tasks} queued")
 
         if self._quiet_since is None:
@@ -184,6 +200,8 @@ class Autoscaler:
         reason = (f"shrink {size} -> {new}: need stayed at {self._quiet_peak} or less for "
                   f"{quiet_for:.1f} s; arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s "
                   f"need {floor}")
+        # The size this run of shrinks started from (a grow ends a run).
+        self._shrunk_from = max(self._shrunk_from, size) if self._last_shrink is not None else size
         self._last_shrink = now
         decision = self._moved(new, now, reason)
         self._quiet_since = now  # the next step needs another quiet window

@@ -123,7 +123,7 @@ def test_shrink_steps_are_one_quiet_window_apart():
 
 
 def test_never_shrinks_below_what_the_arrivals_need():
-    scaler = Autoscaler(1, 20, quiet_window=1.0)
+    scaler = Autoscaler(1, 20, quiet_window=1.0, shrink_below=1.0)  # no hysteresis band
     clock = Clock(scaler)
     clock.run(0.6, lambda now, t: load(queued=60, busy=min(t, 20), rate=40.0))
     assert scaler.target == 20
@@ -133,8 +133,18 @@ def test_never_shrinks_below_what_the_arrivals_need():
     assert "the arrivals need 5" in clock.decisions[-1].reason
 
 
+def test_hysteresis_only_a_clearly_oversized_pool_shrinks():
+    scaler = Autoscaler(1, 20, quiet_window=1.0)  # shrinks while the need <= 2/3 of the size
+    clock = Clock(scaler)
+    clock.run(0.6, lambda now, t: load(queued=60, busy=min(t, 20), rate=40.0))
+    clock.run(60.0, lambda now, t: load(busy=4, idle=t - 4, rate=8.0))
+    # Need 5: at 8 workers 5 <= 5.3 still shrinks, at 7 (5 > 4.7) it holds.
+    assert scaler.target == 7
+    assert clock.decisions[-1].reason.startswith("hold 7: need 5")
+
+
 def test_never_shrinks_below_the_busy_workers():
-    scaler = Autoscaler(1, 12, quiet_window=1.0)
+    scaler = Autoscaler(1, 12, quiet_window=1.0, shrink_below=1.0)
     clock = Clock(scaler)
     clock.run(0.4, lambda now, t: load(queued=24, busy=min(t, 12)))
     # Nine long tasks still run, nothing arrives any more (rate 0).
