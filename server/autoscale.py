@@ -62,6 +62,7 @@ class Decision:
 class Need:
     """The policy's view of one load sample (before the bounds)."""
 
+    task_s: float  # the task time used: recent mean, else the queued tasks' mean estimate
     offered: float  # workers the arrivals keep busy (Little's law)
     floor: int  # offered at the target utilisation: never shrink below
     backlog: float  # extra workers that clear the queue within drain_s
@@ -146,7 +147,7 @@ class Autoscaler:
         need = max(floor, load.busy, math.ceil(offered + backlog - _EPS))
         if load.queued_tasks > 0 and offered == 0.0:
             need = max(need, load.busy + min(load.queued_tasks, max(1, math.ceil(backlog - _EPS))))
-        return Need(offered, floor, backlog, need)
+        return Need(task_s, offered, floor, backlog, need)
 
     def decide(self, load: Load) -> Decision:
         now, lo, hi = load.now, self.min_workers, self.max_workers
@@ -180,7 +181,7 @@ class Autoscaler:
         if n.need > limit or size <= floor:
             self._quiet_since = None
             if size <= floor:
-                why = f"the arrivals need {floor}"
+                why = f"the flow needs {n.floor}" if n.floor >= size else f"at min_workers {lo}"
             elif n.need >= size:
                 why = f"need {n.need}"
             else:
@@ -198,8 +199,7 @@ class Autoscaler:
         keep = max(self._quiet_peak, floor)
         new = max(size - max(1, (size - keep) // 2), keep)
         reason = (f"shrink {size} -> {new}: need stayed at {self._quiet_peak} or less for "
-                  f"{quiet_for:.1f} s; arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s "
-                  f"need {floor}")
+                  f"{quiet_for:.1f} s; the flow needs {n.floor}")
         # The size this run of shrinks started from (a grow ends a run).
         self._shrunk_from = max(self._shrunk_from, size) if self._last_shrink is not None else size
         self._last_shrink = now
@@ -219,8 +219,8 @@ class Autoscaler:
         if load.queued_tasks:
             parts.append(f"{load.queued_tasks} queued tasks hold {load.queued_work_s:.1f} s of work")
         if n.offered > 0:
-            parts.append(f"arrivals {load.arrival_rate:.1f}/s x {load.mean_task_s:.2f} s "
-                         f"keep {n.offered:.1f} workers busy")
+            rate = max(load.arrival_rate, load.completion_rate)
+            parts.append(f"{rate:.1f} tasks/s x {n.task_s:.2f} s keep {n.offered:.1f} workers busy")
         parts.append(f"{load.busy} busy")
         text = f"grow {size} -> {new}: " + ", ".join(parts)
         free = new - load.busy

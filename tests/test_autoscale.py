@@ -87,7 +87,7 @@ def test_arrival_rate_alone_grows_to_what_littles_law_needs():
     scaler.decide(load(0.0, idle=1))
     d = scaler.decide(load(0.2, busy=1, rate=16.0, task_s=0.5))
     assert d.target == 10  # 8 busy at steady state, at 80 % utilisation
-    assert "keep 8.0 workers busy" in d.reason
+    assert "16.0 tasks/s x 0.50 s keep 8.0 workers busy" in d.reason
 
 
 def test_step_down_waits_for_the_quiet_window_then_shrinks_in_steps():
@@ -130,7 +130,7 @@ def test_never_shrinks_below_what_the_arrivals_need():
     # The backlog is gone; 8 tasks/s of 0.5 s keep going (4 workers busy).
     clock.run(60.0, lambda now, t: load(busy=4, idle=t - 4, rate=8.0))
     assert scaler.target == 5  # ceil(4 / 0.8)
-    assert "the arrivals need 5" in clock.decisions[-1].reason
+    assert "the flow needs 5" in clock.decisions[-1].reason
 
 
 def test_hysteresis_only_a_clearly_oversized_pool_shrinks():
