@@ -25,7 +25,7 @@ from common import protocol
 
 from .config import ServerConfig
 from .pool import Pool, Worker
-from .service import Service
+from .service import CommitFailed, Service
 from .stats import Ticker
 from .store import Store
 
@@ -171,6 +171,8 @@ class Server:
             while not self.stopping:
                 self.turn()
             self.shutdown()
+        except CommitFailed:
+            return 1  # logged in flush; nothing of the failed turn was acknowledged
         finally:
             self.close()
         return 0

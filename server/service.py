@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 Envelope = list[bytes]  # the routing frames a reply goes back with
 
 
+class CommitFailed(Exception):
+    """The database refused a turn's writes; nothing of the turn may be acknowledged."""
+
+
 class Service:
     def __init__(self, config: ServerConfig, store: Store, pool: Pool, now: float):
         self.config = config
@@ -89,18 +93,17 @@ class Service:
         by_story: dict[int, list[tuple[int, int, int]]] = {}
         for task_id, story_id, estimate, attempts in startup.queued_tasks:
             by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
-        # Restore in the order of each story's first unfinished task: creation order.
-        for story_id, tasks in sorted(by_story.items(), key=lambda item: item[1][0][0]):
+        for story_id, tasks in by_story.items():
             total, _ = startup.open_stories[story_id]
             self.state.restore_story(story_id, total, tasks)
+        # Task ids rise in creation order: that is the queue's order.
+        self.state.queue = type(self.state.queue)(sorted(self.state.queue))
         # An open story with nothing left cannot arise from our own writes; repair it anyway.
         for story_id in startup.open_stories.keys() - by_story.keys():
             log.warning("story %d was open with no unfinished task: marking it done", story_id)
             self.batch.done_stories.append(story_id)
             self.batch.completed_at = wall
             self.completed_stories += 1
-        # The queue interleaves stories by task id, as they were created.
-        self.state.queue = type(self.state.queue)(sorted(self.state.queue))
 
     # -- requests -------------------------------------------------------------------
     def handle_request(self, envelope: Envelope, frame: bytes, now: float, wall: float) -> None:
@@ -111,6 +114,8 @@ class Service:
             return
         try:
             self._handlers[type(request)](envelope, request, now, wall)
+        except CommitFailed:
+            raise  # not this request's fault: the server must stop (see loop.flush)
         except Exception as exc:
             log.exception("internal error while handling %s", type(request).__name__)
             self.reply_error(envelope, request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -311,7 +316,10 @@ class Service:
         """Write the turn's batch in one transaction. Raises if it did not commit."""
         if self.batch:
             batch, self.batch = self.batch, Batch()
-            self.store.apply(batch)
+            try:
+                self.store.apply(batch)
+            except Exception as exc:
+                raise CommitFailed(str(exc)) from exc
 
     # -- figures --------------------------------------------------------------------------
     def load(self, now: float) -> Load:

@@ -245,3 +245,25 @@ def test_pool_gives_the_next_lease_just_in_time():
     pool.give_lease(worker, [3, 4], 0.0, 11.0, 1001.0)
     pool.give_lease(worker, [5], 0.0, 11.0, 1001.0)
     assert pool.remove(worker) == [3, 4, 5]  # a lost worker's tasks, in order
+
+
+def test_a_refused_commit_acknowledges_nothing(tmp_path):
+    import sqlite3
+
+    from server.service import CommitFailed, Service
+
+    path = tmp_path / "c.db"
+    store = Store.open(str(path))
+    service = Service(ServerConfig.from_options({}), store, pool=None, now=0.0)
+    service.flush = service.commit  # as the loop does, without sockets
+    service.handle_request([b"client"], b'{"op": "create_story", "name": "a", '
+                           b'"tasks": [{"estimate_ms": 1}]}', 0.0, 1.0)
+    assert len(service.outbox) == 1  # the reply waits for the commit
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE task")  # the next commit cannot succeed
+    other.commit()
+    other.close()
+    with pytest.raises(CommitFailed):
+        # a read flushes first: the failure must stop the server, not become an `internal` reply
+        service.handle_request([b"client"], b'{"op": "get_story", "story_id": 1}', 0.0, 1.0)
+    store.close()
