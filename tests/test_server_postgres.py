@@ -1,0 +1,45 @@
+"""The same server on PostgreSQL, when a test database is given.
+
+    STORYPULSE_TEST_POSTGRES=postgresql://user@127.0.0.1:5432/empty_db pytest tests/test_server_postgres.py
+
+The database must be empty (or hold only this test's tables): the test drops them first.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from support import wait_for
+from test_server_e2e import EventTap
+
+URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
+pytestmark = pytest.mark.skipif(not URL, reason="set STORYPULSE_TEST_POSTGRES to a database URL")
+
+
+def test_stories_complete_and_survive_kill9_on_postgres(server_factory):
+    from playhouse.db_url import connect
+
+    db = connect(URL)
+    db.execute_sql("DROP TABLE IF EXISTS task, story, counter")
+    db.close()
+    server = server_factory(workers=2, time_scale=0.01)
+    server.args[server.args.index("--db") + 1] = URL
+    server.start()
+    with server.client() as client:
+        ids = [client.create_story(f"pg{i}", [{"estimate_ms": 500}] * 3).story_id
+               for i in range(40)]
+        wait_for(lambda: client.list_stories(status="done").total >= 5, 20, what="some done")
+    server.kill9()
+    server.start()
+    tap = EventTap(server)
+    final = tap.wait_stats(lambda s: s.completed_stories == len(ids) and s.open_stories == 0, 30,
+                           what="every story done after the restart")
+    assert final.tasks_completed == 3 * len(ids)
+    with server.client() as client:
+        client.delete_story(ids[0])
+        assert client.list_stories().total == len(ids) - 1
+        assert client.get_story(ids[1]).tasks_done == 3
+    tap.close()
+    assert server.stop() == 0
