@@ -30,8 +30,17 @@ def ensure_app() -> QApplication:
     return app
 
 
+def _grab_screen(window, path: str) -> None:
+    """The screen as the display shows it (a real X window under Xvfb, say), else the window."""
+    screen = window.screen()
+    image = screen.grabWindow(0) if screen is not None else None
+    if image is None or image.isNull():
+        image = window.grab()
+    image.save(path, "PNG")
+
+
 def run_app(server: str | None = None, quit_after: float | None = None, settings_file: str | None = None,
-            simulate: dict | None = None, on_window=None) -> int:
+            simulate: dict | None = None, on_window=None, screenshot: str | None = None) -> int:
     """Open the main window and run the event loop; returns the exit code."""
     from .window import MainWindow
 
@@ -49,6 +58,8 @@ def run_app(server: str | None = None, quit_after: float | None = None, settings
     if on_window is not None:
         on_window(window)
     if quit_after is not None:
+        if screenshot:
+            QTimer.singleShot(max(0, int((quit_after - 1) * 1000)), lambda: _grab_screen(window, screenshot))
         QTimer.singleShot(int(quit_after * 1000), window.close)
     # Ctrl+C in the terminal: Python only sees the signal when the interpreter runs,
     # so a timer wakes it up now and then.

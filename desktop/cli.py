@@ -26,6 +26,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="close the window after this many seconds (smoke tests, screenshots)")
     parser.add_argument("--settings", metavar="FILE",
                         help="keep settings in this INI file instead of the user's settings")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="save an image of the screen one second before --quit-after ends")
 
 
 def desktop_command(argv: list[str]) -> int:
@@ -34,6 +36,8 @@ def desktop_command(argv: list[str]) -> int:
                         help="the server to watch (default: the last one used, else 127.0.0.1:5555)")
     _common_options(parser)
     args = parser.parse_args(argv)
+    if args.screenshot and args.quit_after is None:
+        parser.error("--screenshot needs --quit-after")
     if args.server:
         try:
             parse_server(args.server)
@@ -44,7 +48,8 @@ def desktop_command(argv: list[str]) -> int:
         return 2
     from .app import run_app
 
-    return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings)
+    return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings,
+                   screenshot=args.screenshot)
 
 
 def demo_command(argv: list[str]) -> int:
@@ -60,6 +65,8 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--max-workers", type=int, default=8, help="upper bound of the server's pool (default 8)")
     _common_options(parser)
     args = parser.parse_args(argv)
+    if args.screenshot and args.quit_after is None:
+        parser.error("--screenshot needs --quit-after")
     from common import loadgen, protocol
 
     try:
@@ -75,7 +82,8 @@ def demo_command(argv: list[str]) -> int:
     from .demo import run_demo
 
     return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
-                    max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings)
+                    max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings,
+                    screenshot=args.screenshot)
 
 
 def main() -> int:  # `python -m desktop`

@@ -108,8 +108,13 @@ class FeedWorker(QObject):
             if need_snapshot and now >= next_attempt:
                 try:
                     if not version or self._state != CONNECTED:
-                        version = client.ping().server_version
-                    snap = client.snapshot(self.history_seconds)
+                        ping = self._request(client, "ping")
+                        if ping is None:
+                            break  # stopping
+                        version = ping.server_version
+                    snap = self._request(client, "snapshot", history_seconds=self.history_seconds)
+                    if snap is None:
+                        break  # stopping
                 except (ServerUnavailable, RequestError, msgspec.MsgspecError, zmq.ZMQError) as exc:
                     next_attempt = time.monotonic() + 1.0
                     if self._state in (CONNECTING, DISCONNECTED):
@@ -179,6 +184,21 @@ class FeedWorker(QObject):
                 self._set_state(RECONNECTING, str(self.endpoints))
                 need_snapshot, next_attempt = True, 0.0
                 version = ""
+
+    def _request(self, client: Client, op: str, **fields):
+        """One request, waiting in short slices so that a stop is noticed at once; None if stopped."""
+        request_id = client.send(op, **fields)
+        deadline = time.monotonic() + client.timeout
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                client.close()  # a late reply must not answer the next request
+                raise ServerUnavailable(f"no reply to {op!r} within {client.timeout:g} s")
+            if client.socket.poll(min(remaining, 0.1) * 1000):
+                reply_id, result = client.receive(timeout=0)
+                if reply_id == request_id:
+                    return result
+        return None
 
     def _set_state(self, state: str, detail: str) -> None:
         if state != self._state:

@@ -55,12 +55,13 @@ class SeriesBuffer:
     def append(self, stats) -> bool:
         """Add one Stats (any object with the FIELDS as attributes); False if skipped.
 
-        A row older than the last one is dropped (time only moves forward on a
-        chart), and so is one closer than `min_step` to the last, which bounds
+        A row not newer than the last one is dropped (time only moves forward on a
+        chart), and so is one much closer than `min_step` to the last, which bounds
         the points per second whatever the server's stats interval.
         """
         last = self.last_ts
-        if last is not None and stats.ts < last + self.min_step:
+        # 3/4 of the step: a server ticking at exactly max_rate, with jitter, keeps every tick.
+        if last is not None and (stats.ts <= last or stats.ts - last < 0.75 * self.min_step):
             return False
         if self._end == len(self._data):
             keep = self._end - self._start

@@ -1,0 +1,184 @@
+"""The desktop app against a real server process (real workers, real sockets), offscreen.
+
+Every wait is a condition with a deadline (qtbot.waitUntil), never a sleep.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+from PySide6.QtCore import QSettings, QThread
+from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
+
+from desktop.dashboard import format_figure
+from desktop.feed import CONNECTED, RECONNECTING
+from desktop.window import MainWindow
+from support import REPO, wait_for
+
+COUNTS = ("open_stories", "completed_stories")
+
+
+@pytest.fixture
+def open_window(qtbot, tmp_path):
+    """Open the main window on a server; every window is closed (and its threads joined) at the end."""
+    windows = []
+
+    def make(server) -> MainWindow:
+        settings = QSettings(str(tmp_path / f"settings-{len(windows)}.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(server.endpoints, settings)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        qtbot.waitUntil(lambda: window.connection_state == CONNECTED, timeout=20_000)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+def shown(window: MainWindow, field: str) -> str:
+    return window.dashboard.numbers[field].value.text()
+
+
+def add_stories(server, count: int, estimate_ms: int = 100) -> list[int]:
+    with server.client() as client:
+        return [client.create_story(f"story {i}", [{"estimate_ms": estimate_ms}] * 2).story_id for i in range(count)]
+
+
+def server_stats(server):
+    with server.client() as client:
+        return client.snapshot(history_seconds=0).stats
+
+
+def test_dashboard_numbers_equal_the_servers_snapshot_and_follow_it(qtbot, server, open_window):
+    add_stories(server, 5)
+    wait_for(lambda: server_stats(server).completed_stories == 5, timeout=30, what="5 stories done")
+    window = open_window(server)
+    # Quiet now: the counts shown must be the server's, exactly.
+    stats = server_stats(server)
+    for field in COUNTS:
+        qtbot.waitUntil(lambda f=field: shown(window, f) == format_figure(f, getattr(stats, f)), timeout=10_000)
+    # The charts start from the snapshot's history, not empty.
+    assert len(window.dashboard.buffer) >= 1
+
+    add_stories(server, 7)
+    wait_for(lambda: server_stats(server).completed_stories == 12, timeout=30, what="12 stories done")
+    stats = server_stats(server)
+    for field in COUNTS:
+        qtbot.waitUntil(lambda f=field: shown(window, f) == format_figure(f, getattr(stats, f)), timeout=10_000)
+    # The rates move too: some stories per second were produced in the last window.
+    assert window.dashboard.buffer.column("stories_produced_per_s").max() > 0
+
+
+def test_a_story_added_through_the_dialog_appears_and_completes(qtbot, server, open_window):
+    window = open_window(server)
+    window.tabs.setCurrentWidget(window.stories)
+    window.add_action.trigger()
+    dialog = window.add_dialog
+    assert dialog is not None and dialog.isVisible()
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    dialog.name.setText("")
+    assert not ok.isEnabled()  # validated in the dialog: no name, no story
+    dialog.name.setText("Pay by invoice")
+    dialog.description.setPlainText("for business customers")
+    dialog.set_tasks([("API endpoint", 300), ("form", 200), ("email", 100)])
+    assert ok.isEnabled()
+    ok.click()
+    model = window.stories.model
+
+    def story():
+        return next((s for s in model.cached_stories() if s.name == "Pay by invoice"), None)
+
+    qtbot.waitUntil(lambda: story() is not None, timeout=15_000)
+    assert story().tasks_total == 3
+    qtbot.waitUntil(lambda: story() is not None and story().status == "done", timeout=30_000)
+    # Its tasks, with their states and times, when selected.
+    assert window.stories.select_story(story().story_id)
+    details = window.stories.details
+    qtbot.waitUntil(lambda: details.tasks.rowCount() == 3 and details.story is not None, timeout=10_000)
+    assert [details.tasks.item(r, 2).text() for r in range(3)] == ["done"] * 3
+
+
+def test_deleting_selected_stories_after_confirmation(qtbot, server, open_window):
+    ids = add_stories(server, 3, estimate_ms=0)
+    window = open_window(server)
+    window.tabs.setCurrentWidget(window.stories)
+    panel = window.stories
+    qtbot.waitUntil(lambda: {s.story_id for s in panel.model.cached_stories()} >= set(ids), timeout=15_000)
+    panel.table.selectRow(panel.model.row_of(ids[0]))
+    qtbot.waitUntil(lambda: panel.details.story is not None, timeout=10_000)
+    panel.table.selectAll()
+    assert sorted(panel.selected_ids()) == sorted(ids)
+
+    panel.delete_selected()  # asks first
+    box = panel.confirm_box
+    assert box is not None and box.isVisible()
+    box.button(QMessageBox.StandardButton.Cancel).click()
+    assert panel.deleted == 0
+
+    panel.table.selectAll()
+    panel.delete_selected()
+    panel.confirm_box.button(QMessageBox.StandardButton.Yes).click()
+    qtbot.waitUntil(lambda: panel.deleted == 3, timeout=15_000)
+    with server.client() as client:
+        assert client.list_stories().total == 0
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 0, timeout=10_000)
+
+
+def test_the_feed_decodes_in_its_own_thread_not_the_ui_thread(qtbot, server, open_window):
+    window = open_window(server)
+    with qtbot.waitSignal(window.feed.batch_ready, timeout=10_000) as blocker:
+        pass
+    batch = blocker.args[0]
+    worker = window.feed.worker
+    ui_thread = threading.get_ident()
+    assert worker.decode_thread_id is not None
+    assert batch.decoded_in_thread == worker.decode_thread_id != ui_thread
+    assert window.feed.thread.isRunning() and window.feed.thread is not QThread.currentThread()
+    assert worker.thread() is window.feed.thread  # the worker object lives in the feed thread
+
+
+def test_shows_reconnecting_and_recovers_after_a_server_restart(qtbot, server, open_window):
+    window = open_window(server)
+    version = window.server_version
+    assert version and "connected" in window.connection.text()
+    server.kill9()
+    qtbot.waitUntil(lambda: window.connection_state == RECONNECTING, timeout=15_000)
+    assert "reconnecting" in window.connection.text()
+    server.start()  # same port, same database
+    qtbot.waitUntil(lambda: window.connection_state == CONNECTED, timeout=30_000)
+    add_stories(server, 2, estimate_ms=0)
+    wait_for(lambda: server_stats(server).completed_stories == 2, timeout=30, what="2 stories done")
+    qtbot.waitUntil(lambda: shown(window, "completed_stories") == "2", timeout=10_000)
+
+
+def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, server, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(server.endpoints, settings)
+    window.show()
+    qtbot.waitUntil(lambda: window.connection_state == CONNECTED, timeout=20_000)
+    window.simulator_panel.start_with(rate=20, tasks=(1, 2), estimate_ms=(0, 10))
+    qtbot.waitUntil(lambda: window.simulator_panel.last_progress.created > 0, timeout=15_000)
+    assert window.simulator_panel.worker.send_thread_id not in (None, threading.get_ident())
+    threads = [window.feed.thread, window.requests.thread, window.pages.thread, window.simulator_panel.thread]
+    window.close()
+    for thread in threads:
+        assert thread.isFinished()
+    assert settings.value("server/address") == str(server.endpoints)
+    noise = ("propagateSizeHints",)  # the offscreen platform's own remark on show()
+    problems = [r.message for r in qtlog.records if not any(n in r.message for n in noise)]
+    assert problems == []
+
+
+def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "desktop", "--server", str(server.endpoints), "--quit-after", "3",
+         "--settings", str(tmp_path / "s.ini")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,90 @@
+"""Pure parts of the desktop app, tested directly: time series buffer, Clone bookkeeping, dialog validation."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from common import protocol
+from desktop.clone import APPLY, GAP, RESTARTED, STALE, SeqTracker
+from desktop.series import FIELDS, SeriesBuffer, peak_decimate
+
+
+def row(ts: float, value: float = 0.0) -> SimpleNamespace:
+    return SimpleNamespace(**{**{name: value for name in FIELDS}, "ts": ts})
+
+
+def test_series_buffer_keeps_the_newest_rows_in_order_and_stays_bounded():
+    buf = SeriesBuffer(capacity=100, max_rate=10)
+    for i in range(1_000):
+        buf.append(row(i * 0.1, i))
+    assert len(buf) == 100
+    ts = buf.column("ts")
+    assert ts[0] == pytest.approx(90.0) and ts[-1] == pytest.approx(99.9)
+    assert np.all(np.diff(ts) > 0)
+    assert buf.column("open_stories")[-1] == 999
+    assert buf._data.shape[0] == 200  # the memory never grows
+    assert buf.appended == 1_000
+
+
+def test_series_buffer_drops_rows_too_close_or_going_back_in_time():
+    buf = SeriesBuffer(capacity=10, max_rate=10)
+    assert buf.append(row(100.0))
+    assert not buf.append(row(100.05))  # closer than 1/max_rate
+    assert not buf.append(row(99.0))  # older
+    assert buf.append(row(100.1))
+    assert len(buf) == 2
+
+
+def test_series_buffer_nearest_index_and_window():
+    buf = SeriesBuffer(capacity=1_000, max_rate=10)
+    buf.extend(row(float(t)) for t in range(100))
+    assert buf.index_at(41.4) == 41 and buf.index_at(41.6) == 42
+    assert buf.index_at(-5) == 0 and buf.index_at(500) == 99
+    first, last, step = buf.window(since=90.0, max_points=1_000)
+    assert (first, last, step) == (89, 100, 1)
+    first, last, step = buf.window(since=0.0, max_points=10)
+    assert step == 10 and first % step == 0 and last == 100
+
+
+def test_peak_decimation_keeps_spikes():
+    x = np.arange(1_000, dtype=float)
+    y = np.zeros(1_000)
+    y[517] = 50.0
+    y[818] = -7.0
+    xs, ys = peak_decimate(x, y, 10)
+    assert len(xs) == 200
+    assert ys.max() == 50.0 and xs[ys.argmax()] == 517
+    assert ys.min() == -7.0
+    assert np.all(np.diff(xs) >= 0)
+
+
+def test_seq_tracker_follows_the_clone_pattern():
+    t = SeqTracker(restart_slack_s=1.0)
+    assert t.classify(5, 0.0) == STALE  # nothing before the first snapshot
+    t.reset(seq=10, ts=1000.0)
+    assert t.classify(9, 999.9) == STALE  # queued before the snapshot
+    assert t.classify(10, 1000.0) == STALE
+    assert t.classify(11, 1000.1) == APPLY and t.seq == 11
+    assert t.classify(14, 1000.2) == GAP and t.gaps == 1
+    t.skip_to(14)
+    assert t.classify(15, 1000.3) == APPLY
+    # A low seq stamped well after the snapshot: the server restarted and counts from 1.
+    assert t.classify(1, 1005.0) == RESTARTED
+
+
+def test_story_validation_uses_the_protocol_limits():
+    from desktop.story_dialog import validate_story
+
+    assert validate_story("Checkout", "", [("a", "100"), ("", "0")]) == []
+    assert validate_story(" ", "", [("a", "1")]) == ["The story needs a name."]
+    assert "at most" in validate_story("x" * (protocol.NAME_MAX + 1), "", [("a", "1")])[0]
+    assert "description" in validate_story("x", "d" * (protocol.DESCRIPTION_MAX + 1), [("a", "1")])[0]
+    assert validate_story("x", "", []) == ["A story needs at least one task."]
+    assert "at most" in validate_story("x", "", [("t", "1")] * (protocol.TASKS_MAX + 1))[0]
+    assert "whole number" in validate_story("x", "", [("t", "1.5")])[0]
+    assert "within" in validate_story("x", "", [("t", str(protocol.ESTIMATE_MS_MAX + 1))])[0]
+    assert "within" in validate_story("x", "", [("t", "-1")])[0]
+    assert validate_story("x", "", [("t", str(protocol.ESTIMATE_MS_MAX))]) == []
