@@ -305,3 +305,10 @@ def test_each_decision_is_a_pure_function_of_the_inputs():
         clock.run(30.0, poisson_load(7, rate=10.0, task_s=0.4))
         return clock.decisions
     assert run() == run()
+
+
+def test_an_empty_pool_with_min_zero_wakes_up_for_the_first_task():
+    scaler = Autoscaler(0, 4, quiet_window=1.0)
+    assert scaler.decide(load(0.0)).target == 0
+    d = scaler.decide(load(0.2, queued=1, work_s=0.3, rate=0.0, task_s=0.0))
+    assert d.target == 1 and d.reason.startswith("grow 0 -> 1")
