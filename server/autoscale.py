@@ -129,9 +129,9 @@ class Autoscaler:
         task_s = max(load.mean_task_s, 0.0)
         if task_s == 0.0 and load.queued_tasks > 0:
             task_s = max(load.queued_work_s, 0.0) / load.queued_tasks  # nothing completed lately
-        # Workers the flow keeps busy (Little's law). Completions count too: when
-        # the pool is saturated they show the work being done, and they lag less
-        # than the arrivals after a step down.
+        # Workers the flow keeps busy (Little's law). Completions count too: they
+        # show the work being done when the pool is saturated, and after a step
+        # down they keep the floor up while the backlog drains.
         offered = max(load.arrival_rate, load.completion_rate, 0.0) * task_s
         floor = math.ceil(offered / self.utilisation - _EPS)
         backlog = 0.0
