@@ -1,6 +1,6 @@
 """Replay one load curve through three pool-scaling policies and compare them.
 
-    .venv/bin/python bench/autoscale_replay.py [--seeds N] [--starts N]
+    .venv/bin/python bench/autoscale_replay.py [--curve main|light|all] [--seeds N] [--starts N]
 
 The load curve is quiet -> burst -> steady -> quiet: stories arrive at random
 (Poisson) at a different rate in each phase, each with 1-5 tasks whose
