@@ -22,7 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 
 package: $(STAMP)  ## PyInstaller bundles + (on Linux) the .deb, into dist/
-	$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,package]'
+	$(BIN)/python -c 'import PyInstaller, psycopg2' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,package,postgres]'
 	$(BIN)/python packaging/build.py
 
 test-package: package  ## the slow installer test, on the bundles just built

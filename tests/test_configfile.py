@@ -142,3 +142,12 @@ def test_a_range_error_says_which_layer_set_the_value(tmp_path):
     with pytest.raises(ConfigError) as err:
         server_config(None, {}, {"port": 0})
     assert str(err.value) == "--port 0: must be within 1-65533 (P+2 is used too)"
+
+
+def test_the_install_guide_documents_every_key():
+    """docs/install.md holds the one table of keys, variables and options: no key left out."""
+    from support import REPO
+
+    rows = [line for line in (REPO / "docs" / "install.md").read_text().splitlines() if line.startswith("| `")]
+    for key in KEYS.values():
+        assert any(f"| `{key.name}` | `{key.env}` |" in row for row in rows), f"{key.name} is not in the table"

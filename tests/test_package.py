@@ -110,6 +110,8 @@ def test_the_server_bundle_carries_no_qt(root):
     bundle = root / OPT / "storypulse"
     qt = [p for p in bundle.rglob("*") if any(s in p.name for s in ("Qt6", "PySide", "shiboken", "pyqtgraph"))]
     assert not qt, qt[:5]
+    # PostgreSQL's driver is in it, so `db = "postgresql://..."` works for the service.
+    assert (bundle / "_internal" / "psycopg2").is_dir()
     # ...and says so clearly when asked for the desktop app.
     result = run(cli(root), "desktop", "--quit-after", "1")
     assert result.returncode != 0 and "storypulse[desktop]" in result.stderr and "Traceback" not in result.stderr
