@@ -233,7 +233,11 @@ class Service:
             return
         self.pool.set_bounds(low, high)
         log.info("pool bounds set to min_workers=%d max_workers=%d", low, high)
-        self.scale_now = True
+        change = self.pool.decide(self.load(now))  # so the reply shows the new target
+        if change is not None:
+            log.info("pool target %d -> %d: %s", *change)
+            self.events.append(("pool", *change))
+        self.scale_now = True  # the loop spawns or retires this turn
         self.reply(envelope, req.id, PoolResult(low, high, self.pool.size, self.pool.target))
 
     # -- workers ----------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_set_pool_validates_bounds(server):
         assert err.value.code == "invalid_request"
         assert "min_workers" in err.value.message and "max_workers" in err.value.message
         result = client.set_pool(min_workers=3, max_workers=3)
-        assert (result.min_workers, result.max_workers) == (3, 3)
+        assert (result.min_workers, result.max_workers, result.target) == (3, 3, 3)
         wait_for(lambda: client.snapshot().stats.workers == 3, 20, what="the pool to grow to 3")
 
 
