@@ -143,10 +143,12 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     if args.heartbeat <= 0:
         parser.error("--heartbeat must be > 0")
     _setup_logging(args.log_level)
+    host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host  # IPv6
+    endpoint = f"tcp://{host}:{endpoints.port + 2}"
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["server.worker"])
     processes = [
-        context.Process(target=_remote_worker, args=(endpoints.workers, args.heartbeat),
+        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat),
                         name=f"storypulse-worker-{i}")
         for i in range(args.processes)
     ]
@@ -155,7 +157,7 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     for process in processes:
         process.start()
-    log.info("%d worker process(es) connecting to %s", len(processes), endpoints.workers)
+    log.info("%d worker process(es) connecting to %s", len(processes), endpoint)
     while any(p.is_alive() for p in processes) and not stopping:
         multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()], 0.5)
     for process in processes:

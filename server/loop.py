@@ -118,8 +118,11 @@ class Server:
         self.requests.bind(f"{base}:{config.port}")
         self.events.bind(f"{base}:{config.port + 1}")
         self.workers.bind(f"{base}:{config.port + 2}")
-        worker_host = "127.0.0.1" if host in ("0.0.0.0", "*") else host
-        worker_endpoint = f"tcp://{'[' + worker_host + ']' if ':' in worker_host else worker_host}:{config.port + 2}"
+        # Local workers connect to the loopback when the server listens on every address.
+        worker_host = {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(host, host)
+        if ":" in worker_host:
+            worker_host = f"[{worker_host}]"
+        worker_endpoint = f"tcp://{worker_host}:{config.port + 2}"
 
         now = time.monotonic()
         self.publisher = Publisher(self.events)
@@ -163,11 +166,11 @@ class Server:
         )
 
     def run(self) -> int:
-        self.restore()
-        log.info("serving requests on %s, events on %s, workers on %s",
-                 self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
-                 self.workers.LAST_ENDPOINT.decode())
         try:
+            self.restore()
+            log.info("serving requests on %s, events on %s, workers on %s",
+                     self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
+                     self.workers.LAST_ENDPOINT.decode())
             while not self.stopping:
                 self.turn()
             self.shutdown()
@@ -188,13 +191,13 @@ class Server:
         self._wake_w.close()
 
     # -- one turn ----------------------------------------------------------------------
-    def turn(self, accept_requests: bool = True) -> None:
+    def turn(self) -> None:
         timeout = max(0.0, self._next_timer() - time.monotonic())
         ready = dict(self.poller.poll(timeout * 1000))
         now, wall = time.monotonic(), time.time()
         if ready.get(self._wake_r.fileno()):
             self._drain_wake()
-        if accept_requests and ready.get(self.requests):
+        if ready.get(self.requests):
             self._read_requests(now, wall)
         if ready.get(self.workers):
             self._read_workers(now, wall)

@@ -234,7 +234,8 @@ class Pool:
         return min((w.leases[0].ends - PREFETCH_S for w in self.workers.values()
                     if w.state == "busy" and len(w.leases) == 1), default=float("inf"))
 
-    def finish_lease(self, worker: Worker, task_ids: list[int], now: float) -> Lease | None:
+    def finish_lease(self, worker: Worker, task_ids: list[int], now: float,
+                     wall: float) -> Lease | None:
         """The lease that a Done reports (matched by its first task), or None."""
         found = None
         if task_ids:
@@ -245,10 +246,8 @@ class Pool:
         if found is not None and worker.leases:
             # the worker starts its prefetched lease as it reports: now, not when we guessed
             nxt = worker.leases[0]
-            shift = now - nxt.started
-            nxt.started += shift
-            nxt.wall += shift
-            nxt.ends += shift
+            nxt.ends += now - nxt.started
+            nxt.started, nxt.wall = now, wall
         if not worker.leases and worker.state == "busy":
             self._set_state(worker, "idle", now)
         return found

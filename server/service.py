@@ -269,7 +269,7 @@ class Service:
     def complete(self, worker: Worker | None, task_ids: list[int], now: float, wall: float) -> None:
         """A Done: record each task once; a story is done with its last task, in the same batch."""
         if worker is not None:
-            lease = self.pool.finish_lease(worker, task_ids, now)
+            lease = self.pool.finish_lease(worker, task_ids, now, wall)
             if lease is not None and lease.task_ids:
                 self.task_seconds.add(now, max(0.0, now - lease.started), len(lease.task_ids))
             if worker.leases:  # a prefetched lease starts now: keep its tasks' times true

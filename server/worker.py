@@ -47,6 +47,8 @@ def run(endpoint: str, identity: bytes | None, heartbeat: float, *, reconnect: b
             sock.linger = 0
             if identity is not None:
                 sock.identity = identity
+            if "[" in endpoint:  # an IPv6 address
+                sock.ipv6 = True
             sock.connect(endpoint)
             try:
                 outcome = _serve(sock, heartbeat)

@@ -236,11 +236,11 @@ def test_pool_gives_the_next_lease_just_in_time():
     assert second.started == pytest.approx(10.05) and second.wall == pytest.approx(1000.05)
     assert pool.prefetch_candidates(10.049) == []  # two at most
     # the first reports late: the second starts now
-    assert pool.finish_lease(worker, [1], now=10.06) is first
+    assert pool.finish_lease(worker, [1], now=10.06, wall=1000.06) is first
     assert worker.state == "busy" and second.started == pytest.approx(10.06)
     assert second.wall == pytest.approx(1000.06)
-    assert pool.finish_lease(worker, [99], now=10.07) is None  # not one of its leases
-    assert pool.finish_lease(worker, [2], now=10.11) is second
+    assert pool.finish_lease(worker, [99], now=10.07, wall=1000.07) is None  # not one of its leases
+    assert pool.finish_lease(worker, [2], now=10.11, wall=1000.11) is second
     assert worker.state == "idle" and pool.idle == {b"w1": worker}
     pool.give_lease(worker, [3, 4], 0.0, 11.0, 1001.0)
     pool.give_lease(worker, [5], 0.0, 11.0, 1001.0)
