@@ -165,7 +165,11 @@ class Pool:
         """Spawn up to the target at once; above it, retire idle workers only. Returns spawned."""
         spawned = []
         while self.size < self.target:
-            spawned.append(self.spawn(now))
+            try:
+                spawned.append(self.spawn(now))
+            except OSError as exc:  # e.g. out of processes: try again at the next decision
+                log.error("cannot start a worker process: %s", exc)
+                break
         excess = self.size - self.target
         if excess > 0:
             for worker in list(self.idle.values())[:excess]:
