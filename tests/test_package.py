@@ -209,6 +209,20 @@ def test_the_bundled_server_and_cli_work_a_story_to_the_end(root, tmp_path):
             server.wait(10)
 
 
+def test_the_desktop_bundle_runs_the_demo_with_its_own_server(root, tmp_path):
+    """`storypulse-desktop demo` starts the server from the same bundle, simulates, and stops it."""
+    import sqlite3
+
+    db = tmp_path / "demo.db"
+    demo = run(desktop(root), "demo", "--port", free_port_block(), "--db", db, "--rate", "5",
+               "--quit-after", "4", "--settings", tmp_path / "demo.ini", timeout=120,
+               env={"QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state")})
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "server stopped (exit code 0)" in demo.stderr, demo.stderr[-3000:]
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from story").fetchone()[0] > 0, "the simulator made no story"
+
+
 def _gone(pgid: int) -> bool:
     """No process is left in the server's session (it was started as the leader of a new one)."""
     try:
