@@ -166,6 +166,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
     parser.add_argument("--window", type=int, default=60, help="chart time window in seconds (default 60)")
     parser.add_argument("--tab", choices=("dashboard", "stories"), default="dashboard")
+    parser.add_argument("--every-tick", action="store_true",
+                        help="redraw the charts at every timer tick, even when nothing moved a pixel (worst case)")
     parser.add_argument("--profile", metavar="FILE", help="also profile the UI thread into FILE (cProfile)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the stand-in, internal
     args = parser.parse_args()
@@ -228,6 +230,7 @@ def main() -> int:
     window.resize(1280, 800)
     window.show()
     window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
+    window.dashboard.skip_still_frames = not args.every_tick
     if args.tab == "stories":
         window.tabs.setCurrentIndex(1)
     counter = PaintCounter()

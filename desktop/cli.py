@@ -62,7 +62,7 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="simulated stories per second (default 2)")
     parser.add_argument("--tasks", default="1-5", help="tasks per story, A-B (default 1-5)")
     parser.add_argument("--estimate-ms", default="200-3000", help="task estimates in ms, A-B (default 200-3000)")
-    parser.add_argument("--max-workers", type=int, default=8, help="upper bound of the server's pool (default 8)")
+    parser.add_argument("--max-workers", type=int, default=16, help="upper bound of the server's pool (default 16)")
     _common_options(parser)
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:

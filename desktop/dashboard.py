@@ -28,9 +28,23 @@ FIGURES = (
     ("open_stories", "Open stories", "#e67e22"),
     ("completed_stories", "Completed stories", "#8e44ad"),
 )
-QUEUE_CURVES = (("tasks_queued", "queued", "#c0392b"), ("tasks_running", "running", "#16a085"))
-POOL_CURVES = (("workers", "workers", "#34495e"), ("workers_busy", "busy", "#f39c12"),
-               ("workers_target", "target", "#7f8c8d"))
+COLOUR = {name: colour for name, _, colour in FIGURES}
+# The charts: title, curves (field, legend label or "", colour), row.
+# Produced and completed per second share a chart: whether completion keeps up is the point.
+# Fewer charts, fewer axes: the axes, not the points, are what costs at every frame.
+CHARTS = (
+    ("Stories / s: produced, completed",
+     (("stories_produced_per_s", "produced", COLOUR["stories_produced_per_s"]),
+      ("stories_completed_per_s", "completed", COLOUR["stories_completed_per_s"])), 0),
+    ("Open stories", (("open_stories", "", COLOUR["open_stories"]),), 0),
+    ("Completed stories", (("completed_stories", "", COLOUR["completed_stories"]),), 0),
+    ("Tasks: queued / running",
+     (("tasks_queued", "queued", "#c0392b"), ("tasks_running", "running", "#16a085")), 1),
+    ("Workers: total / busy / target",
+     (("workers", "workers", "#34495e"), ("workers_busy", "busy", "#f39c12"),
+      ("workers_target", "target", "#7f8c8d")), 1),
+)
+READOUT_HINT = "Point at a chart to read its values; Space pauses, and while paused the mouse pans and zooms."
 PLOT_HZ = 25
 TEXT_HZ = 4
 BUFFER_SECONDS = 3600 + 120  # the longest window plus a margin
@@ -81,11 +95,13 @@ class Dashboard(QWidget):
         self.paused = False
         self.frames = 0  # fast-timer ticks that redrew the charts, for the benchmark
         self.ticks = 0  # fast-timer ticks, drawn or not
+        self.skip_still_frames = True  # False redraws at every tick (the benchmark's worst case)
         self._drawn_at: float | None = None  # the right edge of the last drawn frame
         self._dirty = False
         self._pool_marks: deque[tuple[float, int, int, str]] = deque(maxlen=500)
         self._marks_dirty = False
         self._hover_ts: float | None = None
+        self._syncing = False
 
         self.numbers = {name: BigNumber(title, colour) for name, title, colour in FIGURES}
         numbers_row = QHBoxLayout()
@@ -93,7 +109,7 @@ class Dashboard(QWidget):
         for box in self.numbers.values():
             numbers_row.addWidget(box)
 
-        self.readout = QLabel(" ")
+        self.readout = QLabel(READOUT_HINT)
         self.readout.setStyleSheet("color: #444; font-family: monospace;")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -101,18 +117,20 @@ class Dashboard(QWidget):
         self.charts.ci.setSpacing(4)
         self.plots: list[pg.PlotItem] = []
         self.curves: dict[str, pg.PlotDataItem] = {}
-        for i, (name, title, colour) in enumerate(FIGURES):
-            plot = self._add_plot(title, row=i // 3, col=i % 3)
-            self.curves[name] = plot.plot(pen=pg.mkPen(colour, width=1))
-        queue = self._add_plot("Tasks: queued / running", row=1, col=1)
-        queue.addLegend(offset=(4, 4), labelTextSize="8pt")
-        for name, label, colour in QUEUE_CURVES:
-            self.curves[name] = queue.plot(pen=pg.mkPen(colour, width=1), name=label)
-        pool = self._add_plot("Workers: total / busy / target", row=1, col=2)
-        pool.addLegend(offset=(4, 4), labelTextSize="8pt")
-        for name, label, colour in POOL_CURVES:
-            style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
-            self.curves[name] = pool.plot(pen=pg.mkPen(colour, width=1, style=style), name=label)
+        self.groups: list[list[str]] = []
+        rows = [self.charts.ci.addLayout(row=0, col=0), self.charts.ci.addLayout(row=1, col=0)]
+        for title, curves, row in CHARTS:
+            plot = self._add_plot(rows[row], title, bottom_row=row == 1)
+            column = len(rows[row].items) - 1
+            rows[row].layout.setColumnStretchFactor(column, 1)  # equal widths, whatever the titles
+            plot.titleLabel.setMinimumWidth(10)
+            if len(curves) > 1:
+                plot.addLegend(offset=(4, 4), labelTextSize="8pt")
+            for name, label, colour in curves:
+                style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
+                self.curves[name] = plot.plot(pen=pg.mkPen(colour, width=1, style=style), name=label or None)
+            self.groups.append([name for name, _, _ in curves])
+        pool = self.plots[-1]
         self.pool_plot = pool
         self.resize_marks = pg.ScatterPlotItem(size=9, pen=None)
         pool.addItem(self.resize_marks)
@@ -147,9 +165,9 @@ class Dashboard(QWidget):
         self.text_timer.start()
         self.set_window(self.window_s)
 
-    def _add_plot(self, title: str, row: int, col: int) -> pg.PlotItem:
+    def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
         axis = pg.DateAxisItem(orientation="bottom")
-        plot = self.charts.addPlot(row=row, col=col, axisItems={"bottom": axis})
+        plot = layout.addPlot(axisItems={"bottom": axis})
         plot.setTitle(title, size="9pt")
         plot.showGrid(x=True, y=True, alpha=0.15)
         left = plot.getAxis("left")
@@ -160,15 +178,16 @@ class Dashboard(QWidget):
         for side in ("left", "bottom", "top", "right"):
             # Else every range change rewrites each axis label, hidden ones too.
             plot.getAxis(side).enableAutoSIPrefix(False)
-        if row == 0:
+        if not bottom_row:
             plot.hideAxis("bottom")
         plot.setMenuEnabled(False)
         plot.hideButtons()
         plot.enableAutoRange(False)
         plot.setMouseEnabled(x=False, y=False)
+        plot.sigXRangeChanged.connect(self._on_range_changed)
         plot.setYRange(0, 1, padding=0)
-        if self.plots:
-            plot.setXLink(self.plots[0])
+        # No setXLink: it aligns linked views by screen position, wrong for side-by-side
+        # charts of different widths. Every chart gets the same range instead (_scroll).
         self.plots.append(plot)
         return plot
 
@@ -217,6 +236,18 @@ class Dashboard(QWidget):
     def toggle_pause(self) -> None:
         self.set_paused(not self.paused)
 
+    def _on_range_changed(self, view, x_range) -> None:
+        # While paused the mouse pans and zooms one chart: the others follow it.
+        if not self.paused or self._syncing:
+            return
+        self._syncing = True
+        try:
+            for plot in self.plots:
+                if plot.vb is not view:
+                    plot.setXRange(*x_range, padding=0)
+        finally:
+            self._syncing = False
+
     # -- drawing -----------------------------------------------------------
     def _now(self) -> float:
         if self.latest is None:
@@ -227,8 +258,8 @@ class Dashboard(QWidget):
     def _scroll(self, now: float | None = None) -> None:
         now = self._now() if now is None else now
         self._drawn_at = now
-        self.plots[0].setXRange(now - self.window_s, now, padding=0)
         for plot in self.plots:
+            plot.setXRange(now - self.window_s, now, padding=0)
             # pyqtgraph applies a new range while painting, which asks for a second
             # paint; applying it now makes one paint per frame.
             plot.vb.prepareForPaint()
@@ -239,7 +270,7 @@ class Dashboard(QWidget):
             return  # hidden widgets do no work
         self.ticks += 1
         now = self._now()
-        if not self._dirty and not self._marks_dirty and self._drawn_at is not None:
+        if self.skip_still_frames and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
             # Scrolling by less than a pixel changes nothing on screen: skip the frame.
             pixels_per_s = max(self.plots[0].vb.width(), 1.0) / self.window_s
             if abs(now - self._drawn_at) * pixels_per_s < 1.0:
@@ -284,8 +315,7 @@ class Dashboard(QWidget):
         ts = self.buffer.column("ts")
         left, right = self.plots[0].viewRange()[0]
         start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
-        groups = [[name] for name, _, _ in FIGURES] + [[n for n, _, _ in QUEUE_CURVES], [n for n, _, _ in POOL_CURVES]]
-        for plot, names in zip(self.plots, groups):
+        for plot, names in zip(self.plots, self.groups):
             top = max((float(self.buffer.column(n)[start:end].max(initial=0)) for n in names), default=0.0)
             top = _nice_ceiling(top * 1.1)
             current = plot.viewRange()[1][1]
@@ -303,6 +333,7 @@ class Dashboard(QWidget):
         else:
             for line in self.hover_lines:
                 line.setVisible(False)
+            self.readout.setText(READOUT_HINT)
             return
         index = self.buffer.index_at(ts)
         if index is None:

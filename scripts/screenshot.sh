@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The demo in a real X window (Xvfb, 1280x800): run it a few seconds, save docs/screenshot.png.
+#
+# Installs nothing. Needs Xvfb (Debian package `xvfb`) and the libraries Qt's xcb
+# platform plugin loads; on Debian 12 with PySide6 6.10 those missing from a slim
+# system were `libxcb-icccm4 libxcb-keysyms1` (QT_DEBUG_PLUGINS=1 names the real
+# culprit; Qt's own message blames libxcb-cursor0).
+#
+#   scripts/screenshot.sh [OUTPUT.png]      (SCREENSHOT_SECONDS=20 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${1:-docs/screenshot.png}
+RUN_SECONDS=${SCREENSHOT_SECONDS:-20}
+
+command -v Xvfb >/dev/null || { echo "screenshot.sh: needs Xvfb (Debian package xvfb)" >&2; exit 1; }
+
+number=""
+for n in $(seq 90 150); do
+    if [ ! -e "/tmp/.X11-unix/X$n" ] && [ ! -e "/tmp/.X$n-lock" ]; then number=$n; break; fi
+done
+[ -n "$number" ] || { echo "screenshot.sh: no free X display number" >&2; exit 1; }
+
+work=$(mktemp -d)
+Xvfb ":$number" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+xvfb=$!
+cleanup() { kill "$xvfb" 2>/dev/null || true; wait "$xvfb" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 100); do [ -e "/tmp/.X11-unix/X$number" ] && break; sleep 0.1; done
+[ -e "/tmp/.X11-unix/X$number" ] || { cat "$work/xvfb.log" >&2; echo "screenshot.sh: Xvfb did not start" >&2; exit 1; }
+
+# A fresh server on free ports with its own database, and settings that show a
+# one-minute window so a short run already fills part of the charts.
+port=$("$PYTHON" - <<'PY'
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 60000)
+    try:
+        socks = [socket.socket() for _ in range(3)]
+        for i, s in enumerate(socks):
+            s.bind(("127.0.0.1", base + i))
+        print(base)
+        break
+    except OSError:
+        pass
+    finally:
+        for s in socks:
+            s.close()
+PY
+)
+printf '[dashboard]\nwindow_s=60\n' >"$work/settings.ini"
+
+mkdir -p "$(dirname "$OUT")"
+DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli demo \
+    --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" \
+    --quit-after "$RUN_SECONDS" --screenshot "$OUT"
+echo "saved $OUT"
