@@ -38,13 +38,13 @@ from common.endpoints import Endpoints  # noqa: E402
 class FloodServer(threading.Thread):
     """Just enough of a server to feed the app: stats, story events, snapshot, a story list."""
 
-    def __init__(self, port: int, story_rate: float, stats_hz: float):
+    def __init__(self, port: int, story_rate: float, stats_hz: float, stories: int = 0):
         super().__init__(daemon=True)
         self.endpoints = Endpoints("127.0.0.1", port)
         self.story_rate = story_rate
         self.stats_hz = stats_hz
         self.seq = 0
-        self.stories = 0
+        self.stories = stories  # a list of this many stories to page through
         self.completed = 0
         self.sent = 0
         self.history: list[protocol.Stats] = []
@@ -93,7 +93,7 @@ class FloodServer(threading.Thread):
                 else:
                     self.completed += 1
                     event = protocol.StoryEvent(seq=self.seq, ts=time.time(), event="completed",
-                                                story_id=max(1, self.completed))
+                                                story_id=max(1, self.stories - 100))
                 self._publish(protocol.TOPIC_STORY, event)
                 next_story += story_period
             if now >= next_stats:
@@ -134,8 +134,8 @@ class FloodServer(threading.Thread):
             self.router.send_multipart([identity, protocol.ok(request.id, result)])
 
 
-def serve(port: int, rate: float, stats_hz: float) -> int:
-    server = FloodServer(port, rate, stats_hz)
+def serve(port: int, rate: float, stats_hz: float, stories: int) -> int:
+    server = FloodServer(port, rate, stats_hz, stories)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server._halt.set())
     while server.is_alive():
@@ -169,10 +169,12 @@ def main() -> int:
     parser.add_argument("--every-tick", action="store_true",
                         help="redraw the charts at every timer tick, even when nothing moved a pixel (worst case)")
     parser.add_argument("--profile", metavar="FILE", help="also profile the UI thread into FILE (cProfile)")
+    parser.add_argument("--stories", type=int, default=1_000_000,
+                        help="stories in the stand-in's list, for the stories tab (default 1,000,000)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the stand-in, internal
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.rate, args.stats_hz)
+        return serve(args.serve, args.rate, args.stats_hz, args.stories)
 
     from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -217,7 +219,7 @@ def main() -> int:
     # app's GIL and count as UI time.
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--rate", str(args.rate),
-                               "--stats-hz", str(args.stats_hz)])
+                               "--stats-hz", str(args.stats_hz), "--stories", str(args.stories)])
     endpoints = Endpoints("127.0.0.1", port)
     with Client(endpoints, timeout=10) as client:
         client.ping()
@@ -231,8 +233,16 @@ def main() -> int:
     window.show()
     window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
     window.dashboard.skip_still_frames = not args.every_tick
+    jumps = QTimer()
     if args.tab == "stories":
+        # Scroll the table like a user dragging the scroll bar through a million rows.
+        import random
+
         window.tabs.setCurrentIndex(1)
+        table = window.stories.table
+        jumps.timeout.connect(lambda: table.verticalScrollBar().setValue(
+            random.randrange(max(1, table.verticalScrollBar().maximum()))))
+        jumps.start(200)
     counter = PaintCounter()
     window.dashboard.charts.viewport().installEventFilter(counter)
 
@@ -263,6 +273,11 @@ def main() -> int:
               f"{100 * busy / elapsed:.1f} % wall time in event handlers (inflated by other load)")
         print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints, "
               f"{(window.dashboard.frames - frames0) / elapsed:.1f}/s timer updates")
+        if args.tab == "stories":
+            model = window.stories.model
+            shown = sum(model.story_at(r) is not None for r in range(*model._visible))
+            print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {shown} of "
+                  f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
         print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
               "(all its threads)")
         window.close()

@@ -31,6 +31,13 @@ MAX_LOADING = 4  # page requests in flight at once
 COLUMNS = ("ID", "Name", "Status", "Tasks", "Created", "Completed")
 DONE_COLOUR = QColor("#1aa34a")
 OPEN_COLOUR = QColor("#e67e22")
+# Qt enums as plain ints, looked up once: data() runs thousands of times a second.
+DISPLAY = Qt.ItemDataRole.DisplayRole.value
+FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
+ALIGNMENT = Qt.ItemDataRole.TextAlignmentRole.value
+TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
+ROLES_USED = frozenset((DISPLAY, FOREGROUND, ALIGNMENT, TOOLTIP))
+RIGHT_ALIGNED = (Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value
 
 
 def _time(ts: float | None) -> str:
@@ -46,6 +53,7 @@ class StoryTableModel(QAbstractTableModel):
         self.status: str | None = None  # the filter: None, "open" or "done"
         self._total = 0
         self._pages: OrderedDict[int, list[protocol.StoryView]] = OrderedDict()
+        self._page_of: dict[int, int] = {}  # story_id -> cached page: live events find rows in O(1)
         self._stale: set[int] = set()
         self._loading: set[int] = set()
         self._generation = 0  # bumped by a filter change: older replies are dropped
@@ -65,17 +73,18 @@ class StoryTableModel(QAbstractTableModel):
             return COLUMNS[section]
         return None
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
+    def data(self, index: QModelIndex, role: int = DISPLAY) -> Any:
+        # Views ask for a dozen roles per cell per paint: refuse the unused ones first, cheaply.
+        if role not in ROLES_USED or not index.isValid():
             return None
-        story = self.story_at(index.row())
+        row, col = index.row(), index.column()
+        story = self.story_at(row)
         if story is None:
-            if role == Qt.ItemDataRole.DisplayRole:
-                self._want(index.row() // PAGE_SIZE)
-                return "…" if index.column() == 1 else ""
+            if role == DISPLAY:
+                self._want(row // PAGE_SIZE)
+                return "…" if col == 1 else ""
             return None
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == DISPLAY:
             if col == 0:
                 return story.story_id
             if col == 1:
@@ -87,13 +96,11 @@ class StoryTableModel(QAbstractTableModel):
             if col == 4:
                 return _time(story.created_at)
             return _time(story.completed_at)
-        if role == Qt.ItemDataRole.ForegroundRole and col == 2:
-            return DONE_COLOUR if story.status == "done" else OPEN_COLOUR
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 3):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and col == 1:
-            return story.description or None
-        return None
+        if role == FOREGROUND:
+            return (DONE_COLOUR if story.status == "done" else OPEN_COLOUR) if col == 2 else None
+        if role == ALIGNMENT:
+            return RIGHT_ALIGNED if col in (0, 3) else None
+        return (story.description or None) if col == 1 else None  # tool tip
 
     # -- rows ------------------------------------------------------------------
     def story_at(self, row: int) -> protocol.StoryView | None:
@@ -104,11 +111,27 @@ class StoryTableModel(QAbstractTableModel):
         return page[offset] if offset < len(page) else None
 
     def row_of(self, story_id: int) -> int | None:
-        for number, page in self._pages.items():
-            for i, story in enumerate(page):
-                if story.story_id == story_id:
-                    return number * PAGE_SIZE + i
+        number = self._page_of.get(story_id)
+        if number is None or number not in self._pages:
+            return None
+        for i, story in enumerate(self._pages[number]):
+            if story.story_id == story_id:
+                return number * PAGE_SIZE + i
         return None
+
+    def _store_page(self, number: int, stories: list[protocol.StoryView]) -> None:
+        self._drop_page(number)
+        self._pages[number] = stories
+        self._pages.move_to_end(number)
+        for story in stories:
+            self._page_of[story.story_id] = number
+        while len(self._pages) > MAX_PAGES:
+            self._drop_page(next(iter(self._pages)))
+
+    def _drop_page(self, number: int) -> None:
+        for story in self._pages.pop(number, ()):
+            if self._page_of.get(story.story_id) == number:
+                del self._page_of[story.story_id]
 
     def cached_stories(self) -> list[protocol.StoryView]:
         return [story for page in self._pages.values() for story in page]
@@ -121,6 +144,7 @@ class StoryTableModel(QAbstractTableModel):
         self.status = status
         self._generation += 1
         self._pages.clear()
+        self._page_of.clear()
         self._stale.clear()
         self._loading.clear()
         self._total = 0
@@ -185,10 +209,7 @@ class StoryTableModel(QAbstractTableModel):
         self.loaded_once = True
         self._set_total(result.total)
         if page * PAGE_SIZE < self._total:
-            self._pages[page] = result.stories
-            self._pages.move_to_end(page)
-            while len(self._pages) > MAX_PAGES:
-                self._pages.popitem(last=False)
+            self._store_page(page, result.stories)
             first = page * PAGE_SIZE
             last = min(first + PAGE_SIZE, self._total) - 1
             if last >= first:
@@ -210,7 +231,7 @@ class StoryTableModel(QAbstractTableModel):
             self.beginRemoveRows(QModelIndex(), total, self._total - 1)
             self._total = total
             for page in [p for p in self._pages if p * PAGE_SIZE >= total]:
-                del self._pages[page]
+                self._drop_page(page)
             self.endRemoveRows()
 
     # -- live events -------------------------------------------------------------
@@ -218,16 +239,20 @@ class StoryTableModel(QAbstractTableModel):
         """Show completions at once in cached rows; anything else waits for the next refresh."""
         if not events:
             return
-        completed = {e.story_id: e.ts for e in events if e.event == "completed"}
-        if completed:
-            for number, page in self._pages.items():
-                for i, story in enumerate(page):
-                    if story.story_id in completed and story.status != "done":
-                        story.status = "done"
-                        story.tasks_done = story.tasks_total
-                        story.completed_at = completed[story.story_id]
-                        row = number * PAGE_SIZE + i
-                        self.dataChanged.emit(self.index(row, 2), self.index(row, len(COLUMNS) - 1))
+        changed: set[int] = set()
+        for event in events:
+            if event.event != "completed" or event.story_id not in self._page_of:
+                continue
+            row = self.row_of(event.story_id)
+            story = self.story_at(row) if row is not None else None
+            if story is not None and story.status != "done":
+                story.status = "done"
+                story.tasks_done = story.tasks_total
+                story.completed_at = event.ts
+                changed.add(row)
+        if changed:
+            # One signal for the span: the view repaints once, not once per story.
+            self.dataChanged.emit(self.index(min(changed), 2), self.index(max(changed), len(COLUMNS) - 1))
         self._refresh_due = True
 
 
