@@ -367,8 +367,14 @@ class Server:
             old, new, reason = change
             log.info("pool target %d -> %d: %s", old, new, reason)
             self.publisher.pool(old, new, reason, wall)
+        before = self.pool.size
         for worker in self.pool.resize(now, self._send_worker):
             self._watch(worker)  # a worker that dies before Ready is noticed at once too
+        after = self.pool.size
+        if change is None and after != before:  # e.g. a lost worker replaced
+            reason = f"back to the target of {self.pool.target}"
+            log.info("pool size %d -> %d: %s", before, after, reason)
+            self.publisher.pool(before, after, reason, wall)
 
     # -- shutdown -------------------------------------------------------------------------------
     def shutdown(self) -> None:

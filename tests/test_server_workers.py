@@ -64,7 +64,8 @@ def test_kill9_of_a_worker_mid_task(server_factory):
     tap.pump(0.3)
     assert [e.story_id for e in tap.story_events("completed")] == [story.story_id]
     pool_events = [m for t, m in tap.messages if t == protocol.TOPIC_POOL]
-    assert any("exited" in e.reason for e in pool_events)
+    assert any("exited" in e.reason and e.new_size == 0 for e in pool_events)
+    assert any(e.reason == "back to the target of 1" and e.new_size == 1 for e in pool_events)
     assert "back at the front of the queue" in server.log()
 
 
