@@ -145,6 +145,7 @@ class Server:
         self.poller.register(self.workers, zmq.POLLIN)
         self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._sentinels: set[int] = set()
+        self._started = False  # the pool has been sized once
 
     # -- lifecycle -------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -371,10 +372,12 @@ class Server:
         for worker in self.pool.resize(now, self._send_worker):
             self._watch(worker)  # a worker that dies before Ready is noticed at once too
         after = self.pool.size
-        if change is None and after != before:  # e.g. a lost worker replaced
-            reason = f"back to the target of {self.pool.target}"
+        if change is None and after != before:  # the first start, or a lost worker replaced
+            reason = (f"start at the target of {self.pool.target}" if not self._started
+                      else f"back to the target of {self.pool.target}")
             log.info("pool size %d -> %d: %s", before, after, reason)
             self.publisher.pool(before, after, reason, wall)
+        self._started = True
 
     # -- shutdown -------------------------------------------------------------------------------
     def shutdown(self) -> None:
