@@ -3,7 +3,7 @@
     python packaging/build.py            (what `make package` runs)
 
 Needs an environment where storypulse is installed with its desktop and
-package extras: `pip install -e '.[desktop,package]'`. Everything goes to dist/;
+package extras: `pip install -e '.[desktop,package,postgres]'`. Everything goes to dist/;
 PyInstaller's work files to build/pyinstaller (kept: a rebuild reuses them).
 """
 

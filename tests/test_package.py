@@ -38,9 +38,11 @@ def dist(tmp_path_factory) -> Path:
     if given:
         return Path(given).resolve()
     try:
+        import psycopg2  # noqa: F401  (the CLI bundle carries it)
         import PyInstaller  # noqa: F401
-    except ImportError:
-        pytest.fail("PyInstaller is missing: `make test-package` installs it (or pip install -e '.[package]')")
+    except ImportError as exc:
+        pytest.fail(f"{exc.name} is missing: `make test-package` installs it "
+                    "(or pip install -e '.[desktop,package,postgres]')")
     out = tmp_path_factory.mktemp("dist")
     # zstd: the same package as the release's xz, compressed in seconds instead of minutes.
     start = time.monotonic()
