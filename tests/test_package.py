@@ -126,6 +126,8 @@ def test_the_desktop_bundle_leaves_out_the_qt_it_does_not_use(root):
     unwanted = [n for n in names if any(s in n for s in (
         "Qt6Quick", "Qt6Qml", "Qt6Pdf", "Qt6Wayland", "virtualkeyboard", "qgtk3", "qwayland", "libqpdf"))]
     assert not unwanted, unwanted
+    version = run(desktop(root), "--version")
+    assert version.returncode == 0 and version.stdout.startswith("storypulse "), version
 
 
 def test_the_service_unit_verifies_and_stops_the_server_gently(root, tmp_path):

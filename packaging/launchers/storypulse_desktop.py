@@ -19,6 +19,6 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if len(args) >= 2 and args[0] == "-m" and args[1] in MODULES:
         args = [MODULES[args[1]]] + args[2:] if MODULES[args[1]] else args[2:]
-    if not args or args[0].startswith("-"):
+    if not args or (args[0].startswith("-") and args[0] != "--version"):
         args = ["desktop", *args]
     sys.exit(main(args))
