@@ -20,7 +20,9 @@ fake clock and synthetic load curves. docs/autoscaling.md explains it at length.
   need, or `min_workers`; the next step needs another window.
 - Anti-flap: if the pool must grow again soon after a shrink, that shrink was
   premature, so the quiet window doubles (up to `max_patience` times); it
-  halves again after a long calm. A steady load settles instead of see-sawing.
+  halves again after a long calm, and returns to normal at once when the flow
+  that caused it has fallen under a quarter (that load is over). A steady
+  load settles instead of see-sawing.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Autoscaler:
         self.set_bounds(min_workers, max_workers)
         self._target = self.min_workers
         self._patience = 1  # multiplies quiet_window; doubled by a premature shrink
+        self._patience_flow = 0.0  # the offered load when the window was last lengthened
         self._quiet_since: float | None = None  # start of the current quiet stretch
         self._quiet_peak = 0  # highest need within it
         self._last_shrink: float | None = None
@@ -167,6 +170,7 @@ class Autoscaler:
                 # shrink was premature, so be more patient next time. (A grow
                 # beyond that is new load, not a flap.)
                 self._patience = min(self._patience * 2, self.max_patience)
+                self._patience_flow = n.offered
             self._last_shrink = None  # a grow ends the run of shrinks
             self._calm_since = now
             return self._moved(want, now, self._grow_reason(load, n, size, want))
@@ -175,6 +179,10 @@ class Autoscaler:
                 and now - self._calm_since > 2 * self.window:
             self._patience //= 2  # a long calm: back towards the normal window
             self._calm_since = now
+        if self._patience > 1 and load.queued_tasks == 0 and n.offered < self._patience_flow / 4:
+            # The flow that made the pool see-saw has fallen to under a quarter:
+            # the load is over, so the extra patience for it no longer applies.
+            self._patience = 1
 
         # Hysteresis: only a clearly oversized pool shrinks.
         limit = min(size - 1, math.floor(size * self.shrink_below + _EPS))

@@ -238,6 +238,24 @@ def test_patience_returns_to_normal_after_a_long_calm():
     assert scaler.target == 1
 
 
+def test_patience_ends_with_the_load_that_needed_it():
+    scaler = Autoscaler(1, 16, quiet_window=2.0)
+    clock = Clock(scaler)
+    # A flow of 8 tasks/s (4 workers busy) with a clump of 16 tasks every 6 s.
+    def bursty(now, t):
+        if (now - 100.0) % 6.0 < 0.4:
+            return load(queued=16 - min(t, 16), busy=min(t, 16), idle=max(t - 16, 0), rate=8.0)
+        return load(busy=4, idle=t - 4, rate=8.0)
+    clock.run(60.0, bursty)
+    assert scaler.window > 2.0, "shrinks undone by the clumps lengthened the window"
+    # A lighter flow, but the same load in kind: the patience stays.
+    clock.run(TICK, lambda now, t: load(busy=3, idle=t - 3, rate=6.0))
+    assert scaler.window > 2.0
+    # The flow falls to under a quarter: that load is over, the normal window is back at once.
+    clock.run(TICK, lambda now, t: load(busy=1, idle=t - 1, rate=1.0))
+    assert scaler.window == 2.0
+
+
 @pytest.mark.parametrize("lo,hi", [(0, 1), (1, 1), (3, 3), (2, 5), (0, 256)])
 def test_targets_always_within_bounds(lo, hi):
     scaler = Autoscaler(lo, hi, quiet_window=1.0)
