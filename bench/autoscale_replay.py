@@ -419,7 +419,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['policy']} | {secs(r['capacity_s'])} | {r['wait_s']:.1f} "
                      f"| {r['mean_wait_s']:.2f} s | {r['worker_s']:.0f} | {r['worker_s'] + r['wait_s']:.0f} "
-                     f"| {r['resizes']:.1f} |")
+                     f"| {r['resizes']:.2f} |")
     return "\n".join(lines)
 
 
