@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-package bench package clean
+.PHONY: run test test-slow test-package bench package clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 package: $(STAMP)  ## PyInstaller bundles + (on Linux) the .deb, into dist/
 	$(BIN)/python -c 'import PyInstaller, psycopg2' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,package,postgres]'
 	$(BIN)/python packaging/build.py
+
+test-slow: $(STAMP)  ## the installer test, building its own bundles (fast .deb compression)
+	$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,test,package]'
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -m slow
 
 test-package: package  ## the slow installer test, on the bundles just built
 	QT_QPA_PLATFORM=offscreen STORYPULSE_DIST=dist $(BIN)/python -m pytest -m slow tests/test_package.py
