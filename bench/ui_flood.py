@@ -188,9 +188,24 @@ def main() -> int:
             self.cpu = 0.0  # CPU time of the UI thread in event handlers
             self.depth = 0
             self.ui_thread = threading.get_ident()
+            self.buckets: dict[str, float] = {}  # CPU time by kind of top-level event
+            self.names: dict[int, str] = {}  # id(QObject) -> bucket name, for timers
+            self.painted = False
+
+        def bucket(self, receiver, event) -> str:
+            kind = event.type()
+            if kind in (QEvent.Type.UpdateRequest, QEvent.Type.Paint, QEvent.Type.LayoutRequest):
+                return "painting"
+            if kind == QEvent.Type.MetaCall:
+                return "queued signals (feed batches, replies)"
+            if kind == QEvent.Type.Timer:
+                return self.names.get(id(receiver), "other timers")
+            return "other events"
 
         def notify(self, receiver, event):
             if self.depth or threading.get_ident() != self.ui_thread:
+                if self.depth and event.type() == QEvent.Type.Paint:
+                    self.painted = True  # a repaint delivered inside another event: charge it to painting
                 self.depth += threading.get_ident() == self.ui_thread
                 try:
                     return super().notify(receiver, event)
@@ -198,11 +213,17 @@ def main() -> int:
                     self.depth -= threading.get_ident() == self.ui_thread
             self.depth = 1
             started, cpu = time.perf_counter(), time.thread_time()
+            name = self.bucket(receiver, event)
+            self.painted = False
             try:
                 return super().notify(receiver, event)
             finally:
                 self.busy += time.perf_counter() - started
-                self.cpu += time.thread_time() - cpu
+                spent = time.thread_time() - cpu
+                self.cpu += spent
+                if self.painted:
+                    name = "painting"
+                self.buckets[name] = self.buckets.get(name, 0.0) + spent
                 self.depth = 0
 
     class PaintCounter(QObject):
@@ -220,73 +241,84 @@ def main() -> int:
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--rate", str(args.rate),
                                "--stats-hz", str(args.stats_hz), "--stories", str(args.stories)])
-    endpoints = Endpoints("127.0.0.1", port)
-    with Client(endpoints, timeout=10) as client:
-        client.ping()
-    app = TimedApp(sys.argv[:1])
-    app.setStyle("Fusion")
-    from desktop.window import MainWindow
+    try:
+        endpoints = Endpoints("127.0.0.1", port)
+        with Client(endpoints, timeout=10) as client:
+            client.ping()
+        app = TimedApp(sys.argv[:1])
+        app.setStyle("Fusion")
+        from desktop.window import MainWindow
 
-    settings_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"storypulse-bench-{os.getpid()}.ini"
-    window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat))
-    window.resize(1280, 800)
-    window.show()
-    window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
-    window.dashboard.skip_still_frames = not args.every_tick
-    jumps = QTimer()
-    if args.tab == "stories":
-        # Scroll the table like a user dragging the scroll bar through a million rows.
-        import random
-
-        window.tabs.setCurrentIndex(1)
-        table = window.stories.table
-        jumps.timeout.connect(lambda: table.verticalScrollBar().setValue(
-            random.randrange(max(1, table.verticalScrollBar().maximum()))))
-        jumps.start(200)
-    counter = PaintCounter()
-    window.dashboard.charts.viewport().installEventFilter(counter)
-
-    marks: dict[str, tuple] = {}
-
-    profiler = None
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-
-    def begin() -> None:
-        if profiler is not None:
-            profiler.enable()
-        marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, window.dashboard.frames,
-                          window.feed.worker.messages_total, time.process_time())
-
-    def end() -> None:
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-        t0, busy0, ucpu0, paints0, frames0, msgs0, cpu0 = marks["start"]
-        elapsed = time.perf_counter() - t0
-        busy = app.busy - busy0
-        print(f"events offered   : {args.rate:,.0f} story/s + {args.stats_hz:g} stats/s for {elapsed:.1f} s")
-        print(f"messages decoded : {(window.feed.worker.messages_total - msgs0) / elapsed:,.0f}/s (feed thread)")
-        print(f"UI thread busy   : {100 * (app.cpu - ucpu0) / elapsed:.1f} % CPU time, "
-              f"{100 * busy / elapsed:.1f} % wall time in event handlers (inflated by other load)")
-        print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints, "
-              f"{(window.dashboard.frames - frames0) / elapsed:.1f}/s timer updates")
+        settings_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"storypulse-bench-{os.getpid()}.ini"
+        window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat))
+        window.resize(1280, 800)
+        window.show()
+        window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
+        window.dashboard.skip_still_frames = not args.every_tick
+        jumps = QTimer()
         if args.tab == "stories":
-            model = window.stories.model
-            shown = sum(model.story_at(r) is not None for r in range(*model._visible))
-            print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {shown} of "
-                  f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
-        print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
-              "(all its threads)")
-        window.close()
+            # Scroll the table like a user dragging the scroll bar through a million rows.
+            import random
 
-    QTimer.singleShot(int(args.warmup * 1000), begin)
-    QTimer.singleShot(int((args.warmup + args.seconds) * 1000), end)
-    app.exec()
-    server.terminate()
-    server.wait(10)
+            window.tabs.setCurrentIndex(1)
+            table = window.stories.table
+            jumps.timeout.connect(lambda: table.verticalScrollBar().setValue(
+                random.randrange(max(1, table.verticalScrollBar().maximum()))))
+            jumps.start(200)
+        app.names[id(window.dashboard.plot_timer)] = "chart timer (setData, scrolling)"
+        app.names[id(window.dashboard.text_timer)] = "text timer (numbers, y ranges)"
+        app.names[id(window.stories.refresh_timer)] = "stories refresh timer"
+        counter = PaintCounter()
+        window.dashboard.charts.viewport().installEventFilter(counter)
+
+        marks: dict[str, tuple] = {}
+
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+
+        def begin() -> None:
+            if profiler is not None:
+                profiler.enable()
+            marks["buckets"] = dict(app.buckets)
+            marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, window.dashboard.frames,
+                              window.feed.worker.messages_total, time.process_time())
+
+        def end() -> None:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            t0, busy0, ucpu0, paints0, frames0, msgs0, cpu0 = marks["start"]
+            elapsed = time.perf_counter() - t0
+            busy = app.busy - busy0
+            print(f"events offered   : {args.rate:,.0f} story/s + {args.stats_hz:g} stats/s for {elapsed:.1f} s")
+            print(f"messages decoded : {(window.feed.worker.messages_total - msgs0) / elapsed:,.0f}/s (feed thread)")
+            print(f"UI thread busy   : {100 * (app.cpu - ucpu0) / elapsed:.1f} % CPU time, "
+                  f"{100 * busy / elapsed:.1f} % wall time in event handlers (inflated by other load)")
+            before = marks["buckets"]
+            for name, spent in sorted(app.buckets.items(), key=lambda kv: -kv[1]):
+                share = 100 * (spent - before.get(name, 0.0)) / elapsed
+                if share >= 0.1:
+                    print(f"  {share:5.1f} %  {name}")
+            print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints, "
+                  f"{(window.dashboard.frames - frames0) / elapsed:.1f}/s timer updates")
+            if args.tab == "stories":
+                model = window.stories.model
+                shown = sum(model.story_at(r) is not None for r in range(*model._visible))
+                print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {shown} of "
+                      f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
+            print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
+                  "(all its threads)")
+            window.close()
+
+        QTimer.singleShot(int(args.warmup * 1000), begin)
+        QTimer.singleShot(int((args.warmup + args.seconds) * 1000), end)
+        app.exec()
+    finally:
+        server.terminate()
+        server.wait(10)
     settings_path.unlink(missing_ok=True)
     return 0
 

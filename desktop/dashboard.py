@@ -59,6 +59,42 @@ def format_figure(field: str, value: float) -> str:
     return f"{int(value):,}"
 
 
+class _CachedBounds:
+    """An axis's bounding rect, kept until its geometry or its view's geometry changes.
+
+    With a grid, an axis's rect spans its whole view, and pyqtgraph maps it anew at
+    each of the dozens of calls per frame; scrolling changes neither geometry.
+    """
+
+    def boundingRect(self):
+        view = self.linkedView()
+        key = (self.geometry(), view.geometry() if view is not None else None, self.grid)
+        cached = getattr(self, "_bounds", None)
+        if cached is None or cached[0] != key:
+            cached = (key, super().boundingRect())
+            self._bounds = cached
+        return cached[1]
+
+
+class TimeAxis(_CachedBounds, pg.DateAxisItem):
+    pass
+
+
+class SteadyAxis(_CachedBounds, pg.AxisItem):
+    """A value axis that ignores range 'changes' to the same range.
+
+    pyqtgraph re-sets a y axis's range whenever its view changes, x included, and
+    each call throws away the axis's drawing; scrolling in time then redraws every
+    y axis, labels and grid, at every frame. Skipping the no-op keeps its cache.
+    """
+
+    def setRange(self, mn: float, mx: float) -> None:
+        current = getattr(self, "range", None)  # not there yet while the base class sets up
+        if current is not None and current[0] == mn and current[1] == mx:
+            return
+        super().setRange(mn, mx)
+
+
 class BigNumber(QFrame):
     def __init__(self, title: str, colour: str, parent: QWidget | None = None):
         super().__init__(parent)
@@ -116,7 +152,7 @@ class Dashboard(QWidget):
         self.charts = pg.GraphicsLayoutWidget()
         self.charts.ci.setSpacing(4)
         self.plots: list[pg.PlotItem] = []
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.curves: dict[str, pg.PlotCurveItem] = {}
         self.groups: list[list[str]] = []
         rows = [self.charts.ci.addLayout(row=0, col=0), self.charts.ci.addLayout(row=1, col=0)]
         for title, curves, row in CHARTS:
@@ -128,18 +164,17 @@ class Dashboard(QWidget):
                 plot.addLegend(offset=(4, 4), labelTextSize="8pt")
             for name, label, colour in curves:
                 style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
-                self.curves[name] = plot.plot(pen=pg.mkPen(colour, width=1, style=style), name=label or None)
+                # Bare curve items: clipping and decimation are done here (series.py), once per new
+                # data, so PlotDataItem's per-update and per-scroll machinery would be pure cost.
+                curve = pg.PlotCurveItem(pen=pg.mkPen(colour, width=1, style=style), name=label or None,
+                                         skipFiniteCheck=True)
+                plot.addItem(curve)
+                self.curves[name] = curve
             self.groups.append([name for name, _, _ in curves])
         pool = self.plots[-1]
         self.pool_plot = pool
         self.resize_marks = pg.ScatterPlotItem(size=9, pen=None)
         pool.addItem(self.resize_marks)
-        # Clipping to the view and peak downsampling are done here, once per new data
-        # (series.py), not by pyqtgraph on every scroll step: its setClipToView and
-        # auto-downsampling redo the work for each curve at each range change.
-        for curve in self.curves.values():
-            curve.setClipToView(False)
-            curve.setDownsampling(auto=False)
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         self.hover_lines = []
         for plot in self.plots:
@@ -166,8 +201,8 @@ class Dashboard(QWidget):
         self.set_window(self.window_s)
 
     def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
-        axis = pg.DateAxisItem(orientation="bottom")
-        plot = layout.addPlot(axisItems={"bottom": axis})
+        axis = TimeAxis(orientation="bottom")
+        plot = layout.addPlot(axisItems={"bottom": axis, "left": SteadyAxis(orientation="left")})
         plot.setTitle(title, size="9pt")
         plot.showGrid(x=True, y=True, alpha=0.15)
         left = plot.getAxis("left")

@@ -6,12 +6,12 @@
 # system were `libxcb-icccm4 libxcb-keysyms1` (QT_DEBUG_PLUGINS=1 names the real
 # culprit; Qt's own message blames libxcb-cursor0).
 #
-#   scripts/screenshot.sh [OUTPUT.png]      (SCREENSHOT_SECONDS=20 by default)
+#   scripts/screenshot.sh [OUTPUT.png]      (SCREENSHOT_SECONDS=25 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${1:-docs/screenshot.png}
-RUN_SECONDS=${SCREENSHOT_SECONDS:-20}
+RUN_SECONDS=${SCREENSHOT_SECONDS:-25}
 
 command -v Xvfb >/dev/null || { echo "screenshot.sh: needs Xvfb (Debian package xvfb)" >&2; exit 1; }
 

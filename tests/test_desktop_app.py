@@ -182,3 +182,31 @@ def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, tmp_path):
+    window = open_window(server)
+    qtbot.waitUntil(lambda: len(window.dashboard.buffer) >= 3, timeout=10_000)
+    png, csv_path = tmp_path / "charts.png", tmp_path / "stats.csv"
+    assert window.export_png(str(png)) == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert window.export_csv(str(csv_path)) == str(csv_path)
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("time,ts,stories_produced_per_s") and len(lines) >= 4
+
+    assert window.pause_action.shortcut().toString() == "Space"
+    assert window.add_action.shortcut().toString() == "Ctrl+N"
+    assert window.export_png_action.shortcut().toString() == "Ctrl+E"
+    window.pause_action.trigger()
+    assert window.dashboard.paused and not window.dashboard.plot_timer.isActive()
+    window.pause_action.trigger()
+    assert not window.dashboard.paused and window.dashboard.plot_timer.isActive()
+
+    window.window_choice.setCurrentIndex(window.window_choice.findData(900))
+    assert window.dashboard.window_s == 900
+    window.simulator_panel.rate.setValue(7.5)
+    window.close()
+    settings = QSettings(str(tmp_path / "settings-0.ini"), QSettings.Format.IniFormat)
+    assert int(settings.value("dashboard/window_s")) == 900
+    assert float(settings.value("simulator/rate")) == 7.5
+    assert settings.value("window/geometry") is not None
