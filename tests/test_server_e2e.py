@@ -202,7 +202,8 @@ def test_stats_cadence_is_steady(server):
     stats = tap.stats()
     span = stats[-1].ts - first
     # stats_interval is 0.1 s in the test server: about ten a second, never a burst
-    assert len(stats) - 1 <= span / 0.1 + 2
+    # (half a second of slack: a loaded machine may publish the first one late)
+    assert len(stats) - 1 <= (span + 0.5) / 0.1
     assert len(stats) >= 4
     seqs = [s.seq for s in stats]
     assert seqs == sorted(seqs)
