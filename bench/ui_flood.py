@@ -284,13 +284,13 @@ def main() -> int:
                 profiler.enable()
             marks["buckets"] = dict(app.buckets)
             marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, window.dashboard.frames,
-                              window.feed.worker.messages_total, time.process_time())
+                              window.feed.worker.messages_total, time.process_time(), window.dashboard.ticks)
 
         def end() -> None:
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
-            t0, busy0, ucpu0, paints0, frames0, msgs0, cpu0 = marks["start"]
+            t0, busy0, ucpu0, paints0, frames0, msgs0, cpu0, ticks0 = marks["start"]
             elapsed = time.perf_counter() - t0
             busy = app.busy - busy0
             print(f"events offered   : {args.rate:,.0f} story/s + {args.stats_hz:g} stats/s for {elapsed:.1f} s")
@@ -302,8 +302,9 @@ def main() -> int:
                 share = 100 * (spent - before.get(name, 0.0)) / elapsed
                 if share >= 0.1:
                     print(f"  {share:5.1f} %  {name}")
-            print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints, "
-                  f"{(window.dashboard.frames - frames0) / elapsed:.1f}/s timer updates")
+            mode = "every tick" if args.every_tick else "when something moved a pixel or new data came"
+            print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints of the charts "
+                  f"(drawn {mode}; the chart timer ticked {(window.dashboard.ticks - ticks0) / elapsed:.1f}/s)")
             if args.tab == "stories":
                 model = window.stories.model
                 shown = sum(model.story_at(r) is not None for r in range(*model._visible))

@@ -5,6 +5,7 @@ Every wait is a condition with a deadline (qtbot.waitUntil), never a sleep.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
 from desktop.dashboard import format_figure
 from desktop.feed import CONNECTED, RECONNECTING
 from desktop.window import MainWindow
-from support import REPO, wait_for
+from support import REPO, ServerProcess, wait_for
 
 COUNTS = ("open_stories", "completed_stories")
 
@@ -210,3 +211,42 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
     assert int(settings.value("dashboard/window_s")) == 900
     assert float(settings.value("simulator/rate")) == 7.5
     assert settings.value("window/geometry") is not None
+
+
+def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state")}
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", "demo", "--port", str(port), "--settings", str(tmp_path / "demo.ini"),
+         "--quit-after", "8", "--rate", "5", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )
+
+
+def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
+    from common.endpoints import Endpoints
+    from desktop.demo import server_answers
+    from support import free_port_block
+
+    port = free_port_block()
+    db = tmp_path / "demo.db"
+    done = _demo(tmp_path, port, "--db", str(db), "--estimate-ms", "0-50")
+    assert done.returncode == 0, done.stderr
+    assert "started a server" in done.stderr and "server stopped (exit code 0)" in done.stderr
+    assert not server_answers(Endpoints("127.0.0.1", port))  # the server it started is gone
+    # The simulator ran: its stories are in the demo's database.
+    check = ServerProcess(db)
+    check.start()
+    try:
+        with check.client() as client:
+            assert client.list_stories(limit=1).total > 0
+    finally:
+        check.stop()
+
+
+def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_path):
+    done = _demo(tmp_path, server.port)
+    assert done.returncode == 0, done.stderr
+    assert "using the server already answering" in done.stderr
+    with server.client() as client:
+        client.ping()  # still there
+        assert client.list_stories(limit=1).total > 0  # and the simulator fed it
