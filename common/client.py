@@ -56,6 +56,7 @@ class Client:
         if self._socket is None:
             sock = self._context.socket(zmq.DEALER)
             sock.linger = 0
+            sock.ipv6 = self.endpoints.ipv6
             if self._security is not None:
                 self._security.apply(sock)
             sock.connect(self.endpoints.requests)

@@ -14,19 +14,27 @@ class Endpoints:
     port: int = DEFAULT_PORT
 
     @property
+    def ipv6(self) -> bool:
+        return ":" in self.host
+
+    @property
+    def _address(self) -> str:
+        return f"[{self.host}]" if self.ipv6 else self.host
+
+    @property
     def requests(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        return f"tcp://{self._address}:{self.port}"
 
     @property
     def events(self) -> str:
-        return f"tcp://{self.host}:{self.port + 1}"
+        return f"tcp://{self._address}:{self.port + 1}"
 
     @property
     def workers(self) -> str:
-        return f"tcp://{self.host}:{self.port + 2}"
+        return f"tcp://{self._address}:{self.port + 2}"
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self._address}:{self.port}"
 
 
 def parse_server(text: str | None) -> Endpoints:

@@ -150,7 +150,7 @@ class Stats(Struct, kw_only=True):
     tasks_completed_per_s: float
     tasks_queued: int
     tasks_running: int
-    tasks_completed: int  # since the database was created
+    tasks_completed: int  # tasks done in the database (a deleted story takes its tasks along)
     queued_work_s: float  # estimate-seconds of queued tasks, time scale applied
     workers: int
     workers_busy: int

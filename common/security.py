@@ -1,6 +1,6 @@
 """CURVE encryption and authentication for a server reachable beyond loopback.
 
-On a loopback address nothing is needed. On any other address the server
+On a loopback address nothing is needed (unless STORYPULSE_CURVE=always). On any other address the server
 requires CURVE: it holds a key pair, and only clients whose public key sits in
 its `authorized/` folder get in (ZAP). Keys are the ZeroMQ certificate files that
 `zmq.auth.create_certificates` writes; `storypulse keys` makes and lists them.
@@ -27,6 +27,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 ENV_KEYS = "STORYPULSE_KEYS"
+ENV_CURVE = "STORYPULSE_CURVE"  # "always": CURVE on loopback too (shared hosts, tests)
 
 
 def default_key_dir() -> Path:
@@ -58,6 +59,26 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret_key
 
 
+class _AuthorizedKeys:
+    """ZAP credentials: the public keys in `authorized/` (re-read when the folder
+    changes, so a key added at run time is admitted without a restart) plus
+    the keys the server made for its own local workers."""
+
+    def __init__(self, folder: Path, extra: set[bytes]):
+        self.folder, self.extra = folder, extra
+        self._mtime: float | None = None
+        self._keys: set[bytes] = set()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.extra:
+            return True
+        mtime = self.folder.stat().st_mtime if self.folder.is_dir() else None
+        if mtime != self._mtime:
+            self._mtime = mtime
+            self._keys = {zmq.auth.load_certificate(p)[0] for p in self.folder.glob("*.key")}
+        return key in self._keys
+
+
 @dataclass
 class ServerSecurity:
     """Makes server sockets CURVE servers and runs the ZAP handler that admits clients."""
@@ -65,7 +86,13 @@ class ServerSecurity:
     public: bytes
     secret: bytes
     authorized: Path
+    local_worker: ClientSecurity = None  # type: ignore[assignment]  # set in __post_init__
     _auth: ThreadAuthenticator | None = None
+
+    def __post_init__(self) -> None:
+        # The server's own worker processes get a pair made at start, in memory.
+        public, secret = zmq.curve_keypair()
+        self.local_worker = ClientSecurity(public, secret, self.public)
 
     @classmethod
     def load(cls, key_dir: Path | None = None) -> ServerSecurity:
@@ -82,7 +109,8 @@ class ServerSecurity:
     def start(self, context: zmq.Context) -> None:
         self._auth = ThreadAuthenticator(context)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(self.authorized))
+        provider = _AuthorizedKeys(self.authorized, {self.local_worker.public})
+        self._auth.configure_curve_callback(domain="*", credentials_provider=provider)
 
     def apply(self, sock: zmq.Socket) -> None:
         sock.curve_secretkey = self.secret
@@ -114,9 +142,13 @@ class ClientSecurity:
         sock.curve_serverkey = self.server_public
 
 
+def curve_required(host: str) -> bool:
+    return os.environ.get(ENV_CURVE, "").lower() == "always" or not is_loopback(host)
+
+
 def client_security_for(host: str) -> ClientSecurity | None:
     """CURVE settings for a client of `host`: none on loopback, required elsewhere."""
-    return None if is_loopback(host) else ClientSecurity.load()
+    return ClientSecurity.load() if curve_required(host) else None
 
 
 # -- `storypulse keys` -------------------------------------------------------

@@ -114,6 +114,7 @@ def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None =
     if security is not None:
         security.apply(sub)
     sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.ipv6 = endpoints.ipv6
     sub.connect(endpoints.events)
     return sub
 

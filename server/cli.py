@@ -17,6 +17,8 @@ from typing import Sequence
 
 from common import __version__, protocol
 from common.endpoints import parse_server
+from common.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
+                             default_key_dir)
 
 from .config import DEFAULTS, LOG_LEVELS, ConfigError
 
@@ -92,9 +94,9 @@ def serve(config: ServerConfig) -> int:
     from .loop import Server
     from .store import Store, describe
 
-    if config.bind not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: anyone who can reach this address can send requests",
-                    config.bind)
+    if curve_required(config.bind):
+        log.warning("listening on %s beyond loopback: CURVE on, only clients whose keys are "
+                    "in %s get in", config.bind, default_key_dir() / "authorized")
     try:
         store = Store.open(config.db)
     except Exception as exc:
@@ -136,19 +138,20 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         endpoints = parse_server(args.server)
-    except ValueError as exc:
+        security = client_security_for(endpoints.host)
+    except (ValueError, MissingKey) as exc:
         parser.error(str(exc))
     if not 1 <= args.processes <= protocol.WORKERS_MAX:
         parser.error(f"--processes must be within 1-{protocol.WORKERS_MAX}")
     if args.heartbeat <= 0:
         parser.error("--heartbeat must be > 0")
     _setup_logging(args.log_level)
-    host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host  # IPv6
-    endpoint = f"tcp://{host}:{endpoints.port + 2}"
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["server.worker"])
+    from .worker import process_context
+
+    endpoint = endpoints.workers
+    context = process_context(["server.worker"])
     processes = [
-        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat),
+        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security),
                         name=f"storypulse-worker-{i}")
         for i in range(args.processes)
     ]
@@ -168,10 +171,10 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _remote_worker(endpoint: str, heartbeat: float) -> None:
+def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | None) -> None:
     from . import worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s worker %(process)d: %(message)s")
-    worker.run(endpoint, None, heartbeat, reconnect=True)
+    worker.run(endpoint, None, heartbeat, reconnect=True, security=security)

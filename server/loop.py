@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from common import protocol
+from common.security import ServerSecurity, curve_required
 
 from .config import ServerConfig
 from .pool import Pool, Worker
@@ -115,6 +116,14 @@ class Server:
         if ":" in host:
             for sock in (self.requests, self.events, self.workers):
                 sock.setsockopt(zmq.IPV6, 1)
+        # Beyond loopback only clients with an authorised key get in (CURVE + ZAP);
+        # ServerSecurity.load raises MissingKey, with what to do, if keys are missing.
+        self.security: ServerSecurity | None = None
+        if curve_required(host):
+            self.security = ServerSecurity.load()
+            self.security.start(self.context)
+            for sock in (self.requests, self.events, self.workers):
+                self.security.apply(sock)
         self.requests.bind(f"{base}:{config.port}")
         self.events.bind(f"{base}:{config.port + 1}")
         self.workers.bind(f"{base}:{config.port + 2}")
@@ -127,7 +136,8 @@ class Server:
         now = time.monotonic()
         self.publisher = Publisher(self.events)
         self.pool = Pool(worker_endpoint, config.heartbeat, config.min_workers,
-                         config.max_workers, config.quiet_window)
+                         config.max_workers, config.quiet_window,
+                         self.security.local_worker if self.security else None)
         self.service = Service(config, store, self.pool, now)
         self.service.flush = self.flush
         self.service.seq = lambda: self.publisher.seq
@@ -185,6 +195,8 @@ class Server:
         self.pool.terminate_all()
         for sock in (self.requests, self.events, self.workers):
             sock.close(linger=0)
+        if self.security is not None:
+            self.security.stop()
         self.context.term()
         self.store.close()
         signal.set_wakeup_fd(-1)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from common import protocol
+from common.security import ClientSecurity
 
 from . import worker as worker_main
 
@@ -110,8 +111,9 @@ class Worker:
 
 class Pool:
     def __init__(self, endpoint: str, heartbeat: float, min_workers: int, max_workers: int,
-                 quiet_window: float):
+                 quiet_window: float, security: ClientSecurity | None = None):
         self.endpoint = endpoint
+        self.security = security  # the CURVE pair of local workers, when the server needs one
         self.heartbeat = heartbeat
         self.patience = heartbeat * worker_main.HEARTBEAT_LIVENESS
         self.min_workers = min_workers
@@ -124,8 +126,7 @@ class Pool:
         self.by_sentinel: dict[int, Worker] = {}
         self._ids = itertools.count(1)
         self._prefix = f"w{os.getpid()}-"
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["server.worker", "common.protocol", "zmq"])
+        self._context = worker_main.process_context(["server.worker", "common.protocol", "zmq"])
 
     # -- figures ------------------------------------------------------------------
     def count(self, state: str) -> int:
@@ -150,7 +151,7 @@ class Pool:
         identity = f"{self._prefix}{next(self._ids)}".encode()
         process = self._context.Process(
             target=worker_main.run_local,
-            args=(self.endpoint, identity, self.heartbeat),
+            args=(self.endpoint, identity, self.heartbeat, self.security),
             name=f"storypulse-worker-{identity.decode()}",
             daemon=True,
         )

@@ -253,7 +253,7 @@ def test_parse_server(text, host, port):
 
 def test_endpoints_are_three_consecutive_ports():
     e = endpoints.parse_server("[::1]:7000")
-    assert (e.requests, e.events, e.workers) == ("tcp://::1:7000", "tcp://::1:7001", "tcp://::1:7002")
+    assert (e.requests, e.events, e.workers) == ("tcp://[::1]:7000", "tcp://[::1]:7001", "tcp://[::1]:7002")
     assert str(endpoints.parse_server("h:9")) == "h:9"
 
 
