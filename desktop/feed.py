@@ -100,6 +100,7 @@ class FeedWorker(QObject):
         last_emit = last_message = time.monotonic()
         interval = 0.25  # stats interval, learnt from the stream
         last_stats_ts: float | None = None
+        last_data_at: float | None = None  # wall clock of the last stats applied
         version = ""
         self._set_state(CONNECTING, str(self.endpoints))
 
@@ -112,7 +113,12 @@ class FeedWorker(QObject):
                         if ping is None:
                             break  # stopping
                         version = ping.server_version
-                    snap = self._request(client, "snapshot", history_seconds=self.history_seconds)
+                    # The full history only when the charts have nothing; after a gap or an
+                    # outage, just the missing part (a full hour is a megabyte to send).
+                    history = self.history_seconds
+                    if last_data_at is not None:
+                        history = int(min(history, max(0.0, time.time() - last_data_at) + 5))
+                    snap = self._request(client, "snapshot", history_seconds=history)
                     if snap is None:
                         break  # stopping
                 except (ServerUnavailable, RequestError, msgspec.MsgspecError, zmq.ZMQError) as exc:
@@ -123,6 +129,7 @@ class FeedWorker(QObject):
                         self._set_state(RECONNECTING, str(self.endpoints))
                 else:
                     tracker.reset(snap.seq, snap.stats.ts)
+                    last_data_at = time.time()
                     self.snapshots_taken += 1
                     need_snapshot = False
                     pending = FeedBatch(snapshot=snap, decoded_in_thread=self.decode_thread_id or 0)
@@ -164,6 +171,7 @@ class FeedWorker(QObject):
                         if last_stats_ts is not None and event.ts > last_stats_ts:
                             interval = 0.8 * interval + 0.2 * min(event.ts - last_stats_ts, 5.0)
                         last_stats_ts = event.ts
+                        last_data_at = time.time()
                         pending.stats.append(event)
                     elif topic == protocol.TOPIC_STORY:
                         if len(pending.story_events) < MAX_STORY_EVENTS:

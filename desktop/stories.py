@@ -44,8 +44,13 @@ def _time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
+def _short_time(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S") if ts else ""
+
+
 class StoryTableModel(QAbstractTableModel):
     error = Signal(str)
+    page_loaded = Signal()
 
     def __init__(self, requests: Requests, parent: QObject | None = None):
         super().__init__(parent)
@@ -94,13 +99,17 @@ class StoryTableModel(QAbstractTableModel):
             if col == 3:
                 return f"{story.tasks_done}/{story.tasks_total}"
             if col == 4:
-                return _time(story.created_at)
-            return _time(story.completed_at)
+                return _short_time(story.created_at)
+            return _short_time(story.completed_at)
         if role == FOREGROUND:
             return (DONE_COLOUR if story.status == "done" else OPEN_COLOUR) if col == 2 else None
         if role == ALIGNMENT:
             return RIGHT_ALIGNED if col in (0, 3) else None
-        return (story.description or None) if col == 1 else None  # tool tip
+        if col == 1:  # tool tips: the whole name and description, the full dates
+            return f"{story.name}\n{story.description}" if story.description else story.name
+        if col in (4, 5):
+            return _time(story.created_at if col == 4 else story.completed_at) or None
+        return None
 
     # -- rows ------------------------------------------------------------------
     def story_at(self, row: int) -> protocol.StoryView | None:
@@ -215,6 +224,7 @@ class StoryTableModel(QAbstractTableModel):
             if last >= first:
                 self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
         self._request_visible()
+        self.page_loaded.emit()
 
     def _on_page_error(self, generation: int, page: int, code: str, message: str) -> None:
         if generation == self._generation:
@@ -271,7 +281,9 @@ class StoryDetails(QWidget):
         self.header.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.tasks = QTableWidget(0, 6)
         self.tasks.setHorizontalHeaderLabels(["Task", "Estimate", "State", "Attempts", "Started", "Took"])
-        self.tasks.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.tasks.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.tasks.verticalHeader().setVisible(False)
         self.tasks.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.tasks.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -320,8 +332,9 @@ class StoryDetails(QWidget):
         self.tasks.setRowCount(len(tasks))
         for row, task in enumerate(tasks):
             took = f"{task.finished_at - task.started_at:.2f} s" if task.finished_at and task.started_at else ""
+            started = datetime.fromtimestamp(task.started_at).strftime("%H:%M:%S") if task.started_at else ""
             values = (task.name or f"#{task.task_id}", f"{task.estimate_ms:,} ms", task.state, str(task.attempts),
-                      _time(task.started_at), took)
+                      started, took)
             for col, value in enumerate(values):
                 item = self.tasks.item(row, col)
                 if item is None:
@@ -390,13 +403,15 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((0, 70), (2, 60), (3, 60), (4, 150), (5, 150)):
+        for col, width in ((0, 70), (2, 55), (3, 55), (4, 112), (5, 112)):
             self.table.setColumnWidth(col, width)
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.model.rowsInserted.connect(self._on_scrolled)
         self.model.rowsRemoved.connect(self._on_scrolled)
         self.model.modelReset.connect(self._on_scrolled)
+        self.model.page_loaded.connect(self._keep_selection)
+        self._reselecting = False
 
         self.details = StoryDetails(requests)
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -458,7 +473,24 @@ class StoriesPanel(QWidget):
         return [story.story_id for story in (self.model.story_at(r) for r in rows) if story is not None]
 
     @Slot()
+    def _keep_selection(self) -> None:
+        """The list is newest first: new stories shift rows, so follow the selected story."""
+        story_id = self.details.story_id
+        if story_id is None:
+            return
+        row = self.model.row_of(story_id)
+        selected = [index.row() for index in self.table.selectionModel().selectedRows()]
+        if row is not None and selected != [row]:
+            self._reselecting = True
+            try:
+                self.table.selectRow(row)
+            finally:
+                self._reselecting = False
+
+    @Slot()
     def _on_selection(self, *_: object) -> None:
+        if self._reselecting:
+            return
         ids = self.selected_ids()
         self.delete_button.setEnabled(bool(ids))
         self.details.show_story(ids[0] if len(ids) == 1 else None)
