@@ -2,8 +2,10 @@
 
 Data arrives as FeedBatches (feed.py) into bounded SeriesBuffers; nothing is
 drawn on arrival. A fast timer (25 Hz) scrolls the charts and pushes new data
-with setData into curves made once; a slow timer (4 Hz) sets the text and the
-y ranges. Pause stops the fast timer and lets the mouse pan and zoom.
+with setData into curves made once; it skips a tick when there is no new data
+and the scroll would move less than a pixel (a frame identical to the last).
+A slow timer (4 Hz) sets the text and the y ranges. Pause stops the fast timer
+and lets the mouse pan and zoom.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .series import FIELDS, SeriesBuffer, peak_decimate
 
@@ -136,7 +138,6 @@ class Dashboard(QWidget):
         self._dirty = False
         self._pool_marks: deque[tuple[float, int, int, str]] = deque(maxlen=500)
         self._marks_dirty = False
-        self._hover_ts: float | None = None
         self._syncing = False
 
         self.numbers = {name: BigNumber(title, colour) for name, title, colour in FIGURES}
