@@ -20,6 +20,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/autoscale_replay.py
 
 package: $(STAMP)  ## PyInstaller bundles + (on Linux) the .deb, into dist/
 	$(BIN)/python -c 'import PyInstaller, psycopg2' 2>/dev/null || $(BIN)/pip install --quiet -e '.[desktop,package,postgres]'
