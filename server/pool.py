@@ -37,38 +37,7 @@ from common.security import ClientSecurity
 
 from . import worker as worker_main
 
-try:
-    from .autoscale import Autoscaler, Decision, Load
-except ImportError:  # the load-based policy is not there yet: keep the pool at min_workers
-    from dataclasses import dataclass as _dataclass
-
-    @_dataclass(frozen=True)
-    class Load:  # type: ignore[no-redef]
-        now: float
-        queued_tasks: int
-        queued_work_s: float
-        busy: int
-        idle: int
-        starting: int
-        arrival_rate: float
-        completion_rate: float
-        mean_task_s: float
-
-    @_dataclass(frozen=True)
-    class Decision:  # type: ignore[no-redef]
-        target: int
-        reason: str
-
-    class Autoscaler:  # type: ignore[no-redef]
-        def __init__(self, min_workers: int, max_workers: int, *, quiet_window: float = 5.0,
-                     worker_start_s: float = 0.05):
-            self.set_bounds(min_workers, max_workers)
-
-        def set_bounds(self, min_workers: int, max_workers: int) -> None:
-            self.min_workers, self.max_workers = min_workers, max_workers
-
-        def decide(self, load: Load) -> Decision:
-            return Decision(self.min_workers, "fixed size (min_workers)")
+from .autoscale import Autoscaler, Decision, Load
 
 
 log = logging.getLogger(__name__)
