@@ -122,7 +122,7 @@ def main() -> int:
     print(f"{'restart after kill -9: first ping':44}{med('answering'):9.3f}")
     print(f"{'restart after kill -9: first task completed':44}{med('resumed'):9.3f}")
     print(f"{'restart after kill -9: every story done':44}{med('drained'):9.3f}")
-    print(f"\nlost stories: 0, stories counted twice: 0, integrity_check: ok (asserted in every run)")
+    print("\nlost stories: 0, stories counted twice: 0, integrity_check: ok (asserted in every run)")
     return 0
 
 

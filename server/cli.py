@@ -20,7 +20,7 @@ from common.endpoints import parse_server
 from common.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
-from .config import DEFAULTS, LOG_LEVELS, ConfigError
+from .config import DEFAULTS, LOG_LEVELS, ConfigError, ServerConfig
 
 log = logging.getLogger("server")
 

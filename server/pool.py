@@ -37,7 +37,7 @@ from common.security import ClientSecurity
 
 from . import worker as worker_main
 
-from .autoscale import Autoscaler, Decision, Load
+from .autoscale import Autoscaler, Load
 
 
 log = logging.getLogger(__name__)
