@@ -1,11 +1,11 @@
 """The dashboard: the four figures as big numbers, and live charts over a chosen time window.
 
 Data arrives as FeedBatches (feed.py) into bounded SeriesBuffers; nothing is
-drawn on arrival. A fast timer (25 Hz) scrolls the charts and pushes new data
-with setData into curves made once; it skips a tick when there is no new data
-and the scroll would move less than a pixel (a frame identical to the last).
-A slow timer (4 Hz) sets the text and the y ranges. Pause stops the fast timer
-and lets the mouse pan and zoom.
+drawn on arrival. One fast timer (25 Hz) scrolls all the charts with wall-clock
+time while the dashboard is visible (nothing at all while hidden or paused) and
+pushes new data into curves made once; a slow timer (4 Hz) sets the text and
+the y ranges. Pause stops the fast timer and lets the mouse pan and zoom.
+What makes a frame cheap is in chart_items.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from datetime import datetime
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from .chart_items import (
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, ValueAxis, cache_drawing, scroll_view,
+)
 from .series import FIELDS, SeriesBuffer, peak_decimate
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("1 h", 3600))
@@ -61,42 +64,6 @@ def format_figure(field: str, value: float) -> str:
     return f"{int(value):,}"
 
 
-class _CachedBounds:
-    """An axis's bounding rect, kept until its geometry or its view's geometry changes.
-
-    With a grid, an axis's rect spans its whole view, and pyqtgraph maps it anew at
-    each of the dozens of calls per frame; scrolling changes neither geometry.
-    """
-
-    def boundingRect(self):
-        view = self.linkedView()
-        key = (self.geometry(), view.geometry() if view is not None else None, self.grid)
-        cached = getattr(self, "_bounds", None)
-        if cached is None or cached[0] != key:
-            cached = (key, super().boundingRect())
-            self._bounds = cached
-        return cached[1]
-
-
-class TimeAxis(_CachedBounds, pg.DateAxisItem):
-    pass
-
-
-class SteadyAxis(_CachedBounds, pg.AxisItem):
-    """A value axis that ignores range 'changes' to the same range.
-
-    pyqtgraph re-sets a y axis's range whenever its view changes, x included, and
-    each call throws away the axis's drawing; scrolling in time then redraws every
-    y axis, labels and grid, at every frame. Skipping the no-op keeps its cache.
-    """
-
-    def setRange(self, mn: float, mx: float) -> None:
-        current = getattr(self, "range", None)  # not there yet while the base class sets up
-        if current is not None and current[0] == mn and current[1] == mx:
-            return
-        super().setRange(mn, mx)
-
-
 class BigNumber(QFrame):
     def __init__(self, title: str, colour: str, parent: QWidget | None = None):
         super().__init__(parent)
@@ -133,7 +100,10 @@ class Dashboard(QWidget):
         self.paused = False
         self.frames = 0  # fast-timer ticks that redrew the charts, for the benchmark
         self.ticks = 0  # fast-timer ticks, drawn or not
-        self.skip_still_frames = True  # False redraws at every tick (the benchmark's worst case)
+        # True skips a tick when the scroll would move less than a pixel and no data came:
+        # cheaper, but the time axis then moves in jumps. Smooth scrolling is the default.
+        self.skip_still_frames = False
+        self.stock_scroll = False  # True: scroll through pyqtgraph's setXRange (the benchmark's baseline)
         self._drawn_at: float | None = None  # the right edge of the last drawn frame
         self._dirty = False
         self._pool_marks: deque[tuple[float, int, int, str]] = deque(maxlen=500)
@@ -153,7 +123,10 @@ class Dashboard(QWidget):
         self.charts = pg.GraphicsLayoutWidget()
         self.charts.ci.setSpacing(4)
         self.plots: list[pg.PlotItem] = []
-        self.curves: dict[str, pg.PlotCurveItem] = {}
+        self.grids: list[ChartGrid] = []
+        self.time_axes: list[TimeAxis] = []
+        self.hover_lines: list[HoverLine] = []
+        self.curves: dict[str, LiveCurve] = {}
         self.groups: list[list[str]] = []
         rows = [self.charts.ci.addLayout(row=0, col=0), self.charts.ci.addLayout(row=1, col=0)]
         for title, curves, row in CHARTS:
@@ -161,28 +134,22 @@ class Dashboard(QWidget):
             column = len(rows[row].items) - 1
             rows[row].layout.setColumnStretchFactor(column, 1)  # equal widths, whatever the titles
             plot.titleLabel.setMinimumWidth(10)
-            if len(curves) > 1:
-                plot.addLegend(offset=(4, 4), labelTextSize="8pt")
+            legend = plot.addLegend(offset=(4, 4), labelTextSize="8pt") if len(curves) > 1 else None
+            cache_drawing(plot.titleLabel)
             for name, label, colour in curves:
                 style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
-                # Bare curve items: clipping and decimation are done here (series.py), once per new
-                # data, so PlotDataItem's per-update and per-scroll machinery would be pure cost.
-                curve = pg.PlotCurveItem(pen=pg.mkPen(colour, width=1, style=style), name=label or None,
-                                         skipFiniteCheck=True)
-                plot.addItem(curve)
+                curve = LiveCurve(pg.mkPen(colour, width=1, style=style))
+                plot.vb.addItem(curve)
+                if legend is not None:
+                    legend.addItem(curve.legend_proxy, label)
                 self.curves[name] = curve
+            if legend is not None:
+                cache_drawing(legend)  # it never changes: a pixmap, not text laid out at every frame
             self.groups.append([name for name, _, _ in curves])
         pool = self.plots[-1]
         self.pool_plot = pool
-        self.resize_marks = pg.ScatterPlotItem(size=9, pen=None)
-        pool.addItem(self.resize_marks)
+        self.resize_marks = ResizeMarks(pool.vb)
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
-        self.hover_lines = []
-        for plot in self.plots:
-            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999", style=Qt.PenStyle.DotLine))
-            line.setVisible(False)
-            plot.addItem(line, ignoreBounds=True)
-            self.hover_lines.append(line)
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
 
         layout = QVBoxLayout(self)
@@ -203,22 +170,31 @@ class Dashboard(QWidget):
 
     def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
         axis = TimeAxis(orientation="bottom")
-        plot = layout.addPlot(axisItems={"bottom": axis, "left": SteadyAxis(orientation="left")})
+        plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
         plot.setTitle(title, size="9pt")
-        plot.showGrid(x=True, y=True, alpha=0.15)
         left = plot.getAxis("left")
         left.setWidth(52)  # a fixed width: no relayout when labels grow
-        # Text is the dearest thing to paint: the y axis changes rarely, so keep it as a
-        # pixmap, and only the bottom row shows the (linked) time axis.
-        left.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        for side in ("left", "bottom", "top", "right"):
-            # Else every range change rewrites each axis label, hidden ones too.
-            plot.getAxis(side).enableAutoSIPrefix(False)
+        self.time_axes.append(axis)
+        grid = ChartGrid(axis, left)
+        plot.vb.addItem(grid, ignoreBounds=True)
+        grid.setZValue(-1)  # under the curves
+        self.grids.append(grid)
+        line = HoverLine()
+        plot.vb.addItem(line, ignoreBounds=True)
+        self.hover_lines.append(line)
+        # Scrolling moves the grid itself (_scroll); a pan or zoom while paused, a new
+        # y range or a new size rebuild it here.
+        follow = lambda *_, plot=plot, grid=grid, line=line: self._follow_range(plot, grid, line)  # noqa: E731
+        plot.vb.sigRangeChanged.connect(follow)
+        plot.vb.sigResized.connect(follow)
+        for side in ("top", "right"):
+            # Never shown: do not let every scroll re-lay their labels out.
+            plot.getAxis(side).unlinkFromView()
         if not bottom_row:
             plot.hideAxis("bottom")
         plot.setMenuEnabled(False)
         plot.hideButtons()
-        plot.enableAutoRange(False)
+        plot.disableAutoRange()  # (enableAutoRange(False) would read False as "the x axis" and turn it on)
         plot.setMouseEnabled(x=False, y=False)
         plot.sigXRangeChanged.connect(self._on_range_changed)
         plot.setYRange(0, 1, padding=0)
@@ -294,11 +270,23 @@ class Dashboard(QWidget):
     def _scroll(self, now: float | None = None) -> None:
         now = self._now() if now is None else now
         self._drawn_at = now
-        for plot in self.plots:
-            plot.setXRange(now - self.window_s, now, padding=0)
-            # pyqtgraph applies a new range while painting, which asks for a second
-            # paint; applying it now makes one paint per frame.
-            plot.vb.prepareForPaint()
+        lo = now - self.window_s
+        for plot, grid, axis in zip(self.plots, self.grids, self.time_axes):
+            if self.stock_scroll:
+                plot.setXRange(lo, now, padding=0)
+                plot.vb.prepareForPaint()
+            else:
+                scroll_view(plot.vb, lo, now)
+            axis.setRange(lo, now)
+            if not grid.covers(lo, now):
+                self._follow_range(plot, grid)
+
+    @staticmethod
+    def _follow_range(plot: pg.PlotItem, grid: ChartGrid, line: HoverLine | None = None) -> None:
+        x_range, y_range = plot.vb.state["viewRange"]
+        grid.follow(x_range, y_range, plot.vb.width(), plot.vb.height())
+        if line is not None and line.isVisible():
+            line.place(line.line().x1(), y_range)  # as tall as the new y range
 
     @Slot()
     def _plot_tick(self) -> None:
@@ -325,16 +313,11 @@ class Dashboard(QWidget):
         ts = self.buffer.column("ts")[first:last]
         for name, curve in self.curves.items():
             x, y = peak_decimate(ts, self.buffer.column(name)[first:last], step)
-            curve.setData(x, y, skipFiniteCheck=True)
+            curve.set_data(x, y)
         self._dirty = False
 
     def _draw_marks(self) -> None:
-        marks = list(self._pool_marks)
-        self.resize_marks.setData(
-            x=[m[0] for m in marks], y=[m[2] for m in marks],
-            symbol=["t1" if m[2] > m[1] else "t" for m in marks],
-            brush=[pg.mkBrush("#27ae60" if m[2] > m[1] else "#c0392b") for m in marks],
-        )
+        self.resize_marks.set_marks(list(self._pool_marks))
         self._marks_dirty = False
 
     @Slot()
@@ -376,9 +359,8 @@ class Dashboard(QWidget):
             return
         row = self.buffer.rows()[index]
         at = row[0]
-        for line in self.hover_lines:
-            line.setPos(at)
-            line.setVisible(True)
+        for plot, line in zip(self.plots, self.hover_lines):
+            line.place(at, plot.vb.state["viewRange"][1])
         value = {name: row[i] for i, name in enumerate(FIELDS)}
         text = (
             f"{datetime.fromtimestamp(at):%H:%M:%S}  produced {value['stories_produced_per_s']:.1f}/s"
