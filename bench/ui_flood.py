@@ -10,14 +10,23 @@ process, offscreen unless a display is set. The figures:
   (time the event loop spent waiting for events is idle).
 - Frames per second: repaints of the chart view, counted with an event filter.
 
-    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10]
+By default it runs each mode --runs times (3), each in a fresh process for
+--seconds (10), and prints the medians in a table: `smooth` is the app as it
+ships (the charts scroll with wall-clock time at every 25 Hz tick); `stock`
+is the same at every tick but scrolling through pyqtgraph's setXRange, the
+naive redraw, as the in-run baseline. `--mode` runs one mode once, in detail.
+
+    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3]
+    python bench/ui_flood.py --mode smooth --profile FILE
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -143,6 +152,39 @@ def serve(port: int, rate: float, stats_hz: float, stories: int) -> int:
     return 0
 
 
+MODES = {
+    "smooth": "at every tick, as the app ships",
+    "stock": "at every tick, scrolled through pyqtgraph's setXRange (naive baseline)",
+    "skip": "only when the scroll moved a pixel or new data came",
+}
+
+
+def compare(args) -> int:
+    """Each mode --runs times, each run in a fresh process; a table of the medians."""
+    results: dict[str, list[dict]] = {mode: [] for mode in ("smooth", "stock")}
+    for run in range(args.runs):
+        for mode in results:  # interleaved, so that a noisy minute hits both modes
+            command = [sys.executable, __file__, "--mode", mode, "--json", "--seconds", str(args.seconds),
+                       "--warmup", str(args.warmup), "--rate", str(args.rate), "--stats-hz", str(args.stats_hz),
+                       "--window", str(args.window), "--tab", args.tab]
+            out = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + args.warmup + 60)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if not line:
+                print(out.stdout + out.stderr, file=sys.stderr)
+                return 1
+            results[mode].append(json.loads(line[-1][len("RESULT "):]))
+            r = results[mode][-1]
+            print(f"run {run + 1} {mode:6s}: UI thread {r['cpu']:5.1f} % CPU ({r['wall']:5.1f} % wall), "
+                  f"{r['fps']:5.1f} frames/s", flush=True)
+    print(f"\n{args.rate:,.0f} story events/s + {args.stats_hz:g} stats/s, {args.window} s window, "
+          f"median of {args.runs} runs of {args.seconds:g} s:")
+    print(f"{'mode':8s} {'frames/s':>9s} {'UI CPU %':>9s} {'UI wall %':>10s} {'app CPU %':>10s}  drawn")
+    for mode, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"{mode:8s} {med['fps']:9.1f} {med['cpu']:9.1f} {med['wall']:10.1f} {med['process']:10.0f}  {MODES[mode]}")
+    return 0
+
+
 def free_port() -> int:
     import socket
 
@@ -166,8 +208,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
     parser.add_argument("--window", type=int, default=60, help="chart time window in seconds (default 60)")
     parser.add_argument("--tab", choices=("dashboard", "stories"), default="dashboard")
-    parser.add_argument("--every-tick", action="store_true",
-                        help="redraw the charts at every timer tick, even when nothing moved a pixel (worst case)")
+    parser.add_argument("--mode", choices=MODES,
+                        help="run this mode once and print its details (default: every mode, --runs times)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each mode for the medians (default 3)")
+    parser.add_argument("--every-tick", action="store_true", help=argparse.SUPPRESS)  # the old name of --mode stock
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for the table
     parser.add_argument("--profile", metavar="FILE", help="also profile the UI thread into FILE (cProfile)")
     parser.add_argument("--stories", type=int, default=1_000_000,
                         help="stories in the stand-in's list, for the stories tab (default 1,000,000)")
@@ -175,6 +220,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.rate, args.stats_hz, args.stories)
+    if args.every_tick:
+        args.mode = "stock"
+    if args.mode is None and not args.profile:
+        return compare(args)
+    args.mode = args.mode or "smooth"
 
     from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -254,7 +304,8 @@ def main() -> int:
         window.resize(1280, 800)
         window.show()
         window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
-        window.dashboard.skip_still_frames = not args.every_tick
+        window.dashboard.skip_still_frames = args.mode == "skip"
+        window.dashboard.stock_scroll = args.mode == "stock"
         jumps = QTimer()
         if args.tab == "stories":
             # Scroll the table like a user dragging the scroll bar through a million rows.
@@ -277,7 +328,8 @@ def main() -> int:
         if args.profile:
             import cProfile
 
-            profiler = cProfile.Profile()
+            # CPU time of the UI thread: waits for the GIL (held by the feed thread) are not its work.
+            profiler = cProfile.Profile(time.thread_time)
 
         def begin() -> None:
             if profiler is not None:
@@ -302,7 +354,7 @@ def main() -> int:
                 share = 100 * (spent - before.get(name, 0.0)) / elapsed
                 if share >= 0.1:
                     print(f"  {share:5.1f} %  {name}")
-            mode = "every tick" if args.every_tick else "when something moved a pixel or new data came"
+            mode = MODES[args.mode]
             print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints of the charts "
                   f"(drawn {mode}; the chart timer ticked {(window.dashboard.ticks - ticks0) / elapsed:.1f}/s)")
             if args.tab == "stories":
@@ -312,6 +364,11 @@ def main() -> int:
                       f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
             print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
                   "(all its threads)")
+            if args.json:
+                print("RESULT " + json.dumps({
+                    "cpu": 100 * (app.cpu - ucpu0) / elapsed, "wall": 100 * busy / elapsed,
+                    "fps": (counter.paints - paints0) / elapsed,
+                    "process": 100 * (time.process_time() - cpu0) / elapsed}))
             window.close()
 
         QTimer.singleShot(int(args.warmup * 1000), begin)

@@ -2,13 +2,16 @@
 
 Same generator and pacer as `storypulse load` (common/loadgen.py). Requests are
 pipelined on one Client with a bound on those in flight, so a slow server slows
-the simulator down instead of piling up requests.
+the simulator down instead of piling up requests. A `busy` reply is back-pressure,
+not an error: the story is sent again later, backing off while the server stays
+busy (as `storypulse load` does, common/loadrun.py).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -19,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from common import protocol
 from common.client import Client, RequestError, ServerUnavailable
+from common.loadrun import BACKOFF_FIRST, BACKOFF_MAX
 from common.endpoints import Endpoints
 from common.loadgen import Pacer, StoryGenerator
 
@@ -39,6 +43,8 @@ class SimulatorProgress:
     created: int = 0
     errors: int = 0
     skipped: int = 0  # due stories not sent because too many were in flight
+    busy: int = 0  # `busy` replies: those stories are sent again later
+    resent: int = 0
     last_error: str = ""
     running: bool = False
 
@@ -70,28 +76,47 @@ class SimulatorWorker(QObject):
             return
         last_report = 0.0
         last_reply = time.monotonic()
+        pending: dict[int, dict] = {}  # request id -> the story sent
+        retry: deque[tuple[float, dict]] = deque()  # (when, story): refused as busy, in due order
+        backoff = BACKOFF_FIRST
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
+                while retry and retry[0][0] <= now and client.in_flight < MAX_IN_FLIGHT:
+                    story = retry.popleft()[1]
+                    pending[client.send("create_story", **story)] = story
+                    progress.resent += 1
                 for _ in range(pacer.due(now)):
                     if client.in_flight >= MAX_IN_FLIGHT:
                         progress.skipped += 1
                         continue
-                    client.send("create_story", **generator.story())
+                    story = generator.story()
+                    pending[client.send("create_story", **story)] = story
                     progress.sent += 1
                 wait = min(pacer.wait(time.monotonic()), 0.1)
+                if retry:
+                    wait = max(0.0, min(wait, retry[0][0] - time.monotonic()))
                 if client.in_flight and client.socket.poll(wait * 1000):
                     while client.in_flight:
                         try:
-                            _, result = client.receive(timeout=0)
+                            request_id, result = client.receive(timeout=0)
                         except ServerUnavailable:
                             break
                         except RequestError as exc:
-                            progress.errors += 1  # `busy` included: the simulator does not resend
-                            progress.last_error = exc.message
+                            last_reply = time.monotonic()
+                            story = pending.pop(exc.request_id, None) if isinstance(exc.request_id, int) else None
+                            if exc.code == protocol.BUSY and story is not None:
+                                progress.busy += 1
+                                retry.append((last_reply + backoff, story))
+                                backoff = min(BACKOFF_MAX, backoff * 2)
+                            else:
+                                progress.errors += 1
+                                progress.last_error = exc.message
                             continue
+                        pending.pop(request_id, None)
                         if result is not None:
                             progress.created += 1
+                            backoff = BACKOFF_FIRST
                         last_reply = time.monotonic()
                 elif not client.in_flight:
                     self._stop.wait(wait)
@@ -101,6 +126,7 @@ class SimulatorWorker(QObject):
                     progress.errors += client.in_flight
                     progress.last_error = "no reply from the server"
                     client.close()
+                    pending.clear()
                     last_reply = time.monotonic()
                 if time.monotonic() - last_report >= 0.5:
                     self.progress.emit(_copy(progress))
@@ -199,6 +225,8 @@ class SimulatorPanel(QGroupBox):
         text = f"sent {progress.sent:,} · added {progress.created:,}"
         if progress.errors:
             text += f" · errors {progress.errors:,} ({progress.last_error})"
+        if progress.busy:
+            text += f" · server busy {progress.busy:,} (resent {progress.resent:,})"
         if progress.skipped:
             text += f" · held back {progress.skipped:,}"
         self.status.setText(text if progress.running else f"stopped — {text}")
