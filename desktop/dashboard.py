@@ -290,8 +290,8 @@ class Dashboard(QWidget):
 
     @Slot()
     def _plot_tick(self) -> None:
-        if not self.isVisible() or self.paused:
-            return  # hidden widgets do no work
+        if not self.isVisible() or self.paused or self.window().isMinimized():
+            return  # a hidden tab or a minimised window draws nothing
         self.ticks += 1
         now = self._now()
         if self.skip_still_frames and not self._dirty and not self._marks_dirty and self._drawn_at is not None:

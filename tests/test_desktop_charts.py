@@ -1,0 +1,61 @@
+"""The chart pieces that keep scrolling cheap: tick arithmetic, and a dashboard that scrolls itself."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from desktop.chart_items import nice_step, ticks_between, time_format, time_step, value_label
+from desktop.series import FIELDS
+
+
+def test_nice_steps_and_ticks():
+    assert nice_step(100, 5) == 20
+    assert nice_step(1, 4) == 0.5
+    assert nice_step(7, 7) == 1
+    assert ticks_between(0, 100, 20) == [0, 20, 40, 60, 80, 100]
+    assert ticks_between(5, 39, 10) == [10, 20, 30]
+    assert ticks_between(10, 5, 1) == []
+    assert value_label(1500, 500) == "1,500"
+    assert value_label(0.5, 0.1) == "0.5"
+
+
+def test_time_steps_keep_labels_apart():
+    # 60 s over 400 px with 55 px labels: labels at least 1.6 label widths apart.
+    step = time_step(60, 400, 55)
+    assert step in (10, 15) and 400 / (60 / step) >= 55 * 1.6
+    assert time_step(3600, 400, 55) >= 600
+    assert time_format(10) == "%H:%M:%S" and time_format(600) == "%H:%M"
+
+
+def _stats(ts: float, i: int):
+    row = {name: float(i % 7) for name in FIELDS}
+    row.update(ts=ts, seq=i)
+    return SimpleNamespace(**row)
+
+
+def test_dashboard_scrolls_at_every_tick_and_rebuilds_its_grid_rarely(qtbot):
+    from desktop.dashboard import Dashboard
+
+    dashboard = Dashboard()
+    qtbot.addWidget(dashboard)
+    dashboard.resize(1000, 700)
+    dashboard.show()
+    qtbot.waitExposed(dashboard)
+    now = time.time()
+    history = [_stats(now - 300 + k, k) for k in range(300)]
+    dashboard.apply_batch(SimpleNamespace(snapshot=SimpleNamespace(history=history, stats=history[-1]),
+                                          stats=[], pool_events=[]))
+    dashboard.set_window(60)
+    frames, builds = dashboard.frames, sum(g.builds for g in dashboard.grids)
+    qtbot.waitUntil(lambda: dashboard.frames >= frames + 10, timeout=5000)
+    # Smooth scrolling moves the view at every frame; the grid path is rebuilt about every half window.
+    assert sum(g.builds for g in dashboard.grids) - builds <= 2 * len(dashboard.grids)
+    left, right = dashboard.plots[0].viewRange()[0]
+    assert abs((right - left) - 60) < 1e-6
+    assert all(c.points > 0 for c in dashboard.curves.values())
+
+    dashboard.hide()
+    hidden_at = dashboard.ticks
+    qtbot.wait(300)
+    assert dashboard.ticks == hidden_at  # hidden: no work at all
