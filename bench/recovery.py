@@ -33,20 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from common.client import ServerUnavailable  # noqa: E402
-from support import ServerProcess, wait_for  # noqa: E402
+from support import ServerProcess  # noqa: E402
 from test_server_e2e import EventTap  # noqa: E402
 
 
 def first_ping(server: ServerProcess, started: float) -> float:
-    def answers() -> bool:
-        try:
-            with server.client(timeout=0.2) as client:
-                client.ping()
-            return True
-        except ServerUnavailable:
-            return False
-    wait_for(answers, 30, interval=0.005, what="the first ping")
+    server.wait_ready(30)  # polls ping every 20 ms
     return time.monotonic() - started
 
 
