@@ -22,9 +22,10 @@ class PoolPanel(QGroupBox):
         self.max_workers.setRange(1, protocol.WORKERS_MAX)
         self.apply = QPushButton("Apply")
         self.apply.clicked.connect(self.submit)
-        self.now = QLabel("–")
+        self.now = QLabel("–\n")
         self.now.setStyleSheet("color: #555;")
-        self.now.setWordWrap(True)
+        # Two fixed lines, no word wrap: a wrapped label that changes its line count
+        # leaves the group box too short, squashing the spin boxes above it.
         self._initialised = False
         form = QFormLayout()
         form.addRow("Min workers", self.min_workers)
@@ -44,8 +45,8 @@ class PoolPanel(QGroupBox):
             self.max_workers.setValue(stats.max_workers)
             self._initialised = True
         self.now.setText(
-            f"{stats.workers} workers, {stats.workers_busy} busy, target {stats.workers_target} "
-            f"(bounds {stats.min_workers}–{stats.max_workers})"
+            f"{stats.workers} workers, {stats.workers_busy} busy, target {stats.workers_target}\n"
+            f"bounds {stats.min_workers}–{stats.max_workers}"
         )
 
     @Slot()
