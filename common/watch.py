@@ -106,10 +106,13 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
     return lines
 
 
-def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None = None) -> zmq.Socket:
+def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None = None,
+               *, rcvhwm: int | None = None) -> zmq.Socket:
     """A SUB socket on the events endpoint (CURVE off loopback, like the request socket)."""
     sub = (context or zmq.Context.instance()).socket(zmq.SUB)
     sub.linger = 0
+    if rcvhwm is not None:
+        sub.rcvhwm = rcvhwm
     security = client_security_for(endpoints.host)
     if security is not None:
         security.apply(sub)

@@ -20,7 +20,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from common import protocol
 from common.client import Client, RequestError, ServerUnavailable
 from common.endpoints import Endpoints
-from common.security import MissingKey, client_security_for
+from common.security import MissingKey
+from common.watch import subscriber
 
 from .clone import APPLY, GAP, RESTARTED, SeqTracker
 
@@ -70,21 +71,14 @@ class FeedWorker(QObject):
     @Slot()
     def run(self) -> None:
         self.decode_thread_id = threading.get_ident()
-        try:
-            security = client_security_for(self.endpoints.host)  # CURVE off loopback
+        try:  # CURVE keys are needed off loopback
             client = Client(self.endpoints, timeout=1.5)
+            # Subscribe before the snapshot (Clone pattern), with room for bursts
+            # while the snapshot request is in flight.
+            sub = subscriber(self.endpoints, b"", rcvhwm=200_000)
         except MissingKey as exc:
             self._set_state(DISCONNECTED, str(exc))
             return
-        context = zmq.Context.instance()
-        sub = context.socket(zmq.SUB)
-        sub.linger = 0
-        if security is not None:
-            security.apply(sub)
-        sub.rcvhwm = 200_000  # room for bursts while a snapshot request is in flight
-        for topic in protocol.EVENT_TYPES:
-            sub.subscribe(topic)  # subscribe before the snapshot (Clone pattern)
-        sub.connect(self.endpoints.events)
         try:
             self._loop(sub, client)
         finally:
@@ -93,7 +87,6 @@ class FeedWorker(QObject):
             self._set_state(DISCONNECTED, "stopped")
 
     def _loop(self, sub: zmq.Socket, client: Client) -> None:
-        decoders = {topic: msgspec.json.Decoder(kind) for topic, kind in protocol.EVENT_TYPES.items()}
         tracker = SeqTracker()
         pending = FeedBatch(decoded_in_thread=self.decode_thread_id or 0)
         need_snapshot, next_attempt = True, 0.0
@@ -144,12 +137,9 @@ class FeedWorker(QObject):
                         topic, payload = sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    decoder = decoders.get(topic)
-                    if decoder is None:
-                        continue
                     try:
-                        event = decoder.decode(payload)
-                    except msgspec.MsgspecError:
+                        event = protocol.decode_event(topic, payload)
+                    except (protocol.ProtocolError, msgspec.MsgspecError):
                         continue  # not ours to crash on; the seq check catches what it cost
                     last_message = time.monotonic()
                     self.messages_total += 1

@@ -111,3 +111,18 @@ def test_a_gap_in_seq_makes_the_feed_take_a_new_snapshot(qtbot):
         assert feed.stop()
         stand_in.halt.set()
         stand_in.join(5)
+
+
+def test_the_feed_receives_live_stats_over_ipv6(qtbot, server_factory):
+    """Requests and events both reach a server bound to [::1] (the SUB socket needs IPv6 on)."""
+    server = server_factory(time_scale=0.01, extra=["--bind", "::1"]).start(wait=False)
+    feed = Feed(Endpoints("::1", server.port))
+    collector = Collector()
+    feed.batch_ready.connect(collector.take)
+    try:
+        with qtbot.waitSignal(feed.state_changed, check_params_cb=lambda state, _: state == CONNECTED,
+                              timeout=20_000):
+            feed.start()
+        qtbot.waitUntil(lambda: len(collector.stats) >= 5, timeout=10_000)
+    finally:
+        assert feed.stop()
