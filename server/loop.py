@@ -341,11 +341,8 @@ class Server:
         if service.events:
             events, service.events = service.events, []
             wall = time.time()
-            for event in events:
-                if event[0] == "story":
-                    self.publisher.story(event[1], event[2], wall)
-                else:
-                    self.publisher.pool(event[1], event[2], event[3], wall)
+            for _, event, story_id in events:
+                self.publisher.story(event, story_id, wall)
 
     # -- timers ---------------------------------------------------------------------------
     def _timers(self, now: float, wall: float) -> None:
@@ -375,7 +372,9 @@ class Server:
                 worker.last_sent = now
 
     def _scale(self, now: float, wall: float) -> None:
-        change = self.pool.decide(self.service.load(now))
+        change, self.service.decided = self.service.decided, None
+        if change is None:
+            change = self.pool.decide(self.service.load(now))
         if change is not None:
             old, new, reason = change
             log.info("pool target %d -> %d: %s", old, new, reason)

@@ -59,10 +59,11 @@ class Service:
         self.state = WorkState()
         self.batch = Batch()
         self.outbox: list[tuple[Envelope, bytes]] = []
-        self.events: list[tuple] = []  # ("story", event, story_id) | ("pool", old, new, reason)
+        self.events: list[tuple] = []  # ("story", event, story_id), published after the commit
         self.flush: Callable[[], None] = lambda: None  # set by the loop
         self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
-        self.scale_now = False  # set_pool asks the loop for a decision this turn
+        self.scale_now = False  # set_pool asks the loop to resize this turn
+        self.decided: tuple[int, int, str] | None = None  # set_pool's decision, for the loop to apply
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
         self.stories_out = RateWindow(window, now)
@@ -233,11 +234,10 @@ class Service:
             return
         self.pool.set_bounds(low, high)
         log.info("pool bounds set to min_workers=%d max_workers=%d", low, high)
-        change = self.pool.decide(self.load(now))  # so the reply shows the new target
-        if change is not None:
-            log.info("pool target %d -> %d: %s", *change)
-            self.events.append(("pool", *change))
-        self.scale_now = True  # the loop spawns or retires this turn
+        # Decide now so the reply shows the new target; the loop publishes and applies
+        # this decision this turn instead of deciding again.
+        self.decided = self.pool.decide(self.load(now))
+        self.scale_now = True
         self.reply(envelope, req.id, PoolResult(low, high, self.pool.size, self.pool.target))
 
     # -- workers ----------------------------------------------------------------------

@@ -240,3 +240,17 @@ def test_bad_options_exit_2_with_a_message(tmp_path):
     assert done.returncode == 2 and "STORYPULSE_PORT" in done.stderr
     done = run("--version")
     assert done.returncode == 0 and "protocol" in done.stdout
+
+
+def test_set_pool_publishes_one_pool_event_per_change(server):
+    tap = EventTap(server)
+    with server.client() as client:
+        client.set_pool(min_workers=3, max_workers=3)
+    tap.wait_stats(lambda s: s.workers == 3, 20, what="the pool to grow to 3")
+    tap.pump()
+    pool_events = [m for t, m in tap.messages if t == protocol.TOPIC_POOL]
+    assert [(e.old_size, e.new_size) for e in pool_events] == [(2, 3)], pool_events
+    seqs = [m.seq for _, m in tap.messages]
+    stamps = [m.ts for _, m in tap.messages]
+    assert seqs == sorted(seqs) and stamps == sorted(stamps)
+    tap.close()
