@@ -322,7 +322,3 @@ def ok(request_id: CorrelationId, result: Any) -> bytes:
 
 def error(request_id: CorrelationId, code: str, message: str) -> bytes:
     return encode(Reply(ok=False, id=request_id, error=ErrorInfo(code, message)))
-
-
-def to_builtins(obj: Any) -> Any:
-    return msgspec.to_builtins(obj)

@@ -147,7 +147,6 @@ class Dashboard(QWidget):
                 cache_drawing(legend)  # it never changes: a pixmap, not text laid out at every frame
             self.groups.append([name for name, _, _ in curves])
         pool = self.plots[-1]
-        self.pool_plot = pool
         self.resize_marks = ResizeMarks(pool.vb)
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)

@@ -64,7 +64,6 @@ class StoryTableModel(QAbstractTableModel):
         self._generation = 0  # bumped by a filter change: older replies are dropped
         self._visible = (0, 0)
         self._refresh_due = True
-        self.loaded_once = False
 
     # -- Qt model ------------------------------------------------------------
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
@@ -215,7 +214,6 @@ class StoryTableModel(QAbstractTableModel):
             return
         self._loading.discard(page)
         self._stale.discard(page)
-        self.loaded_once = True
         self._set_total(result.total)
         if page * PAGE_SIZE < self._total:
             self._store_page(page, result.stories)

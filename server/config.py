@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from common import protocol
 from common.endpoints import DEFAULT_PORT
 
+from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
+
 DEFAULTS: dict[str, Any] = {
     "db": None,  # None: storypulse.db in the user's data directory
     "bind": "127.0.0.1",
@@ -35,7 +37,6 @@ DEFAULTS: dict[str, Any] = {
     "log_level": "info",
 }
 
-HEARTBEAT_LIVENESS = 3
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

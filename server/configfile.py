@@ -27,7 +27,6 @@ from . import config
 
 ENV_PREFIX = "STORYPULSE_"
 ENV_CONFIG = "STORYPULSE_CONFIG"
-DAEMON_CONFIG = Path("/etc/storypulse/server.toml")
 
 
 class ConfigError(config.ConfigError):

@@ -24,7 +24,7 @@ import zmq
 from common import protocol
 from common.security import ServerSecurity, curve_required
 
-from .config import ServerConfig
+from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .pool import Pool, Worker
 from .service import CommitFailed, Service
 from .stats import Ticker
@@ -363,7 +363,7 @@ class Server:
             elif worker.state == "stopping" and not worker.leases:
                 why = "did not stop"
             else:
-                why = f"missed {self.pool.patience / self.config.heartbeat:.0f} heartbeats"
+                why = f"missed {HEARTBEAT_LIVENESS} heartbeats"
             self._lose(worker, why, wall)
         beat = protocol.encode(protocol.Heartbeat())
         for worker in self.pool.workers.values():

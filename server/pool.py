@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -89,7 +88,6 @@ class Pool:
         self.max_workers = max_workers
         self.autoscaler = Autoscaler(min_workers, max_workers, quiet_window=quiet_window)
         self.target = min_workers
-        self.reason = "start"
         self.workers: dict[bytes, Worker] = {}
         self.idle: dict[bytes, Worker] = {}  # insertion ordered: longest idle first
         self.by_sentinel: dict[int, Worker] = {}
@@ -285,9 +283,5 @@ class Pool:
         target = max(self.min_workers, min(self.max_workers, decision.target))
         if target == self.target:
             return None
-        old, self.target, self.reason = self.target, target, decision.reason
+        old, self.target = self.target, target
         return old, target, decision.reason
-
-
-def wall() -> float:
-    return time.time()

@@ -156,6 +156,3 @@ class WorkState:
                 self.queued -= 1
                 self.queued_ms -= task.estimate_ms
         return story
-
-    def task_state(self, task_id: int) -> LiveTask | None:
-        return self.live.get(task_id)

@@ -120,7 +120,3 @@ class Ticker:
             missed = math.floor((now - self.next_at) / self.interval) + 1
             self.next_at += missed * self.interval
         return True
-
-    def set_interval(self, interval: float, now: float) -> None:
-        self.interval = interval
-        self.next_at = min(self.next_at, now + interval)
