@@ -72,10 +72,6 @@ class Requests(QObject):
         self.worker.failed.connect(self._on_failed)
         self.thread.start()
 
-    @property
-    def pending(self) -> int:
-        return len(self._callbacks)
-
     def call(self, op: str, fields: dict[str, Any] | None = None,
              on_ok: Callable[[Any], None] | None = None,
              on_error: Callable[[str, str], None] | None = None) -> int:

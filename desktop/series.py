@@ -99,9 +99,6 @@ class SeriesBuffer:
             return i - 1
         return i
 
-    def clear(self) -> None:
-        self._start = self._end = 0
-
     def window(self, since: float, max_points: int) -> tuple[int, int, int]:
         """(first, last, step): the rows at or after `since`, and a decimation step
         that keeps about `max_points` of them.

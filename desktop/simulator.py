@@ -200,12 +200,6 @@ class SimulatorPanel(QGroupBox):
         self.apply_settings(SimulatorSettings(rate, tasks, estimate_ms))
         self.button.setChecked(True)
 
-    def start(self) -> None:
-        self.button.setChecked(True)
-
-    def stop(self) -> None:
-        self.button.setChecked(False)
-
     @Slot(bool)
     def _on_toggled(self, on: bool) -> None:
         for widget in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max):

@@ -58,7 +58,8 @@ class StoryTableModel(QAbstractTableModel):
         self.status: str | None = None  # the filter: None, "open" or "done"
         self._total = 0
         self._pages: OrderedDict[int, list[protocol.StoryView]] = OrderedDict()
-        self._page_of: dict[int, int] = {}  # story_id -> cached page: live events find rows in O(1)
+        # story_id -> (cached page, index in it): live events find rows in O(1)
+        self._page_of: dict[int, tuple[int, int]] = {}
         self._stale: set[int] = set()
         self._loading: set[int] = set()
         self._generation = 0  # bumped by a filter change: older replies are dropped
@@ -119,26 +120,23 @@ class StoryTableModel(QAbstractTableModel):
         return page[offset] if offset < len(page) else None
 
     def row_of(self, story_id: int) -> int | None:
-        number = self._page_of.get(story_id)
+        number, index = self._page_of.get(story_id, (None, 0))
         if number is None or number not in self._pages:
             return None
-        for i, story in enumerate(self._pages[number]):
-            if story.story_id == story_id:
-                return number * PAGE_SIZE + i
-        return None
+        return number * PAGE_SIZE + index
 
     def _store_page(self, number: int, stories: list[protocol.StoryView]) -> None:
         self._drop_page(number)
         self._pages[number] = stories
         self._pages.move_to_end(number)
-        for story in stories:
-            self._page_of[story.story_id] = number
+        for index, story in enumerate(stories):
+            self._page_of[story.story_id] = (number, index)
         while len(self._pages) > MAX_PAGES:
             self._drop_page(next(iter(self._pages)))
 
     def _drop_page(self, number: int) -> None:
         for story in self._pages.pop(number, ()):
-            if self._page_of.get(story.story_id) == number:
+            if self._page_of.get(story.story_id, (None,))[0] == number:
                 del self._page_of[story.story_id]
 
     def cached_stories(self) -> list[protocol.StoryView]:
