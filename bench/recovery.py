@@ -33,8 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from support import ServerProcess  # noqa: E402
-from test_server_e2e import EventTap  # noqa: E402
+from support import EventTap, ServerProcess  # noqa: E402
 
 
 def first_ping(server: ServerProcess, started: float) -> float:

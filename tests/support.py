@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import zmq
+
+from common import protocol
 from common.client import Client, ServerUnavailable
 from common.endpoints import Endpoints
 
@@ -115,3 +118,50 @@ class ServerProcess:
                 self.kill9()
                 raise AssertionError(f"server did not stop within {timeout} s:\n{self.log()}")
         return self.proc.returncode
+
+
+class EventTap:
+    """A SUB socket on the server's events, recording everything in arrival order."""
+
+    def __init__(self, server: ServerProcess, wait_joined: bool = True):
+        self.context = zmq.Context.instance()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.linger = 0
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(server.endpoints.events)
+        self.messages: list[tuple[bytes, object]] = []
+        if wait_joined:  # PUB drops what it sends before the subscription arrives
+            self.wait_stats(lambda stats: True, 10, what="the first stats event")
+
+    def pump(self, timeout: float = 0.05) -> int:
+        got = 0
+        while self.sock.poll(timeout * 1000 if got == 0 else 0):
+            topic, payload = self.sock.recv_multipart()
+            self.messages.append((topic, protocol.decode_event(topic, payload)))
+            got += 1
+        return got
+
+    def stats(self) -> list[protocol.Stats]:
+        return [m for t, m in self.messages if t == protocol.TOPIC_STATS]
+
+    def last_stats(self) -> protocol.Stats | None:
+        found = self.stats()
+        return found[-1] if found else None
+
+    def pool_events(self) -> list[protocol.PoolEvent]:
+        return [m for t, m in self.messages if t == protocol.TOPIC_POOL]
+
+    def story_events(self, event: str | None = None) -> list[protocol.StoryEvent]:
+        return [m for t, m in self.messages
+                if t == protocol.TOPIC_STORY and (event is None or m.event == event)]
+
+    def wait_stats(self, predicate, timeout: float = 20, what: str = "") -> protocol.Stats:
+        def check():
+            self.pump()
+            last = self.last_stats()
+            return last if last is not None and predicate(last) else None
+        return wait_for(check, timeout, what=what or "a stats event that matches")
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

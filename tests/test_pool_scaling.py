@@ -4,55 +4,19 @@ from __future__ import annotations
 
 
 import pytest
-import zmq
 
-from common import protocol
-from support import ServerProcess, wait_for
+from support import EventTap, ServerProcess
 
 QUIET_WINDOW = 1.0
 SCALING = ["--quiet-window", str(QUIET_WINDOW), "--scale-interval", "0.2"]
 
 
-class Feed:
-    """The server's stats and pool events, in arrival order."""
-
-    def __init__(self, server: ServerProcess):
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.linger = 0
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        for topic in (protocol.TOPIC_STATS, protocol.TOPIC_POOL):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(server.endpoints.events)
-        self.stats: list[protocol.Stats] = []
-        self.pool: list[protocol.PoolEvent] = []
-        # PUB drops what it sends before the subscription arrives.
-        wait_for(lambda: self.pump() or self.stats, 10, what="the first stats event")
-
-    def pump(self) -> int:
-        got = 0
-        while self.sock.poll(50 if got == 0 else 0):
-            topic, payload = self.sock.recv_multipart()
-            event = protocol.decode_event(topic, payload)
-            (self.stats if topic == protocol.TOPIC_STATS else self.pool).append(event)
-            got += 1
-        return got
-
-    def wait(self, predicate, timeout: float, what: str) -> protocol.Stats:
-        def check():
-            self.pump()
-            return self.stats[-1] if self.stats and predicate(self.stats[-1]) else None
-        return wait_for(check, timeout, what=what)
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
-
-
 @pytest.fixture
 def feed_of():
-    feeds: list[Feed] = []
+    feeds: list[EventTap] = []
 
-    def make(server: ServerProcess) -> Feed:
-        feeds.append(Feed(server))
+    def make(server: ServerProcess) -> EventTap:
+        feeds.append(EventTap(server))
         return feeds[-1]
     yield make
     for f in feeds:
@@ -68,19 +32,19 @@ def add_stories(server: ServerProcess, count: int, tasks: int, estimate_ms: int)
 def test_a_load_step_grows_the_pool_at_once_and_the_queue_drains(server_factory, feed_of):
     srv = server_factory(workers=1, max_workers=8, extra=SCALING).start()
     feed = feed_of(srv)
-    feed.wait(lambda s: s.workers == 1 and s.workers_target == 1, 20, "one idle worker")
+    feed.wait_stats(lambda s: s.workers == 1 and s.workers_target == 1, 20, "one idle worker")
 
     # 48 tasks of 0.5 s: 24 s of work for one worker, 3 s for eight.
     stories = add_stories(srv, 12, 4, 500)
-    grown = feed.wait(lambda s: s.workers_target == 8, 10, "the target to jump to max")
-    feed.wait(lambda s: s.workers >= 6 and s.workers_busy >= 6, 20, "the new workers to take tasks")
+    grown = feed.wait_stats(lambda s: s.workers_target == 8, 10, "the target to jump to max")
+    feed.wait_stats(lambda s: s.workers >= 6 and s.workers_busy >= 6, 20, "the new workers to take tasks")
 
-    grows = [e for e in feed.pool if e.new_size > e.old_size]
+    grows = [e for e in feed.pool_events() if e.new_size > e.old_size]
     assert grows, "a resize event was published"
     assert grows[0].new_size - grows[0].old_size >= 4, f"one big step, not one per tick: {grows}"
     assert grows[0].reason.startswith("grow") and "queued tasks" in grows[0].reason
 
-    done = feed.wait(lambda s: s.tasks_queued == 0 and s.tasks_running == 0
+    done = feed.wait_stats(lambda s: s.tasks_queued == 0 and s.tasks_running == 0
                      and s.completed_stories >= len(stories), 30, "the queue to drain")
     # With one worker this would take 24 s; the grown pool does it in a fraction.
     assert done.ts - grown.ts < 20
@@ -92,13 +56,13 @@ def test_when_the_load_stops_the_pool_shrinks_back_to_min_after_the_quiet_window
     srv = server_factory(workers=1, max_workers=6, extra=SCALING).start()
     feed = feed_of(srv)
     add_stories(srv, 6, 4, 300)
-    feed.wait(lambda s: s.workers_target == 6, 10, "the pool to grow")
-    feed.wait(lambda s: s.tasks_queued == 0 and s.tasks_running == 0, 30, "the queue to drain")
+    feed.wait_stats(lambda s: s.workers_target == 6, 10, "the pool to grow")
+    feed.wait_stats(lambda s: s.tasks_queued == 0 and s.tasks_running == 0, 30, "the queue to drain")
 
-    feed.wait(lambda s: s.workers == 1 and s.workers_target == 1, 60, "the pool back at min_workers")
-    shrinks = [e for e in feed.pool if e.new_size < e.old_size and e.reason.startswith("shrink")]
-    assert shrinks, [e.reason for e in feed.pool]
-    last_grow = max(e.ts for e in feed.pool if e.new_size > e.old_size)
+    feed.wait_stats(lambda s: s.workers == 1 and s.workers_target == 1, 60, "the pool back at min_workers")
+    shrinks = [e for e in feed.pool_events() if e.new_size < e.old_size and e.reason.startswith("shrink")]
+    assert shrinks, [e.reason for e in feed.pool_events()]
+    last_grow = max(e.ts for e in feed.pool_events() if e.new_size > e.old_size)
     # Slow to shrink: nothing before a quiet window had passed, then a step at a time.
     assert shrinks[0].ts - last_grow >= QUIET_WINDOW * 0.9
     assert len(shrinks) >= 2, "shrinks in steps, not one drop"
@@ -114,19 +78,19 @@ def test_set_pool_changes_the_bounds_at_run_time(server_factory, feed_of):
         # A higher minimum with no load at all: the pool grows to it.
         result = client.set_pool(min_workers=3, max_workers=6)
         assert (result.min_workers, result.max_workers) == (3, 6)
-        feed.wait(lambda s: s.workers == 3 and s.min_workers == 3 and s.max_workers == 6, 20,
+        feed.wait_stats(lambda s: s.workers == 3 and s.min_workers == 3 and s.max_workers == 6, 20,
                   "the pool to grow to the new minimum")
 
         # Under load, the new maximum is the ceiling the policy grows to.
         add_stories(srv, 10, 4, 500)
-        feed.wait(lambda s: s.workers_target == 6 and s.workers == 6, 20, "the pool to reach max 6")
+        feed.wait_stats(lambda s: s.workers_target == 6 and s.workers == 6, 20, "the pool to reach max 6")
 
         # A lower maximum while busy: obeyed, by retiring workers as they finish.
         client.set_pool(min_workers=1, max_workers=2)
-        feed.wait(lambda s: s.workers_target == 2 and s.max_workers == 2, 10, "the target to obey max 2")
-        feed.wait(lambda s: s.workers <= 2, 30, "the pool to shrink to 2 without killing busy workers")
+        feed.wait_stats(lambda s: s.workers_target == 2 and s.max_workers == 2, 10, "the target to obey max 2")
+        feed.wait_stats(lambda s: s.workers <= 2, 30, "the pool to shrink to 2 without killing busy workers")
 
-        feed.wait(lambda s: s.tasks_queued == 0 and s.tasks_running == 0, 60, "the queue to drain")
-        feed.wait(lambda s: s.workers == 1, 30, "back to the new minimum once quiet")
-    bounds = [e for e in feed.pool if "bounds" in e.reason]
-    assert bounds and bounds[-1].new_size == 2, [e.reason for e in feed.pool]
+        feed.wait_stats(lambda s: s.tasks_queued == 0 and s.tasks_running == 0, 60, "the queue to drain")
+        feed.wait_stats(lambda s: s.workers == 1, 30, "back to the new minimum once quiet")
+    bounds = [e for e in feed.pool_events() if "bounds" in e.reason]
+    assert bounds and bounds[-1].new_size == 2, [e.reason for e in feed.pool_events()]

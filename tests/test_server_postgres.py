@@ -12,7 +12,7 @@ import os
 import pytest
 
 from support import wait_for
-from test_server_e2e import EventTap
+from support import EventTap
 
 URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="set STORYPULSE_TEST_POSTGRES to a database URL")

@@ -11,7 +11,8 @@ import pytest
 
 from common.client import ServerUnavailable
 from support import wait_for
-from test_server_e2e import EventTap, make_tasks
+from support import EventTap
+from test_server_e2e import make_tasks
 
 
 def db_figures(path) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from common import protocol
 from support import wait_for
-from test_server_e2e import EventTap
+from support import EventTap
 
 
 def session_processes(leader: int) -> dict[int, int]:
