@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from common import protocol
+from common.endpoints import Endpoints
 from common.security import ServerSecurity, curve_required
 
 from .config import HEARTBEAT_LIVENESS, ServerConfig
@@ -98,7 +99,7 @@ class Server:
         self.context = zmq.Context()
         self.warn = RateLimitedLog()
         host = config.bind
-        base = f"tcp://{'[' + host + ']' if ':' in host else host}"
+        listen = Endpoints(host, config.port)
 
         self.requests = self.context.socket(zmq.ROUTER)
         self.requests.setsockopt(zmq.ROUTER_MANDATORY, 0)  # unroutable replies are dropped
@@ -113,7 +114,7 @@ class Server:
         self.workers.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.workers.setsockopt(zmq.MAXMSGSIZE, WORKER_FRAME_MAX)
         self.workers.linger = 0
-        if ":" in host:
+        if listen.ipv6:
             for sock in (self.requests, self.events, self.workers):
                 sock.setsockopt(zmq.IPV6, 1)
         # Beyond loopback only clients with an authorised key get in (CURVE + ZAP);
@@ -124,14 +125,12 @@ class Server:
             self.security.start(self.context)
             for sock in (self.requests, self.events, self.workers):
                 self.security.apply(sock)
-        self.requests.bind(f"{base}:{config.port}")
-        self.events.bind(f"{base}:{config.port + 1}")
-        self.workers.bind(f"{base}:{config.port + 2}")
+        self.requests.bind(listen.requests)
+        self.events.bind(listen.events)
+        self.workers.bind(listen.workers)
         # Local workers connect to the loopback when the server listens on every address.
         worker_host = {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(host, host)
-        if ":" in worker_host:
-            worker_host = f"[{worker_host}]"
-        worker_endpoint = f"tcp://{worker_host}:{config.port + 2}"
+        worker_endpoint = Endpoints(worker_host, config.port).workers
 
         now = time.monotonic()
         self.publisher = Publisher(self.events)
