@@ -158,6 +158,9 @@ class Stats(Struct, kw_only=True):
     min_workers: int
     max_workers: int
     rate_window_s: float  # rates are averaged over this sliding window
+    # "unavailable" while the database refuses writes; database_error names the cause
+    database: Literal["ok", "unavailable"] = "ok"
+    database_error: str | None = None
 
 
 class StoryEvent(Struct, kw_only=True):
@@ -193,7 +196,8 @@ EVENT_TYPES: dict[bytes, type] = {
 
 # -- replies -----------------------------------------------------------------
 class ErrorInfo(Struct):
-    code: Literal["invalid_request", "not_found", "busy", "internal", "version_mismatch"]
+    code: Literal["invalid_request", "not_found", "busy", "unavailable", "internal",
+                  "version_mismatch"]
     message: str
 
 
@@ -205,6 +209,7 @@ class Reply(Struct, omit_defaults=True):
 
 
 INVALID, NOT_FOUND, BUSY, INTERNAL = "invalid_request", "not_found", "busy", "internal"
+UNAVAILABLE = "unavailable"  # the database refuses writes for now; the message names the cause
 
 RESULT_TYPES: dict[str, type] = {
     "ping": PingResult,

@@ -81,9 +81,10 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
         return [head, "", "  no figures yet"]
     produced = [h.stories_produced_per_s for h in figures.history]
     completed = [h.stories_completed_per_s for h in figures.history]
-    lines = [
-        head + f" · {fmt.clock(s.ts, now)}",
-        "",
+    lines = [head + f" · {fmt.clock(s.ts, now)}", ""]
+    if s.database != "ok":
+        lines += [f"  DATABASE UNAVAILABLE — writes refused, retrying: {s.database_error}", ""]
+    lines += [
         f"  stories produced   {fmt.rate(s.stories_produced_per_s):>12}   {fmt.sparkline(produced, SPARK_WIDTH)}",
         f"  stories completed  {fmt.rate(s.stories_completed_per_s):>12}   {fmt.sparkline(completed, SPARK_WIDTH)}",
         f"  open stories       {fmt.count(s.open_stories):>12}",

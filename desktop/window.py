@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import os
 from datetime import datetime
 
@@ -72,6 +74,10 @@ class MainWindow(QMainWindow):
         self._make_actions()
         self.connection = QLabel()
         self.connection.setTextFormat(Qt.TextFormat.RichText)
+        self.database = QLabel()  # shown only while the server's database refuses writes
+        self.database.setTextFormat(Qt.TextFormat.RichText)
+        self.database.hide()
+        self.statusBar().addPermanentWidget(self.database)
         self.statusBar().addPermanentWidget(self.connection)
         self._show_state(CONNECTING, str(endpoints))
 
@@ -79,6 +85,7 @@ class MainWindow(QMainWindow):
         self.feed.batch_ready.connect(self.dashboard.apply_batch)
         self.feed.batch_ready.connect(self.stories.apply_batch)
         self.feed.batch_ready.connect(self.pool_panel.apply_batch)
+        self.feed.batch_ready.connect(self._show_database)
         self.feed.state_changed.connect(self._show_state)
         self.stories.message.connect(self._status_message)
         self.pool_panel.message.connect(self._status_message)
@@ -212,6 +219,20 @@ class MainWindow(QMainWindow):
         colour = STATE_COLOURS.get(state, "#333")
         self.connection.setText(f"<span style='color:{colour}'>●</span> {text}")
         self.connection.setToolTip(detail)
+
+    @Slot(object)
+    def _show_database(self, batch) -> None:
+        stats = batch.stats[-1] if batch.stats else (batch.snapshot.stats if batch.snapshot else None)
+        if stats is None:
+            return
+        down = stats.database != "ok"
+        if down:
+            cause = html.escape(stats.database_error or "no cause given")
+            self.database.setText(f"<span style='color:{STATE_COLOURS[DISCONNECTED]}'>⚠ database "
+                                  f"unavailable</span> — writes refused: {cause}")
+            self.database.setToolTip("The server keeps serving from memory and retries; it "
+                                     "resumes by itself when the database accepts writes again.")
+        self.database.setVisible(down)
 
     @Slot(str)
     def _status_message(self, text: str) -> None:

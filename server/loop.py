@@ -27,7 +27,7 @@ from common.security import ServerSecurity, curve_required
 
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .pool import Pool, Worker
-from .service import CommitFailed, Service
+from .service import Service
 from .stats import Ticker
 from .store import Store
 
@@ -168,7 +168,7 @@ class Server:
     def restore(self) -> None:
         startup = self.store.load()
         self.service.restore(startup, time.time())
-        self.service.commit()
+        self.flush()
         log.info(
             "restored: %d open stories, %d completed, %d tasks queued, %d tasks completed",
             len(self.service.state.stories), self.service.completed_stories,
@@ -184,8 +184,6 @@ class Server:
             while not self.stopping:
                 self.turn()
             self.shutdown()
-        except CommitFailed:
-            return 1  # logged in flush; nothing of the failed turn was acknowledged
         finally:
             self.close()
         return 0
@@ -227,6 +225,8 @@ class Server:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
         if self.service.state.queued > 0:
             soonest = min(soonest, self.pool.next_prefetch_at())
+        if self.service.outage is not None:
+            soonest = min(soonest, self.service.outage.retry_at)
         return soonest
 
     def _drain_wake(self) -> None:
@@ -317,16 +317,14 @@ class Server:
             log.debug("could not send to worker %r: %s", identity, exc)
 
     # -- group commit ---------------------------------------------------------------------
-    def flush(self) -> None:
-        """Commit the turn's writes, then send the replies and events that depend on them."""
+    def flush(self, force: bool = False) -> None:
+        """Commit the turn's writes, then send the replies and events that depend on them.
+
+        While the database refuses writes, the replies that do not wait on the
+        pending batch still go out; events wait (they announce its writes).
+        """
         service = self.service
-        try:
-            service.commit()
-        except Exception:
-            # The database is the truth: nothing of this turn was acknowledged, so the
-            # safe way on is a restart that rebuilds memory from what is stored.
-            log.critical("the database refused a commit; exiting", exc_info=True)
-            raise
+        committed = service.commit(time.monotonic(), force=force)
         if service.outbox:
             outbox, service.outbox = service.outbox, []
             send = self.requests.send
@@ -337,7 +335,7 @@ class Server:
                     send(payload, NOBLOCK)
                 except zmq.ZMQError as exc:  # the client went away or is not reading
                     self.warn.warning("reply", "could not send a reply: %s", exc)
-        if service.events:
+        if committed and service.events:
             events, service.events = service.events, []
             wall = time.time()
             for _, event, story_id in events:
@@ -415,6 +413,10 @@ class Server:
         unfinished = self.pool.busy
         if unfinished:
             log.info("%d worker(s) still busy after the grace: their tasks stay queued", unfinished)
-        self.flush()
+        self.flush(force=True)
+        if self.service.outage is not None:
+            log.error("stopping with writes the database still refuses (%s): none of them was "
+                      "acknowledged; tasks completed meanwhile run again after a restart",
+                      self.service.outage.cause)
         log.info("stopped: %d stories open, %d completed", len(self.service.state.stories),
                  self.service.completed_stories)

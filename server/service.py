@@ -6,6 +6,13 @@ loop has committed the batch (`commit()`), so nothing is acknowledged or
 announced before it is durable. A request that must read the database first
 asks the loop to flush the turn so far (`self.flush()`), which also keeps
 each client's replies in order.
+
+A database that refuses a commit starts an `Outage`. The refused batch's new
+stories are taken back (their clients get `unavailable` at once: a definite
+answer), the rest of it stays pending with the delete replies that wait on it
+(`held`) and is tried again, with what was added since (workers' completions),
+as the backoff allows. Meanwhile writes are refused as `unavailable`; reads
+are answered as far as the database and memory allow.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from common.protocol import (
     INTERNAL,
     INVALID,
     NOT_FOUND,
+    UNAVAILABLE,
     CreateStory,
     CreateStoryResult,
     DeleteStory,
@@ -37,18 +45,15 @@ from common.protocol import (
 )
 
 from .config import ServerConfig
+from .outage import Outage
 from .pool import Load, Pool, Worker
 from .state import WorkState
 from .stats import History, MeanWindow, RateWindow
-from .store import Batch, Startup, Store
+from .store import Batch, Startup, Store, Unavailable
 
 log = logging.getLogger(__name__)
 
 Envelope = list[bytes]  # the routing frames a reply goes back with
-
-
-class CommitFailed(Exception):
-    """The database refused a turn's writes; nothing of the turn may be acknowledged."""
 
 
 class Service:
@@ -59,6 +64,10 @@ class Service:
         self.state = WorkState()
         self.batch = Batch()
         self.outbox: list[tuple[Envelope, bytes]] = []
+        self.held: list[tuple[Envelope, bytes]] = []  # replies that wait on a refused batch
+        # (outbox index, request id, id of the story it creates or 0) of the batch's write replies
+        self._acks: list[tuple[int, Any, int]] = []
+        self.outage: Outage | None = None
         self.events: list[tuple] = []  # ("story", event, story_id), published after the commit
         self.flush: Callable[[], None] = lambda: None  # set by the loop
         self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
@@ -102,8 +111,7 @@ class Service:
         # An open story with nothing left cannot arise from our own writes; repair it anyway.
         for story_id in startup.open_stories.keys() - by_story.keys():
             log.warning("story %d was open with no unfinished task: marking it done", story_id)
-            self.batch.done_stories.append(story_id)
-            self.batch.completed_at = wall
+            self.batch.done_stories.append((wall, [story_id]))
             self.completed_stories += 1
 
     # -- requests -------------------------------------------------------------------
@@ -115,8 +123,8 @@ class Service:
             return
         try:
             self._handlers[type(request)](envelope, request, now, wall)
-        except CommitFailed:
-            raise  # not this request's fault: the server must stop (see loop.flush)
+        except Unavailable as exc:  # a read the database did not answer
+            self.reply_error(envelope, request.id, UNAVAILABLE, exc.cause)
         except Exception as exc:
             log.exception("internal error while handling %s", type(request).__name__)
             self.reply_error(envelope, request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -127,10 +135,29 @@ class Service:
     def reply_error(self, envelope: Envelope, request_id: Any, code: str, message: str) -> None:
         self.outbox.append((envelope, protocol.error(request_id, code, message)))
 
+    def _acknowledge(self, envelope: Envelope, request_id: Any, result: Any,
+                     created: int = 0) -> None:
+        """The reply to a write: it goes out only with its commit (see _refused)."""
+        self._acks.append((len(self.outbox), request_id, created))
+        self.reply(envelope, request_id, result)
+
+    def _refuse_writes(self, envelope: Envelope, request_id: Any) -> bool:
+        """True (and the reply sent) while the database refuses writes."""
+        if self.outage is None:
+            return False
+        self.reply_error(envelope, request_id, UNAVAILABLE, self._unavailable(self.outage.cause))
+        return True
+
+    @staticmethod
+    def _unavailable(cause: str) -> str:
+        return f"{cause}; writes are refused until it accepts them again"
+
     def _ping(self, envelope: Envelope, req: Ping, now: float, wall: float) -> None:
         self.reply(envelope, req.id, PingResult(__version__, protocol.PROTOCOL_VERSION))
 
     def _create_story(self, envelope: Envelope, req: CreateStory, now: float, wall: float) -> None:
+        if self._refuse_writes(envelope, req.id):
+            return
         tasks = req.tasks
         count = len(tasks)
         state = self.state
@@ -154,9 +181,11 @@ class Service:
         self.stories_in.add(now)
         self.tasks_in.add(now, count)
         self.events.append(("story", "created", story_id))
-        self.reply(envelope, req.id, CreateStoryResult(story_id, list(ids)))
+        self._acknowledge(envelope, req.id, CreateStoryResult(story_id, list(ids)), story_id)
 
     def _delete_story(self, envelope: Envelope, req: DeleteStory, now: float, wall: float) -> None:
+        if self._refuse_writes(envelope, req.id):
+            return
         story_id = req.story_id
         story = self.state.delete_story(story_id)
         if story is not None:
@@ -173,7 +202,7 @@ class Service:
         self.batch.deleted_stories.append(story_id)
         self.batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
         self.events.append(("story", "deleted", story_id))
-        self.reply(envelope, req.id, Empty())
+        self._acknowledge(envelope, req.id, Empty())
 
     def _get_story(self, envelope: Envelope, req: GetStory, now: float, wall: float) -> None:
         self.flush()
@@ -304,8 +333,7 @@ class Service:
         self.tasks_completed += count
         self.tasks_out.add(now, count)
         if finished_stories:
-            batch.done_stories.extend(finished_stories)
-            batch.completed_at = wall
+            batch.done_stories.append((wall, finished_stories))
             self.completed_stories += len(finished_stories)
             self.stories_out.add(now, len(finished_stories))
             self.events.extend(("story", "completed", sid) for sid in finished_stories)
@@ -316,14 +344,75 @@ class Service:
                     worker.describe(), why, back)
 
     # -- commit ---------------------------------------------------------------------------
-    def commit(self) -> None:
-        """Write the turn's batch in one transaction. Raises if it did not commit."""
+    def commit(self, now: float, *, force: bool = False) -> bool:
+        """Write the pending batch in one transaction; False while the database refuses it.
+
+        During an outage the batch is tried only when the backoff allows (or `force`).
+        Replies in `outbox` may go out either way; `events` only after a True.
+        """
+        outage = self.outage
+        if outage is not None and not (force or outage.due(now)):
+            return False
         if self.batch:
-            batch, self.batch = self.batch, Batch()
             try:
-                self.store.apply(batch)
-            except Exception as exc:
-                raise CommitFailed(str(exc)) from exc
+                self.store.apply(self.batch, again=outage is not None)
+            except Unavailable as exc:
+                self._refused(exc.cause, now)
+                return False
+            self.batch = Batch()
+        self._acks.clear()
+        if outage is not None:
+            log.warning("the database accepts writes again after %.1f s and %d tries; "
+                        "%d held replies go out", outage.lasted(now), outage.failures,
+                        len(self.held))
+            self.outbox[:0] = self.held
+            self.held = []
+            self.outage = None
+        return True
+
+    def _refused(self, cause: str, now: float) -> None:
+        if self.outage is None:
+            log.error("the database refuses writes (%s): nothing of it is acknowledged, new "
+                      "writes get `unavailable`, retrying", cause)
+            self.outage = Outage(cause, now)
+            self._answer_refused_batch(cause, now)
+        else:
+            self.outage.refused_again(cause, now)
+            log.debug("the database still refuses writes (%s); try %d", cause,
+                      self.outage.failures)
+
+    def _answer_refused_batch(self, cause: str, now: float) -> None:
+        """New stories: refused now and forgotten. Deletes: their replies wait for the retry."""
+        outbox, message = self.outbox, self._unavailable(cause)
+        created: list[int] = []
+        waiting: set[int] = set()
+        for index, request_id, story_id in self._acks:
+            if story_id:
+                outbox[index] = (outbox[index][0], protocol.error(request_id, UNAVAILABLE, message))
+                created.append(story_id)
+            else:
+                waiting.add(index)
+        self._acks = []
+        self.held.extend(outbox[i] for i in sorted(waiting))
+        self.outbox = [entry for i, entry in enumerate(outbox) if i not in waiting]
+        if created:
+            self._forget_created(created, now)
+
+    def _forget_created(self, story_ids: list[int], now: float) -> None:
+        gone = set(story_ids)
+        batch = self.batch
+        batch.stories = [row for row in batch.stories if row[0] not in gone]
+        tasks = len(batch.tasks)
+        batch.tasks = [row for row in batch.tasks if row[1] not in gone]
+        # Should the refused commit have happened after all (a connection lost during
+        # COMMIT), the retry removes them, as their clients were told.
+        batch.deleted_stories.extend(story_ids)
+        batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
+        for story_id in story_ids:
+            self.state.delete_story(story_id)  # tasks already leased: their reports are ignored
+        self.events = [e for e in self.events if not (e[1] == "created" and e[2] in gone)]
+        self.stories_in.add(now, -len(story_ids))
+        self.tasks_in.add(now, -(tasks - len(batch.tasks)))
 
     # -- figures --------------------------------------------------------------------------
     def load(self, now: float) -> Load:
@@ -361,4 +450,6 @@ class Service:
             min_workers=pool.min_workers,
             max_workers=pool.max_workers,
             rate_window_s=self.config.rate_window,
+            database="ok" if self.outage is None else "unavailable",
+            database_error=None if self.outage is None else self.outage.cause,
         )

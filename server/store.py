@@ -38,7 +38,7 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",  # with WAL: durable against process crashes, fast commits
     "foreign_keys": 1,
     "cache_size": -64_000,  # KiB: 64 MiB page cache
-    "busy_timeout": 5_000,
+    "busy_timeout": 500,  # ms: a longer lock by another process is an outage, not a stall
 }
 IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
 
@@ -116,6 +116,63 @@ def describe(db: peewee.Database) -> str:
     return f"{type(db).__name__}({db.database})"
 
 
+def location(db: peewee.Database) -> str:
+    """The file or URL of a database, for messages; never a password."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return str(db.database)
+    params = getattr(db, "connect_params", {}) or {}
+    user = f"{params['user']}@" if params.get("user") else ""
+    host = params.get("host") or "localhost"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{db.database}"
+
+
+class Unavailable(Exception):
+    """The database refused a statement; `cause` says why, for people, with the file or URL."""
+
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause
+
+
+# (what the driver says, in lower case) -> what we tell people
+_CAUSES = (
+    (("database or disk is full", "no space left", "could not extend file", "disk quota"),
+     "database is full"),
+    (("readonly database", "read-only", "read only"), "database is read-only"),
+    (("database is locked", "database table is locked"),
+     "database is locked by another connection"),
+    (("disk i/o error",), "disk I/O error on the database"),
+    (("server closed the connection", "connection already closed", "terminating connection",
+      "could not connect", "connection refused", "connection to server", "shutting down",
+      "starting up", "no connection to the server", "ssl connection has been closed",
+      "recovery mode", "connection not open", "connection is closed"),
+     "database connection lost"),
+)
+
+
+def explain(exc: BaseException, where: str) -> str:
+    """One line: the cause of a database failure, from the whole exception chain."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for needles, cause in _CAUSES:
+        for error in chain:
+            text = str(error).lower()
+            if any(needle in text for needle in needles):
+                detail = "" if cause != "database connection lost" else f" ({_first_line(error)})"
+                return f"{cause}: {where}{detail}"
+    original = chain[-1]
+    return f"database error on {where}: {type(original).__name__}: {_first_line(original)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 @dataclass
 class Startup:
     """What the server needs in memory, read once when it starts."""
@@ -138,9 +195,9 @@ class Batch:
     tasks: list[tuple] = field(default_factory=list)  # see TASK_COLUMNS
     # (attempts, started_at, finished_at, task ids)
     completions: list[tuple[int, float, float, list[int]]] = field(default_factory=list)
-    done_stories: list[int] = field(default_factory=list)
+    # (completed_at, story ids): a batch held through an outage spans many turns
+    done_stories: list[tuple[float, list[int]]] = field(default_factory=list)
     deleted_stories: list[int] = field(default_factory=list)
-    completed_at: float = 0.0
     id_floors: dict[str, int] = field(default_factory=dict)  # set when stories are deleted
 
     def __bool__(self) -> bool:
@@ -162,6 +219,7 @@ def _chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]
 class Store:
     def __init__(self, db: peewee.Database):
         self.db = db
+        self.where = location(db)
         database.initialize(db)
         self.p = db.param  # placeholder: ? for SQLite, %s for PostgreSQL
         self._insert_story = (
@@ -216,35 +274,48 @@ class Store:
         )
 
     # -- the group commit -------------------------------------------------------
-    def apply(self, batch: Batch) -> None:
-        """All of one turn's writes in one transaction; raises if it did not commit."""
+    def apply(self, batch: Batch, *, again: bool = False) -> None:
+        """All of one turn's writes in one transaction; raises Unavailable if it did not commit.
+
+        `again`: the batch was refused before. A refusal can hide a commit that did
+        happen (the connection dropped before the answer), so inserts then skip rows
+        that are already there; every other statement is idempotent anyway.
+        """
+        try:
+            with self.db.atomic():
+                self._write(batch, again)
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+
+    def _write(self, batch: Batch, again: bool) -> None:
         p = self.p
-        with self.db.atomic():
-            cursor = self.db.cursor()
-            if batch.stories:
-                cursor.executemany(self._insert_story, batch.stories)
-            if batch.tasks:
-                cursor.executemany(self._insert_task, batch.tasks)
-            for attempts, started, finished, ids in batch.completions:
-                for chunk in _chunks(ids):
-                    cursor.execute(
-                        f"UPDATE task SET status = 'done', attempts = {p}, started_at = {p}, "
-                        f"finished_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
-                        (attempts, started, finished, *chunk),
-                    )
-            for chunk in _chunks(batch.done_stories):
+        cursor = self.db.cursor()
+        skip = " ON CONFLICT DO NOTHING" if again else ""
+        if batch.stories:
+            cursor.executemany(self._insert_story + skip, batch.stories)
+        if batch.tasks:
+            cursor.executemany(self._insert_task + skip, batch.tasks)
+        for attempts, started, finished, ids in batch.completions:
+            for chunk in _chunks(ids):
+                cursor.execute(
+                    f"UPDATE task SET status = 'done', attempts = {p}, started_at = {p}, "
+                    f"finished_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
+                    (attempts, started, finished, *chunk),
+                )
+        for completed_at, ids in batch.done_stories:
+            for chunk in _chunks(ids):
                 cursor.execute(
                     f"UPDATE story SET status = 'done', completed_at = {p} "
                     f"WHERE id IN ({', '.join([p] * len(chunk))})",
-                    (batch.completed_at, *chunk),
+                    (completed_at, *chunk),
                 )
-            for chunk in _chunks(batch.deleted_stories):
-                marks = ", ".join([p] * len(chunk))
-                # Explicit, so it does not depend on the database enforcing the cascade.
-                cursor.execute(f"DELETE FROM task WHERE story_id IN ({marks})", tuple(chunk))
-                cursor.execute(f"DELETE FROM story WHERE id IN ({marks})", tuple(chunk))
-            for name, value in batch.id_floors.items():
-                self._set_counter(cursor, name, value)
+        for chunk in _chunks(batch.deleted_stories):
+            marks = ", ".join([p] * len(chunk))
+            # Explicit, so it does not depend on the database enforcing the cascade.
+            cursor.execute(f"DELETE FROM task WHERE story_id IN ({marks})", tuple(chunk))
+            cursor.execute(f"DELETE FROM story WHERE id IN ({marks})", tuple(chunk))
+        for name, value in batch.id_floors.items():
+            self._set_counter(cursor, name, value)
 
     def _set_counter(self, cursor, name: str, value: int) -> None:
         p = self.p
@@ -253,24 +324,51 @@ class Store:
             cursor.execute(f"INSERT INTO counter (name, value) VALUES ({p}, {p})", (name, value))
 
     # -- reads --------------------------------------------------------------------
+    def _read(self, sql: str, params: tuple) -> peewee.CursorWrapper:
+        try:
+            return self.db.execute_sql(sql, params)
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+
     def story(self, story_id: int) -> tuple | None:
-        return self.db.execute_sql(
-            f"SELECT {STORY_SELECT} FROM story WHERE id = {self.p}", (story_id,)
-        ).fetchone()
+        return self._read(f"SELECT {STORY_SELECT} FROM story WHERE id = {self.p}",
+                          (story_id,)).fetchone()
 
     def tasks_of(self, story_id: int) -> list[tuple]:
-        return self.db.execute_sql(
-            f"SELECT {TASK_SELECT} FROM task WHERE story_id = {self.p} ORDER BY id", (story_id,)
-        ).fetchall()
+        return self._read(f"SELECT {TASK_SELECT} FROM task WHERE story_id = {self.p} ORDER BY id",
+                          (story_id,)).fetchall()
 
     def stories(self, status: str | None, offset: int, limit: int) -> list[tuple]:
         """Newest first."""
         p = self.p
         where, params = ("", ()) if status is None else (f"WHERE status = {p} ", (status,))
-        return self.db.execute_sql(
+        return self._read(
             f"SELECT {STORY_SELECT} FROM story {where}ORDER BY id DESC LIMIT {p} OFFSET {p}",
             (*params, limit, offset),
         ).fetchall()
+
+    # -- failures -------------------------------------------------------------------
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        """Leave the connection usable for the next try and say in words what went wrong."""
+        self._recover_connection()
+        return Unavailable(explain(exc, self.where))
+
+    def _recover_connection(self) -> None:
+        db = self.db
+        if isinstance(db, peewee.SqliteDatabase):
+            conn = None if db.is_closed() else db.connection()
+            if conn is not None and conn.in_transaction:
+                try:  # a statement failed inside the transaction without ending it
+                    conn.rollback()
+                except Exception:
+                    log.debug("rollback after a failed write failed too", exc_info=True)
+            return
+        # A server connection may be gone (restart, failover): drop it, so the next
+        # statement connects afresh (peewee connects on demand).
+        try:
+            db.close()
+        except Exception:
+            db.dispose()
 
     def integrity_ok(self) -> bool:
         if not isinstance(self.db, peewee.SqliteDatabase):

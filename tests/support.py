@@ -34,10 +34,22 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # the usual start elsewhere
+
+
 def free_port_block(count: int = 3) -> int:
-    """A base port P such that P..P+count-1 are all free on 127.0.0.1."""
+    """A base port P such that P..P+count-1 are all free on 127.0.0.1.
+
+    Below the ephemeral range: a client reconnecting to a port in that range
+    while nothing listens can be handed that very port as its own source and
+    connect to itself (TCP simultaneous open), then read its own request back.
+    """
     for _ in range(200):
-        base = random.randrange(20000, 60000)
+        base = random.randrange(20000, max(21000, _ephemeral_start() - count))
         sockets = []
         try:
             for port in range(base, base + count):
@@ -69,6 +81,13 @@ class ServerProcess:
         ]
         self.proc: subprocess.Popen | None = None
         self.log_path = db.with_suffix(".log")
+
+    def use_db(self, spec: str | Path) -> ServerProcess:
+        """Another database (a path or URL) for the next start."""
+        self.args[self.args.index("--db") + 1] = str(spec)
+        if isinstance(spec, Path):
+            self.db = spec
+        return self
 
     def start(self, wait: bool = True) -> ServerProcess:
         log = open(self.log_path, "ab")
@@ -118,6 +137,16 @@ class ServerProcess:
                 self.kill9()
                 raise AssertionError(f"server did not stop within {timeout} s:\n{self.log()}")
         return self.proc.returncode
+
+
+def empty_postgres(url: str) -> str:
+    """Drop the server's tables from a test PostgreSQL database; returns the URL."""
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    db.execute_sql("DROP TABLE IF EXISTS task, story, counter")
+    db.close()
+    return url
 
 
 class EventTap:

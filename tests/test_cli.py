@@ -322,3 +322,14 @@ def test_figures_keep_history_at_one_point_a_second_and_the_last_pool_event():
     assert "busy 2 / 2 · target 3 · bounds 1-4" in lines
     assert re.search(r"open stories\s+3$", lines, re.M)
     assert "127.0.0.1:5555 · live · seq 7" in lines
+
+
+def test_watch_says_when_the_database_refuses_writes():
+    figures = Figures()
+    down = stats(1)
+    down.database, down.database_error = "unavailable", "database is full: /srv/s.db"
+    figures.load_snapshot(protocol.SnapshotResult(seq=1, stats=down, history=[]))
+    lines = "\n".join(render(figures, "127.0.0.1:5555", "live", now=101.0))
+    assert "DATABASE UNAVAILABLE" in lines and "database is full: /srv/s.db" in lines
+    figures.apply(stats(2, 100.5))
+    assert "DATABASE" not in "\n".join(render(figures, "127.0.0.1:5555", "live", now=101.0))

@@ -14,6 +14,7 @@ import pytest
 from PySide6.QtCore import QSettings, QThread
 from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
 
+from common.client import RequestError
 from desktop.dashboard import format_figure
 from desktop.feed import CONNECTED, RECONNECTING
 from desktop.window import MainWindow
@@ -155,6 +156,35 @@ def test_shows_reconnecting_and_recovers_after_a_server_restart(qtbot, server, o
     add_stories(server, 2, estimate_ms=0)
     wait_for(lambda: server_stats(server).completed_stories == 2, timeout=30, what="2 stories done")
     qtbot.waitUntil(lambda: shown(window, "completed_stories") == "2", timeout=10_000)
+
+
+def test_the_status_bar_shows_a_database_that_refuses_writes_until_it_accepts_them(
+        qtbot, server, open_window):
+    import sqlite3
+
+    window = open_window(server)
+    assert window.database.isHidden()
+    lock = sqlite3.connect(server.db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        with pytest.raises(RequestError):
+            add_stories(server, 1)
+        qtbot.waitUntil(lambda: not window.database.isHidden(), timeout=10_000)
+        assert "database unavailable" in window.database.text() and "locked" in window.database.text()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: _adds(server), timeout=20, what="writes accepted again")
+    qtbot.waitUntil(window.database.isHidden, timeout=10_000)
+    assert window.connection_state == CONNECTED
+
+
+def _adds(server) -> bool:
+    try:
+        add_stories(server, 1)
+        return True
+    except RequestError:
+        return False
 
 
 def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, server, tmp_path):

@@ -11,22 +11,14 @@ import os
 
 import pytest
 
-from support import wait_for
-from support import EventTap
+from support import EventTap, empty_postgres, wait_for
 
 URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="set STORYPULSE_TEST_POSTGRES to a database URL")
 
 
 def test_stories_complete_and_survive_kill9_on_postgres(server_factory):
-    from playhouse.db_url import connect
-
-    db = connect(URL)
-    db.execute_sql("DROP TABLE IF EXISTS task, story, counter")
-    db.close()
-    server = server_factory(workers=2, time_scale=0.01)
-    server.args[server.args.index("--db") + 1] = URL
-    server.start()
+    server = server_factory(workers=2, time_scale=0.01).use_db(empty_postgres(URL)).start()
     with server.client() as client:
         ids = [client.create_story(f"pg{i}", [{"estimate_ms": 500}] * 3).story_id
                for i in range(40)]

@@ -7,7 +7,8 @@ import pytest
 from server.config import DEFAULTS, ConfigError, ServerConfig
 from server.state import WorkState
 from server.stats import History, MeanWindow, RateWindow, Ticker
-from server.store import Batch, Store
+from common import protocol
+from server.store import Batch, Store, Unavailable
 
 # -- rate windows ----------------------------------------------------------------
 
@@ -190,7 +191,7 @@ def test_store_round_trip_and_restart_load(tmp_path):
     batch.tasks += [(1, 1, "", 5, "queued", 0, 1.0), (2, 1, "", 0, "queued", 0, 1.0),
                     (3, 2, "x", 7, "queued", 0, 2.0), (4, 3, "", 1, "queued", 0, 3.0)]
     store.apply(batch)
-    batch = Batch(completions=[(1, 10.0, 11.0, [3])], done_stories=[2], completed_at=11.0,
+    batch = Batch(completions=[(1, 10.0, 11.0, [3])], done_stories=[(11.0, [2])],
                   deleted_stories=[3], id_floors={"story_id": 3, "task_id": 4})
     store.apply(batch)
     store.close()
@@ -247,23 +248,126 @@ def test_pool_gives_the_next_lease_just_in_time():
     assert pool.remove(worker) == [3, 4, 5]  # a lost worker's tasks, in order
 
 
-def test_a_refused_commit_acknowledges_nothing(tmp_path):
+def _service_on(path):
+    from server.pool import Pool
+    from server.service import Service
+
+    store = Store.open(str(path))
+    pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=1, max_workers=1, quiet_window=5)
+    service = Service(ServerConfig.from_options({}), store, pool, now=0.0)
+    service.flush = lambda: service.commit(0.0)  # as the loop does, without sockets
+    return store, service
+
+
+def _replies(service) -> list[protocol.Reply]:
+    out, service.outbox = service.outbox, []
+    return [protocol.decode_reply(payload) for _, payload in out]
+
+
+CREATE = b'{"op": "create_story", "id": 1, "name": "a", "tasks": [{"estimate_ms": 1}]}'
+
+
+def test_a_refused_commit_refuses_its_creates_holds_its_deletes_and_resumes(tmp_path):
     import sqlite3
 
-    from server.service import CommitFailed, Service
-
     path = tmp_path / "c.db"
-    store = Store.open(str(path))
-    service = Service(ServerConfig.from_options({}), store, pool=None, now=0.0)
-    service.flush = service.commit  # as the loop does, without sockets
-    service.handle_request([b"client"], b'{"op": "create_story", "name": "a", '
-                           b'"tasks": [{"estimate_ms": 1}]}', 0.0, 1.0)
-    assert len(service.outbox) == 1  # the reply waits for the commit
-    other = sqlite3.connect(path)
-    other.execute("DROP TABLE task")  # the next commit cannot succeed
-    other.commit()
+    store, service = _service_on(path)
+    store.db.execute_sql("PRAGMA busy_timeout = 20")
+    service.handle_request([b"c"], CREATE, 0.0, 1.0)
+    assert service.commit(0.0) is True
+    assert _replies(service)[0].result["story_id"] == 1
+    service.events.clear()  # published, as the loop does after a commit
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    service.handle_request([b"c"], CREATE.replace(b'"id": 1', b'"id": 2'), 1.0, 1.0)
+    service.handle_request([b"c"], b'{"op": "delete_story", "id": 3, "story_id": 1}', 1.0, 1.0)
+    assert service.commit(1.0) is False
+    assert service.outage is not None and "locked" in service.outage.cause
+    assert str(path) in service.outage.cause
+    (create,) = _replies(service)  # the new story: a definite no, at once
+    assert (create.id, create.ok, create.error.code) == (2, False, protocol.UNAVAILABLE)
+    assert "locked" in create.error.message and str(path) in create.error.message
+    assert len(service.held) == 1  # the delete's reply waits for its commit
+    assert 2 not in service.state.stories and service.events == [("story", "deleted", 1)]
+
+    service.handle_request([b"c"], b'{"op": "ping", "id": 4}', 1.0, 1.0)
+    service.handle_request([b"c"], CREATE.replace(b'"id": 1', b'"id": 5'), 1.0, 1.0)
+    service.handle_request([b"c"], b'{"op": "delete_story", "id": 6, "story_id": 1}', 1.0, 1.0)
+    ping, create, delete = _replies(service)
+    assert ping.ok and ping.id == 4
+    assert (create.ok, create.error.code) == (False, protocol.UNAVAILABLE)
+    assert (delete.ok, delete.error.code) == (False, protocol.UNAVAILABLE)
+    stats = service.stats(1.0, 1.0, 0)
+    assert stats.database == "unavailable" and "locked" in stats.database_error
+    assert stats.open_stories == 0
+
+    assert service.commit(1.01) is False  # not due yet: no try, no wait on the lock
+    assert service.outage.failures == 1
+    other.execute("ROLLBACK")
     other.close()
-    with pytest.raises(CommitFailed):
-        # a read flushes first: the failure must stop the server, not become an `internal` reply
-        service.handle_request([b"client"], b'{"op": "get_story", "story_id": 1}', 0.0, 1.0)
+    assert service.commit(service.outage.retry_at) is True
+    (held,) = _replies(service)
+    assert held.ok and held.id == 3
+    assert service.outage is None and service.stats(2.0, 2.0, 0).database == "ok"
+    assert store.story(1) is None and store.story(2) is None
+    service.handle_request([b"c"], CREATE, 2.0, 2.0)
+    assert service.commit(2.0) is True
+    assert _replies(service)[0].result["story_id"] == 3  # ids are never reused
     store.close()
+
+
+def test_a_commit_retried_after_an_unseen_success_stores_each_row_once(tmp_path):
+    """A refusal can hide a commit that happened (the connection dropped before the answer)."""
+    store = Store.open(str(tmp_path / "twice.db"))
+    batch = Batch(stories=[(1, "a", "", "open", 1.0, 1)], tasks=[(1, 1, "", 5, "queued", 0, 1.0)])
+    store.apply(batch)
+    batch.completions.append((1, 2.0, 3.0, [1]))
+    batch.done_stories.append((3.0, [1]))
+    with pytest.raises(Unavailable):
+        store.apply(batch)  # the same inserts again: refused as it should be
+    store.apply(batch, again=True)
+    assert store.story(1)[3] == "done" and store.tasks_of(1)[0][3] == "done"
+    assert store.db.execute_sql("SELECT COUNT(*) FROM task").fetchone()[0] == 1
+    store.close()
+
+
+def test_failures_are_explained_with_the_cause_and_the_place():
+    from server.store import explain
+
+    full = sqlite3_error("database or disk is full")
+    try:
+        try:
+            raise full
+        except Exception:
+            raise RuntimeError("cannot rollback - no transaction is active")
+    except RuntimeError as masked:
+        assert explain(masked, "/data/s.db") == "database is full: /data/s.db"
+    assert explain(sqlite3_error("attempt to write a readonly database"), "/x.db") == \
+        "database is read-only: /x.db"
+    lost = explain(OSError("server closed the connection unexpectedly\n\tThis probably..."),
+                   "postgresql://u@h:5432/d")
+    assert lost == ("database connection lost: postgresql://u@h:5432/d "
+                    "(server closed the connection unexpectedly)")
+    assert explain(ValueError("odd"), "/x.db") == "database error on /x.db: ValueError: odd"
+
+
+def sqlite3_error(message: str) -> Exception:
+    import sqlite3
+
+    return sqlite3.OperationalError(message)
+
+
+def test_outage_backoff_grows_to_a_ceiling():
+    from server.outage import FIRST_RETRY_S, MAX_RETRY_S, Outage
+
+    outage = Outage("database is full: x", now=100.0)
+    assert not outage.due(100.0) and outage.due(100.0 + FIRST_RETRY_S)
+    delays = []
+    for _ in range(10):
+        now = outage.retry_at
+        outage.refused_again("database is full: x", now)
+        delays.append(outage.retry_at - now)
+    assert delays[0] == pytest.approx(2 * FIRST_RETRY_S)
+    assert delays == sorted(delays) and delays[-1] == MAX_RETRY_S
+    assert outage.lasted(outage.retry_at) > sum(delays[:-1])
