@@ -1,7 +1,7 @@
 """`storypulse load`: random stories at a steady rate, pipelined, with back-pressure handled.
 
 Requests are pipelined (many in flight on one DEALER socket, matched by id) up
-to a bound; a `busy` reply puts the story back to be sent again a little later
+to a bound; a `busy` or `unavailable` reply puts the story back to be sent again a little later
 (backing off while the server stays busy); anything else is counted as an error.
 """
 
@@ -30,7 +30,7 @@ class Tally:
     resent: int = 0  # stories sent again after `busy`
     acked: int = 0  # stories the server stored
     tasks_acked: int = 0
-    busy: int = 0
+    busy: int = 0  # refused for now (busy, or the database unavailable): sent again
     errors: int = 0
     skipped: int = 0  # ticks dropped because the in-flight bound was reached
     gave_up: int = 0  # busy stories still waiting to be resent at the end
@@ -95,7 +95,7 @@ class LoadRun:
             request_id, result = self.client.receive(timeout=0)
         except RequestError as exc:
             entry = self.pending.pop(exc.request_id, None) if isinstance(exc.request_id, int) else None
-            if exc.code == protocol.BUSY and entry is not None:
+            if exc.code in protocol.TRY_AGAIN and entry is not None:
                 self.tally.busy += 1
                 self.retry.append((now + self.backoff, entry[0]))
                 self.backoff = min(BACKOFF_MAX, self.backoff * 2)

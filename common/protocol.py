@@ -210,6 +210,8 @@ class Reply(Struct, omit_defaults=True):
 
 INVALID, NOT_FOUND, BUSY, INTERNAL = "invalid_request", "not_found", "busy", "internal"
 UNAVAILABLE = "unavailable"  # the database refuses writes for now; the message names the cause
+# Refusals of a write that stored nothing: the same request may be sent again later.
+TRY_AGAIN = frozenset({BUSY, UNAVAILABLE})
 
 RESULT_TYPES: dict[str, type] = {
     "ping": PingResult,

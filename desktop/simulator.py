@@ -105,7 +105,7 @@ class SimulatorWorker(QObject):
                         except RequestError as exc:
                             last_reply = time.monotonic()
                             story = pending.pop(exc.request_id, None) if isinstance(exc.request_id, int) else None
-                            if exc.code == protocol.BUSY and story is not None:
+                            if exc.code in protocol.TRY_AGAIN and story is not None:
                                 progress.busy += 1
                                 retry.append((last_reply + backoff, story))
                                 backoff = min(BACKOFF_MAX, backoff * 2)

@@ -9,10 +9,12 @@ acknowledges nothing it did not store, and resumes by itself.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from common import protocol
 from common.client import RequestError, ServerUnavailable
-from support import EventTap, empty_postgres, wait_for
+from support import REPO, EventTap, empty_postgres, wait_for
 
 PG_URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
 PG_RESTART = os.environ.get("STORYPULSE_TEST_POSTGRES_RESTART")  # e.g. "pg_ctlcluster 15 main restart"
@@ -198,3 +200,28 @@ def test_a_postgresql_restart_under_load_loses_nothing(server_factory):
     assert_every_story_done(server, ids, exact=False)
     assert server.proc.poll() is None and "Traceback" not in server.log()
     assert server.stop() == 0
+
+
+def test_storypulse_load_resends_what_an_outage_refused(server):
+    """The simulator treats `unavailable` as `busy`: nothing was stored, send it again later."""
+    lock = sqlite3.connect(server.db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    load = subprocess.Popen(
+        [sys.executable, "-m", "common.cli", "load", "--rate", "50", "--duration", "3", "--tasks", "1",
+         "--estimate-ms", "0", "--json", "--server", f"127.0.0.1:{server.port}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with server.client() as client:
+            wait_for(lambda: client.snapshot(history_seconds=0).stats.database == "unavailable", 10,
+                     what="the outage")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    out, err = load.communicate(timeout=60)
+    assert load.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["busy_replies"] > 0 and summary["errors"] == 0, summary
+    assert summary["gave_up"] == 0 and summary["unanswered"] == 0, summary
+    assert summary["stories_created"] == summary["stories_sent"]
+    with server.client() as client:
+        assert client.list_stories().total == summary["stories_created"]
