@@ -29,6 +29,9 @@ HISTORY_SECONDS_MAX = 3_600  # stats history a snapshot can carry
 WORKERS_MAX = 256  # upper bound for max_workers
 ID_MAX = 2**53 - 1  # ids stay exact in every JSON implementation
 CORRELATION_MAX = 128  # characters in a string correlation id
+WIP_LIMIT_MAX = 100_000  # stories in progress at once, at most, when a limit is set
+FLOW_WINDOW_MAX_S = 86_400.0  # lead and cycle times are taken over at most a day
+COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
 
 Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
 TaskName = Annotated[str, Meta(max_length=NAME_MAX)]
@@ -84,7 +87,12 @@ class SetPool(_Request, tag="set_pool", kw_only=True):
     max_workers: Annotated[int, Meta(ge=1, le=WORKERS_MAX)] | None = None
 
 
-Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool]
+class SetFlow(_Request, tag="set_flow", kw_only=True):
+    wip_limit: Annotated[int, Meta(ge=0, le=WIP_LIMIT_MAX)] | None = None  # 0: no limit
+    flow_window_s: Annotated[float, Meta(gt=0, le=FLOW_WINDOW_MAX_S)] | None = None
+
+
+Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool, SetFlow]
 OPS = tuple(t.__struct_config__.tag for t in Request.__args__)
 
 
@@ -120,6 +128,9 @@ class StoryView(Struct, omit_defaults=True):
     tasks_done: int
     completed_at: float | None = None
     tasks: list[TaskView] | None = None  # get_story only
+    started_at: float | None = None  # when its first task started
+    lead_time_s: float | None = None  # created -> completed, once done
+    cycle_time_s: float | None = None  # started -> completed, once done
 
 
 class ListStoriesResult(Struct):
@@ -132,6 +143,11 @@ class PoolResult(Struct):
     max_workers: int
     workers: int
     target: int
+
+
+class FlowResult(Struct):
+    wip_limit: int
+    flow_window_s: float
 
 
 class Empty(Struct):
@@ -161,6 +177,19 @@ class Stats(Struct, kw_only=True):
     # "unavailable" while the database refuses writes; database_error names the cause
     database: Literal["ok", "unavailable"] = "ok"
     database_error: str | None = None
+    # flow: open stories at least one of whose tasks has started; lead and cycle times
+    # of the stories completed in the last flow_window_s (null when none)
+    stories_in_progress: int = 0
+    stories_completed_in_window: int = 0
+    lead_time_mean_s: float | None = None
+    lead_time_p50_s: float | None = None
+    lead_time_p85_s: float | None = None
+    lead_time_p95_s: float | None = None
+    cycle_time_p50_s: float | None = None
+    cycle_time_p85_s: float | None = None
+    cycle_time_p95_s: float | None = None
+    flow_window_s: float | None = None
+    wip_limit: int = 0  # 0: none
 
 
 class StoryEvent(Struct, kw_only=True):
@@ -168,6 +197,8 @@ class StoryEvent(Struct, kw_only=True):
     ts: float
     event: Literal["created", "completed", "deleted"]
     story_id: int
+    lead_time_s: float | None = None  # "completed" only
+    cycle_time_s: float | None = None  # "completed" only
 
 
 class PoolEvent(Struct, kw_only=True):
@@ -178,10 +209,21 @@ class PoolEvent(Struct, kw_only=True):
     reason: str
 
 
+class Completion(Struct):
+    """A recently completed story, for the lead-time chart of a client that joins late."""
+
+    story_id: int
+    completed_at: float
+    lead_time_s: float
+    cycle_time_s: float
+
+
 class SnapshotResult(Struct):
     seq: int  # the seq of the last message published before this snapshot
     stats: Stats
     history: list[Stats]  # one entry a second, oldest first
+    # the stories completed in the flow window, oldest first, at most COMPLETIONS_MAX
+    completions: list[Completion] = []
 
 
 TOPIC_STATS = b"stats"
@@ -221,6 +263,7 @@ RESULT_TYPES: dict[str, type] = {
     "list_stories": ListStoriesResult,
     "snapshot": SnapshotResult,
     "set_pool": PoolResult,
+    "set_flow": FlowResult,
 }
 
 
