@@ -70,6 +70,12 @@ def server_parser() -> argparse.ArgumentParser:
         help=f"on SIGTERM, how long busy workers may take to finish (default {d['shutdown_grace']:g})")
     add("--queue-max", type=int, metavar="N",
         help=f"create_story gets `busy` above N queued tasks (default {d['queue_max']})")
+    add("--flow-window", type=float, metavar="S",
+        help="lead and cycle times (p50, p85, p95) are taken over the stories completed in the "
+             f"last S seconds (default {d['flow_window']:g})")
+    add("--wip-limit", type=int, metavar="N",
+        help="at most N stories in progress: a story's tasks start only while fewer are; "
+             f"0: no limit (default {d['wip_limit']})")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
     add("--version", action="version",
         version=f"storypulse {__version__} (protocol {protocol.PROTOCOL_VERSION})")

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "queue_max": 1_000_000,  # queued tasks above which create_story gets `busy`
     "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
     "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
+    "flow_window": 60.0,  # lead and cycle times are taken over the stories completed this recently
+    "wip_limit": 0,  # stories in progress at once; 0: no limit
     "log_level": "info",
 }
 
@@ -65,6 +67,8 @@ class ServerConfig:
     queue_max: int = DEFAULTS["queue_max"]
     lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
     lease_max_s: float = DEFAULTS["lease_max_s"]
+    flow_window: float = DEFAULTS["flow_window"]
+    wip_limit: int = DEFAULTS["wip_limit"]
     log_level: str = DEFAULTS["log_level"]
 
     @classmethod
@@ -109,6 +113,10 @@ class ServerConfig:
         need(self.queue_max >= protocol.TASKS_MAX, "queue_max", f"must be >= {protocol.TASKS_MAX}")
         need(1 <= self.lease_max_tasks <= 10_000, "lease_max_tasks", "must be within 1-10000")
         need(0 <= self.lease_max_s <= 1, "lease_max_s", "must be within 0-1 seconds")
+        need(0 < self.flow_window <= protocol.FLOW_WINDOW_MAX_S, "flow_window",
+             f"must be > 0 and <= {protocol.FLOW_WINDOW_MAX_S:g} seconds")
+        need(isinstance(self.wip_limit, int) and 0 <= self.wip_limit <= protocol.WIP_LIMIT_MAX,
+             "wip_limit", f"must be within 0-{protocol.WIP_LIMIT_MAX} (0: no limit)")
         need(str(self.log_level).lower() in LOG_LEVELS, "log_level",
              f"must be one of {', '.join(LOG_LEVELS)}")
 

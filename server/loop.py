@@ -75,10 +75,12 @@ class Publisher:
         except zmq.Again:
             pass  # PUB never blocks; a slow subscriber loses messages and sees a seq gap
 
-    def story(self, event: str, story_id: int, wall: float) -> None:
+    def story(self, event: str, story_id: int, wall: float, lead_time_s: float | None = None,
+              cycle_time_s: float | None = None) -> None:
         self.seq += 1
         self._send(protocol.TOPIC_STORY, protocol.StoryEvent(
-            seq=self.seq, ts=wall, event=event, story_id=story_id))
+            seq=self.seq, ts=wall, event=event, story_id=story_id,
+            lead_time_s=lead_time_s, cycle_time_s=cycle_time_s))
 
     def pool(self, old: int, new: int, reason: str, wall: float) -> None:
         self.seq += 1
@@ -166,12 +168,15 @@ class Server:
         signal.signal(signal.SIGINT, on_signal)
 
     def restore(self) -> None:
-        startup = self.store.load()
-        self.service.restore(startup, time.time())
+        wall = time.time()
+        startup = self.store.load(done_since=wall - self.config.flow_window)
+        self.service.restore(startup, wall, time.monotonic())
         self.flush()
         log.info(
-            "restored: %d open stories, %d completed, %d tasks queued, %d tasks completed",
-            len(self.service.state.stories), self.service.completed_stories,
+            "restored: %d open stories (%d in progress), %d completed (%d in the flow window), "
+            "%d tasks queued, %d tasks completed",
+            len(self.service.state.stories), self.service.state.in_progress,
+            self.service.completed_stories, len(self.service.flow),
             self.service.state.queued, self.service.tasks_completed,
         )
 
@@ -223,7 +228,7 @@ class Server:
 
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
-        if self.service.state.queued > 0:
+        if self.service.state.dispatchable:  # else a due prefetch would spin the poll
             soonest = min(soonest, self.pool.next_prefetch_at())
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
@@ -338,8 +343,8 @@ class Server:
         if committed and service.events:
             events, service.events = service.events, []
             wall = time.time()
-            for _, event, story_id in events:
-                self.publisher.story(event, story_id, wall)
+            for _, event, story_id, *times in events:  # times: a completion's lead and cycle
+                self.publisher.story(event, story_id, wall, *times)
 
     # -- timers ---------------------------------------------------------------------------
     def _timers(self, now: float, wall: float) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from common import __version__, protocol
 from common.protocol import (
     BUSY,
+    Completion,
     INTERNAL,
     INVALID,
     NOT_FOUND,
@@ -31,11 +32,13 @@ from common.protocol import (
     CreateStoryResult,
     DeleteStory,
     Empty,
+    FlowResult,
     GetStory,
     ListStories,
     Ping,
     PingResult,
     PoolResult,
+    SetFlow,
     SetPool,
     Snapshot,
     SnapshotResult,
@@ -45,9 +48,10 @@ from common.protocol import (
 )
 
 from .config import ServerConfig
+from .flow import FlowWindow
 from .outage import Outage
 from .pool import Load, Pool, Worker
-from .state import WorkState
+from .state import OpenStory, WorkState
 from .stats import History, MeanWindow, RateWindow
 from .store import Batch, Startup, Store, Unavailable
 
@@ -68,7 +72,8 @@ class Service:
         # (outbox index, request id, id of the story it creates or 0) of the batch's write replies
         self._acks: list[tuple[int, Any, int]] = []
         self.outage: Outage | None = None
-        self.events: list[tuple] = []  # ("story", event, story_id), published after the commit
+        # ("story", event, story_id[, lead_time_s, cycle_time_s]), published after the commit
+        self.events: list[tuple] = []
         self.flush: Callable[[], None] = lambda: None  # set by the loop
         self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
         self.scale_now = False  # set_pool asks the loop to resize this turn
@@ -80,6 +85,8 @@ class Service:
         self.tasks_out = RateWindow(window, now)
         self.task_seconds = MeanWindow(window, now)
         self.history: History[Stats] = History(protocol.HISTORY_SECONDS_MAX)
+        self.flow = FlowWindow(config.flow_window)
+        self.state.set_wip_limit(config.wip_limit)
         self.completed_stories = 0
         self.tasks_completed = 0
         self.next_story_id = 1
@@ -92,10 +99,11 @@ class Service:
             ListStories: self._list_stories,
             Snapshot: self._snapshot,
             SetPool: self._set_pool,
+            SetFlow: self._set_flow,
         }
 
     # -- start-up -----------------------------------------------------------------
-    def restore(self, startup: Startup, wall: float) -> None:
+    def restore(self, startup: Startup, wall: float, now: float = 0.0) -> None:
         self.next_story_id = startup.next_story_id
         self.next_task_id = startup.next_task_id
         self.completed_stories = startup.completed_stories
@@ -104,10 +112,16 @@ class Service:
         for task_id, story_id, estimate, attempts in startup.queued_tasks:
             by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
         for story_id, tasks in by_story.items():
-            total, _ = startup.open_stories[story_id]
-            self.state.restore_story(story_id, total, tasks)
-        # Task ids rise in creation order: that is the queue's order.
-        self.state.queue = type(self.state.queue)(sorted(self.state.queue))
+            total, created, started = startup.open_stories[story_id]
+            # A story started before the restart stays in progress (its started_at was
+            # stored), even if the tasks that ran then run again now.
+            self.state.restore_story(story_id, total, tasks, created, started)
+        # Task ids rise in creation order: that is the queue's order (started stories first).
+        self.state.order_queue()
+        for story_id, created, started, completed in startup.recent_done:
+            # back on the monotonic clock the window expires by
+            self.flow.add(now - (wall - completed), story_id, completed, completed - created,
+                          completed - (created if started is None else started))
         # An open story with nothing left cannot arise from our own writes; repair it anyway.
         for story_id in startup.open_stories.keys() - by_story.keys():
             log.warning("story %d was open with no unfinished task: marking it done", story_id)
@@ -177,7 +191,7 @@ class Service:
             (first + i, story_id, t.name, t.estimate_ms, "queued", 0, wall)
             for i, t in enumerate(tasks)
         ])
-        ids = state.add_story(story_id, first, estimates)
+        ids = state.add_story(story_id, first, estimates, wall)
         self.stories_in.add(now)
         self.tasks_in.add(now, count)
         self.events.append(("story", "created", story_id))
@@ -199,6 +213,7 @@ class Service:
             if row[3] == "done":
                 self.completed_stories -= 1
                 self.tasks_completed -= row[6]
+                self.flow.discard(story_id)
         self.batch.deleted_stories.append(story_id)
         self.batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
         self.events.append(("story", "deleted", story_id))
@@ -228,13 +243,19 @@ class Service:
         self.reply(envelope, req.id, view)
 
     def _story_view(self, row: tuple) -> StoryView:
-        story_id, name, description, status, created, completed, total = row
+        story_id, name, description, status, created, completed, total, started = row
+        lead = cycle = None
         if status == "done":
             done = total
+            lead = completed - created
+            cycle = None if started is None else completed - started
         else:
             story = self.state.stories.get(story_id)
             done = total - story.remaining if story is not None else 0
-        return StoryView(story_id, name, description, status, created, total, done, completed)
+            if story is not None:
+                started = story.started_at  # memory is ahead of the row for a prefetched lease
+        return StoryView(story_id, name, description, status, created, total, done, completed,
+                         started_at=started, lead_time_s=lead, cycle_time_s=cycle)
 
     def _list_stories(self, envelope: Envelope, req: ListStories, now: float, wall: float) -> None:
         self.flush()
@@ -251,7 +272,10 @@ class Service:
         # Publish this turn's events first, so the snapshot's seq covers everything it shows.
         self.flush()
         seq = self.seq()
-        result = SnapshotResult(seq, self.stats(now, wall, seq), self.history.last(req.history_seconds))
+        completions = [Completion(c.story_id, c.completed_at, c.lead_s, c.cycle_s)
+                       for c in self.flow.recent(now, protocol.COMPLETIONS_MAX)]
+        result = SnapshotResult(seq, self.stats(now, wall, seq),
+                                self.history.last(req.history_seconds), completions)
         self.reply(envelope, req.id, result)
 
     def _set_pool(self, envelope: Envelope, req: SetPool, now: float, wall: float) -> None:
@@ -269,31 +293,50 @@ class Service:
         self.scale_now = True
         self.reply(envelope, req.id, PoolResult(low, high, self.pool.size, self.pool.target))
 
+    def _set_flow(self, envelope: Envelope, req: SetFlow, now: float, wall: float) -> None:
+        # Held in memory: the server's --wip-limit and --flow-window apply again after a restart.
+        if req.wip_limit is not None:
+            self.state.set_wip_limit(req.wip_limit)
+        if req.flow_window_s is not None:
+            self.flow.set_window(req.flow_window_s, now)
+        log.info("flow set to wip_limit=%d flow_window_s=%g", self.state.wip_limit, self.flow.window)
+        self.reply(envelope, req.id, FlowResult(self.state.wip_limit, self.flow.window))
+
     # -- workers ----------------------------------------------------------------------
     def dispatch(self, now: float, wall: float, send: Callable[[bytes, bytes], None]) -> None:
         """Give a lease to every idle worker while tasks are queued; then, just in time, the
         next lease to busy workers about to finish (see pool.PREFETCH_S)."""
         state, pool = self.state, self.pool
-        while pool.idle and state.queued > 0:
+        while pool.idle and state.dispatchable:
             if not self._lease_to(next(iter(pool.idle.values())), now, wall, send):
                 return
-        if state.queued > 0:
+        if state.dispatchable:
             for worker in pool.prefetch_candidates(now):
                 if not self._lease_to(worker, now, wall, send):
                     return
 
     def _lease_to(self, worker: Worker, now: float, wall: float,
                   send: Callable[[bytes, bytes], None]) -> bool:
-        config = self.config
+        config, state = self.config, self.state
         scale = config.time_scale
-        tasks = self.state.take_lease(scale, config.lease_max_tasks, config.lease_max_s)
+        starts = wall + (self.pool.next_start(worker, now) - now)  # later if prefetched
+        tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
         if not tasks:
             return False
+        if state.started:
+            self._record_started(starts, state.started)
+            state.started = []
         work_s = sum(est for _, est in tasks) * scale / 1000.0
-        lease = self.pool.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
-        self.state.mark_started(tasks, lease.wall)
+        self.pool.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
         send(worker.identity, protocol.encode(protocol.Work(tasks, scale)))
         return True
+
+    def _record_started(self, started_at: float, story_ids: list[int]) -> None:
+        started = self.batch.started_stories
+        if started and started[-1][0] == started_at:  # leases of one turn share the time
+            started[-1][1].extend(story_ids)
+        else:
+            started.append((started_at, story_ids))
 
     def complete(self, worker: Worker | None, task_ids: list[int], now: float, wall: float) -> None:
         """A Done: record each task once; a story is done with its last task, in the same batch."""
@@ -302,18 +345,13 @@ class Service:
             if lease is not None and lease.task_ids:
                 self.task_seconds.add(now, max(0.0, now - lease.started), len(lease.task_ids))
             if worker.leases:  # a prefetched lease starts now: keep its tasks' times true
-                nxt = worker.leases[0]
-                live = self.state.live
-                for task_id in nxt.task_ids:
-                    task = live.get(task_id)
-                    if task is not None:
-                        task.started_at = nxt.wall
+                self._started_now(worker.leases[0].task_ids, worker.leases[0].wall)
         state = self.state
         groups: dict[tuple[int, float], list[int]] = {}
         finished_stories = []
         count = 0
         for task_id in task_ids:
-            task, story_done = state.complete(task_id)
+            task, finished = state.complete(task_id)
             if task is None:
                 continue  # unknown, already done, or its story was deleted
             count += 1
@@ -323,8 +361,9 @@ class Service:
                 groups[key] = [task_id]
             else:
                 group.append(task_id)
-            if story_done:
+            if finished is not None:
                 finished_stories.append(task.story_id)
+                self._finished(task.story_id, finished, now, wall)
         if not count:
             return
         batch = self.batch
@@ -336,7 +375,29 @@ class Service:
             batch.done_stories.append((wall, finished_stories))
             self.completed_stories += len(finished_stories)
             self.stories_out.add(now, len(finished_stories))
-            self.events.extend(("story", "completed", sid) for sid in finished_stories)
+
+
+    def _started_now(self, task_ids: list[int], wall: float) -> None:
+        """A prefetched lease began at `wall`: its tasks, and a story it started, began then."""
+        live, stories = self.state.live, self.state.stories
+        for task_id in task_ids:
+            task = live.get(task_id)
+            if task is None:
+                continue
+            story = stories.get(task.story_id)
+            if story is not None and story.started_at == task.started_at != wall:
+                story.started_at = wall  # this lease started the story
+                self._record_started(wall, [task.story_id])
+            task.started_at = wall
+
+    def _finished(self, story_id: int, story: OpenStory, now: float, wall: float) -> None:
+        started = story.started_at
+        if started is None:  # done by a worker of an earlier run before it started in this one
+            started = wall
+            self._record_started(wall, [story_id])
+        lead, cycle = wall - story.created_at, wall - started
+        self.flow.add(now, story_id, wall, lead, cycle)
+        self.events.append(("story", "completed", story_id, lead, cycle))
 
     def lost(self, worker: Worker, lease: list[int], why: str) -> None:
         back = self.state.requeue_front(lease)
@@ -431,6 +492,7 @@ class Service:
 
     def stats(self, now: float, wall: float, seq: int) -> Stats:
         state, pool = self.state, self.pool
+        flow = self.flow.figures(now)
         return Stats(
             seq=seq,
             ts=wall,
@@ -452,4 +514,15 @@ class Service:
             rate_window_s=self.config.rate_window,
             database="ok" if self.outage is None else "unavailable",
             database_error=None if self.outage is None else self.outage.cause,
+            stories_in_progress=state.in_progress,
+            stories_completed_in_window=flow.count,
+            lead_time_mean_s=flow.lead_mean_s,
+            lead_time_p50_s=flow.lead_p50_s,
+            lead_time_p85_s=flow.lead_p85_s,
+            lead_time_p95_s=flow.lead_p95_s,
+            cycle_time_p50_s=flow.cycle_p50_s,
+            cycle_time_p85_s=flow.cycle_p85_s,
+            cycle_time_p95_s=flow.cycle_p95_s,
+            flow_window_s=self.flow.window,
+            wip_limit=state.wip_limit,
         )

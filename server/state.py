@@ -8,6 +8,16 @@ module keeps the figures that stats and the scheduler need in step.
   longer live (deleted, done) or is running is skipped when it reaches the front.
 - `live` holds every task that is not done, queued or running.
 - `stories` holds every open story with the count of its unfinished tasks.
+- `in_progress` counts the open stories one of whose tasks has started (been
+  handed to a worker). With a WIP limit (`wip_limit` > 0) a story starts only
+  while fewer than that are in progress; tasks of started stories always go.
+
+The WIP rule needs no scan: stories start in queue order, tasks enter at the
+back (new stories, not started) or at the front (a lost lease: started), and
+a story's tasks are contiguous; so every queued task of a started story lies
+before every queued task of a waiting one. When the front task belongs to a
+waiting story and the limit is reached, nothing queued may start (`blocked`)
+until a story finishes or is deleted, a lease comes back, or the limit changes.
 """
 
 from __future__ import annotations
@@ -28,12 +38,15 @@ class LiveTask:
 
 
 class OpenStory:
-    __slots__ = ("remaining", "total", "task_ids")
+    __slots__ = ("remaining", "total", "task_ids", "created_at", "started_at")
 
-    def __init__(self, total: int, task_ids: Iterable[int], remaining: int | None = None):
+    def __init__(self, total: int, task_ids: Iterable[int], remaining: int | None = None,
+                 created_at: float = 0.0, started_at: float | None = None):
         self.total = total
         self.task_ids = task_ids  # a range for new stories; a list after a restart
         self.remaining = total if remaining is None else remaining
+        self.created_at = created_at  # wall clock
+        self.started_at = started_at  # wall clock of its first task's start; None: waiting
 
 
 class WorkState:
@@ -44,40 +57,73 @@ class WorkState:
         self.queued = 0  # live tasks waiting (the queue may hold more ids: lazy removal)
         self.running = 0
         self.queued_ms = 0  # sum of unscaled estimates of queued tasks
+        self.in_progress = 0  # open stories with a started task
+        self.wip_limit = 0  # 0: none
+        self.blocked = False  # the WIP limit holds back every queued task (see above)
+        self.started: list[int] = []  # stories started by leases since the caller last took them
+
+    @property
+    def dispatchable(self) -> bool:
+        """Something queued may be handed out now."""
+        return self.queued > 0 and not self.blocked
+
+    def set_wip_limit(self, limit: int) -> None:
+        self.wip_limit = limit
+        self.blocked = False  # the next lease finds out afresh
 
     # -- adding work --------------------------------------------------------------
-    def add_story(self, story_id: int, first_task_id: int, estimates: list[int]) -> range:
+    def add_story(self, story_id: int, first_task_id: int, estimates: list[int],
+                  created_at: float = 0.0) -> range:
         ids = range(first_task_id, first_task_id + len(estimates))
         live = self.live
         for task_id, estimate in zip(ids, estimates):
             live[task_id] = LiveTask(story_id, estimate)
         self.queue.extend(ids)
-        self.stories[story_id] = OpenStory(len(estimates), ids)
+        self.stories[story_id] = OpenStory(len(estimates), ids, created_at=created_at)
         self.queued += len(estimates)
         self.queued_ms += sum(estimates)
         return ids
 
-    def restore_story(self, story_id: int, total: int, tasks: list[tuple[int, int, int]]) -> None:
+    def restore_story(self, story_id: int, total: int, tasks: list[tuple[int, int, int]],
+                      created_at: float = 0.0, started_at: float | None = None) -> None:
         """After a restart: (task_id, estimate_ms, attempts) of its unfinished tasks, by id."""
         for task_id, estimate, attempts in tasks:
             self.live[task_id] = LiveTask(story_id, estimate, attempts)
             self.queue.append(task_id)
             self.queued_ms += estimate
         self.queued += len(tasks)
-        self.stories[story_id] = OpenStory(total, [t[0] for t in tasks], remaining=len(tasks))
+        self.stories[story_id] = OpenStory(total, [t[0] for t in tasks], remaining=len(tasks),
+                                           created_at=created_at, started_at=started_at)
+        if started_at is not None:
+            self.in_progress += 1
+
+    def order_queue(self) -> None:
+        """After a restart: started stories' tasks first, then by id (creation order)."""
+        live, stories = self.live, self.stories
+
+        def waiting(task_id: int) -> bool:
+            story = stories.get(live[task_id].story_id)
+            return story is not None and story.started_at is None
+
+        self.queue = deque(sorted(self.queue, key=lambda task_id: (waiting(task_id), task_id)))
 
     # -- leases ---------------------------------------------------------------------
-    def take_lease(self, time_scale: float, max_tasks: int, max_s: float) -> list[tuple[int, int]]:
-        """The next lease: [(task_id, estimate_ms)], or [] if nothing is queued.
+    def take_lease(self, time_scale: float, max_tasks: int, max_s: float,
+                   wall: float = 0.0) -> list[tuple[int, int]]:
+        """The next lease: [(task_id, estimate_ms)], or [] if nothing may start.
 
         A task whose scaled estimate exceeds `max_s` goes alone; tiny tasks go
         together, up to `max_tasks` and `max_s` scaled seconds in all, in queue
-        order (a lease stops at the first task that does not fit).
+        order (a lease stops at the first task that does not fit, or whose story
+        the WIP limit keeps waiting). `wall` is when the lease starts: its tasks'
+        `started_at`, and that of the stories it starts (listed in `started`).
         """
-        queue, live = self.queue, self.live
+        queue, live, stories = self.queue, self.live, self.stories
         limit_ms = max_s * 1000 / time_scale if time_scale > 0 else float("inf")
+        wip_limit = self.wip_limit
         lease: list[tuple[int, int]] = []
         total_ms = 0
+        last_story = 0  # a story's tasks come together: look each story up once
         while queue and len(lease) < max_tasks:
             task_id = queue[0]
             task = live.get(task_id)
@@ -87,6 +133,16 @@ class WorkState:
             estimate = task.estimate_ms
             if lease and total_ms + estimate > limit_ms:
                 break
+            if task.story_id != last_story:
+                story = stories.get(task.story_id)
+                if story is not None and story.started_at is None:
+                    if wip_limit and self.in_progress >= wip_limit:
+                        self.blocked = True
+                        break
+                    story.started_at = wall
+                    self.in_progress += 1
+                    self.started.append(task.story_id)
+                last_story = task.story_id
             queue.popleft()
             lease.append((task_id, estimate))
             total_ms += estimate
@@ -96,15 +152,11 @@ class WorkState:
             task = live[task_id]
             task.running = True
             task.attempts += 1
+            task.started_at = wall
         self.queued -= len(lease)
         self.running += len(lease)
         self.queued_ms -= total_ms
         return lease
-
-    def mark_started(self, lease: list[tuple[int, int]], wall: float) -> None:
-        live = self.live
-        for task_id, _ in lease:
-            live[task_id].started_at = wall
 
     def requeue_front(self, task_ids: Iterable[int]) -> int:
         """Put the still-running tasks of a lost lease back at the front, in order."""
@@ -118,14 +170,17 @@ class WorkState:
         self.queue.extendleft(reversed(back))
         self.queued += len(back)
         self.running -= len(back)
+        if back:
+            self.blocked = False  # tasks of started stories are at the front now
         return len(back)
 
     # -- completion and deletion ------------------------------------------------------
-    def complete(self, task_id: int) -> tuple[LiveTask | None, bool]:
-        """Record one task done: (its LiveTask or None if unknown/already done, story finished?)."""
+    def complete(self, task_id: int) -> tuple[LiveTask | None, OpenStory | None]:
+        """Record one task done: (its LiveTask, or None if unknown or already done;
+        its story if this finished it, else None)."""
         task = self.live.pop(task_id, None)
         if task is None:
-            return None, False  # unknown, already done, or its story was deleted
+            return None, None  # unknown, already done, or its story was deleted
         if task.running:
             self.running -= 1
         else:  # completed by a worker we had given up on, while it waited in the queue
@@ -133,18 +188,26 @@ class WorkState:
             self.queued_ms -= task.estimate_ms
         story = self.stories.get(task.story_id)
         if story is None:
-            return task, False
+            return task, None
         story.remaining -= 1
         if story.remaining <= 0:
             del self.stories[task.story_id]
-            return task, True
-        return task, False
+            self._stopped(story)
+            return task, story
+        return task, None
+
+    def _stopped(self, story: OpenStory) -> None:
+        """A story left the open ones (done or deleted): its WIP slot is free."""
+        if story.started_at is not None:
+            self.in_progress -= 1
+            self.blocked = False
 
     def delete_story(self, story_id: int) -> OpenStory | None:
         """Forget an open story and its unfinished tasks; None if it is not open."""
         story = self.stories.pop(story_id, None)
         if story is None:
             return None
+        self._stopped(story)
         for task_id in story.task_ids:
             task = self.live.get(task_id)
             if task is None or task.story_id != story_id:

@@ -56,10 +56,14 @@ class Story(BaseModel):
     created_at = DoubleField()
     completed_at = DoubleField(null=True)
     tasks_total = IntegerField()
+    # when its first task was handed to a worker; written with the turn that did it, so
+    # it survives a restart (null: not started, or done by a version that did not record it)
+    started_at = DoubleField(null=True)
 
     class Meta:
         table_name = "story"
-        indexes = ((("status", "id"), False),)
+        # completed_at: the flow window's recent completions, read back at start-up
+        indexes = ((("status", "id"), False), (("completed_at",), False))
 
 
 class Task(BaseModel):
@@ -88,6 +92,16 @@ class Counter(BaseModel):
 
 
 MODELS = (Story, Task, Counter)
+
+
+def _add_missing_columns(db: peewee.Database) -> None:
+    """A database made by an earlier version lacks story.started_at: add it (null for old rows)."""
+    if "started_at" not in {column.name for column in db.get_columns("story")}:
+        from playhouse.migrate import SchemaMigrator, migrate
+
+        log.info("adding the column story.started_at to a database from an earlier version")
+        migrate(SchemaMigrator.from_database(db).add_column(
+            "story", "started_at", DoubleField(null=True)))
 
 
 def default_db_path() -> Path:
@@ -181,10 +195,13 @@ class Startup:
     next_task_id: int
     completed_stories: int
     tasks_completed: int
-    # story_id -> (tasks_total, created_at) for every open story
-    open_stories: dict[int, tuple[int, float]]
+    # story_id -> (tasks_total, created_at, started_at) for every open story
+    open_stories: dict[int, tuple[int, float, float | None]]
     # (task_id, story_id, estimate_ms, attempts) of every unfinished task of an open story, by id
     queued_tasks: list[tuple[int, int, int, int]]
+    # (story_id, created_at, started_at, completed_at) of the stories completed since the
+    # `done_since` given to load(), oldest completion first
+    recent_done: list[tuple[int, float, float | None, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -195,19 +212,21 @@ class Batch:
     tasks: list[tuple] = field(default_factory=list)  # see TASK_COLUMNS
     # (attempts, started_at, finished_at, task ids)
     completions: list[tuple[int, float, float, list[int]]] = field(default_factory=list)
+    # (started_at, story ids): stories whose first task went to a worker
+    started_stories: list[tuple[float, list[int]]] = field(default_factory=list)
     # (completed_at, story ids): a batch held through an outage spans many turns
     done_stories: list[tuple[float, list[int]]] = field(default_factory=list)
     deleted_stories: list[int] = field(default_factory=list)
     id_floors: dict[str, int] = field(default_factory=dict)  # set when stories are deleted
 
     def __bool__(self) -> bool:
-        return bool(self.stories or self.tasks or self.completions
+        return bool(self.stories or self.tasks or self.completions or self.started_stories
                     or self.done_stories or self.deleted_stories)
 
 
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
-STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total"
+STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total, started_at"
 TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
 
 
@@ -237,6 +256,7 @@ class Store:
         store = cls(db)
         db.connect(reuse_if_open=True)
         db.create_tables(MODELS, safe=True)
+        _add_missing_columns(db)
         return store
 
     def close(self) -> None:
@@ -244,7 +264,9 @@ class Store:
             self.db.close()
 
     # -- start-up --------------------------------------------------------------
-    def load(self) -> Startup:
+    def load(self, done_since: float | None = None, done_max: int = 250_000) -> Startup:
+        """What the server keeps in memory; with `done_since` (wall clock), also the newest
+        `done_max` stories completed since then."""
         sql = self.db.execute_sql
         max_story = sql("SELECT COALESCE(MAX(id), 0) FROM story").fetchone()[0]
         max_task = sql("SELECT COALESCE(MAX(id), 0) FROM task").fetchone()[0]
@@ -252,9 +274,9 @@ class Store:
         completed = sql("SELECT COUNT(*) FROM story WHERE status = 'done'").fetchone()[0]
         tasks_done = sql("SELECT COUNT(*) FROM task WHERE status = 'done'").fetchone()[0]
         open_stories = {
-            sid: (total, created)
-            for sid, total, created in sql(
-                "SELECT id, tasks_total, created_at FROM story WHERE status = 'open'"
+            sid: (total, created, started)
+            for sid, total, created, started in sql(
+                "SELECT id, tasks_total, created_at, started_at FROM story WHERE status = 'open'"
             )
         }
         queued = [
@@ -264,7 +286,16 @@ class Store:
                 "WHERE t.status = 'queued' AND s.status = 'open' ORDER BY t.id"
             )
         ]
+        recent: list[tuple] = []
+        if done_since is not None:
+            p = self.p
+            recent = [tuple(row) for row in sql(
+                "SELECT id, created_at, started_at, completed_at FROM story "
+                f"WHERE status = 'done' AND completed_at >= {p} "
+                f"ORDER BY completed_at DESC, id DESC LIMIT {p}", (done_since, done_max))]
+            recent.reverse()
         return Startup(
+            recent_done=recent,
             next_story_id=max(max_story, floors.get("story_id", 0)) + 1,
             next_task_id=max(max_task, floors.get("task_id", 0)) + 1,
             completed_stories=completed,
@@ -295,6 +326,12 @@ class Store:
             cursor.executemany(self._insert_story + skip, batch.stories)
         if batch.tasks:
             cursor.executemany(self._insert_task + skip, batch.tasks)
+        for started, ids in batch.started_stories:
+            for chunk in _chunks(ids):
+                cursor.execute(
+                    f"UPDATE story SET started_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
+                    (started, *chunk),
+                )
         for attempts, started, finished, ids in batch.completions:
             for chunk in _chunks(ids):
                 cursor.execute(

@@ -149,11 +149,11 @@ def test_completion_is_idempotent_and_finishes_the_story_once():
     assert [t for t, _ in lease] == [1, 2, 3]
     task, done = state.complete(1)
     assert task is not None and not done
-    assert state.complete(1) == (None, False)  # twice: ignored
+    assert state.complete(1) == (None, None)  # twice: ignored
     task, done = state.complete(2)
     assert done and 1 not in state.stories
-    assert state.complete(2) == (None, False)
-    assert state.complete(99) == (None, False)  # unknown
+    assert state.complete(2) == (None, None)
+    assert state.complete(99) == (None, None)  # unknown
     assert state.running == 1
 
 
@@ -164,7 +164,7 @@ def test_delete_drops_queued_and_ignores_running():
     assert story is not None and story.remaining == 3
     assert state.queued == 0 and state.running == 0 and state.queued_ms == 0
     assert state.take_lease(1.0, 10, 0.005) == []  # lazy removal skips 2 and 3
-    assert state.complete(1) == (None, False)  # the running task's later Done
+    assert state.complete(1) == (None, None)  # the running task's later Done
     assert state.delete_story(1) is None
 
 
@@ -192,6 +192,7 @@ def test_store_round_trip_and_restart_load(tmp_path):
                     (3, 2, "x", 7, "queued", 0, 2.0), (4, 3, "", 1, "queued", 0, 3.0)]
     store.apply(batch)
     batch = Batch(completions=[(1, 10.0, 11.0, [3])], done_stories=[(11.0, [2])],
+                  started_stories=[(9.0, [1, 2])],
                   deleted_stories=[3], id_floors={"story_id": 3, "task_id": 4})
     store.apply(batch)
     store.close()
@@ -200,7 +201,10 @@ def test_store_round_trip_and_restart_load(tmp_path):
     start = store.load()
     assert start.next_story_id == 4 and start.next_task_id == 5  # 3 was deleted, not reused
     assert start.completed_stories == 1 and start.tasks_completed == 1
-    assert start.open_stories == {1: (2, 1.0)}
+    assert start.open_stories == {1: (2, 1.0, 9.0)}  # started_at is kept
+    assert start.recent_done == []  # only asked for with done_since
+    assert store.load(done_since=11.0).recent_done == [(2, 2.0, 9.0, 11.0)]
+    assert store.load(done_since=11.5).recent_done == []
     assert start.queued_tasks == [(1, 1, 5, 0), (2, 1, 0, 0)]
     assert store.story(2)[3] == "done" and store.story(3) is None
     assert store.tasks_of(2) == [(3, "x", 7, "done", 1, 2.0, 10.0, 11.0)]

@@ -1,0 +1,141 @@
+"""Lead and cycle times of the stories completed in a sliding window, with exact percentiles.
+
+Pure: every method takes `now` (monotonic seconds), so tests drive it with a
+fake clock. A completion at `at` is in the window while `now - at < window`.
+
+Percentiles are exact, by the nearest-rank definition: of n values sorted
+ascending, the p-th percentile is the value at rank ceil(p/100 * n) (1-based),
+the smallest value that at least p % of the values do not exceed. It is
+always one of the observed values, so a client that collects the same lead
+times gets the very same number.
+
+The values are kept in two `sortedcontainers.SortedList`s (insert, remove and
+index in O(log n)); expiry walks a deque in completion order. A plain list
+with `bisect.insort` is as fast up to ~10,000 values but costs O(n) per
+insertion: ~20 µs at 100,000 values and ~200 µs at 1,000,000 against ~4 and
+~13 µs (measured on the development machine), and a day's window at a busy
+server holds millions. SAMPLES_MAX bounds the memory (about 220 bytes each):
+beyond it the oldest completions leave the window early.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sortedcontainers import SortedList
+
+SAMPLES_MAX = 250_000
+
+
+class Completed(NamedTuple):
+    at: float  # monotonic time of the completion: what expiry goes by
+    story_id: int
+    completed_at: float  # wall clock
+    lead_s: float
+    cycle_s: float
+
+
+@dataclass(frozen=True)
+class FlowFigures:
+    count: int  # completions in the window
+    lead_mean_s: float | None
+    lead_p50_s: float | None
+    lead_p85_s: float | None
+    lead_p95_s: float | None
+    cycle_p50_s: float | None
+    cycle_p85_s: float | None
+    cycle_p95_s: float | None
+
+
+def nearest_rank(ordered, p: float) -> float | None:
+    """The p-th percentile (0 < p <= 100) of values sorted ascending; None if there are none."""
+    n = len(ordered)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(p / 100 * n - 1e-9))  # 1e-9: 0.95 * 20 is 19.000000000000004
+    return ordered[rank - 1]
+
+
+class FlowWindow:
+    def __init__(self, window_s: float, samples_max: int = SAMPLES_MAX):
+        if window_s <= 0 or samples_max < 1:
+            raise ValueError("window_s and samples_max must be positive")
+        self.window = window_s
+        self.samples_max = samples_max
+        self.entries: deque[Completed] = deque()
+        self.lead = SortedList()
+        self.cycle = SortedList()
+        # in microseconds, so that adding and taking away leaves no rounding behind
+        self._lead_sum_us = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, at: float, story_id: int, completed_at: float, lead_s: float,
+            cycle_s: float) -> None:
+        """A story completed at `at`; completions must come in time order (later ones are
+        clamped to the last one)."""
+        if self.entries and at < self.entries[-1].at:
+            at = self.entries[-1].at
+        entry = Completed(at, story_id, completed_at, lead_s, cycle_s)
+        self.entries.append(entry)
+        self.lead.add(lead_s)
+        self.cycle.add(cycle_s)
+        self._lead_sum_us += round(lead_s * 1e6)
+        if len(self.entries) > self.samples_max:
+            self._drop(self.entries.popleft())
+        self.expire(at)
+
+    def expire(self, now: float) -> None:
+        entries, horizon = self.entries, now - self.window
+        while entries and entries[0].at <= horizon:
+            self._drop(entries.popleft())
+
+    def _drop(self, entry: Completed) -> None:
+        self.lead.remove(entry.lead_s)
+        self.cycle.remove(entry.cycle_s)
+        self._lead_sum_us -= round(entry.lead_s * 1e6)
+
+    def discard(self, story_id: int) -> bool:
+        """Take a (deleted) story out of the window; True if it was there. O(n): deletes are rare."""
+        for index, entry in enumerate(self.entries):
+            if entry.story_id == story_id:
+                del self.entries[index]
+                self._drop(entry)
+                return True
+        return False
+
+    def set_window(self, window_s: float, now: float) -> None:
+        """A shorter window drops what falls out at once; a longer one fills as stories complete."""
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        self.window = window_s
+        self.expire(now)
+
+    def figures(self, now: float) -> FlowFigures:
+        self.expire(now)
+        n = len(self.entries)
+        lead, cycle = self.lead, self.cycle
+        return FlowFigures(
+            count=n,
+            lead_mean_s=self._lead_sum_us / n / 1e6 if n else None,
+            lead_p50_s=nearest_rank(lead, 50),
+            lead_p85_s=nearest_rank(lead, 85),
+            lead_p95_s=nearest_rank(lead, 95),
+            cycle_p50_s=nearest_rank(cycle, 50),
+            cycle_p85_s=nearest_rank(cycle, 85),
+            cycle_p95_s=nearest_rank(cycle, 95),
+        )
+
+    def recent(self, now: float, limit: int) -> list[Completed]:
+        """The newest `limit` completions in the window, oldest first."""
+        self.expire(now)
+        if limit <= 0:
+            return []
+        newest = list(itertools.islice(reversed(self.entries), limit))
+        newest.reverse()
+        return newest
