@@ -155,3 +155,9 @@ class Client:
     ) -> protocol.PoolResult:
         fields = {k: v for k, v in (("min_workers", min_workers), ("max_workers", max_workers)) if v is not None}
         return self.call("set_pool", **fields)
+
+    def set_flow(
+        self, wip_limit: int | None = None, flow_window_s: float | None = None
+    ) -> protocol.FlowResult:
+        fields = {k: v for k, v in (("wip_limit", wip_limit), ("flow_window_s", flow_window_s)) if v is not None}
+        return self.call("set_flow", **fields)

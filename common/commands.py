@@ -1,4 +1,4 @@
-"""The headless client commands: `storypulse add|list|show|delete|pool|load|watch|ping`.
+"""The headless client commands: `storypulse add|list|show|delete|pool|flow|load|watch|ping`.
 
 Each is an entry point `fn(argv) -> exit code` (see pyproject.toml); each parses
 its own options, talks to the server through the shared Client, prints for
@@ -21,7 +21,7 @@ from . import format as fmt
 from . import protocol
 from .client import Client, RequestError, ServerUnavailable
 from .endpoints import Endpoints, parse_server
-from .loadgen import StoryGenerator, parse_range
+from .loadgen import ARRIVALS, ESTIMATES, StoryGenerator, parse_range
 from .security import MissingKey
 
 DEFAULT_TIMEOUT = 5.0
@@ -331,12 +331,67 @@ def pool(argv: list[str]) -> int:
     return _talk("pool", args, body)
 
 
+# -- flow --------------------------------------------------------------------
+def _bounded(kind: type, low: float, high: float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number from `low` (or above it, with `above`) to `high`."""
+    what = "a whole number" if kind is int else "a number"
+    bounds = f"must be {'above' if above else 'at least'} {low:g} and at most {high:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ((value > low if above else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(f"{text!r}: {bounds}")
+        return value
+
+    return parse
+
+
+def flow(argv: list[str]) -> int:
+    """Show the flow figures; set the WIP limit and the flow window."""
+    from .watch import flow_lines
+
+    parser = _parser("flow", "The flow: stories in progress and waiting, lead and cycle times (p50, p85, p95) "
+                             "of the stories completed in the flow window. --wip-limit and --window change "
+                             "the server's settings until it stops (its --wip-limit and --flow-window "
+                             "apply again after a restart).")
+    parser.add_argument("--wip-limit", type=_bounded(int, 0, protocol.WIP_LIMIT_MAX), metavar="N",
+                        help="at most N stories in progress; 0 lifts the limit")
+    parser.add_argument("--window", type=_bounded(float, 0, protocol.FLOW_WINDOW_MAX_S, above=True), metavar="S",
+                        help=f"take lead and cycle times over the last S seconds (at most {protocol.FLOW_WINDOW_MAX_S:g})")
+    args = parser.parse_args(argv)
+
+    def body(client: Client) -> int:
+        settings = client.set_flow(args.wip_limit, args.window)
+        stats = client.snapshot(history_seconds=0).stats
+        if args.json:
+            _print_json({**msgspec.to_builtins(settings),
+                         "stories_in_progress": stats.stories_in_progress,
+                         "stories_waiting": stats.open_stories - stats.stories_in_progress,
+                         **{k: getattr(stats, k) for k in FLOW_FIGURES}})
+            return 0
+        changing = args.wip_limit is not None or args.window is not None
+        limit = f"WIP limit {settings.wip_limit}" if settings.wip_limit else "no WIP limit"
+        print(f"flow {'now' if changing else 'is'}: {limit} · window {fmt.duration(settings.flow_window_s)}")
+        for line in flow_lines(stats):
+            print(line)
+        return 0
+
+    return _talk("flow", args, body)
+
+
+FLOW_FIGURES = ("stories_completed_in_window", "lead_time_mean_s", "lead_time_p50_s", "lead_time_p85_s",
+                "lead_time_p95_s", "cycle_time_p50_s", "cycle_time_p85_s", "cycle_time_p95_s")
+
+
 # -- load --------------------------------------------------------------------
 def load(argv: list[str]) -> int:
-    """The simulator: random stories at a steady rate, with a progress line."""
+    """The simulator: random stories at a rate, with a progress line."""
     from . import loadrun
 
-    parser = _parser("load", "The simulator: random stories at a steady rate (pipelined), "
+    parser = _parser("load", "The simulator: random stories at a rate, steady or Poisson (pipelined), "
                              "a progress line on stderr, a summary at the end.")
     parser.add_argument("--rate", type=_positive_float, default=10.0, help="stories per second (default 10)")
     parser.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
@@ -344,6 +399,13 @@ def load(argv: list[str]) -> int:
     parser.add_argument("--tasks", default="1-5", metavar="A-B", help="tasks per story (default 1-5)")
     parser.add_argument("--estimate-ms", default="0-1000", metavar="A-B",
                         help="estimate of each task in ms (default 0-1000)")
+    parser.add_argument("--arrivals", choices=ARRIVALS, default="steady",
+                        help="steady: one story every 1/rate s; poisson: independent arrivals at that "
+                             "mean rate, with the bursts and lulls of real demand (default steady)")
+    parser.add_argument("--estimates", choices=ESTIMATES, default="uniform",
+                        help="uniform within --estimate-ms, or lognormal: the median at the geometric "
+                             "middle of the range, which holds the middle 90 %%, drawn again outside it "
+                             "(most tasks short, a few long; default uniform)")
     parser.add_argument("--seed", type=int, help="seed, for a repeatable run")
     parser.add_argument("--max-in-flight", type=int, default=100, metavar="N",
                         help="requests awaiting a reply at most (default 100)")
@@ -355,12 +417,13 @@ def load(argv: list[str]) -> int:
             raise ValueError("--max-in-flight: must be at least 1")
     except ValueError as exc:
         parser.error(str(exc))
-    generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed)
+    generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed,
+                               estimates=args.estimates)
 
     def body(client: Client) -> int:
         client.ping()  # fail fast and clearly when nobody is there
         tally, sending, ended = loadrun.run(client, generator, rate=args.rate, duration=args.duration,
-                                            max_in_flight=args.max_in_flight)
+                                            max_in_flight=args.max_in_flight, arrivals=args.arrivals)
         result = loadrun.summary(tally, sending, ended, args.rate, args.max_in_flight)
         if args.json:
             _print_json(result)

@@ -1,4 +1,4 @@
-"""`storypulse load`: random stories at a steady rate, pipelined, with back-pressure handled.
+"""`storypulse load`: random stories at a rate (steady or Poisson), pipelined, with back-pressure handled.
 
 Requests are pipelined (many in flight on one DEALER socket, matched by id) up
 to a bound; a `busy` or `unavailable` reply puts the story back to be sent again a little later
@@ -49,12 +49,12 @@ class LoadRun:
     """One run of the simulator; time is passed in so the cadence is the Pacer's alone."""
 
     def __init__(self, client: Client, generator: StoryGenerator, *, rate: float,
-                 max_in_flight: int, start: float):
+                 max_in_flight: int, start: float, arrivals: str = "steady"):
         self.client = client
         self.generator = generator
         self.rate = rate
         self.max_in_flight = max_in_flight
-        self.pacer = Pacer(rate, start)
+        self.pacer = Pacer(rate, start, arrivals, seed=generator.seed)
         self.tally = Tally()
         self.pending: dict[int, tuple[dict[str, Any], float]] = {}  # id -> (story, sent at)
         self.retry: deque[tuple[float, dict[str, Any]]] = deque()  # (due, story), in due order
@@ -116,7 +116,8 @@ class LoadRun:
 
 
 def run(client: Client, generator: StoryGenerator, *, rate: float, duration: float,
-        max_in_flight: int, progress: TextIO = sys.stderr) -> tuple[Tally, float, str]:
+        max_in_flight: int, arrivals: str = "steady",
+        progress: TextIO = sys.stderr) -> tuple[Tally, float, str]:
     """Run until `duration` passes or SIGINT; returns (tally, seconds sending, how it ended).
 
     Ends early with NO_REPLY when a request stays unanswered for the client's timeout.
@@ -125,7 +126,8 @@ def run(client: Client, generator: StoryGenerator, *, rate: float, duration: flo
     stop = _StopFlag()
     start = clock()
     end = start + duration
-    loop = LoadRun(client, generator, rate=rate, max_in_flight=max_in_flight, start=start)
+    loop = LoadRun(client, generator, rate=rate, max_in_flight=max_in_flight, start=start,
+                   arrivals=arrivals)
     tty = progress.isatty()
     progress_every = 0.5 if tty else 1.0
     next_progress = start + progress_every

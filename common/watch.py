@@ -103,8 +103,28 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
         )
     else:
         lines.append("  last resize  none seen yet")
+    lines += flow_lines(s)
     lines.append(f"  rates over the last {s.rate_window_s:g} s")
     return lines
+
+
+def flow_lines(s: protocol.Stats) -> list[str]:
+    """In progress and waiting, lead and cycle times; nothing from a server without them."""
+    if s.flow_window_s is None:
+        return []
+    limit = f" (limit {s.wip_limit})" if s.wip_limit else " (no limit)"
+    waiting = s.open_stories - s.stories_in_progress
+
+    def times(p50: float | None, p85: float | None, p95: float | None) -> str:
+        return f"p50 {fmt.duration(p50)} · p85 {fmt.duration(p85)} · p95 {fmt.duration(p95)}"
+
+    return [
+        f"  flow     in progress {fmt.count(s.stories_in_progress)}{limit} · waiting {fmt.count(waiting)}"
+        f" · {fmt.count(s.stories_completed_in_window)} done in the last {fmt.duration(s.flow_window_s)}",
+        f"  lead     {times(s.lead_time_p50_s, s.lead_time_p85_s, s.lead_time_p95_s)}"
+        f" · mean {fmt.duration(s.lead_time_mean_s)}",
+        f"  cycle    {times(s.cycle_time_p50_s, s.cycle_time_p85_s, s.cycle_time_p95_s)}",
+    ]
 
 
 def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None = None,

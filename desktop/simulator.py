@@ -1,6 +1,8 @@
 """The simulator panel: stories at a chosen rate, sent from a worker thread, never the UI thread.
 
-Same generator and pacer as `storypulse load` (common/loadgen.py). Requests are
+Same generator and pacer as `storypulse load` (common/loadgen.py): arrivals steady or
+Poisson, estimates uniform or log-normal. The settings may change while it runs: the
+panel hands the latest to the worker, which applies them before its next story. Requests are
 pipelined on one Client with a bound on those in flight, so a slow server slows
 the simulator down instead of piling up requests. A `busy` reply is back-pressure,
 not an error: the story is sent again later, backing off while the server stays
@@ -12,12 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtWidgets import (
-    QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout,
+    QWidget,
 )
 
 from common import protocol
@@ -35,6 +38,8 @@ class SimulatorSettings:
     rate: float = 2.0
     tasks: tuple[int, int] = (1, 5)
     estimate_ms: tuple[int, int] = (200, 3000)
+    arrivals: str = "steady"  # or "poisson"
+    estimates: str = "uniform"  # or "lognormal"
 
 
 @dataclass
@@ -57,16 +62,34 @@ class SimulatorWorker(QObject):
         self.endpoints = endpoints
         self._stop = threading.Event()
         self.send_thread_id: int | None = None
+        self._lock = threading.Lock()
+        self._latest: SimulatorSettings | None = None  # set by the UI thread, taken by run()
+        self.applied: SimulatorSettings | None = None  # the settings in force, for tests
 
     def stop(self) -> None:
         self._stop.set()
+
+    def update(self, settings: SimulatorSettings) -> None:
+        """From any thread: the settings for the stories from now on (the latest one wins).
+
+        A plain method, not a slot: run() never returns to the event loop while it runs.
+        """
+        with self._lock:
+            self._latest = settings
+
+    def take_update(self) -> SimulatorSettings | None:
+        with self._lock:
+            latest, self._latest = self._latest, None
+        return latest
 
     @Slot(object)
     def run(self, settings: SimulatorSettings) -> None:
         self._stop.clear()
         self.send_thread_id = threading.get_ident()
-        generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms)
-        pacer = Pacer(settings.rate, time.monotonic())
+        generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms,
+                                   estimates=settings.estimates)
+        pacer = Pacer(settings.rate, time.monotonic(), settings.arrivals)
+        self.applied = settings
         progress = SimulatorProgress(running=True)
         try:
             client = Client(self.endpoints, timeout=2.0)
@@ -82,6 +105,14 @@ class SimulatorWorker(QObject):
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
+                changed = self.take_update()
+                if changed is not None:
+                    generator.retune(changed.tasks, changed.estimate_ms, changed.estimates)
+                    if changed.arrivals != pacer.arrivals:
+                        pacer = Pacer(changed.rate, now, changed.arrivals)
+                    else:
+                        pacer.set_rate(changed.rate, now)
+                    self.applied = changed
                 while retry and retry[0][0] <= now and client.in_flight < MAX_IN_FLIGHT:
                     story = retry.popleft()[1]
                     pending[client.send("create_story", **story)] = story
@@ -167,6 +198,12 @@ class SimulatorPanel(QGroupBox):
         self.tasks_min, self.tasks_max = _spin(1, protocol.TASKS_MAX, 1), _spin(1, protocol.TASKS_MAX, 5)
         self.estimate_min = _spin(0, protocol.ESTIMATE_MS_MAX, 200, step=100, suffix=" ms")
         self.estimate_max = _spin(0, protocol.ESTIMATE_MS_MAX, 3000, step=100, suffix=" ms")
+        self.arrivals = _choice({"steady": "steady", "poisson": "Poisson"})
+        self.arrivals.setToolTip("Steady: one story every 1/rate s. Poisson: independent arrivals "
+                                 "at that mean rate, with bursts and lulls.")
+        self.estimates = _choice({"uniform": "uniform", "lognormal": "log-normal"})
+        self.estimates.setToolTip("Uniform within the range, or log-normal: the median at the "
+                                  "geometric middle of the range, most tasks short, a few long.")
         self.button = QPushButton("Start")
         self.button.setCheckable(True)
         self.button.toggled.connect(self._on_toggled)
@@ -179,6 +216,13 @@ class SimulatorPanel(QGroupBox):
         form.addRow("Rate", self.rate)
         form.addRow("Tasks per story", _pair(self.tasks_min, self.tasks_max))
         form.addRow("Estimates", _pair(self.estimate_min, self.estimate_max))
+        form.addRow("Spread", self.estimates)
+        form.addRow("Arrivals", self.arrivals)
+        # The settings stay editable while it runs: each change applies to the next stories.
+        for box in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max):
+            box.valueChanged.connect(self._on_edited)
+        for combo in (self.arrivals, self.estimates):
+            combo.currentIndexChanged.connect(self._on_edited)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.button)
@@ -187,7 +231,8 @@ class SimulatorPanel(QGroupBox):
     def settings(self) -> SimulatorSettings:
         tasks = sorted((self.tasks_min.value(), self.tasks_max.value()))
         estimates = sorted((self.estimate_min.value(), self.estimate_max.value()))
-        return SimulatorSettings(self.rate.value(), (tasks[0], tasks[1]), (estimates[0], estimates[1]))
+        return SimulatorSettings(self.rate.value(), (tasks[0], tasks[1]), (estimates[0], estimates[1]),
+                                 arrivals=self.arrivals.currentData(), estimates=self.estimates.currentData())
 
     def apply_settings(self, settings: SimulatorSettings) -> None:
         self.rate.setValue(settings.rate)
@@ -195,18 +240,28 @@ class SimulatorPanel(QGroupBox):
         self.tasks_max.setValue(settings.tasks[1])
         self.estimate_min.setValue(settings.estimate_ms[0])
         self.estimate_max.setValue(settings.estimate_ms[1])
+        _select(self.arrivals, settings.arrivals)
+        _select(self.estimates, settings.estimates)
 
-    def start_with(self, rate: float, tasks: tuple[int, int], estimate_ms: tuple[int, int]) -> None:
-        self.apply_settings(SimulatorSettings(rate, tasks, estimate_ms))
+    def start_with(self, rate: float, tasks: tuple[int, int], estimate_ms: tuple[int, int],
+                   arrivals: str | None = None, estimates: str | None = None) -> None:
+        current = self.settings()
+        self.apply_settings(replace(current, rate=rate, tasks=tasks, estimate_ms=estimate_ms,
+                                    arrivals=arrivals or current.arrivals,
+                                    estimates=estimates or current.estimates))
         self.button.setChecked(True)
+
+    @Slot()
+    def _on_edited(self) -> None:
+        if self.running:
+            self.worker.update(self.settings())
 
     @Slot(bool)
     def _on_toggled(self, on: bool) -> None:
-        for widget in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max):
-            widget.setEnabled(not on)
         self.button.setText("Stop" if on else "Start")
         if on and not self.running:
             self.running = True
+            self.worker.take_update()  # a change left over from the last run is older than these
             self._start.emit(self.settings())
         elif not on:
             self.worker.stop()
@@ -239,6 +294,20 @@ def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "") -> Q
     box.setSuffix(suffix)
     box.setMinimumWidth(80)
     return box
+
+
+def _choice(items: dict[str, str]) -> QComboBox:
+    """A drop-down of (value: label); currentData() is the value."""
+    box = QComboBox()
+    for value, label in items.items():
+        box.addItem(label, value)
+    return box
+
+
+def _select(box: QComboBox, value: str) -> None:
+    index = box.findData(value)
+    if index >= 0:
+        box.setCurrentIndex(index)
 
 
 def _pair(a: QWidget, b: QWidget) -> QWidget:

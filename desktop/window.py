@@ -254,6 +254,8 @@ class MainWindow(QMainWindow):
             rate=float(s.value("simulator/rate", 2.0)),
             tasks=(int(s.value("simulator/tasks_min", 1)), int(s.value("simulator/tasks_max", 5))),
             estimate_ms=(int(s.value("simulator/estimate_min", 200)), int(s.value("simulator/estimate_max", 3000))),
+            arrivals=str(s.value("simulator/arrivals", "steady")),
+            estimates=str(s.value("simulator/estimates", "uniform")),
         ))
         splitter = s.value("stories/splitter")
         if splitter is not None:
@@ -270,6 +272,8 @@ class MainWindow(QMainWindow):
         s.setValue("simulator/tasks_max", sim.tasks[1])
         s.setValue("simulator/estimate_min", sim.estimate_ms[0])
         s.setValue("simulator/estimate_max", sim.estimate_ms[1])
+        s.setValue("simulator/arrivals", sim.arrivals)
+        s.setValue("simulator/estimates", sim.estimates)
         s.setValue("stories/splitter", self.stories.splitter.saveState())
         s.sync()
 
