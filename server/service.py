@@ -119,9 +119,11 @@ class Service:
         # Task ids rise in creation order: that is the queue's order (started stories first).
         self.state.order_queue()
         for story_id, created, started, completed in startup.recent_done:
+            if started is None:
+                continue  # done by an earlier version, which kept no started_at: no cycle time
             # back on the monotonic clock the window expires by
             self.flow.add(now - (wall - completed), story_id, completed, completed - created,
-                          completed - (created if started is None else started))
+                          completed - started)
         # An open story with nothing left cannot arise from our own writes; repair it anyway.
         for story_id in startup.open_stories.keys() - by_story.keys():
             log.warning("story %d was open with no unfinished task: marking it done", story_id)

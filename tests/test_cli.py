@@ -333,3 +333,36 @@ def test_watch_says_when_the_database_refuses_writes():
     assert "DATABASE UNAVAILABLE" in lines and "database is full: /srv/s.db" in lines
     figures.apply(stats(2, 100.5))
     assert "DATABASE" not in "\n".join(render(figures, "127.0.0.1:5555", "live", now=101.0))
+
+
+# -- flow --------------------------------------------------------------------------------
+def test_flow_shows_and_sets_the_wip_limit_and_the_window(server):
+    ok_json("add", "Timed", "--task", "20", "--wait", *at(server))
+    shown = ok_json("flow", *at(server))
+    assert (shown["wip_limit"], shown["flow_window_s"]) == (0, 60.0)
+    assert shown["stories_completed_in_window"] == 1 and shown["lead_time_p50_s"] > 0
+    assert shown["stories_in_progress"] == shown["stories_waiting"] == 0
+    changed = ok_json("flow", "--wip-limit", "3", "--window", "30", *at(server))
+    assert (changed["wip_limit"], changed["flow_window_s"]) == (3, 30.0)
+    text = storypulse("flow", *at(server))
+    assert text.returncode == 0, text.stderr
+    assert "WIP limit 3" in text.stdout and "window 30.00 s" in text.stdout
+    assert re.search(r"lead\s+p50 \d+ ms · p85 \d+ ms · p95 \d+ ms", text.stdout), text.stdout
+    watched = storypulse("watch", "--once", *at(server))
+    assert "in progress 0 (limit 3) · waiting 0 · 1 done in the last 30.00 s" in watched.stdout
+    for bad, words in ((["--wip-limit", "-1"], "--wip-limit: '-1': must be at least 0"),
+                       (["--window", "0"], "--window: '0': must be above 0"),
+                       (["--window", "86401"], "at most 86400")):
+        done = storypulse("flow", *bad, *at(server))
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+
+
+def test_load_with_poisson_arrivals_and_lognormal_estimates(server):
+    summary = ok_json("load", "--rate", "40", "--duration", "2", "--arrivals", "poisson",
+                      "--estimates", "lognormal", "--estimate-ms", "10-1000", "--seed", "3", *at(server))
+    assert 40 <= summary["stories_created"] <= 120 and summary["errors"] == 0  # ~80, Poisson
+    page = ok_json("list", "--limit", "5", *at(server))
+    story = ok_json("show", str(page["stories"][0]["story_id"]), *at(server))
+    assert all(10 <= t["estimate_ms"] <= 1000 for t in story["tasks"])
+    bad = storypulse("load", "--arrivals", "bursty", *at(server))
+    assert bad.returncode == 2 and "invalid choice: 'bursty'" in bad.stderr

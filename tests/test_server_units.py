@@ -214,6 +214,23 @@ def test_store_round_trip_and_restart_load(tmp_path):
     store.close()
 
 
+def test_a_database_of_an_earlier_version_gets_started_at(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)  # the story table as earlier versions made it
+    con.execute("CREATE TABLE story (id INTEGER PRIMARY KEY, name VARCHAR(200), description TEXT, "
+                "status VARCHAR(8), created_at REAL, completed_at REAL, tasks_total INTEGER)")
+    con.execute("INSERT INTO story VALUES (1, 'old', '', 'done', 1.0, 4.0, 1)")
+    con.commit()
+    con.close()
+    store = Store.open(str(path))
+    assert store.story(1) == (1, "old", "", "done", 1.0, 4.0, 1, None)
+    assert store.load(done_since=0.0).recent_done == [(1, 1.0, None, 4.0)]
+    store.close()
+    assert Store.open(str(path)).story(1)[-1] is None  # opening again changes nothing
+
+
 def test_store_accepts_a_sqlite_url(tmp_path):
     store = Store.open(f"sqlite:///{tmp_path / 'u.db'}")
     assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
