@@ -99,6 +99,30 @@ def test_every_topic_has_an_example():
     assert {name.encode() for name, _ in of_kind("event")} == set(protocol.EVENT_TYPES)
 
 
+def test_every_field_of_stats_stories_and_completions_appears_in_an_example():
+    """Every field has an example: the flow additions too, not only the schema's say-so."""
+    import json
+
+    def keys(kind: str, name: str, pick) -> set[str]:
+        found: set[str] = set()
+        for body in (b for n, b in of_kind(kind) if n == name):
+            for item in pick(json.loads(body)):
+                found |= set(item)
+        return found
+
+    def fields(t: type) -> set[str]:
+        return set(t.__struct_fields__)
+
+    assert fields(protocol.Stats) <= keys("event", "stats", lambda e: [e])
+    assert fields(protocol.StoryEvent) <= keys("event", "story", lambda e: [e])
+    stories = keys("reply", "get_story", lambda r: [r["result"]]) | keys(
+        "reply", "list_stories", lambda r: r["result"]["stories"])
+    assert fields(protocol.StoryView) <= stories
+    assert fields(protocol.Completion) <= keys("reply", "snapshot", lambda r: r["result"]["completions"])
+    assert fields(protocol.SnapshotResult) <= keys("reply", "snapshot", lambda r: [r["result"]])
+    assert fields(protocol.FlowResult) <= keys("reply", "set_flow", lambda r: [r["result"]])
+
+
 def test_worker_message_examples_decode():
     sent = {name: protocol.decode_worker_message(body.encode()) for name, body in of_kind("worker")}
     received = {name: protocol.decode_to_worker(body.encode()) for name, body in of_kind("to-worker")}
@@ -112,7 +136,8 @@ def test_limits_table_matches_the_code():
     rows = re.findall(r"^\| `([A-Z_]+)` \| (\d+) \|", DOC.read_text(encoding="utf-8"), re.M)
     table = {name: int(value) for name, value in rows}
     limits = {"MAX_FRAME_BYTES", "NAME_MAX", "DESCRIPTION_MAX", "TASKS_MAX", "ESTIMATE_MS_MAX",
-              "LIST_LIMIT_MAX", "HISTORY_SECONDS_MAX", "WORKERS_MAX", "ID_MAX", "CORRELATION_MAX"}
+              "LIST_LIMIT_MAX", "HISTORY_SECONDS_MAX", "WORKERS_MAX", "ID_MAX", "CORRELATION_MAX",
+              "WIP_LIMIT_MAX", "FLOW_WINDOW_MAX_S", "COMPLETIONS_MAX"}
     assert set(table) == limits
     for name, value in table.items():
         assert getattr(protocol, name) == value, name
