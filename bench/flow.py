@@ -1,0 +1,175 @@
+"""What a WIP limit changes: the same Poisson load on the same pool, without a limit and with a few.
+
+    .venv/bin/python bench/flow.py [--limits 0,2,4,8] [--seconds 10] [--workers 4]
+                                   [--utilisation 0.85] [--time-scale 0.02] [--seed 7]
+
+For each limit a fresh server (SQLite in a temporary folder, min = max = --workers,
+so the pool never changes) gets the very same stories at the very same moments:
+a seeded Poisson process of arrivals, 1-6 tasks a story with log-normal estimates
+within 100-5,000 ms (common/loadgen.py, as `storypulse load --arrivals poisson
+--estimates lognormal`), time-scaled so that a run takes seconds. The rate is set
+so the arrivals would keep --utilisation of the pool busy. Load runs for --seconds,
+then every story is waited for (at most --drain seconds).
+
+Per limit it prints, from every `completed` event (the server's own lead and
+cycle times, nearest-rank percentiles over all the run's stories) and every
+`stats` event during the load: throughput (stories completed / time from the
+first arrival to the last completion), lead time p50/p85/p95, cycle time p50,
+mean stories in progress (the WIP), mean stories waiting, and how busy the
+workers were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from common import loadrun, protocol  # noqa: E402
+from common.client import Client  # noqa: E402
+from common.loadgen import StoryGenerator  # noqa: E402
+from server.flow import nearest_rank  # noqa: E402
+from support import ServerProcess, wait_for  # noqa: E402
+
+TASKS = (1, 6)
+ESTIMATE_MS = (100, 5_000)
+
+
+class Recorder:
+    """Every event of one server, subscribed before any load (RCVHWM 0: none dropped)."""
+
+    def __init__(self, server: ServerProcess):
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(server.endpoints.events)
+        self.stats: list[protocol.Stats] = []
+        self.completed: list[protocol.StoryEvent] = []
+
+    def pump(self, timeout: float = 0.0) -> None:
+        got = 0
+        while self.sock.poll(timeout * 1000 if got == 0 else 0):
+            topic, payload = self.sock.recv_multipart()
+            event = protocol.decode_event(topic, payload)
+            if topic == protocol.TOPIC_STATS:
+                self.stats.append(event)
+            elif topic == protocol.TOPIC_STORY and event.event == "completed":
+                self.completed.append(event)
+            got += 1
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def mean_story_work_s(seed: int, time_scale: float, samples: int = 20_000) -> float:
+    """Mean scaled work of one story from this generator: sets the rate for a utilisation."""
+    gen = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=seed + 1)
+    total = sum(t["estimate_ms"] for _ in range(samples) for t in gen.story()["tasks"])
+    return total / samples / 1000 * time_scale
+
+
+def run_one(limit: int, args: argparse.Namespace, rate: float, folder: Path) -> dict:
+    server = ServerProcess(folder / f"flow-{limit}.db", workers=args.workers, time_scale=args.time_scale,
+                           stats_interval=0.1, extra=["--wip-limit", str(limit), "--log-level", "warning"])
+    server.start()
+    recorder = Recorder(server)
+    try:
+        wait_for(lambda: recorder.pump(0.05) or (recorder.stats and recorder.stats[-1].workers == args.workers),
+                 30, what=f"{args.workers} workers ready")
+        generator = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=args.seed)
+        client = Client(server.endpoints, timeout=10)
+        started = time.time()
+        tally, _, ended = loadrun.run(client, generator, rate=rate, duration=args.seconds,
+                                      max_in_flight=1_000, arrivals="poisson", progress=io.StringIO())
+        load_ended = time.time()
+        client.close()
+        if ended != "duration reached" or tally.errors:
+            raise RuntimeError(f"the load ended early: {ended}, {tally.first_error}")
+
+        def all_done() -> bool:
+            recorder.pump(0.05)
+            return len(recorder.completed) >= tally.acked
+
+        deadline = time.monotonic() + args.drain
+        while time.monotonic() < deadline and not all_done():
+            pass
+    finally:
+        server.stop()
+        recorder.pump(0.2)
+        recorder.close()
+    done = recorder.completed
+    lead = sorted(e.lead_time_s for e in done)
+    cycle = sorted(e.cycle_time_s for e in done)
+    during = [s for s in recorder.stats if started <= s.ts <= load_ended]
+    last = max((e.ts for e in done), default=load_ended)
+    return {
+        "limit": limit,
+        "stories": tally.acked,
+        "done": len(done),
+        "throughput": len(done) / (last - started),
+        "lead": [nearest_rank(lead, p) for p in (50, 85, 95)],
+        "cycle_p50": nearest_rank(cycle, 50),
+        "wip": statistics.fmean(s.stories_in_progress for s in during),
+        "waiting": statistics.fmean(s.open_stories - s.stories_in_progress for s in during),
+        "busy": statistics.fmean(s.workers_busy for s in during) / args.workers,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limits", default="0,2,4,8", help="WIP limits to compare; 0: none (default 0,2,4,8)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of load per limit (default 10)")
+    parser.add_argument("--drain", type=float, default=30.0,
+                        help="seconds to wait after the load for the last stories (default 30)")
+    parser.add_argument("--workers", type=int, default=4, help="the pool (default 4)")
+    parser.add_argument("--utilisation", type=float, default=0.85,
+                        help="the share of the pool the arrivals would keep busy (default 0.85)")
+    parser.add_argument("--time-scale", type=float, default=0.02,
+                        help="the server's time scale: 0.02 runs a 1 s estimate in 20 ms (default 0.02)")
+    parser.add_argument("--seed", type=int, default=7, help="the same stories and arrivals for every limit")
+    args = parser.parse_args()
+    limits = [int(x) for x in args.limits.split(",")]
+    work = mean_story_work_s(args.seed, args.time_scale)
+    rate = args.utilisation * args.workers / work
+    print(f"Poisson arrivals at {rate:.1f} stories/s ({args.utilisation:.0%} of {args.workers} workers), "
+          f"{TASKS[0]}-{TASKS[1]} tasks of {ESTIMATE_MS[0]}-{ESTIMATE_MS[1]} ms log-normal at time scale "
+          f"{args.time_scale:g} (a story {work * 1000:.0f} ms of work on average), {args.seconds:g} s, "
+          f"seed {args.seed}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="storypulse-flow-") as folder:
+        for limit in limits:
+            row = run_one(limit, args, rate, Path(folder))
+            rows.append(row)
+            print(f"  limit {limit or 'none'}: {row['done']}/{row['stories']} done", file=sys.stderr)
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1000:,.0f} ms"
+
+    head = ("WIP limit", "stories", "throughput", "lead p50", "lead p85", "lead p95", "cycle p50",
+            "in progress", "waiting", "workers busy")
+    table = [head] + [(
+        str(r["limit"] or "none"), f"{r['done']:,}" + ("" if r["done"] == r["stories"] else f" of {r['stories']:,}"),
+        f"{r['throughput']:.1f}/s", *(ms(v) for v in r["lead"]), ms(r["cycle_p50"]),
+        f"{r['wip']:.1f}", f"{r['waiting']:.1f}", f"{r['busy']:.0%}") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    print()
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("| " + " | ".join("-" * (w - 1) + ":" if i else "-" * w for i, w in enumerate(widths)) + " |")
+    for row in table[1:]:
+        print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+    unfinished = [r for r in rows if r["done"] < r["stories"]]
+    return 1 if unfinished else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
