@@ -378,7 +378,6 @@ class Service:
             self.completed_stories += len(finished_stories)
             self.stories_out.add(now, len(finished_stories))
 
-
     def _started_now(self, task_ids: list[int], wall: float) -> None:
         """A prefetched lease began at `wall`: its tasks, and a story it started, began then."""
         live, stories = self.state.live, self.state.stories

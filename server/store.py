@@ -4,7 +4,8 @@ The server is the only writer. It assigns ids itself (a story's tasks get a
 contiguous range), so one turn's stories and tasks go in with a few bulk
 statements and nothing has to be read back. Task states on disk are only
 `queued` and `done`: "running" lives in memory, since a running task is
-queued again after a crash anyway.
+queued again after a crash anyway. A story's `started_at` is written with the
+turn that hands out its first task: a story in progress stays so across a restart.
 
 The hot paths (`apply`) use plain SQL through the driver's executemany with
 the database's own placeholder, so the same code runs on SQLite and PostgreSQL.

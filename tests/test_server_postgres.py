@@ -35,3 +35,29 @@ def test_stories_complete_and_survive_kill9_on_postgres(server_factory):
         assert client.get_story(ids[1]).tasks_done == 3
     tap.close()
     assert server.stop() == 0
+
+
+def test_started_at_survives_kill9_and_an_old_table_gets_it_on_postgres(server_factory):
+    from server.store import Store
+
+    store = Store.open(empty_postgres(URL))
+    store.db.execute_sql("ALTER TABLE story DROP COLUMN started_at")  # as an earlier version made it
+    store.close()
+    server = server_factory(workers=2, time_scale=1.0, extra=["--wip-limit", "1"]).use_db(URL).start()
+    with server.client() as client:
+        ids = [client.create_story(f"pg{i}", [{"estimate_ms": 1000}]).story_id for i in range(3)]
+        wait_for(lambda: client.get_story(ids[0]).tasks[0].state == "running", 10, what="one runs")
+        started = client.get_story(ids[0]).started_at
+        assert client.get_story(ids[1]).started_at is None  # the limit holds it back
+    server.kill9()
+    server.start()
+    tap = EventTap(server)
+    with server.client() as client:
+        assert client.snapshot(0).stats.stories_in_progress == 1
+        assert client.get_story(ids[0]).started_at == started
+        final = tap.wait_stats(lambda s: s.completed_stories == 3, 30, what="all three done")
+        assert final.stories_completed_in_window == 3 and final.lead_time_p95_s >= 2.0
+        done = client.list_stories(status="done").stories
+        assert all(s.cycle_time_s is not None and s.cycle_time_s <= s.lead_time_s for s in done)
+    tap.close()
+    assert server.stop() == 0

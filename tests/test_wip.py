@@ -279,3 +279,22 @@ def test_a_restart_keeps_started_at_and_the_in_progress_count(bench):
     again.dispatch(0.0)  # the started stories' tasks run again; c still waits its turn
     leased = sorted(t for w in again.workers for lease in w.leases for t in lease.task_ids)
     assert leased == [2, 3] and again.stats(0.0).stories_in_progress == 2
+
+
+def test_a_story_started_by_a_prefetched_lease_starts_when_that_lease_does(bench):
+    b = bench(workers=1)
+    (worker,) = b.workers
+    first = b.create(1, now=0.0)
+    b.dispatch(0.0)  # runs 0.0-1.0
+    second = b.create(1, now=0.5)
+    b.dispatch(0.99)  # due to end within PREFETCH_S: the next lease goes out early
+    assert len(worker.leases) == 2
+    expected = b.request({"op": "get_story", "story_id": second}, 0.99).result["started_at"]
+    assert expected == pytest.approx(1001.0)  # when the first lease should end
+    b.finish(worker, now=1.25)  # it ends late: the second story really starts now
+    assert b.request({"op": "get_story", "story_id": second}, 1.25).result["started_at"] == 1001.25
+    b.finish(worker, now=2.25)
+    done = b.request({"op": "get_story", "story_id": second}, 2.25).result  # read from the store
+    assert (done["started_at"], done["cycle_time_s"], done["lead_time_s"]) == (1001.25, 1.0, 1.75)
+    assert done["tasks"][0]["started_at"] == 1001.25
+    assert b.request({"op": "get_story", "story_id": first}, 2.25).result["cycle_time_s"] == 1.25
