@@ -77,18 +77,17 @@ class FlowWindow:
 
     def add(self, at: float, story_id: int, completed_at: float, lead_s: float,
             cycle_s: float) -> None:
-        """A story completed at `at`; completions must come in time order (later ones are
-        clamped to the last one)."""
-        if self.entries and at < self.entries[-1].at:
-            at = self.entries[-1].at
-        entry = Completed(at, story_id, completed_at, lead_s, cycle_s)
-        self.entries.append(entry)
+        """A story completed at `at`; completions must come in time order (an earlier one is
+        clamped to the last). Expiry waits for the next look (figures, recent)."""
+        entries = self.entries
+        if entries and at < entries[-1].at:
+            at = entries[-1].at
+        entries.append(Completed(at, story_id, completed_at, lead_s, cycle_s))
         self.lead.add(lead_s)
         self.cycle.add(cycle_s)
         self._lead_sum_us += round(lead_s * 1e6)
-        if len(self.entries) > self.samples_max:
-            self._drop(self.entries.popleft())
-        self.expire(at)
+        if len(entries) > self.samples_max:
+            self._drop(entries.popleft())
 
     def expire(self, now: float) -> None:
         entries, horizon = self.entries, now - self.window
