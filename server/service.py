@@ -478,11 +478,13 @@ class Service:
 
     # -- figures --------------------------------------------------------------------------
     def load(self, now: float) -> Load:
-        pool = self.pool
+        pool, state = self.pool, self.state
+        # Work the WIP limit holds back needs no more workers: they would only stand idle.
+        held = state.held()
         return Load(
             now=now,
-            queued_tasks=self.state.queued,
-            queued_work_s=self.state.queued_ms * self.config.time_scale / 1000.0,
+            queued_tasks=0 if held else state.queued,
+            queued_work_s=0.0 if held else state.queued_ms * self.config.time_scale / 1000.0,
             busy=pool.busy,
             idle=len(pool.idle),
             starting=pool.count("starting"),

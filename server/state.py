@@ -15,9 +15,9 @@ module keeps the figures that stats and the scheduler need in step.
 The WIP rule needs no scan: stories start in queue order, tasks enter at the
 back (new stories, not started) or at the front (a lost lease: started), and
 a story's tasks are contiguous; so every queued task of a started story lies
-before every queued task of a waiting one. When the front task belongs to a
-waiting story and the limit is reached, nothing queued may start (`blocked`)
-until a story finishes or is deleted, a lease comes back, or the limit changes.
+before every queued task of a waiting one. So when the limit is reached and
+the front task belongs to a waiting story, nothing queued may start (`held`):
+a look at the front of the queue tells, with no scan.
 """
 
 from __future__ import annotations
@@ -59,17 +59,30 @@ class WorkState:
         self.queued_ms = 0  # sum of unscaled estimates of queued tasks
         self.in_progress = 0  # open stories with a started task
         self.wip_limit = 0  # 0: none
-        self.blocked = False  # the WIP limit holds back every queued task (see above)
         self.started: list[int] = []  # stories started by leases since the caller last took them
 
     @property
     def dispatchable(self) -> bool:
         """Something queued may be handed out now."""
-        return self.queued > 0 and not self.blocked
+        return self.queued > 0 and not self.held()
+
+    def held(self) -> bool:
+        """The WIP limit keeps every queued task waiting (see above): the limit is reached and
+        the first queued task's story has not started. Drops dead ids at the front on the way."""
+        if not self.wip_limit or self.in_progress < self.wip_limit:
+            return False
+        queue, live = self.queue, self.live
+        while queue:
+            task = live.get(queue[0])
+            if task is None or task.running:
+                queue.popleft()  # lazy removal, as take_lease does
+                continue
+            story = self.stories.get(task.story_id)
+            return story is not None and story.started_at is None
+        return False
 
     def set_wip_limit(self, limit: int) -> None:
         self.wip_limit = limit
-        self.blocked = False  # the next lease finds out afresh
 
     # -- adding work --------------------------------------------------------------
     def add_story(self, story_id: int, first_task_id: int, estimates: list[int],
@@ -137,8 +150,7 @@ class WorkState:
                 story = stories.get(task.story_id)
                 if story is not None and story.started_at is None:
                     if wip_limit and self.in_progress >= wip_limit:
-                        self.blocked = True
-                        break
+                        break  # it waits, and so does everything behind it
                     story.started_at = wall
                     self.in_progress += 1
                     self.started.append(task.story_id)
@@ -170,8 +182,6 @@ class WorkState:
         self.queue.extendleft(reversed(back))
         self.queued += len(back)
         self.running -= len(back)
-        if back:
-            self.blocked = False  # tasks of started stories are at the front now
         return len(back)
 
     # -- completion and deletion ------------------------------------------------------
@@ -200,7 +210,6 @@ class WorkState:
         """A story left the open ones (done or deleted): its WIP slot is free."""
         if story.started_at is not None:
             self.in_progress -= 1
-            self.blocked = False
 
     def delete_story(self, story_id: int) -> OpenStory | None:
         """Forget an open story and its unfinished tasks; None if it is not open."""

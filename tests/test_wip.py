@@ -35,7 +35,7 @@ def test_without_a_limit_stories_start_as_their_tasks_go():
     state = WorkState()
     stories(state, 1, 1, 1)
     assert [lease(state, wall=5.0) for _ in range(3)] == [[1], [2], [3]]
-    assert state.in_progress == 3 and not state.blocked
+    assert state.in_progress == 3 and not state.held()
     assert [state.stories[s].started_at for s in (1, 2, 3)] == [5.0, 5.0, 5.0]
     assert state.started == [1, 2, 3]
 
@@ -45,10 +45,10 @@ def test_with_a_limit_stories_wait_their_turn_in_creation_order():
     state.set_wip_limit(2)
     stories(state, 1, 1, 1, 1)
     assert lease(state) == [1] and lease(state) == [2]
-    assert lease(state) == [] and state.blocked and not state.dispatchable
+    assert lease(state) == [] and state.held() and not state.dispatchable
     assert state.in_progress == 2 and state.stories[3].started_at is None
     state.complete(2)  # the second story finishes first: the third (not the fourth) goes next
-    assert not state.blocked and state.in_progress == 1
+    assert not state.held() and state.in_progress == 1
     assert lease(state) == [3] and lease(state) == []
     state.complete(1)
     assert lease(state) == [4]
@@ -59,7 +59,7 @@ def test_tasks_of_a_started_story_keep_going_at_the_limit():
     state.set_wip_limit(1)
     stories(state, 3, 1)
     assert lease(state) == [1] and lease(state) == [2] and lease(state) == [3]
-    assert lease(state) == [] and state.blocked  # story 2 waits: workers may stand idle
+    assert lease(state) == [] and state.held()  # story 2 waits: workers may stand idle
     for task_id in (1, 2, 3):
         state.complete(task_id)
     assert state.in_progress == 0 and lease(state) == [4]
@@ -70,9 +70,9 @@ def test_a_lease_of_tiny_tasks_stops_at_a_story_that_must_wait():
     state.set_wip_limit(1)
     stories(state, 2, 2, estimate=0)
     assert lease(state) == [1, 2]  # both of story 1 in one lease; story 2's wait
-    assert state.blocked and state.queued == 2
+    assert state.held() and state.queued == 2
     state.set_wip_limit(2)
-    assert not state.blocked and lease(state) == [3, 4]
+    assert not state.held() and lease(state) == [3, 4]
 
 
 def test_deleting_a_story_in_progress_frees_its_slot_and_a_waiting_one_does_not():
@@ -93,7 +93,7 @@ def test_a_lost_lease_goes_back_before_the_waiting_stories():
     state.set_wip_limit(1)
     stories(state, 2, 1)
     assert lease(state) == [1] and lease(state) == [2] and lease(state) == []
-    assert state.requeue_front([1]) == 1 and not state.blocked
+    assert state.requeue_front([1]) == 1 and not state.held()
     assert lease(state) == [1] and lease(state) == []  # story 2 still waits
     assert state.in_progress == 1
 
@@ -298,3 +298,16 @@ def test_a_story_started_by_a_prefetched_lease_starts_when_that_lease_does(bench
     assert (done["started_at"], done["cycle_time_s"], done["lead_time_s"]) == (1001.25, 1.0, 1.75)
     assert done["tasks"][0]["started_at"] == 1001.25
     assert b.request({"op": "get_story", "story_id": first}, 2.25).result["cycle_time_s"] == 1.25
+
+
+def test_work_the_limit_holds_back_does_not_grow_the_pool(bench):
+    b = bench(workers=1, wip_limit=1)
+    b.create(1, now=0.0, estimate=10_000)
+    for _ in range(20):
+        b.create(5, now=0.0, estimate=10_000)
+    b.dispatch(0.0)
+    assert b.stats(0.0).tasks_queued == 100  # the figures still say what waits
+    load = b.service.load(0.0)
+    assert (load.queued_tasks, load.queued_work_s, load.busy) == (0, 0.0, 1)
+    b.request({"op": "set_flow", "wip_limit": 0}, 0.0)
+    assert b.service.load(0.0).queued_tasks == 100  # no longer held: it counts
