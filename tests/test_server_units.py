@@ -90,6 +90,10 @@ def test_config_defaults_come_from_the_table():
     ({"queue_max": 3}, "--queue-max"),
     ({"log_level": "loud"}, "--log-level"),
     ({"bind": ""}, "--bind"),
+    ({"flow_window": 0.0}, "--flow-window 0.0: must be > 0 and <= 86400 seconds"),
+    ({"flow_window": 86_401.0}, "--flow-window"),
+    ({"wip_limit": -1}, "--wip-limit -1: must be within 0-100000"),
+    ({"wip_limit": 100_001}, "--wip-limit"),
     ({"colour": "red"}, "colour"),
 ])
 def test_config_validation_names_the_option(options, names):
