@@ -34,10 +34,15 @@ DEFAULTS: dict[str, Any] = {
     "queue_max": 1_000_000,  # queued tasks above which create_story gets `busy`
     "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
     "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
+    "durability": "power-loss",  # an acknowledged story survives power loss, not only a crash
     "log_level": "info",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# power-loss: every commit is flushed to disk before its reply (SQLite synchronous=FULL,
+# PostgreSQL synchronous_commit=on); crash: it survives a crash of the server process, but
+# the last commits may be lost with the power (synchronous=NORMAL / synchronous_commit=off).
+DURABILITY_LEVELS = ("power-loss", "crash")
 
 
 class ConfigError(ValueError):
@@ -65,6 +70,7 @@ class ServerConfig:
     queue_max: int = DEFAULTS["queue_max"]
     lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
     lease_max_s: float = DEFAULTS["lease_max_s"]
+    durability: str = DEFAULTS["durability"]
     log_level: str = DEFAULTS["log_level"]
 
     @classmethod
@@ -109,6 +115,8 @@ class ServerConfig:
         need(self.queue_max >= protocol.TASKS_MAX, "queue_max", f"must be >= {protocol.TASKS_MAX}")
         need(1 <= self.lease_max_tasks <= 10_000, "lease_max_tasks", "must be within 1-10000")
         need(0 <= self.lease_max_s <= 1, "lease_max_s", "must be within 0-1 seconds")
+        need(self.durability in DURABILITY_LEVELS, "durability",
+             f"must be one of {', '.join(DURABILITY_LEVELS)}")
         need(str(self.log_level).lower() in LOG_LEVELS, "log_level",
              f"must be one of {', '.join(LOG_LEVELS)}")
 
