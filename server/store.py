@@ -48,6 +48,7 @@ SQLITE_PRAGMAS = {
 SQLITE_SYNCHRONOUS = {"power-loss": "full", "crash": "normal"}
 POSTGRES_SYNCHRONOUS_COMMIT = {"power-loss": "on", "crash": "off"}
 DEFAULT_DURABILITY = "power-loss"
+PG_CONNECT_TIMEOUT_S = 2  # seconds, unless the URL says otherwise
 IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
 
 
@@ -119,8 +120,13 @@ def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Da
         if kind is not None and issubclass(kind, peewee.PostgresqlDatabase):
             # libpq's `options` sets it for the session of every connection, reconnections too.
             setting = f"-c synchronous_commit={POSTGRES_SYNCHRONOUS_COMMIT[durability]}"
-            given = db_url.parse(spec).get("options")
-            return db_url.connect(spec, options=f"{given} {setting}" if given else setting)
+            parsed = db_url.parse(spec)
+            given = parsed.get("options")
+            # A bounded connect: the loop reconnects in line after an outage, and an
+            # unreachable host must not stall `ping` for the TCP timeout.
+            timeout = parsed.get("connect_timeout", PG_CONNECT_TIMEOUT_S)
+            return db_url.connect(spec, options=f"{given} {setting}" if given else setting,
+                                  connect_timeout=timeout)
         raise ValueError(f"scheme {urlparse(spec).scheme!r}: storypulse runs on SQLite or PostgreSQL")
     path = Path(spec).expanduser() if spec else default_db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
