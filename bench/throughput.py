@@ -1,4 +1,4 @@
-"""Server benchmarks: durable end-to-end throughput, and pool efficiency.
+"""Server benchmarks: durable end-to-end throughput at each durability level, and pool efficiency.
 
     .venv/bin/python bench/throughput.py [--runs 3] [--stories 5000] [--tasks 10]
 
@@ -7,14 +7,18 @@
     that pipelines its create_story requests; the clock runs from the first
     request to the `completed` event of the last story, so every task is
     stored, handed to a worker, reported and recorded durably in between.
-    The baseline, measured in the same run on the same disk: the naive way
-    to keep the same tasks durable in SQLite (same pragmas) -- one INSERT and
-    one commit per task, then one UPDATE and one commit per task.
+    Measured with each --durability level in every run, the order alternating
+    from run to run so that drift in the machine's load does not favour one:
+    power-loss (synchronous=FULL, the default) and crash (synchronous=NORMAL).
+    The baseline, measured in the same run on the same disk: the naive way to
+    keep the same tasks durable in SQLite at the default level (WAL,
+    synchronous=FULL) -- one INSERT and one commit per task, then one UPDATE
+    and one commit per task.
 (b) Pool efficiency: 200 tasks x 50 ms on 4 workers (time scale 1); ideal
     2.5 s; efficiency = ideal / measured, from the first request to the last
     story's `completed` event.
 
-Every figure is the median of --runs runs.
+Every figure is the median of --runs runs; a ratio is the median of the per-run ratios.
 """
 
 from __future__ import annotations
@@ -90,8 +94,13 @@ def run_stories(server: ServerProcess, stories: int, tasks: list[dict], window: 
     return elapsed
 
 
-def throughput_run(tmp: Path, run: int, stories: int, tasks_per_story: int, window: int) -> float:
-    server = ServerProcess(tmp / f"tp{run}.db", workers=2, time_scale=1.0, stats_interval=0.25)
+LEVELS = {"power-loss": "FULL", "crash": "NORMAL"}  # --durability -> SQLite synchronous
+
+
+def throughput_run(tmp: Path, run: int, stories: int, tasks_per_story: int, window: int,
+                   durability: str) -> float:
+    server = ServerProcess(tmp / f"tp{run}-{durability}.db", workers=2, time_scale=1.0,
+                           stats_interval=0.25, extra=["--durability", durability])
     server.args[server.args.index("info")] = "warning"
     server.start()
     try:
@@ -104,7 +113,7 @@ def naive_sqlite(tmp: Path, run: int, tasks: int) -> float:
     """Seconds to store `tasks` tasks and mark them done with one commit per statement."""
     path = tmp / f"naive{run}.db"
     con = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=wal", "synchronous=normal", "foreign_keys=1", "cache_size=-64000"):
+    for pragma in ("journal_mode=wal", "synchronous=full", "foreign_keys=1", "cache_size=-64000"):
         con.execute(f"PRAGMA {pragma}")
     con.execute("CREATE TABLE task (id INTEGER PRIMARY KEY, story_id INTEGER, name TEXT, "
                 "estimate_ms INTEGER, status TEXT, attempts INTEGER, created_at REAL, "
@@ -138,6 +147,12 @@ def pool_run(tmp: Path, run: int) -> float:
         server.stop()
 
 
+def ratio_line(label: str, numerators: list[float], denominators: list[float]) -> str:
+    ratios = [n / d for n, d in zip(numerators, denominators)]
+    return (f"{label:44} {statistics.median(ratios):10.2f}x   "
+            f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -147,33 +162,40 @@ def main() -> int:
     parser.add_argument("--skip-pool", action="store_true")
     args = parser.parse_args()
     tasks_total = args.stories * args.tasks
+    server_s: dict[str, list[float]] = {level: [] for level in LEVELS}
+    naive_s, pool_s = [], []
     with tempfile.TemporaryDirectory(prefix="storypulse-bench-") as name:
         tmp = Path(name)
-        server_s, naive_s, pool_s = [], [], []
         for run in range(args.runs):
-            server_s.append(throughput_run(tmp, run, args.stories, args.tasks, args.window))
+            order = list(LEVELS) if run % 2 == 0 else list(reversed(LEVELS))
+            for level in order:
+                server_s[level].append(
+                    throughput_run(tmp, run, args.stories, args.tasks, args.window, level))
             naive_s.append(naive_sqlite(tmp, run, tasks_total))
             if not args.skip_pool:
                 pool_s.append(pool_run(tmp, run))
-            print(f"run {run + 1}: server {tasks_total / server_s[-1]:,.0f} tasks/s, "
-                  f"naive {tasks_total / naive_s[-1]:,.0f} tasks/s"
+            print(f"run {run + 1}: "
+                  + ", ".join(f"{level} {tasks_total / server_s[level][-1]:,.0f}" for level in LEVELS)
+                  + f", naive {tasks_total / naive_s[-1]:,.0f} tasks/s"
                   + (f", pool {pool_s[-1]:.3f} s" if pool_s else ""), file=sys.stderr)
-    server_med = statistics.median(server_s)
-    naive_med = statistics.median(naive_s)
     print()
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"SQLite {sqlite3.sqlite_version}; median of {args.runs} runs")
     print()
     print(f"(a) durable end-to-end throughput: {args.stories} stories x {args.tasks} "
           f"zero-estimate tasks, 2 workers, {args.window} requests in flight")
-    print(f"{'':34} {'stories/s':>10} {'tasks/s':>10} {'seconds':>8}")
-    print(f"{'storypulse server (group commit)':34} {args.stories / server_med:10,.0f} "
-          f"{tasks_total / server_med:10,.0f} {server_med:8.2f}")
-    print(f"{'baseline: commit per task, SQLite':34} {args.stories / naive_med:10,.0f} "
-          f"{tasks_total / naive_med:10,.0f} {naive_med:8.2f}")
-    ratios = sorted(n / s for n, s in zip(naive_s, server_s))
-    print(f"{'ratio (median of per-run ratios)':34} {statistics.median(ratios):10.1f}x"
-          f"   (runs: {', '.join(f'{r:.1f}' for r in ratios)})")
+    print(f"{'':44} {'stories/s':>10} {'tasks/s':>10} {'seconds':>8}")
+
+    def row(label: str, seconds: list[float]) -> None:
+        med = statistics.median(seconds)
+        print(f"{label:44} {args.stories / med:10,.0f} {tasks_total / med:10,.0f} {med:8.2f}")
+
+    for level, pragma in LEVELS.items():
+        row(f"storypulse --durability {level} ({pragma})", server_s[level])
+    # Throughput ratio power-loss / crash: the time of crash over the time of power-loss.
+    print(ratio_line("throughput ratio, power-loss / crash", server_s["crash"], server_s["power-loss"]))
+    row("baseline: commit per task, SQLite FULL", naive_s)
+    print(ratio_line("throughput ratio, power-loss / baseline", naive_s, server_s["power-loss"]))
     if pool_s:
         pool_med = statistics.median(pool_s)
         print()

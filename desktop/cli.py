@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 
 from common.endpoints import parse_server
@@ -15,6 +16,21 @@ NO_QT = (
     "storypulse desktop needs the desktop extras (PySide6, pyqtgraph, numpy): "
     "pip install 'storypulse[desktop]'"
 )
+
+
+def no_display(environ=os.environ, platform: str = sys.platform) -> str | None:
+    """The line to show when there is no screen for a window, else None.
+
+    Windows and macOS always have one; elsewhere Qt needs X11 or Wayland, or a
+    platform chosen on purpose (QT_QPA_PLATFORM=offscreen), and without any
+    it aborts the process.
+    """
+    if platform in ("win32", "darwin") or any(
+            environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        return None
+    return ("no display (neither DISPLAY nor WAYLAND_DISPLAY is set): on a host without a screen run "
+            "`storypulse server` and follow it with `storypulse watch`, or open the app on another "
+            "machine with `storypulse desktop --server HOST`")
 
 
 def _qt_missing() -> bool:
@@ -43,6 +59,9 @@ def desktop_command(argv: list[str]) -> int:
             parse_server(args.server)
         except ValueError as exc:
             parser.error(str(exc))
+    if (missing := no_display()) is not None:
+        print(f"storypulse desktop: {missing}", file=sys.stderr)
+        return 2
     if _qt_missing():
         print(NO_QT, file=sys.stderr)
         return 2
@@ -76,6 +95,9 @@ def demo_command(argv: list[str]) -> int:
         parser.error(str(exc))
     if not 1 <= args.port <= 65533:
         parser.error("--port must be within 1-65533")
+    if (missing := no_display()) is not None:  # before any server is started
+        print(f"storypulse demo: {missing}", file=sys.stderr)
+        return 2
     if _qt_missing():
         print(NO_QT, file=sys.stderr)
         return 2

@@ -3,10 +3,19 @@
 The server runs as a subprocess (`python -m server`), never imported: the
 desktop package does not depend on the server package. Closing the app stops
 the server that the demo started (SIGTERM, then wait), and only that one.
+
+If the app dies without closing (Qt's abort(), kill -9), no code of ours runs,
+so the server watches us instead: it gets the read end of a pipe whose write
+end only this process holds, and stops when it reads end of file, which the
+kernel delivers when the last holder of the write end is gone, however it went.
+A pipe rather than Linux's PR_SET_PDEATHSIG: it works on macOS and the BSDs
+too, it follows this process rather than the thread that started the server,
+and the server stops through its own loop as on SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,10 +45,24 @@ def start_server(port: int, db: str | None, max_workers: int, log_path: Path) ->
     if db:
         command += ["--db", db]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        # Its own session: Ctrl+C in the terminal reaches the app, which then stops the
-        # server in order, instead of both racing to shut down.
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    watch_r = watch_w = None
+    if os.name == "posix":  # Windows cannot poll a pipe; there only the `finally` stops it
+        watch_r, watch_w = os.pipe()  # not inherited by anything but the server (pass_fds)
+        command += ["--parent-pipe", str(watch_r)]
+    try:
+        with open(log_path, "ab") as log:
+            # Its own session: Ctrl+C in the terminal reaches the app, which then stops the
+            # server in order, instead of both racing to shut down.
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    pass_fds=(watch_r,) if watch_r is not None else ())
+    except BaseException:
+        if watch_w is not None:
+            os.close(watch_w)
+        raise
+    finally:
+        if watch_r is not None:
+            os.close(watch_r)  # only the server holds the read end
+    return proc  # watch_w stays open, never written, until this process ends
 
 
 def stop_server(proc: subprocess.Popen) -> int:
@@ -72,7 +95,8 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
     else:
         log_path = Path(platformdirs.user_log_dir("storypulse")) / "demo-server.log"
         proc = start_server(port, db, max_workers, log_path)
-        print(f"storypulse demo: started a server on {endpoints} (log: {log_path})", file=sys.stderr)
+        print(f"storypulse demo: started a server (pid {proc.pid}) on {endpoints} (log: {log_path})",
+              file=sys.stderr)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not server_answers(endpoints):
             if proc.poll() is not None:

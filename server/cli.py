@@ -20,7 +20,7 @@ from common.endpoints import parse_server
 from common.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
-from .config import DEFAULTS, LOG_LEVELS, ConfigError, ServerConfig
+from .config import DEFAULTS, DURABILITY_LEVELS, LOG_LEVELS, ConfigError, ServerConfig
 
 log = logging.getLogger("server")
 
@@ -70,6 +70,11 @@ def server_parser() -> argparse.ArgumentParser:
         help=f"on SIGTERM, how long busy workers may take to finish (default {d['shutdown_grace']:g})")
     add("--queue-max", type=int, metavar="N",
         help=f"create_story gets `busy` above N queued tasks (default {d['queue_max']})")
+    add("--durability", choices=DURABILITY_LEVELS,
+        help="power-loss: a story is acknowledged only once it is flushed to disk, so it survives "
+             "a power cut (SQLite synchronous=FULL, PostgreSQL synchronous_commit=on); crash: it "
+             "survives a crash of the server, but the last commits may be lost with the power "
+             f"(synchronous=NORMAL / synchronous_commit=off) (default {d['durability']})")
     add("--flow-window", type=float, metavar="S",
         help="lead and cycle times (p50, p85, p95) are taken over the stories completed in the "
              f"last S seconds (default {d['flow_window']:g})")
@@ -77,6 +82,10 @@ def server_parser() -> argparse.ArgumentParser:
         help="at most N stories in progress: a story's tasks start only while fewer are; "
              f"0: no limit (default {d['wip_limit']})")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
+    add("--parent-pipe", type=int, metavar="FD",
+        help="stop (as on SIGTERM) when this file descriptor, the read end of a pipe whose write "
+             "end only the starting process holds, reaches end of file: the server goes "
+             "whichever way that process dies (the demo uses it)")
     add("--version", action="version",
         version=f"storypulse {__version__} (protocol {protocol.PROTOCOL_VERSION})")
     return parser
@@ -85,18 +94,26 @@ def server_parser() -> argparse.ArgumentParser:
 def command(argv: Sequence[str] | None = None) -> int:
     from .configfile import server_config
 
-    args = server_parser().parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    parser = server_parser()
+    args = parser.parse_args(argv)
+    if args.parent_pipe is not None:
+        try:
+            os.fstat(args.parent_pipe)
+        except OSError:
+            parser.error(f"--parent-pipe {args.parent_pipe}: not an open file descriptor")
+    not_settings = ("config", "parent_pipe")
+    options = {k: v for k, v in vars(args).items() if v is not None and k not in not_settings}
     try:
         config = server_config(args.config, os.environ, options)
     except ConfigError as exc:
         print(f"storypulse server: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.log_level)
-    return serve(config)
+    return serve(config, args.parent_pipe)
 
 
-def serve(config: ServerConfig) -> int:
+def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
+    from .dberrors import database_errors, explain
     from .loop import Server
     from .store import Store, describe
 
@@ -104,19 +121,26 @@ def serve(config: ServerConfig) -> int:
         log.warning("listening on %s beyond loopback: CURVE on, only clients whose keys are "
                     "in %s get in", config.bind, default_key_dir() / "authorized")
     try:
-        store = Store.open(config.db)
-    except Exception as exc:
-        log.critical("cannot open the database %s: %s", config.db or "(default)", exc)
+        store = Store.open(config.db, config.durability)
+    except Exception as exc:  # anything the file, the URL or the database server can do
+        log.debug("opening the database failed", exc_info=True)
+        log.critical("cannot start: %s", explain(config.db, exc))
         return 1
-    log.info("storypulse %s: database %s", __version__, describe(store.db))
+    log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
+             describe(store.db), config.durability, store.durability_in_force())
     try:
-        server = Server(config, store)
+        server = Server(config, store, parent_pipe)
     except Exception as exc:  # typically: the port is taken
         log.critical("cannot start: %s", exc)
         store.close()
         return 1
     server.install_signal_handlers()
-    return server.run()
+    try:
+        return server.run()
+    except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
+        log.debug("the database failed", exc_info=True)
+        log.critical("stopped: %s", explain(config.db, exc))
+        return 1
 
 
 # -- storypulse worker ---------------------------------------------------------------

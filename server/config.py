@@ -34,12 +34,17 @@ DEFAULTS: dict[str, Any] = {
     "queue_max": 1_000_000,  # queued tasks above which create_story gets `busy`
     "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
     "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
+    "durability": "power-loss",  # an acknowledged story survives power loss, not only a crash
     "flow_window": 60.0,  # lead and cycle times are taken over the stories completed this recently
     "wip_limit": 0,  # stories in progress at once; 0: no limit
     "log_level": "info",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# power-loss: every commit is flushed to disk before its reply (SQLite synchronous=FULL,
+# PostgreSQL synchronous_commit=on); crash: it survives a crash of the server process, but
+# the last commits may be lost with the power (synchronous=NORMAL / synchronous_commit=off).
+DURABILITY_LEVELS = ("power-loss", "crash")
 
 
 class ConfigError(ValueError):
@@ -67,6 +72,7 @@ class ServerConfig:
     queue_max: int = DEFAULTS["queue_max"]
     lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
     lease_max_s: float = DEFAULTS["lease_max_s"]
+    durability: str = DEFAULTS["durability"]
     flow_window: float = DEFAULTS["flow_window"]
     wip_limit: int = DEFAULTS["wip_limit"]
     log_level: str = DEFAULTS["log_level"]
@@ -113,6 +119,8 @@ class ServerConfig:
         need(self.queue_max >= protocol.TASKS_MAX, "queue_max", f"must be >= {protocol.TASKS_MAX}")
         need(1 <= self.lease_max_tasks <= 10_000, "lease_max_tasks", "must be within 1-10000")
         need(0 <= self.lease_max_s <= 1, "lease_max_s", "must be within 0-1 seconds")
+        need(self.durability in DURABILITY_LEVELS, "durability",
+             f"must be one of {', '.join(DURABILITY_LEVELS)}")
         need(0 < self.flow_window <= protocol.FLOW_WINDOW_MAX_S, "flow_window",
              f"must be > 0 and <= {protocol.FLOW_WINDOW_MAX_S:g} seconds")
         need(isinstance(self.wip_limit, int) and 0 <= self.wip_limit <= protocol.WIP_LIMIT_MAX,

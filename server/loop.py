@@ -14,6 +14,7 @@ Signal handlers only set a flag (and wake the poll through a socketpair).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import time
@@ -94,7 +95,7 @@ class Publisher:
 
 
 class Server:
-    def __init__(self, config: ServerConfig, store: Store):
+    def __init__(self, config: ServerConfig, store: Store, parent_pipe: int | None = None):
         self.config = config
         self.store = store
         self.stopping = False
@@ -157,6 +158,10 @@ class Server:
         self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._sentinels: set[int] = set()
         self._started = False  # the pool has been sized once
+        # End of file on this pipe: the process that started us is gone (see --parent-pipe).
+        self.parent_pipe = parent_pipe
+        if parent_pipe is not None:
+            self.poller.register(parent_pipe, zmq.POLLIN)
 
     # -- lifecycle -------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -212,6 +217,8 @@ class Server:
         now, wall = time.monotonic(), time.time()
         if ready.get(self._wake_r.fileno()):
             self._drain_wake()
+        if self.parent_pipe is not None and ready.get(self.parent_pipe):
+            self._check_parent()
         if ready.get(self.requests):
             self._read_requests(now, wall)
         if ready.get(self.workers):
@@ -240,6 +247,14 @@ class Server:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    def _check_parent(self) -> None:
+        if os.read(self.parent_pipe, 512):
+            return  # the parent wrote something: it is alive, and nothing is said that way
+        log.info("the process that started the server is gone: stopping")
+        self.poller.unregister(self.parent_pipe)
+        self.parent_pipe = None
+        self.stopping = True  # the same clean way out as SIGTERM
 
     def _read_requests(self, now: float, wall: float) -> None:
         recv = self.requests.recv_multipart

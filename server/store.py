@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
+from urllib.parse import urlparse
 
 import peewee
 from peewee import (
@@ -36,11 +37,19 @@ database = DatabaseProxy()
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    "synchronous": "normal",  # with WAL: durable against process crashes, fast commits
     "foreign_keys": 1,
     "cache_size": -64_000,  # KiB: 64 MiB page cache
     "busy_timeout": 500,  # ms: a longer lock by another process is an outage, not a stall
 }
+# What each durability level (the server's --durability) asks of the database.
+# power-loss: a commit returns only once it is flushed to disk (group commit makes
+#   that one flush per loop turn, so nearly free); crash: a commit is in the OS (SQLite)
+#   or the database server (PostgreSQL) when it returns, so it survives a crash of
+#   this process but the last commits may be lost if the machine loses power.
+SQLITE_SYNCHRONOUS = {"power-loss": "full", "crash": "normal"}
+POSTGRES_SYNCHRONOUS_COMMIT = {"power-loss": "on", "crash": "off"}
+DEFAULT_DURABILITY = "power-loss"
+PG_CONNECT_TIMEOUT_S = 2  # seconds, unless the URL says otherwise
 IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
 
 
@@ -95,14 +104,22 @@ class Counter(BaseModel):
 MODELS = (Story, Task, Counter)
 
 
-def _add_missing_columns(db: peewee.Database) -> None:
-    """A database made by an earlier version lacks story.started_at: add it (null for old rows)."""
-    if "started_at" not in {column.name for column in db.get_columns("story")}:
-        from playhouse.migrate import SchemaMigrator, migrate
+# Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
+ADDED_LATER = {"story": ("started_at",)}
 
-        log.info("adding the column story.started_at to a database from an earlier version")
-        migrate(SchemaMigrator.from_database(db).add_column(
-            "story", "started_at", DoubleField(null=True)))
+
+def _add_missing_columns(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    ours = {model._meta.table_name: model for model in MODELS}
+    for table, columns in ADDED_LATER.items():
+        have = {column.name for column in db.get_columns(table)}
+        for name in columns:
+            if name not in have:
+                log.info("adding the column %s.%s to a database from an earlier version",
+                         table, name)
+                kind = type(ours[table]._meta.columns[name])  # a fresh field, nullable
+                migrate(SchemaMigrator.from_database(db).add_column(table, name, kind(null=True)))
 
 
 def default_db_path() -> Path:
@@ -111,20 +128,68 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("storypulse")) / "storypulse.db"
 
 
-def connect(spec: str | None) -> peewee.Database:
-    """A path (SQLite) or a URL (`sqlite:///...`, `postgresql://...`); None: the default file."""
-    if spec and "://" in spec:
-        from playhouse.db_url import connect as connect_url
+def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Database:
+    """A path (SQLite) or a URL (`sqlite:///...`, `postgresql://...`); None: the default file.
 
-        if spec.startswith("sqlite"):
-            db = connect_url(spec, pragmas=SQLITE_PRAGMAS)
-        else:
-            db = connect_url(spec)
-    else:
-        path = Path(spec).expanduser() if spec else default_db_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
-    return db
+    Every connection the database object makes gets the pragmas or session
+    settings of `durability`. Raises ValueError for a URL it cannot use.
+    """
+    if spec and "://" in spec:
+        from playhouse import db_url
+
+        kind = db_url.schemes.get(urlparse(spec).scheme)
+        if kind is not None and issubclass(kind, peewee.SqliteDatabase):
+            return db_url.connect(spec, pragmas=sqlite_pragmas(durability))
+        if kind is not None and issubclass(kind, peewee.PostgresqlDatabase):
+            # libpq's `options` sets it for the session of every connection, reconnections too.
+            setting = f"-c synchronous_commit={POSTGRES_SYNCHRONOUS_COMMIT[durability]}"
+            parsed = db_url.parse(spec)
+            given = parsed.get("options")
+            # A bounded connect: the loop reconnects in line after an outage, and an
+            # unreachable host must not stall `ping` for the TCP timeout.
+            timeout = parsed.get("connect_timeout", PG_CONNECT_TIMEOUT_S)
+            return db_url.connect(spec, options=f"{given} {setting}" if given else setting,
+                                  connect_timeout=timeout)
+        raise ValueError(f"scheme {urlparse(spec).scheme!r}: storypulse runs on SQLite or PostgreSQL")
+    path = Path(spec).expanduser() if spec else default_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return peewee.SqliteDatabase(str(path), pragmas=sqlite_pragmas(durability))
+
+
+def sqlite_pragmas(durability: str) -> dict:
+    return {**SQLITE_PRAGMAS, "synchronous": SQLITE_SYNCHRONOUS[durability]}
+
+
+class NotStorypulse(Exception):
+    """The database holds tables that are not storypulse's; the message says which."""
+
+
+def check_schema(db: peewee.Database) -> None:
+    """Refuse a database whose tables are not ours, before writing anything to it.
+
+    A SQLite file may hold only our tables (a new file holds none); a PostgreSQL
+    database may hold others too (it is often shared), but a `story`, `task` or
+    `counter` table in it must have our columns.
+    """
+    ours = {model._meta.table_name: model for model in MODELS}
+    tables = set(db.get_tables())
+    if isinstance(db, peewee.SqliteDatabase):
+        foreign = sorted(t for t in tables - set(ours) if not t.startswith("sqlite_"))
+        if foreign:
+            raise NotStorypulse(f"it holds other tables: {', '.join(foreign)}")
+    for name in sorted(tables & set(ours)):
+        have = {column.name for column in db.get_columns(name)}
+        missing = [c for c in ours[name]._meta.columns
+                   if c not in have and c not in ADDED_LATER.get(name, ())]
+        if missing:
+            raise NotStorypulse(f"its table {name} has no column {', '.join(missing)}")
+
+
+def check_writable(db: peewee.Database) -> None:
+    """A write that changes nothing: a read-only file, folder, role or replica fails here, not at
+    the first acknowledged story."""
+    with db.atomic():
+        db.execute_sql("UPDATE counter SET value = value WHERE 1 = 0")
 
 
 def describe(db: peewee.Database) -> str:
@@ -252,13 +317,30 @@ class Store:
         )
 
     @classmethod
-    def open(cls, spec: str | None) -> Store:
-        db = connect(spec)
-        store = cls(db)
-        db.connect(reuse_if_open=True)
-        db.create_tables(MODELS, safe=True)
-        _add_missing_columns(db)
+    def open(cls, spec: str | None, durability: str = DEFAULT_DURABILITY) -> Store:
+        """Open, check that the database is ours and writable, create missing tables (and the
+        columns an earlier version lacked)."""
+        store = cls(connect(spec, durability))
+        try:
+            store.db.connect(reuse_if_open=True)
+            check_schema(store.db)
+            store.db.create_tables(MODELS, safe=True)
+            check_writable(store.db)
+            _add_missing_columns(store.db)
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def durability_in_force(self) -> str:
+        """What the database itself reports for the setting that durability depends on."""
+        if isinstance(self.db, peewee.SqliteDatabase):
+            level = self.db.execute_sql("PRAGMA synchronous").fetchone()[0]
+            names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+            return f"synchronous={names.get(level, level)}"
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            return f"synchronous_commit={self.db.execute_sql('SHOW synchronous_commit').fetchone()[0]}"
+        return "unknown"
 
     def close(self) -> None:
         if not self.db.is_closed():

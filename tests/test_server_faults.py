@@ -225,3 +225,20 @@ def test_storypulse_load_resends_what_an_outage_refused(server):
     assert summary["stories_created"] == summary["stories_sent"]
     with server.client() as client:
         assert client.list_stories().total == summary["stories_created"]
+
+
+def test_sigterm_during_an_outage_stops_cleanly_and_says_what_was_not_stored(server):
+    lock = sqlite3.connect(server.db, isolation_level=None)
+    with server.client() as client:
+        made = Acknowledged(client)
+        assert made.create()
+        lock.execute("BEGIN EXCLUSIVE")
+        wait_for(lambda: not made.create(), 20, interval=0, what="a write refused")
+    try:
+        assert server.stop() == 0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert "Traceback" not in server.log()
+    server.start()
+    assert_every_story_done(server, made.ids)

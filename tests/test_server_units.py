@@ -188,7 +188,7 @@ def test_store_round_trip_and_restart_load(tmp_path):
     store = Store.open(str(tmp_path / "s.db"))
     assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # normal
+    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # full: the default durability, power-loss
     batch = Batch()
     batch.stories += [(1, "a", "", "open", 1.0, 2), (2, "b", "d", "open", 2.0, 1),
                       (3, "c", "", "open", 3.0, 1)]
