@@ -424,7 +424,8 @@ def load(argv: list[str]) -> int:
         client.ping()  # fail fast and clearly when nobody is there
         tally, sending, ended = loadrun.run(client, generator, rate=args.rate, duration=args.duration,
                                             max_in_flight=args.max_in_flight, arrivals=args.arrivals)
-        result = loadrun.summary(tally, sending, ended, args.rate, args.max_in_flight)
+        result = loadrun.summary(tally, sending, ended, args.rate, args.max_in_flight,
+                                 args.arrivals, args.estimates)
         if args.json:
             _print_json(result)
         else:

@@ -176,11 +176,14 @@ def _progress(out: TextIO, loop: LoadRun, elapsed: float, duration: float, rate:
     out.flush()
 
 
-def summary(tally: Tally, sending: float, ended: str, rate: float, max_in_flight: int) -> dict[str, Any]:
+def summary(tally: Tally, sending: float, ended: str, rate: float, max_in_flight: int,
+            arrivals: str = "steady", estimates: str = "uniform") -> dict[str, Any]:
     return {
         "ended": ended,
         "seconds": round(sending, 3),
         "target_rate": rate,
+        "arrivals": arrivals,
+        "estimates": estimates,
         "stories_sent": tally.sent,
         "stories_created": tally.acked,
         "tasks_created": tally.tasks_acked,
@@ -209,7 +212,7 @@ def summary_text(s: dict[str, Any]) -> str:
 
     return "\n".join([
         f"load ended ({s['ended']}) after {fmt.duration(s['seconds'])}",
-        f"  stories created  {s['stories_created']:>8}   {s['created_per_s']:.1f}/s (target {s['target_rate']:g}/s)",
+        f"  stories created  {s['stories_created']:>8}   {s['created_per_s']:.1f}/s (target {s['target_rate']:g}/s, {s.get('arrivals', 'steady')})",
         f"  tasks created    {s['tasks_created']:>8}",
         f"  busy replies     {s['busy_replies']:>8}   resent {s['resent']}, still waiting at the end {s['gave_up']}",
         f"  errors           {s['errors']:>8}" + (f"   first: {s['first_error']}" if s["first_error"] else ""),

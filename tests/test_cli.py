@@ -361,6 +361,7 @@ def test_load_with_poisson_arrivals_and_lognormal_estimates(server):
     summary = ok_json("load", "--rate", "40", "--duration", "2", "--arrivals", "poisson",
                       "--estimates", "lognormal", "--estimate-ms", "10-1000", "--seed", "3", *at(server))
     assert 40 <= summary["stories_created"] <= 120 and summary["errors"] == 0  # ~80, Poisson
+    assert (summary["arrivals"], summary["estimates"]) == ("poisson", "lognormal")
     page = ok_json("list", "--limit", "5", *at(server))
     story = ok_json("show", str(page["stories"][0]["story_id"]), *at(server))
     assert all(10 <= t["estimate_ms"] <= 1000 for t in story["tasks"])
