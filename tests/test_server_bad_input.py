@@ -161,3 +161,14 @@ def test_many_bad_requests_in_a_row_keep_the_server_up(server, raw):
             break
     assert got == 300
     still_serving(server)
+
+
+def test_a_deeply_nested_frame_is_refused_and_the_server_lives(server, raw):
+    """Regression: 10 KB of `[` 5,000 deep was refused by the typed decode, but the untyped
+    decode that looked for a correlation id raised RecursionError and ended the loop."""
+    frame = b"[" * 5000 + b"]" * 5000
+    reply = raw(frame)
+    assert reply is not None, f"no reply; the server said:\n{server.log()[-2000:]}"
+    assert reply.error.code == "invalid_request"
+    assert str(protocol.MAX_DEPTH) in reply.error.message and "nested" in reply.error.message
+    still_serving(server)
