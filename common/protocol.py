@@ -36,6 +36,7 @@ FLOW_WINDOW_MAX_S = 86_400.0  # lead and cycle times are taken over at most a da
 COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
 MAX_DEPTH = 32  # levels of JSON nesting in any frame; deeper is refused before it is parsed
 MESSAGE_MAX = 1_000  # characters of an error message (msgspec's can quote a whole field name)
+TIMESTAMP_MAX = 32_503_680_000  # 3000-01-01: a later time from a server is broken, not news
 
 Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
 TaskName = Annotated[str, Meta(max_length=NAME_MAX)]
@@ -43,6 +44,8 @@ Description = Annotated[str, Meta(max_length=DESCRIPTION_MAX)]
 EstimateMs = Annotated[int, Meta(ge=0, le=ESTIMATE_MS_MAX)]
 StoryId = Annotated[int, Meta(ge=1, le=ID_MAX)]
 WorkerCount = Annotated[int, Meta(ge=0, le=WORKERS_MAX)]
+# Clients check the times they are sent, so a broken server cannot make them format the year 1e300.
+Timestamp = Annotated[float, Meta(ge=0, le=TIMESTAMP_MAX)]
 CorrelationId = Union[int, Annotated[str, Meta(max_length=CORRELATION_MAX)], None]
 StoryStatus = Literal["open", "done"]
 TaskState = Literal["queued", "running", "done"]
@@ -117,9 +120,9 @@ class TaskView(Struct):
     estimate_ms: int
     state: TaskState
     attempts: int
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
 
 
 class StoryView(Struct, omit_defaults=True):
@@ -127,10 +130,10 @@ class StoryView(Struct, omit_defaults=True):
     name: str
     description: str
     status: StoryStatus
-    created_at: float
+    created_at: Timestamp
     tasks_total: int
     tasks_done: int
-    completed_at: float | None = None
+    completed_at: Timestamp | None = None
     tasks: list[TaskView] | None = None  # get_story only
     started_at: float | None = None  # when its first task started
     lead_time_s: float | None = None  # created -> completed, once done
@@ -161,7 +164,7 @@ class Empty(Struct):
 # -- events: server PUB, two frames [topic, json] ---------------------------
 class Stats(Struct, kw_only=True):
     seq: int
-    ts: float  # server wall clock, seconds since the epoch
+    ts: Timestamp  # server wall clock, seconds since the epoch
     stories_produced_per_s: float
     stories_completed_per_s: float
     open_stories: int
@@ -194,14 +197,14 @@ class Stats(Struct, kw_only=True):
     cycle_time_p95_s: float | None = None
     flow_window_s: float | None = None
     wip_limit: int = 0  # 0: none
-    # Added in 0.2 with defaults, so stats from an older server still decode.
+    # Added later, with defaults, so stats from an older server still decode.
     internal_errors: int = 0  # messages whose handling failed inside the server (answered `internal`)
     dropped_messages: int = 0  # messages dropped unanswered: bad envelopes, bad worker messages
 
 
 class StoryEvent(Struct, kw_only=True):
     seq: int
-    ts: float
+    ts: Timestamp
     event: Literal["created", "completed", "deleted"]
     story_id: int
     lead_time_s: float | None = None  # "completed" only
@@ -210,7 +213,7 @@ class StoryEvent(Struct, kw_only=True):
 
 class PoolEvent(Struct, kw_only=True):
     seq: int
-    ts: float
+    ts: Timestamp
     old_size: int
     new_size: int
     reason: str
@@ -405,28 +408,42 @@ def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
     return _decode(decoder, frame, f"{topic.decode('ascii')} event")
 
 
+def decode_event_frames(frames: list[bytes]) -> Stats | StoryEvent | PoolEvent:
+    """A PUB message as a SUB socket receives it: [topic, json]."""
+    if len(frames) != 2:
+        raise ProtocolError(f"an event is two frames [topic, json], not {len(frames)}")
+    return decode_event(frames[0], frames[1])
+
+
 def ok(request_id: CorrelationId, result: Any) -> bytes:
     return encode(Reply(ok=True, id=request_id, result=result))
 
 
 def error(request_id: CorrelationId, code: str, message: str) -> bytes:
     """An error reply. Never raises: it is what goes out when something else did."""
-    try:
-        return encode(Reply(ok=False, id=_safe_id(request_id), error=ErrorInfo(str(code), _safe_text(message))))
-    except Exception:  # e.g. a code or message that is not a str at all
-        return encode(Reply(ok=False, error=ErrorInfo(INTERNAL, "the error could not be described")))
+    info = ErrorInfo(_safe_text(code), _safe_text(message))
+    for echo in (_safe_id(request_id), None):
+        try:
+            return encode(Reply(ok=False, id=echo, error=info))
+        except Exception:
+            continue
+    return _UNDESCRIBED
 
 
-def _safe_text(text: str) -> str:
+_UNDESCRIBED = encode(Reply(ok=False, error=ErrorInfo(INTERNAL, "the error could not be described")))
+
+
+def _safe_text(text: Any) -> str:
     # A lone surrogate (which an exception's text may quote) cannot be encoded as UTF-8.
-    return _clip(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))
+    try:
+        return _clip(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))
+    except Exception:  # a __str__ that raises
+        return f"<{type(text).__name__}>"
 
 
 def _safe_id(request_id: Any) -> CorrelationId:
     if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
         return None
-    if isinstance(request_id, int):
-        return request_id if -(2**63) <= request_id < 2**64 else None
-    if len(request_id) > CORRELATION_MAX:
-        return None
-    return _safe_text(request_id)
+    if isinstance(request_id, str):
+        return _safe_text(request_id) if len(request_id) <= CORRELATION_MAX else None
+    return request_id
