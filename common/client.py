@@ -123,20 +123,21 @@ class Client:
         except protocol.ProtocolError:
             self.bad_replies += 1  # not ours to crash on; the caller's deadline still holds
             return None, None
-        op = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+        op = self._pending.get(reply.id) if isinstance(reply.id, int) else None
         if not reply.ok:
+            self._pending.pop(reply.id, None)
             error = reply.error or protocol.ErrorInfo("internal", "error reply without details")
             if op is None:
                 return reply.id, None  # an error for a request we gave up on
             raise RequestError(error.code, error.message, reply.id)
         result_type = protocol.RESULT_TYPES.get(op) if op else None
-        if result_type is None:
-            return reply.id, reply.result
         try:
-            return reply.id, protocol.convert_result(reply.result, result_type)
+            result = protocol.convert_result(reply.result, result_type) if result_type else reply.result
         except protocol.ProtocolError:
-            self.bad_replies += 1
+            self.bad_replies += 1  # the request stays pending: its real reply may follow
             return None, None
+        self._pending.pop(reply.id, None)
+        return reply.id, result
 
     # -- the ops, typed ------------------------------------------------------
     def ping(self) -> protocol.PingResult:

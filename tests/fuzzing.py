@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,3 +330,78 @@ def garbage(r: random.Random) -> bytes:
 def hostile(r: random.Random, valid: Any) -> bytes:
     """A frame for a decoder: mostly a mutated valid message, else garbage."""
     return mutate(r, valid) if r.random() < 0.8 else garbage(r)
+
+
+# -- what a broken server sends its clients ----------------------------------------------------------
+def _absurd_stats() -> dict:
+    doc = msgspec.to_builtins(stats(random.Random(0)))
+    doc.update(ts=1e300)
+    return doc
+
+
+DEEP = b"[" * 100_000
+BROKEN_EVENTS: list[list[bytes]] = [
+    [p.TOPIC_STATS],  # one frame
+    [p.TOPIC_STATS, b"{}", b"{}"],  # three
+    [b"", b""],
+    [b"no-such-topic", b"{}"],
+    [p.TOPIC_STATS, b"not json"],
+    [p.TOPIC_STATS, DEEP],
+    [p.TOPIC_STATS, b'{"x": ' + DEEP + b', "seq": 1}'],  # skipped as an unknown field: recursed
+    [p.TOPIC_STATS, dump(_absurd_stats())],  # a time past TIMESTAMP_MAX
+    [p.TOPIC_STORY, b'{"seq": 1, "ts": 1.0, "event": "exploded", "story_id": 1}'],
+    [p.TOPIC_POOL, b'{"seq": 1, "ts": NaN, "old_size": 1, "new_size": 2, "reason": ""}'],
+    [p.TOPIC_STORY, b'{"seq": 1, "ts": 1.0, "event": "created", "story_id": "\xed\xa0\x80"}'],
+]
+
+
+def broken_replies(request_id: int) -> list[bytes]:
+    """Replies a client must drop (and count) before the real one; some carry the right id."""
+    return [
+        b"not json",
+        b"",
+        DEEP,
+        b'{"ok": true, "id": %d, "result": ' % request_id + DEEP + b"}",
+        b'{"ok": "yes", "id": %d}' % request_id,
+        b'{"ok": true, "id": %d, "result": {"server_version": 5, "protocol_version": "one"}}' % request_id,
+        b'{"ok": true, "id": %d, "result": {"story_id": 1, "name": "x", "description": "", "status": "open",'
+        b' "created_at": 1e300, "tasks_total": 1, "tasks_done": 0}}' % request_id,
+        b'{"ok": true, "id": %d, "' % request_id + b"\xed\xa0\x80" + b'": 1}',
+    ]
+
+
+class BrokenServer:
+    """A stand-in's behaviour (support.StandInServer): to each request garbage first, then
+    (unless `mute`) the right answer; between valid stats events, every broken one."""
+
+    def __init__(self, mute: bool = False):
+        self.mute = mute
+        self.seq = 0
+        self.story_done = False
+
+    def stats(self) -> p.Stats:
+        event = stats(random.Random(self.seq))
+        event.seq, event.ts = self.seq, time.time()
+        return event
+
+    def answer(self, request: p.Request) -> list[bytes]:
+        garbage = broken_replies(request.id) if isinstance(request.id, int) else []
+        if self.mute:
+            return garbage
+        if isinstance(request, p.Ping):
+            result = p.PingResult("stand-in", p.PROTOCOL_VERSION)
+        elif isinstance(request, p.Snapshot):
+            result = p.SnapshotResult(self.seq, self.stats(), [])
+        elif isinstance(request, p.CreateStory):
+            result = p.CreateStoryResult(7, [70])
+        elif isinstance(request, p.GetStory):
+            result = p.StoryView(7, "s", "", "done" if self.story_done else "open", 1.0, 1,
+                                 int(self.story_done), 2.0 if self.story_done else None, [])
+        else:
+            result = p.ListStoriesResult([p.StoryView(7, "s", "", "open", 1.0, 1, 0)], 1)
+        return garbage + [p.ok(request.id, result)]
+
+    def cycle(self) -> list[list[bytes]]:
+        self.seq += 1
+        valid = [p.TOPIC_STATS, p.encode(self.stats())]
+        return [*BROKEN_EVENTS, valid]
