@@ -25,7 +25,7 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(STAMP)
 	STORYPULSE_FUZZ_FRAMES=$(FUZZ_FRAMES) STORYPULSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -s --timeout 3600 \
-	    tests/test_protocol_fuzz.py tests/test_server_fuzz.py tests/test_server_bad_input.py
+	    tests/test_protocol_fuzz.py tests/test_server_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
