@@ -135,7 +135,7 @@ class StoryView(Struct, omit_defaults=True):
     tasks_done: int
     completed_at: Timestamp | None = None
     tasks: list[TaskView] | None = None  # get_story only
-    started_at: float | None = None  # when its first task started
+    started_at: Timestamp | None = None  # when its first task started
     lead_time_s: float | None = None  # created -> completed, once done
     cycle_time_s: float | None = None  # started -> completed, once done
 
@@ -223,7 +223,7 @@ class Completion(Struct):
     """A recently completed story, for the lead-time chart of a client that joins late."""
 
     story_id: int
-    completed_at: float
+    completed_at: Timestamp
     lead_time_s: float
     cycle_time_s: float
 

@@ -123,8 +123,13 @@ class Service:
         except protocol.ProtocolError as exc:
             self.reply_error(envelope, protocol.correlation_id(frame), INVALID, str(exc))
             return
+        handler = self._handlers.get(type(request))
+        if handler is None:  # an op the protocol knows and this server does not serve (yet)
+            self.reply_error(envelope, request.id, INVALID,
+                             f"op {request.__struct_config__.tag!r} is not served by this server")
+            return
         try:
-            self._handlers[type(request)](envelope, request, now, wall)
+            handler(envelope, request, now, wall)
         except Unavailable as exc:  # a read the database did not answer
             self.reply_error(envelope, request.id, UNAVAILABLE, exc.cause)
         except Exception as exc:

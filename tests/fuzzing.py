@@ -102,6 +102,11 @@ def valid_request(r: random.Random) -> dict:
             doc["min_workers"] = r.choice([None, 0, 1, p.WORKERS_MAX])
         if r.random() < 0.6:
             doc["max_workers"] = r.choice([None, 1, 2, p.WORKERS_MAX])
+    elif op == "set_flow":
+        if r.random() < 0.6:
+            doc["wip_limit"] = r.choice([None, 0, 1, p.WIP_LIMIT_MAX])
+        if r.random() < 0.6:
+            doc["flow_window_s"] = r.choice([None, 0.001, 60, p.FLOW_WINDOW_MAX_S])
     return doc
 
 
@@ -128,7 +133,14 @@ def valid_to_worker(r: random.Random) -> dict:
 def stats(r: random.Random) -> p.Stats:
     count = lambda: r.choice([0, 1, 2**62, r.randint(0, 10_000)])  # noqa: E731
     rate = lambda: r.choice([0.0, 12.5, 1e300])  # noqa: E731
-    extra = {"internal_errors": count(), "dropped_messages": count()} if r.random() < 0.5 else {}
+    maybe = lambda: r.choice([None, 0.0, 12.5, 1e300])  # noqa: E731
+    extra = {"internal_errors": count(), "dropped_messages": count(),
+             "database": r.choice(["ok", "unavailable"]), "database_error": r.choice([None, text(r, 0, 80)]),
+             "stories_in_progress": count(), "stories_completed_in_window": count(),
+             "lead_time_mean_s": maybe(), "lead_time_p50_s": maybe(), "lead_time_p85_s": maybe(),
+             "lead_time_p95_s": maybe(), "cycle_time_p50_s": maybe(), "cycle_time_p85_s": maybe(),
+             "cycle_time_p95_s": maybe(), "flow_window_s": maybe(), "wip_limit": count(),
+             } if r.random() < 0.5 else {}  # else as an older server sends it
     return p.Stats(seq=count(), ts=ts(r), stories_produced_per_s=rate(), stories_completed_per_s=rate(),
                    open_stories=count(), completed_stories=count(), tasks_produced_per_s=rate(),
                    tasks_completed_per_s=rate(), tasks_queued=count(), tasks_running=count(),
@@ -145,7 +157,8 @@ def story_view(r: random.Random, with_tasks: bool) -> p.StoryView:
                             r.choice([None, ts(r)]), r.choice([None, ts(r)]))
                  for _ in range(r.choice([0, 1, 3]))]
     return p.StoryView(r.randint(1, p.ID_MAX), text(r, 1, 30), text(r, 0, 30), r.choice(["open", "done"]),
-                       ts(r), r.randint(1, 500), r.randint(0, 500), r.choice([None, ts(r)]), tasks)
+                       ts(r), r.randint(1, 500), r.randint(0, 500), r.choice([None, ts(r)]), tasks,
+                       r.choice([None, ts(r)]), r.choice([None, 0.5]), r.choice([None, 1e300]))
 
 
 def valid_result(r: random.Random, op: str) -> Any:
@@ -160,7 +173,12 @@ def valid_result(r: random.Random, op: str) -> Any:
     if op == "list_stories":
         return p.ListStoriesResult([story_view(r, False) for _ in range(r.choice([0, 2]))], r.randint(0, 10**6))
     if op == "snapshot":
-        return p.SnapshotResult(r.randint(0, 10**9), stats(r), [stats(r) for _ in range(r.choice([0, 3]))])
+        completions = [p.Completion(r.randint(1, p.ID_MAX), ts(r), r.choice([0.0, 3.5]), r.choice([0.0, 1e300]))
+                       for _ in range(r.choice([0, 2]))]
+        return p.SnapshotResult(r.randint(0, 10**9), stats(r), [stats(r) for _ in range(r.choice([0, 3]))],
+                                completions)
+    if op == "set_flow":
+        return p.FlowResult(r.randint(0, p.WIP_LIMIT_MAX), r.choice([0.001, 60.0, p.FLOW_WINDOW_MAX_S]))
     return p.PoolResult(r.randint(0, 256), r.randint(1, 256), r.randint(0, 256), r.randint(0, 256))
 
 
@@ -181,7 +199,8 @@ def valid_event(r: random.Random) -> tuple[bytes, dict]:
         event: Any = stats(r)
     elif topic == p.TOPIC_STORY:
         event = p.StoryEvent(seq=r.randint(0, 2**62), ts=ts(r), event=r.choice(["created", "completed", "deleted"]),
-                             story_id=r.randint(1, p.ID_MAX))
+                             story_id=r.randint(1, p.ID_MAX), lead_time_s=r.choice([None, 2.5]),
+                             cycle_time_s=r.choice([None, 1.5]))
     else:
         event = p.PoolEvent(seq=r.randint(0, 2**62), ts=ts(r), old_size=r.randint(0, 256),
                             new_size=r.randint(0, 256), reason=text(r, 0, 80))
@@ -191,7 +210,8 @@ def valid_event(r: random.Random) -> tuple[bytes, dict]:
 # -- hostile values -------------------------------------------------------------------------
 INT_LIMITS = [p.NAME_MAX, p.DESCRIPTION_MAX, p.TASKS_MAX, p.ESTIMATE_MS_MAX, p.LIST_LIMIT_MAX,
               p.HISTORY_SECONDS_MAX, p.WORKERS_MAX, p.ID_MAX, p.CORRELATION_MAX, p.MAX_DEPTH,
-              p.TIMESTAMP_MAX, p.MAX_FRAME_BYTES, 0, 1]
+              p.TIMESTAMP_MAX, p.MAX_FRAME_BYTES, p.WIP_LIMIT_MAX, int(p.FLOW_WINDOW_MAX_S),
+              p.COMPLETIONS_MAX, 0, 1]
 STR_LIMITS = [p.NAME_MAX, p.DESCRIPTION_MAX, p.CORRELATION_MAX, p.MESSAGE_MAX]
 TOKENS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"-0", b"1.5e-400", b"0.1", b"true",
           b"false", b"null", b"[]", b"{}", b'""', b"1" * 4301, b"-" + b"9" * 5000]

@@ -242,3 +242,11 @@ def test_a_deeply_nested_frame_is_refused_and_the_server_lives(server, raw):
     assert reply.error.code == "invalid_request"
     assert str(protocol.MAX_DEPTH) in reply.error.message and "nested" in reply.error.message
     still_serving(server)
+
+
+def test_every_op_the_protocol_knows_is_answered_without_an_internal_error(server, raw):
+    """Found by the fuzzer: set_flow decoded, but the server had no handler (KeyError, `internal`)."""
+    for op in protocol.OPS:
+        reply = raw(protocol.encode({"op": op, "id": op}))
+        assert reply is not None and reply.id == op
+        assert reply.ok or reply.error.code != protocol.INTERNAL, (op, reply.error)
