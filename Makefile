@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow test-package bench package clean
+.PHONY: run test test-slow test-package bench package fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ run: $(STAMP)  ## server (SQLite in the user data dir) + desktop app + simulator
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+
+# The fuzz tests at length: 200,000 frames per server port and 5,000 examples per decoder
+# property (minutes, not seconds). A failure prints STORYPULSE_FUZZ_SEED to replay it.
+FUZZ_FRAMES   ?= 200000
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	STORYPULSE_FUZZ_FRAMES=$(FUZZ_FRAMES) STORYPULSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -s --timeout 3600 \
+	    tests/test_protocol_fuzz.py tests/test_server_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

@@ -11,7 +11,6 @@ import itertools
 import time
 from typing import Any
 
-import msgspec
 import zmq
 
 from . import protocol
@@ -47,6 +46,7 @@ class Client:
         self._ids = itertools.count(1)
         self._socket: zmq.Socket | None = None
         self._pending: dict[int, str] = {}  # request id -> op, for pipelined use
+        self.bad_replies = 0  # malformed replies dropped (a broken or newer server)
         # Off loopback the server requires CURVE; fail now, clearly, if keys are missing.
         self._security = client_security_for(self.endpoints.host)
 
@@ -80,15 +80,18 @@ class Client:
         """Send one request and wait for its reply; returns the typed result."""
         request_id = self.send(op, **fields)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        bad_before = self.bad_replies
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.socket.poll(remaining * 1000):
                 # Drop the socket so a reply that arrives later cannot be
                 # mistaken for the answer to the next request.
                 self.close()
+                bad = self.bad_replies - bad_before
                 raise ServerUnavailable(
                     f"no reply from {self.endpoints.requests} to {op!r} "
                     f"within {self.timeout if timeout is None else timeout:g} s"
+                    + (f" ({bad} malformed repl{'y' if bad == 1 else 'ies'} dropped)" if bad else "")
                 )
             reply_id, result = self._receive()
             if reply_id == request_id:
@@ -102,7 +105,9 @@ class Client:
         return request_id
 
     def receive(self, timeout: float | None = None) -> tuple[int, Any]:
-        """The next reply to a `send`: (request id, result); raises RequestError."""
+        """The next reply to a `send`: (request id, result); raises RequestError.
+
+        A malformed reply comes back as (None, None): dropped and counted in `bad_replies`."""
         wait = self.timeout if timeout is None else timeout
         if not self.socket.poll(wait * 1000):
             raise ServerUnavailable(f"no reply from {self.endpoints.requests} within {wait:g} s")
@@ -112,16 +117,26 @@ class Client:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def _receive(self) -> tuple[int, Any]:
-        reply = protocol.decode_reply(self.socket.recv())
-        op = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+    def _receive(self) -> tuple[Any, Any]:
+        try:
+            reply = protocol.decode_reply(self.socket.recv())
+        except protocol.ProtocolError:
+            self.bad_replies += 1  # not ours to crash on; the caller's deadline still holds
+            return None, None
+        op = self._pending.get(reply.id) if isinstance(reply.id, int) else None
         if not reply.ok:
+            self._pending.pop(reply.id, None)
             error = reply.error or protocol.ErrorInfo("internal", "error reply without details")
             if op is None:
                 return reply.id, None  # an error for a request we gave up on
             raise RequestError(error.code, error.message, reply.id)
         result_type = protocol.RESULT_TYPES.get(op) if op else None
-        result = msgspec.convert(reply.result, result_type) if result_type else reply.result
+        try:
+            result = protocol.convert_result(reply.result, result_type) if result_type else reply.result
+        except protocol.ProtocolError:
+            self.bad_replies += 1  # the request stays pending: its real reply may follow
+            return None, None
+        self._pending.pop(reply.id, None)
         return reply.id, result
 
     # -- the ops, typed ------------------------------------------------------

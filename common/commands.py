@@ -192,11 +192,10 @@ def _wait_done(client: Client, sub: zmq.Socket, story_id: int, check_every: floa
     while True:
         wait = max(0.0, next_check - time.monotonic())
         if sub.poll(wait * 1000):
-            topic, *rest = sub.recv_multipart()
             try:
-                event = protocol.decode_event(topic, rest[0]) if len(rest) == 1 else None
-            except (protocol.ProtocolError, msgspec.MsgspecError):
-                event = None
+                event = protocol.decode_event_frames(sub.recv_multipart())
+            except protocol.ProtocolError:
+                event = None  # a broken or newer server; get_story below still tells
             if not isinstance(event, protocol.StoryEvent) or event.story_id != story_id:
                 continue
             if event.event not in ("completed", "deleted"):

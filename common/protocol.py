@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta, Struct
 
+from .json_depth import too_deep
+
 PROTOCOL_VERSION = 1
 
 # -- limits ---------------------------------------------------------------
@@ -32,6 +34,9 @@ CORRELATION_MAX = 128  # characters in a string correlation id
 WIP_LIMIT_MAX = 100_000  # stories in progress at once, at most, when a limit is set
 FLOW_WINDOW_MAX_S = 86_400.0  # lead and cycle times are taken over at most a day
 COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
+MAX_DEPTH = 32  # levels of JSON nesting in any frame; deeper is refused before it is parsed
+MESSAGE_MAX = 1_000  # characters of an error message (msgspec's can quote a whole field name)
+TIMESTAMP_MAX = 32_503_680_000  # 3000-01-01: a later time from a server is broken, not news
 
 Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
 TaskName = Annotated[str, Meta(max_length=NAME_MAX)]
@@ -39,6 +44,8 @@ Description = Annotated[str, Meta(max_length=DESCRIPTION_MAX)]
 EstimateMs = Annotated[int, Meta(ge=0, le=ESTIMATE_MS_MAX)]
 StoryId = Annotated[int, Meta(ge=1, le=ID_MAX)]
 WorkerCount = Annotated[int, Meta(ge=0, le=WORKERS_MAX)]
+# Clients check the times they are sent, so a broken server cannot make them format the year 1e300.
+Timestamp = Annotated[float, Meta(ge=0, le=TIMESTAMP_MAX)]
 CorrelationId = Union[int, Annotated[str, Meta(max_length=CORRELATION_MAX)], None]
 StoryStatus = Literal["open", "done"]
 TaskState = Literal["queued", "running", "done"]
@@ -113,9 +120,9 @@ class TaskView(Struct):
     estimate_ms: int
     state: TaskState
     attempts: int
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
 
 
 class StoryView(Struct, omit_defaults=True):
@@ -123,12 +130,12 @@ class StoryView(Struct, omit_defaults=True):
     name: str
     description: str
     status: StoryStatus
-    created_at: float
+    created_at: Timestamp
     tasks_total: int
     tasks_done: int
-    completed_at: float | None = None
+    completed_at: Timestamp | None = None
     tasks: list[TaskView] | None = None  # get_story only
-    started_at: float | None = None  # when its first task started
+    started_at: Timestamp | None = None  # when its first task started
     lead_time_s: float | None = None  # created -> completed, once done
     cycle_time_s: float | None = None  # started -> completed, once done
 
@@ -157,7 +164,7 @@ class Empty(Struct):
 # -- events: server PUB, two frames [topic, json] ---------------------------
 class Stats(Struct, kw_only=True):
     seq: int
-    ts: float  # server wall clock, seconds since the epoch
+    ts: Timestamp  # server wall clock, seconds since the epoch
     stories_produced_per_s: float
     stories_completed_per_s: float
     open_stories: int
@@ -190,11 +197,14 @@ class Stats(Struct, kw_only=True):
     cycle_time_p95_s: float | None = None
     flow_window_s: float | None = None
     wip_limit: int = 0  # 0: none
+    # Added later, with defaults, so stats from an older server still decode.
+    internal_errors: int = 0  # messages whose handling failed inside the server (answered `internal`)
+    dropped_messages: int = 0  # messages dropped unanswered: bad envelopes, bad worker messages
 
 
 class StoryEvent(Struct, kw_only=True):
     seq: int
-    ts: float
+    ts: Timestamp
     event: Literal["created", "completed", "deleted"]
     story_id: int
     lead_time_s: float | None = None  # "completed" only
@@ -203,7 +213,7 @@ class StoryEvent(Struct, kw_only=True):
 
 class PoolEvent(Struct, kw_only=True):
     seq: int
-    ts: float
+    ts: Timestamp
     old_size: int
     new_size: int
     reason: str
@@ -213,7 +223,7 @@ class Completion(Struct):
     """A recently completed story, for the lead-time chart of a client that joins late."""
 
     story_id: int
-    completed_at: float
+    completed_at: Timestamp
     lead_time_s: float
     cycle_time_s: float
 
@@ -310,15 +320,30 @@ class ProtocolError(ValueError):
     """A frame that does not follow the protocol; the message names the field."""
 
 
+# What a decoder may raise on hostile input besides its own errors: RecursionError
+# (nesting, guarded above but kept as a backstop), ValueError/OverflowError from
+# number conversions, TypeError for a frame that is not bytes at all.
+_DECODE_FAILURES = (msgspec.MsgspecError, RecursionError, ValueError, OverflowError, TypeError)
+
+
+def _decode(decoder: msgspec.json.Decoder, frame: bytes, what: str) -> Any:
+    """Any frame in, a typed message or ProtocolError out: never anything else."""
+    try:
+        if too_deep(frame, MAX_DEPTH):
+            raise ProtocolError(f"{what} is nested deeper than {MAX_DEPTH} levels, the limit")
+        return decoder.decode(frame)
+    except ProtocolError:
+        raise
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_clip(_explain(str(exc)))) from None
+    except _DECODE_FAILURES as exc:
+        raise ProtocolError(_clip(f"not valid JSON: {exc}")) from None
+
+
 def decode_request(frame: bytes) -> Request:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"request is {len(frame)} bytes; the limit is {MAX_FRAME_BYTES}")
-    try:
-        return _request_decoder.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(_explain(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"not valid JSON: {exc}") from None
+    return _decode(_request_decoder, frame, "request")
 
 
 def _explain(message: str) -> str:
@@ -328,42 +353,66 @@ def _explain(message: str) -> str:
     return message
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + "…"
+
+
+class _IdOnly(Struct):
+    """A request seen only for its `id`: every other field is skipped, not built."""
+
+    id: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_id_decoder = msgspec.json.Decoder(_IdOnly)
+_correlation_decoder = msgspec.json.Decoder(CorrelationId)
+
+
 def correlation_id(frame: bytes) -> CorrelationId:
-    """Best-effort `id` of a frame that failed validation, so the error reply can echo it."""
-    if len(frame) > MAX_FRAME_BYTES:
-        return None
+    """Best-effort `id` of a frame that failed validation, so the error reply can echo it.
+
+    Never raises: it runs on the error path, on frames already known to be bad."""
     try:
-        value = msgspec.json.decode(frame)
-    except msgspec.DecodeError:
+        if len(frame) > MAX_FRAME_BYTES or too_deep(frame, MAX_DEPTH):
+            return None
+        raw = _id_decoder.decode(frame).id
+        return _correlation_decoder.decode(raw) if raw else None
+    except Exception:
         return None
-    found = value.get("id") if isinstance(value, dict) else None
-    if isinstance(found, bool) or not isinstance(found, (int, str)):
-        return None
-    if isinstance(found, str) and len(found) > CORRELATION_MAX:
-        return None
-    return found
 
 
 def decode_worker_message(frame: bytes) -> WorkerMessage:
-    try:
-        return _worker_decoder.decode(frame)
-    except msgspec.MsgspecError as exc:
-        raise ProtocolError(str(exc)) from None
+    return _decode(_worker_decoder, frame, "worker message")
 
 
 def decode_to_worker(frame: bytes) -> Work | Heartbeat | Stop:
-    return _to_worker_decoder.decode(frame)
+    return _decode(_to_worker_decoder, frame, "message to a worker")
 
 
 def decode_reply(frame: bytes) -> Reply:
-    return _reply_decoder.decode(frame)
+    return _decode(_reply_decoder, frame, "reply")
+
+
+def convert_result(value: Any, result_type: type) -> Any:
+    """A reply's untyped `result` as `result_type`; ProtocolError if it does not fit."""
+    try:
+        return msgspec.convert(value, result_type)
+    except _DECODE_FAILURES as exc:
+        raise ProtocolError(_clip(f"result: {exc}")) from None
 
 
 def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
-    decoder = _event_decoders.get(topic)
+    decoder = _event_decoders.get(topic) if isinstance(topic, bytes) else None
     if decoder is None:
-        raise ProtocolError(f"unknown topic {topic!r}")
-    return decoder.decode(frame)
+        shown = topic[:40] if isinstance(topic, bytes) else type(topic).__name__
+        raise ProtocolError(f"unknown topic {shown!r}")
+    return _decode(decoder, frame, f"{topic.decode('ascii')} event")
+
+
+def decode_event_frames(frames: list[bytes]) -> Stats | StoryEvent | PoolEvent:
+    """A PUB message as a SUB socket receives it: [topic, json]."""
+    if len(frames) != 2:
+        raise ProtocolError(f"an event is two frames [topic, json], not {len(frames)}")
+    return decode_event(frames[0], frames[1])
 
 
 def ok(request_id: CorrelationId, result: Any) -> bytes:
@@ -371,4 +420,30 @@ def ok(request_id: CorrelationId, result: Any) -> bytes:
 
 
 def error(request_id: CorrelationId, code: str, message: str) -> bytes:
-    return encode(Reply(ok=False, id=request_id, error=ErrorInfo(code, message)))
+    """An error reply. Never raises: it is what goes out when something else did."""
+    info = ErrorInfo(_safe_text(code), _safe_text(message))
+    for echo in (_safe_id(request_id), None):
+        try:
+            return encode(Reply(ok=False, id=echo, error=info))
+        except Exception:
+            continue
+    return _UNDESCRIBED
+
+
+_UNDESCRIBED = encode(Reply(ok=False, error=ErrorInfo(INTERNAL, "the error could not be described")))
+
+
+def _safe_text(text: Any) -> str:
+    # A lone surrogate (which an exception's text may quote) cannot be encoded as UTF-8.
+    try:
+        return _clip(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))
+    except Exception:  # a __str__ that raises
+        return f"<{type(text).__name__}>"
+
+
+def _safe_id(request_id: Any) -> CorrelationId:
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+        return None
+    if isinstance(request_id, str):
+        return _safe_text(request_id) if len(request_id) <= CORRELATION_MAX else None
+    return request_id

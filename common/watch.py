@@ -14,7 +14,6 @@ import time
 from collections import deque
 from typing import Any, Callable, TextIO
 
-import msgspec
 import zmq
 
 from . import format as fmt
@@ -219,12 +218,9 @@ class Feed:
                 frames = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                self.bad_events += 1
-                continue
             try:
-                event = protocol.decode_event(frames[0], frames[1])
-            except (protocol.ProtocolError, msgspec.MsgspecError):
+                event = protocol.decode_event_frames(frames)
+            except protocol.ProtocolError:  # a broken or newer server: drop, count, go on
                 self.bad_events += 1
                 continue
             outcome = self.figures.apply(event)

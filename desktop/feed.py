@@ -59,6 +59,7 @@ class FeedWorker(QObject):
         self.decode_thread_id: int | None = None
         self.messages_total = 0
         self.snapshots_taken = 0
+        self.bad_messages = 0  # events dropped as malformed (a broken or newer server)
         self._stop = threading.Event()
         self._state = ""
 
@@ -134,13 +135,15 @@ class FeedWorker(QObject):
             if sub.poll(int(wait * 1000)):
                 for _ in range(10_000):  # bounded so a flood cannot starve the emit below
                     try:
-                        topic, payload = sub.recv_multipart(zmq.NOBLOCK)
+                        frames = sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     try:
-                        event = protocol.decode_event(topic, payload)
-                    except (protocol.ProtocolError, msgspec.MsgspecError):
+                        event = protocol.decode_event_frames(frames)
+                    except protocol.ProtocolError:
+                        self.bad_messages += 1
                         continue  # not ours to crash on; the seq check catches what it cost
+                    topic = frames[0]
                     last_message = time.monotonic()
                     self.messages_total += 1
                     verdict = tracker.classify(event.seq, event.ts)

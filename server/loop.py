@@ -27,6 +27,7 @@ from common.endpoints import Endpoints
 from common.security import ServerSecurity, curve_required
 
 from .config import HEARTBEAT_LIVENESS, ServerConfig
+from .faults import RateLimitedLog
 from .pool import Pool, Worker
 from .service import Service
 from .stats import Ticker
@@ -39,27 +40,6 @@ NOBLOCK = int(zmq.NOBLOCK)
 MORE = int(zmq.SNDMORE) | NOBLOCK
 DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the other
 WORKER_FRAME_MAX = 1 << 20
-
-
-class RateLimitedLog:
-    """At most `burst` warnings per `period` seconds per key; counts the rest."""
-
-    def __init__(self, period: float = 10.0, burst: int = 5):
-        self.period, self.burst = period, burst
-        self._windows: dict[str, list[float]] = {}  # key -> [window start, count, suppressed]
-
-    def warning(self, key: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        window = self._windows.get(key)
-        if window is None or now - window[0] > self.period:
-            if window is not None and window[2]:
-                log.warning("%d more like this were suppressed: %s", window[2], key)
-            window = self._windows[key] = [now, 0, 0]
-        window[1] += 1
-        if window[1] <= self.burst:
-            log.warning(message, *args)
-        else:
-            window[2] += 1
 
 
 class Publisher:
@@ -224,9 +204,7 @@ class Server:
         if ready.get(self.workers):
             self._read_workers(now, wall)
         for fd in self._sentinels.intersection(ready):
-            worker = self.pool.by_sentinel.get(fd)
-            if worker is not None:
-                self._lose(worker, f"exited (code {worker.process.exitcode})", wall)
+            self._sentinel_ready(fd, wall)
         # Leases go out before the commit: a Done for them can only be handled in a
         # later turn, after this turn's writes are durable, and the workers start sooner.
         self.service.dispatch(now, wall, self._send_worker)
@@ -256,52 +234,88 @@ class Server:
         self.parent_pipe = None
         self.stopping = True  # the same clean way out as SIGTERM
 
+    # Each message is handled inside its own guard: whatever it raises is logged
+    # (rate-limited), counted and answered `internal` where a reply is possible, and
+    # the loop goes on. (A database that refuses is no exception here: see flush.)
     def _read_requests(self, now: float, wall: float) -> None:
         recv = self.requests.recv_multipart
-        handle = self.service.handle_request
         for _ in range(DRAIN_MAX):
             try:
                 frames = recv(NOBLOCK)
             except zmq.Again:
                 break
-            # DEALER: [identity, payload]; REQ: [identity, b"", payload]
-            if len(frames) == 2:
-                handle(frames[:1], frames[1], now, wall)
-            elif len(frames) == 3 and not frames[1]:
-                handle(frames[:2], frames[2], now, wall)
-            else:
-                self.warn.warning("bad-envelope", "dropped a request of %d frames (expected "
-                                  "[payload] from a DEALER or ['', payload] from a REQ)",
-                                  len(frames) - 1)
+            try:
+                self._request(frames, now, wall)
+            except Exception as exc:
+                self._request_failed(frames, exc)
+
+    def _request(self, frames: list[bytes], now: float, wall: float) -> None:
+        envelope, payload = _split_request(frames)
+        if envelope is None:
+            self.service.faults.dropped(
+                "bad-envelope", "dropped a request of %d frames (expected [payload] from a "
+                "DEALER or ['', payload] from a REQ)", len(frames) - 1)
+            return
+        self.service.handle_request(envelope, payload, now, wall)
+
+    def _request_failed(self, frames: list[bytes], exc: Exception) -> None:
+        self.service.faults.internal("a request", exc)
+        envelope, payload = _split_request(frames)
+        if envelope is not None:
+            self.service.reply_error(envelope, protocol.correlation_id(payload), protocol.INTERNAL,
+                                     f"the server failed on this request ({type(exc).__name__}); "
+                                     "it was logged")
 
     def _read_workers(self, now: float, wall: float) -> None:
         recv = self.workers.recv_multipart
-        pool, service = self.pool, self.service
         for _ in range(DRAIN_MAX):
             try:
                 frames = recv(NOBLOCK)
             except zmq.Again:
                 break
-            if len(frames) != 2:
-                self.warn.warning("worker-envelope", "dropped a worker message of %d frames",
-                                  len(frames) - 1)
-                continue
-            identity, frame = frames
             try:
-                message = protocol.decode_worker_message(frame)
-            except protocol.ProtocolError as exc:
-                self.warn.warning("worker-message", "dropped a bad worker message: %s", exc)
-                continue
-            if isinstance(message, protocol.Done):
-                worker = pool.on_heard(identity, now)
-                service.complete(worker, message.task_ids, now, wall)
-                if worker is None:
-                    self._send_worker(identity, protocol.encode(protocol.Stop()))
-            elif isinstance(message, protocol.Ready):
-                pool.on_ready(identity, message, now, self._send_worker)
-            elif pool.on_heard(identity, now) is None:
-                # A worker we gave up on (or from a previous server run): it must go.
+                self._worker_message(frames, now, wall)
+            except Exception as exc:
+                self.service.faults.internal("a worker message", exc)
+
+    def _worker_message(self, frames: list[bytes], now: float, wall: float) -> None:
+        pool, service = self.pool, self.service
+        if len(frames) != 2:
+            service.faults.dropped("worker-envelope", "dropped a worker message of %d frames",
+                                   len(frames) - 1)
+            return
+        identity, frame = frames
+        try:
+            message = protocol.decode_worker_message(frame)
+        except protocol.ProtocolError as exc:
+            service.faults.dropped("worker-message", "dropped a bad worker message: %s", exc)
+            return
+        if isinstance(message, protocol.Done):
+            worker = pool.on_heard(identity, now)
+            service.complete(worker, message.task_ids, now, wall)
+            if worker is None:
                 self._send_worker(identity, protocol.encode(protocol.Stop()))
+        elif isinstance(message, protocol.Ready):
+            pool.on_ready(identity, message, now, self._send_worker)
+        elif pool.on_heard(identity, now) is None:
+            # A worker we gave up on (or from a previous server run): it must go.
+            self._send_worker(identity, protocol.encode(protocol.Stop()))
+
+    def _sentinel_ready(self, fd: int, wall: float) -> None:
+        """A local worker process ended."""
+        worker = self.pool.by_sentinel.get(fd)
+        try:
+            if worker is not None:
+                self._lose(worker, f"exited (code {worker.process.exitcode})", wall)
+        except Exception as exc:
+            self.service.faults.internal("a worker's exit", exc)
+        # Whatever happened, a sentinel that stays registered would wake every poll.
+        if fd in self._sentinels:
+            self._sentinels.discard(fd)
+            try:
+                self.poller.unregister(fd)
+            except KeyError:
+                pass
 
     def _watch(self, worker: Worker) -> None:
         fd = worker.process.sentinel
@@ -440,3 +454,13 @@ class Server:
                       self.service.outage.cause)
         log.info("stopped: %d stories open, %d completed", len(self.service.state.stories),
                  self.service.completed_stories)
+
+
+def _split_request(frames: list[bytes]) -> tuple[list[bytes] | None, bytes]:
+    """(routing envelope, payload); envelope None when the frames are not a request."""
+    # DEALER: [identity, payload]; REQ: [identity, b"", payload]
+    if len(frames) == 2:
+        return frames[:1], frames[1]
+    if len(frames) == 3 and not frames[1]:
+        return frames[:2], frames[2]
+    return None, b""

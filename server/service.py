@@ -50,6 +50,7 @@ from common.protocol import (
 from .config import ServerConfig
 from .flow import FlowWindow
 from .outage import Outage
+from .faults import Faults
 from .pool import Load, Pool, Worker
 from .state import OpenStory, WorkState
 from .stats import History, MeanWindow, RateWindow
@@ -78,6 +79,7 @@ class Service:
         self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
         self.scale_now = False  # set_pool asks the loop to resize this turn
         self.decided: tuple[int, int, str] | None = None  # set_pool's decision, for the loop to apply
+        self.faults = Faults()  # what was dropped or failed, for the logs and the stats
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
         self.stories_out = RateWindow(window, now)
@@ -137,12 +139,17 @@ class Service:
         except protocol.ProtocolError as exc:
             self.reply_error(envelope, protocol.correlation_id(frame), INVALID, str(exc))
             return
+        handler = self._handlers.get(type(request))
+        if handler is None:  # an op the protocol knows and this server does not serve (yet)
+            self.reply_error(envelope, request.id, INVALID,
+                             f"op {request.__struct_config__.tag!r} is not served by this server")
+            return
         try:
-            self._handlers[type(request)](envelope, request, now, wall)
+            handler(envelope, request, now, wall)
         except Unavailable as exc:  # a read the database did not answer
             self.reply_error(envelope, request.id, UNAVAILABLE, exc.cause)
         except Exception as exc:
-            log.exception("internal error while handling %s", type(request).__name__)
+            self.faults.internal(type(request).__name__, exc)
             self.reply_error(envelope, request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def reply(self, envelope: Envelope, request_id: Any, result: Any) -> None:
@@ -517,6 +524,8 @@ class Service:
             rate_window_s=self.config.rate_window,
             database="ok" if self.outage is None else "unavailable",
             database_error=None if self.outage is None else self.outage.cause,
+            internal_errors=self.faults.internal_errors,
+            dropped_messages=self.faults.dropped_messages,
             stories_in_progress=state.in_progress,
             stories_completed_in_window=flow.count,
             lead_time_mean_s=flow.lead_mean_s,

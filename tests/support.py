@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -194,3 +195,49 @@ class EventTap:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+class StandInServer(threading.Thread):
+    """Plays a broken (or newer) server on real sockets, for testing what clients put up with.
+
+    A ROUTER answers each request with the frames `answer(request)` returns, one
+    message each; a PUB sends `cycle()` (a list of multipart messages) over and
+    over until stopped, so a subscriber that joins late still sees all of it.
+    """
+
+    def __init__(self, answer: Callable[[protocol.Request], list[bytes]],
+                 cycle: Callable[[], list[list[bytes]]] = lambda: []):
+        super().__init__(daemon=True)
+        self.endpoints = Endpoints("127.0.0.1", free_port_block())
+        self.answer, self.cycle = answer, cycle
+        self.requests: list[protocol.Request] = []
+        self.halt = threading.Event()
+        context = zmq.Context.instance()
+        self.router = context.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind(self.endpoints.requests)
+        self.pub = context.socket(zmq.PUB)
+        self.pub.linger = 0
+        self.pub.bind(self.endpoints.events)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            while self.router.poll(0):
+                identity, frame = self.router.recv_multipart()
+                request = protocol.decode_request(frame)
+                self.requests.append(request)
+                for payload in self.answer(request):
+                    self.router.send_multipart([identity, payload])
+            for message in self.cycle():
+                self.pub.send_multipart(message)
+            self.halt.wait(0.01)
+        self.router.close(0)
+        self.pub.close(0)
+
+    def __enter__(self) -> StandInServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.join(5)

@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Slot
 from common import protocol
 from common.endpoints import Endpoints
 from desktop.feed import CONNECTED, Feed
-from support import free_port_block
+import fuzzing
+from support import StandInServer, free_port_block
 
 
 def stats(seq: int, completed: int) -> protocol.Stats:
@@ -113,16 +114,39 @@ def test_a_gap_in_seq_makes_the_feed_take_a_new_snapshot(qtbot):
         stand_in.join(5)
 
 
-def test_the_feed_receives_live_stats_over_ipv6(qtbot, server_factory):
-    """Requests and events both reach a server bound to [::1] (the SUB socket needs IPv6 on)."""
-    server = server_factory(time_scale=0.01, extra=["--bind", "::1"]).start(wait=False)
-    feed = Feed(Endpoints("::1", server.port))
+def connected_feed(qtbot, endpoints: Endpoints, timeout_ms: int = 10_000) -> tuple[Feed, Collector]:
+    """A started Feed whose batches go to a Collector, once it says it is connected."""
+    feed = Feed(endpoints)
     collector = Collector()
     feed.batch_ready.connect(collector.take)
     try:
         with qtbot.waitSignal(feed.state_changed, check_params_cb=lambda state, _: state == CONNECTED,
-                              timeout=20_000):
+                              timeout=timeout_ms):
             feed.start()
+    except BaseException:
+        feed.stop()
+        raise
+    return feed, collector
+
+
+def test_the_feed_receives_live_stats_over_ipv6(qtbot, server_factory):
+    """Requests and events both reach a server bound to [::1] (the SUB socket needs IPv6 on)."""
+    server = server_factory(time_scale=0.01, extra=["--bind", "::1"]).start(wait=False)
+    feed, collector = connected_feed(qtbot, Endpoints("::1", server.port), timeout_ms=20_000)
+    try:
         qtbot.waitUntil(lambda: len(collector.stats) >= 5, timeout=10_000)
     finally:
         assert feed.stop()
+
+
+def test_the_feed_drops_garbage_events_and_still_delivers(qtbot):
+    """A broken server: one-frame and three-frame messages, bad JSON, deep nesting, absurd times."""
+    behaviour = fuzzing.BrokenServer()
+    with StandInServer(behaviour.answer, behaviour.cycle) as stand_in:
+        feed, collector = connected_feed(qtbot, stand_in.endpoints)
+        try:
+            qtbot.waitUntil(lambda: len(collector.stats) >= 5
+                            and feed.worker.bad_messages >= 2 * len(fuzzing.BROKEN_EVENTS), timeout=10_000)
+            assert feed.thread.isRunning()
+        finally:
+            assert feed.stop()
