@@ -202,3 +202,30 @@ def test_a_late_snapshot_brings_the_recent_completions_along(qtbot, flow_tab):
     assert list(got[:len(before), STORY]) == [c.story_id for c in before]
     assert list(got[:len(before), LEAD]) == [c.lead_time_s for c in before]
     assert list(got[:len(before), COMPLETED_AT]) == [c.completed_at for c in before]
+
+
+def test_a_completed_event_fills_a_cached_rows_lead_and_cycle_time(qtbot):
+    """The stories table takes a completion's times from the event, before the next page refresh."""
+    from desktop.feed import FeedBatch
+    from desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, StoriesPanel
+
+    stand_in = StandIn(queue_model(rate=2.0, workers=1, median_s=30.0), speed=1.0, start_on_snapshot=False)
+    stand_in.start()
+    requests = Requests(stand_in.endpoints, name="test-requests")
+    pages = Requests(stand_in.endpoints, name="test-pages")
+    try:
+        panel = StoriesPanel(requests, pages)
+        qtbot.addWidget(panel)
+        panel.show()
+        qtbot.waitUntil(lambda: any(s.status == "open" for s in panel.model.cached_stories()), timeout=15_000)
+        story = next(s for s in panel.model.cached_stories() if s.status == "open")
+        row = panel.model.row_of(story.story_id)
+        assert panel.model.data(panel.model.index(row, LEAD_COLUMN)) == ""
+        event = protocol.StoryEvent(seq=1, ts=story.created_at + 12.5, event="completed", story_id=story.story_id,
+                                    lead_time_s=12.5, cycle_time_s=3.25)
+        panel.apply_batch(FeedBatch(story_events=[event]))
+        assert panel.model.data(panel.model.index(row, LEAD_COLUMN)) == "12.50 s"
+        assert panel.model.data(panel.model.index(row, CYCLE_COLUMN)) == "3.25 s"
+    finally:
+        assert requests.stop() and pages.stop()
+        stand_in.stop()
