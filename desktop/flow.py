@@ -12,13 +12,14 @@ request thread, one request at a time. The arithmetic is in flow_math.py.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import (
-    QFrame, QGraphicsLineItem, QGraphicsView, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
+    QFrame, QGraphicsLineItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
@@ -42,6 +43,7 @@ BUFFER_SECONDS = 3600 + 120  # the longest window plus a margin
 BUFFER_RATE = 10.0
 MAX_POINTS = 1200  # per curve or band edge after decimation
 MAX_DOTS = 4000  # completions drawn in the window at most (thinned evenly beyond)
+DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs no more
 
 DONE, PROGRESS, WAITING_COLOUR = "#8e44ad", "#2f7ed8", "#e67e22"
 PERCENTILE_COLOURS = {"lead_time_p50_s": "#1aa34a", "lead_time_p85_s": "#e67e22", "lead_time_p95_s": "#c0392b"}
@@ -129,16 +131,20 @@ class FlowTab(QWidget):
         self.aging_total = 0  # open stories when the aging page was taken
         self.littles: LittlesLaw | None = None
         self._dirty = self._dots_dirty = False
+        self._dots_at = 0.0  # monotonic time the dots were last made
         self._aging_in_flight = False
         self._open_total = 0  # open stories, from the newest stats or list reply
         self._wip_initialised = False
 
         self.numbers = {
-            "open": BigNumber("WIP (open stories)", WAITING_COLOUR),
+            "open": BigNumber("WIP (open)", WAITING_COLOUR),
             "progress": BigNumber("In progress", PROGRESS),
             "predicted": BigNumber("Throughput × lead time", "#1aa34a"),
             "percentiles": BigNumber("Lead time p50 · p85 · p95, s", PERCENTILE_COLOURS["lead_time_p85_s"]),
         }
+        # Three figures in one box: a smaller type.
+        self.numbers["percentiles"].value.setStyleSheet(
+            f"color: {PERCENTILE_COLOURS['lead_time_p85_s']}; font-size: 24px; font-weight: 600;")
         for box in self.numbers.values():
             # Squeezed rather than widening the window: the tab shares it with the side panel.
             for label in (box.title, box.value):
@@ -154,37 +160,40 @@ class FlowTab(QWidget):
             numbers_row.addWidget(box, {"open": 2, "progress": 2, "predicted": 3, "percentiles": 4}[name])
         numbers_row.addWidget(self.wip)
 
-        self.charts = pg.GraphicsLayoutWidget()
-        self.charts.ci.setSpacing(4)
-        self.charts.ci.setContentsMargins(2, 2, 24, 2)  # room on the right for the last time label
+        # One view per chart: the aging chart, which changes once a second, is not
+        # painted again at every frame of the three that scroll.
+        self.views = {name: _chart_view(scrolls=name != "aging") for name in ("cfd", "lead", "aging", "little")}
         self.time_charts: list[tuple[pg.PlotItem, object, object]] = []
         self._build_cfd()
         self._build_lead_times()
-        self.charts.ci.nextRow()
         self._build_aging()
         self._build_littles()
-        for column in (0, 1):
-            self.charts.ci.layout.setColumnStretchFactor(column, 1)  # equal widths, whatever the titles
-        for plot in (self.cfd, self.lead_plot, self.aging_plot, self.little_plot):
-            plot.setPreferredWidth(100)  # so that only the stretch factors share the width out
-        self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.chart_area = QWidget()
+        grid = QGridLayout(self.chart_area)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(0)
+        for (name, view), (row, column) in zip(self.views.items(), ((0, 0), (0, 1), (1, 0), (1, 1))):
+            grid.addWidget(view, row, column)
+        for i in (0, 1):
+            grid.setColumnStretch(i, 1)  # equal widths, whatever the titles
+            grid.setRowStretch(i, 1)
 
         self.readout = readout_label(format_littles(None))
-        live_layout(self, numbers_row, self.charts, self.readout)
+        live_layout(self, numbers_row, self.chart_area, self.readout)
         self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
         self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
         self.aging_timer = timer(self, AGING_INTERVAL_MS, self.request_aging)
 
     # -- charts, made once ----------------------------------------------------------
-    def _time_plot(self, title: str) -> pg.PlotItem:
-        plot, axis, grid = add_time_plot(self.charts.ci, title)
+    def _time_plot(self, view: str, title: str) -> pg.PlotItem:
+        plot, axis, grid = add_time_plot(self.views[view].ci, title)
         cache_drawing(plot.titleLabel)
         _squeezable(plot)
         self.time_charts.append((plot, axis, grid))
         return plot
 
     def _build_cfd(self) -> None:
-        self.cfd = self._time_plot(_legend("Cumulative flow", (("waiting", WAITING_COLOUR), ("in progress", PROGRESS),
+        self.cfd = self._time_plot("cfd", _legend("Cumulative flow", (("waiting", WAITING_COLOUR), ("in progress", PROGRESS),
                                                                ("done", DONE))))
         self.bands = {"done": Band(DONE), "progress": Band(PROGRESS), "waiting": Band(WAITING_COLOUR)}
         for band in self.bands.values():
@@ -192,9 +201,9 @@ class FlowTab(QWidget):
         self.cfd_edges: tuple[np.ndarray, ...] = ()  # (ts, done, done + in progress, arrived) as drawn
 
     def _build_lead_times(self) -> None:
-        self.lead_plot = self._time_plot(_legend("Lead time per completed story, s",
+        self.lead_plot = self._time_plot("lead", _legend("Lead time per completed story, s",
                                                  [(PERCENTILE_LABELS[n], c) for n, c in PERCENTILE_COLOURS.items()]))
-        self.dots = Dots("#34495e", size=4)
+        self.dots = Dots("#34495e", size=4)  # thousands: squares
         self.lead_plot.vb.addItem(self.dots)
         self.percentile_curves = {}
         for name, colour in PERCENTILE_COLOURS.items():
@@ -206,7 +215,7 @@ class FlowTab(QWidget):
     def _build_aging(self) -> None:
         bottom = pg.AxisItem("bottom")
         bottom.setTicks([[(WAITING, "waiting"), (IN_PROGRESS, "in progress")]])
-        self.aging_plot = self.charts.ci.addPlot(axisItems={"bottom": bottom, "left": ValueAxis(orientation="left")})
+        self.aging_plot = self.views["aging"].ci.addPlot(axisItems={"bottom": bottom, "left": ValueAxis(orientation="left")})
         self.aging_plot.setTitle(_legend("Aging WIP, age in s",
                                          (("older than p85", RISK), ("p85 lead time", PERCENTILE_COLOURS[PERCENTILES[1]]))),
                                  size="9pt")
@@ -221,8 +230,8 @@ class FlowTab(QWidget):
             item.setMouseEnabled(x=False, y=False)
         self.aging_plot.setXRange(-0.6, 1.6, padding=0)
         self.aging_plot.setYRange(0, 10, padding=0)
-        self.aging_dots = Dots(PROGRESS, size=6)
-        self.risk_dots = Dots(RISK, size=7)
+        self.aging_dots = Dots(PROGRESS, size=6, round_=True)  # a few hundred at most: round ones
+        self.risk_dots = Dots(RISK, size=7, round_=True)
         pen = QPen(QColor(PERCENTILE_COLOURS[PERCENTILES[1]]), 1, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.p85_line = QGraphicsLineItem()
@@ -232,7 +241,7 @@ class FlowTab(QWidget):
             self.aging_plot.vb.addItem(item)
 
     def _build_littles(self) -> None:
-        self.little_plot = self._time_plot(_legend("Little's law", [(label, colour) for _, label, colour, _ in
+        self.little_plot = self._time_plot("little", _legend("Little's law", [(label, colour) for _, label, colour, _ in
                                                                     LITTLE_CURVES]))
         self.little_curves = {}
         for name, _, colour, dashed in LITTLE_CURVES:
@@ -361,10 +370,11 @@ class FlowTab(QWidget):
         since = now - self.window_s * 1.05 - 5  # a little more than the window: scrolling shows data
         if self._dirty:
             self._push_series(since)
-        if self._dots_dirty:
+        if self._dots_dirty and time.monotonic() - self._dots_at >= DOTS_EVERY_S:
             rows = self.completions.window(since, MAX_DOTS)
             self.dots.set_data(rows[:, COMPLETED_AT], rows[:, LEAD])
             self._dots_dirty = False
+            self._dots_at = time.monotonic()
         lo = now - self.window_s
         for plot, axis, grid in self.time_charts:
             scroll_chart(plot, axis, grid, lo, now)
@@ -444,6 +454,15 @@ class FlowTab(QWidget):
         little.append(predicted_wip(col("stories_completed_in_window")[start:end], col("flow_window_s")[start:end],
                                     col("lead_time_mean_s")[start:end]))
         _fit(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little) * 1.1)
+
+
+def _chart_view(scrolls: bool) -> pg.GraphicsLayoutWidget:
+    view = pg.GraphicsLayoutWidget()
+    view.ci.setContentsMargins(2, 2, 30, 2)  # room on the right for the last time label
+    view.setMinimumWidth(100)
+    if scrolls:  # everything in it moves at every frame: no region bookkeeping
+        view.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+    return view
 
 
 def _squeezable(plot: pg.PlotItem) -> None:

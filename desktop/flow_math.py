@@ -170,10 +170,18 @@ WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns
 
 
 def jitter(story_ids: np.ndarray, width: float = 0.7) -> np.ndarray:
-    """A spread within a column that depends only on the story: a dot keeps its place between refreshes."""
-    ids = np.asarray(story_ids, dtype=np.uint64)
-    spread = (ids * np.uint64(2654435761)) % np.uint64(1000)  # Knuth's multiplicative hash
-    return (spread.astype(float) / 999.0 - 0.5) * width
+    """A spread within a column that depends only on the story: a dot keeps its place between refreshes.
+
+    MurmurHash3's 64-bit finaliser: consecutive ids (stories created one after
+    another) land far apart, not in the stripes a plain multiplication draws.
+    """
+    h = np.asarray(story_ids, dtype=np.uint64).copy()
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return ((h >> np.uint64(11)).astype(float) / float(1 << 53) - 0.5) * width
 
 
 @dataclass(frozen=True)

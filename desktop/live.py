@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 
 def timer(parent: QObject, interval_ms: int, slot) -> QTimer:
@@ -19,6 +19,9 @@ def readout_label(text: str) -> QLabel:
     label = QLabel(text)
     label.setStyleSheet("color: #444; font-family: monospace;")
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # A long line is cut at the edge instead of widening the window.
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(50)
     return label
 
 

@@ -223,8 +223,12 @@ class StandIn(threading.Thread):
     def freeze(self) -> None:
         self._frozen.set()
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Ask the loop to end (safe from a signal handler); stop() also waits for it."""
         self._halt.set()
+
+    def stop(self) -> None:
+        self.halt()
         self.join(5)
 
     def stats(self) -> list[protocol.Stats]:
@@ -306,3 +310,29 @@ class StandIn(threading.Thread):
                 self.model.window_s = request.flow_window_s
             return protocol.ok(request.id, protocol.FlowResult(self.model.wip_limit, self.model.window_s))
         return protocol.error(request.id, protocol.INVALID, f"{request.__struct_config__.tag} is not in the stand-in")
+
+
+def main() -> int:
+    """Serve a model on the wall clock until SIGTERM: `python tests/standin.py --port P` (screenshots)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True, help="requests on PORT, events on PORT+1")
+    parser.add_argument("--rate", type=float, default=3.0, help="stories a second, Poisson (default 3)")
+    parser.add_argument("--workers", type=int, default=8, help="stories worked at once (default 8)")
+    parser.add_argument("--median-s", type=float, default=2.0, help="median time a story takes (default 2)")
+    parser.add_argument("--wip-limit", type=int, default=0, help="0: none (default)")
+    args = parser.parse_args()
+    model = FlowModel(rate=args.rate, workers=args.workers, median_s=args.median_s, wip_limit=args.wip_limit)
+    server = StandIn(model, port=args.port, start_on_snapshot=False)
+    server.record = False
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server.halt())
+    while server.is_alive():
+        server.join(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
