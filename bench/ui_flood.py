@@ -1,22 +1,26 @@
 """Flood the desktop app with events and measure its UI thread and chart frame rate.
 
-A stand-in publisher speaks the protocol on free local ports: a ROUTER that
-answers ping, snapshot and list_stories, and a PUB that sends stats at 10 Hz
-and story events at the chosen rate (1,000/s by default). The app runs in this
-process, offscreen unless a display is set. The figures:
+A stand-in publisher in another process speaks the protocol on free local
+ports: the team model of tests/standin.py behind a ROUTER (ping, snapshot,
+list_stories, set_flow) and a PUB that sends stats with the flow figures at
+10 Hz and story events at the chosen rate (1,000/s by default: stories created
+and completed, with their lead and cycle times). The app runs in this process,
+offscreen unless a display is set. The figures:
 
 - UI thread busy share: the share of wall time the UI thread spent handling
   events, measured by timing every QApplication.notify call on that thread
   (time the event loop spent waiting for events is idle).
-- Frames per second: repaints of the chart view, counted with an event filter.
+- Frames per second: repaints of the chart view of the tab in front (`--tab`;
+  for the Flow tab, its cumulative flow diagram), counted with an event filter.
 
 By default it runs each mode --runs times (3), each in a fresh process for
 --seconds (10), and prints the medians in a table: `smooth` is the app as it
 ships (the charts scroll with wall-clock time at every 25 Hz tick); `stock`
 is the same at every tick but scrolling through pyqtgraph's setXRange, the
-naive redraw, as the in-run baseline. `--mode` runs one mode once, in detail.
+naive redraw, as the in-run baseline (dashboard and stories tabs only).
+`--mode` runs one mode once, in detail.
 
-    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3]
+    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3] [--tab flow]
     python bench/ui_flood.py --mode smooth --profile FILE
 """
 

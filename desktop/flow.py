@@ -43,6 +43,8 @@ BUFFER_SECONDS = 3600 + 120  # the longest window plus a margin
 BUFFER_RATE = 10.0
 MAX_POINTS = 1200  # per curve or band edge after decimation
 MAX_DOTS = 4000  # completions drawn in the window at most (thinned evenly beyond)
+# Completions kept for the scatter (6.4 MB): an hour's window at 27 a second, 5 minutes at 333.
+COMPLETIONS_KEPT = 100_000
 DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs no more
 
 DONE, PROGRESS, WAITING_COLOUR = "#8e44ad", "#2f7ed8", "#e67e22"
@@ -120,7 +122,7 @@ class FlowTab(QWidget):
         self.requests = requests  # set_flow: a user's action, never behind slow pages
         self.pages = pages  # the aging page
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE, fields=FLOW_FIELDS)
-        self.completions = CompletionBuffer()
+        self.completions = CompletionBuffer(COMPLETIONS_KEPT)
         self.clock = ServerClock()
         self.window_s = 300
         self.paused = False
@@ -162,7 +164,7 @@ class FlowTab(QWidget):
 
         # One view per chart: the aging chart, which changes once a second, is not
         # painted again at every frame of the three that scroll.
-        self.views = {name: _chart_view(scrolls=name != "aging") for name in ("cfd", "lead", "aging", "little")}
+        self.views = {name: _chart_view() for name in ("cfd", "lead", "aging", "little")}
         self.time_charts: list[tuple[pg.PlotItem, object, object]] = []
         self._build_cfd()
         self._build_lead_times()
@@ -456,12 +458,13 @@ class FlowTab(QWidget):
         _fit(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little) * 1.1)
 
 
-def _chart_view(scrolls: bool) -> pg.GraphicsLayoutWidget:
+def _chart_view() -> pg.GraphicsLayoutWidget:
     view = pg.GraphicsLayoutWidget()
     view.ci.setContentsMargins(2, 2, 30, 2)  # room on the right for the last time label
     view.setMinimumWidth(100)
-    if scrolls:  # everything in it moves at every frame: no region bookkeeping
-        view.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+    # Whole repaints: in the time charts everything moves at every frame, and dots reach
+    # past their item's bounds (they are pixels wide), so a partial repaint leaves specks.
+    view.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
     return view
 
 

@@ -10,8 +10,9 @@ a fast clock in tests and on the wall clock in the benchmark and screenshots.
 `StandIn` puts a model behind a ROUTER (ping, snapshot, list_stories of open
 stories, set_flow) and a PUB (story events as they happen, stats at
 `stats_hz`), and records what it published: the stream a test compares the
-app with. It exists because the real server does not fill the flow fields
-yet on this branch; tests that need the real values run against the server.
+app with, exactly, with no worker processes in the way. (It came first: the
+desktop's flow views were built before the server filled the flow fields.
+Tests of the real figures run against the real server.)
 """
 
 from __future__ import annotations

@@ -320,7 +320,8 @@ def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_wi
         assert window.export_done(str(path))
         assert not window.export_done_action.isEnabled()  # one export at a time
     assert finished.args == [str(path), 5, ""]
-    assert window.export_done_action.isEnabled()
+    # (The blocker heard the signal in the export thread; the window hears it in the UI thread.)
+    qtbot.waitUntil(window.export_done_action.isEnabled, timeout=5_000)
     assert "Saved 5 completed stories" in window.statusBar().currentMessage()
     with server.client() as client:
         done = client.list_stories(status="done", limit=100).stories
@@ -336,4 +337,4 @@ def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_wi
     with qtbot.waitSignal(window.done_export.finished, timeout=20_000) as finished:
         window.export_done(str(missing))
     assert finished.args[2] and not missing.exists()
-    assert "Could not export" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "Could not export" in window.statusBar().currentMessage(), timeout=5_000)
