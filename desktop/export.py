@@ -109,18 +109,21 @@ class DoneExport(QObject):
         self.finished = self.worker.finished
         self.finished.connect(self._on_finished)
         self.running = False
+        self.last_result: tuple[str, int, str] | None = None  # (path, rows, error) of the last export
         self.thread.start()
 
     def start(self, path: str) -> bool:
         if self.running:
             return False
         self.running = True
+        self.last_result = None
         self._start.emit(path)
         return True
 
     @Slot(str, int, str)
     def _on_finished(self, path: str, rows: int, error: str) -> None:
         self.running = False
+        self.last_result = (path, rows, error)
 
     def stop(self, timeout_ms: int = 15000) -> bool:
         if not self.thread.isRunning():

@@ -316,12 +316,13 @@ def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_wi
     assert window.export_done_action.shortcut().toString() == "Ctrl+Shift+D"
     window.done_export.worker.page = 2  # three pages for five stories
     path = tmp_path / "done.csv"
-    with qtbot.waitSignal(window.done_export.finished, timeout=20_000) as finished:
-        assert window.export_done(str(path))
-        assert not window.export_done_action.isEnabled()  # one export at a time
-    assert finished.args == [str(path), 5, ""]
-    # (The blocker heard the signal in the export thread; the window hears it in the UI thread.)
-    qtbot.waitUntil(window.export_done_action.isEnabled, timeout=5_000)
+    export = window.done_export
+    assert window.export_done(str(path))
+    assert not window.export_done_action.isEnabled() and not window.export_done(str(path))  # one at a time
+    # (Waiting on the UI thread's view of the end: a waitSignal blocker would hear it in the export thread.)
+    qtbot.waitUntil(lambda: export.last_result is not None, timeout=20_000)
+    assert export.last_result == (str(path), 5, "")
+    assert window.export_done_action.isEnabled()
     assert "Saved 5 completed stories" in window.statusBar().currentMessage()
     with server.client() as client:
         done = client.list_stories(status="done", limit=100).stories
@@ -334,7 +335,7 @@ def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_wi
     assert not (tmp_path / "done.csv.part").exists()
 
     missing = tmp_path / "no such folder" / "done.csv"
-    with qtbot.waitSignal(window.done_export.finished, timeout=20_000) as finished:
-        window.export_done(str(missing))
-    assert finished.args[2] and not missing.exists()
-    qtbot.waitUntil(lambda: "Could not export" in window.statusBar().currentMessage(), timeout=5_000)
+    assert window.export_done(str(missing))
+    qtbot.waitUntil(lambda: export.last_result is not None, timeout=20_000)
+    assert export.last_result[2] and not missing.exists()
+    assert "Could not export" in window.statusBar().currentMessage()

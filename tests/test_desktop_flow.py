@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from common import protocol
-from desktop.feed import CONNECTED, Feed
+from desktop.feed import Feed
 from desktop.flow import FlowTab, format_littles
 from desktop.flow_math import AGING_LIMIT, COMPLETED_AT, LEAD, STORY, littles_law
 from desktop.requests import Requests
@@ -35,9 +35,10 @@ def flow_tab(qtbot):
         tab.resize(1000, 700)
         feed.batch_ready.connect(tab.apply_batch)
         made.append((stand_in, feed, requests, pages))
-        with qtbot.waitSignal(feed.state_changed, check_params_cb=lambda state, _: state == CONNECTED,
-                              timeout=10_000):
-            feed.start()
+        feed.start()
+        # Connected once the snapshot reached the tab (in the UI thread: a waitSignal on the feed's
+        # signal would be served in the feed thread).
+        qtbot.waitUntil(lambda: tab.clock.latest is not None, timeout=10_000)
         tab.show()
         qtbot.waitExposed(tab)
         tab.set_window(300)
@@ -140,6 +141,9 @@ def test_aging_shows_the_oldest_open_stories_and_flags_those_past_p85(qtbot, flo
 def test_a_hidden_tab_does_no_drawing_work_and_asks_for_nothing(qtbot, flow_tab):
     tab, stand_in = flow_tab(queue_model())
     qtbot.waitUntil(lambda: tab.frames > 5 and tab.aging_requests > 0, timeout=10_000)
+    # No page in flight when it hides: every one asked for has been answered.
+    qtbot.waitUntil(lambda: not tab._aging_in_flight
+                    and len(stand_in.requests_of(protocol.ListStories)) == tab.aging_requests, timeout=10_000)
     tab.hide()
     frames, ticks, asked = tab.frames, tab.ticks, tab.aging_requests
     lists = len(stand_in.requests_of(protocol.ListStories))
