@@ -25,6 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import msgspec
 import zmq
 
 from common import protocol
@@ -190,8 +191,9 @@ class StandIn(threading.Thread):
 
     `speed` runs the model's clock faster than the wall clock (from the first
     snapshot request on, so that a client sees the whole stream); `freeze()`
-    stops it, after which stats keep coming with the same figures, as from a
-    quiet server.
+    stops the model, after which stats keep coming with the same figures and
+    a clock that goes on at the wall clock's pace, as from a server where
+    nothing happens.
     """
 
     def __init__(self, model: FlowModel, *, stats_hz: float = 10.0, speed: float = 1.0, port: int | None = None,
@@ -209,6 +211,7 @@ class StandIn(threading.Thread):
         self.lock = threading.Lock()  # the test thread reads what the loop thread writes
         self._running = not start_on_snapshot
         self._frozen = threading.Event()
+        self._still: tuple[float, protocol.Stats] | None = None  # (frozen at, its figures)
         self._halt = threading.Event()
         self._origin = (time.monotonic(), model.now)
         context = zmq.Context.instance()
@@ -250,10 +253,19 @@ class StandIn(threading.Thread):
         return origin + (time.monotonic() - started) * self.speed
 
     def _publish(self, topic: bytes, message) -> None:
-        self.pub.send_multipart([topic, protocol.encode(message)])
-        if self.record:
+        if self.record:  # before it is sent: a test may see it arrive at once
             with self.lock:
                 self.published.append((topic, message))
+        self.pub.send_multipart([topic, protocol.encode(message)])
+
+    def _next_stats(self) -> protocol.Stats:
+        if not self._frozen.is_set():
+            return self.model.stats()
+        if self._still is None:
+            self._still = (time.monotonic(), self.model.stats())
+        at, figures = self._still
+        # The wall clock's pace: quiet time passes no faster for a fast model.
+        return msgspec.structs.replace(figures, seq=self.model._number(), ts=figures.ts + time.monotonic() - at)
 
     def run(self) -> None:
         period = 1.0 / self.stats_hz
@@ -266,7 +278,7 @@ class StandIn(threading.Thread):
                 now = time.monotonic()
                 if self._running and now >= next_stats:
                     next_stats = max(next_stats + period, now - period)  # skip missed ticks, no burst
-                    self._publish(protocol.TOPIC_STATS, self.model.stats())
+                    self._publish(protocol.TOPIC_STATS, self._next_stats())
                 wait = next_stats - time.monotonic()
                 if self._running and not self._frozen.is_set():
                     wait = min(wait, (self.model.next_event_at() - self._model_time()) / self.speed)
