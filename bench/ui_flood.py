@@ -1,22 +1,26 @@
 """Flood the desktop app with events and measure its UI thread and chart frame rate.
 
-A stand-in publisher speaks the protocol on free local ports: a ROUTER that
-answers ping, snapshot and list_stories, and a PUB that sends stats at 10 Hz
-and story events at the chosen rate (1,000/s by default). The app runs in this
-process, offscreen unless a display is set. The figures:
+A stand-in publisher in another process speaks the protocol on free local
+ports: the team model of tests/standin.py behind a ROUTER (ping, snapshot,
+list_stories, set_flow) and a PUB that sends stats with the flow figures at
+10 Hz and story events at the chosen rate (1,000/s by default: stories created
+and completed, with their lead and cycle times). The app runs in this process,
+offscreen unless a display is set. The figures:
 
 - UI thread busy share: the share of wall time the UI thread spent handling
   events, measured by timing every QApplication.notify call on that thread
   (time the event loop spent waiting for events is idle).
-- Frames per second: repaints of the chart view, counted with an event filter.
+- Frames per second: repaints of the chart view of the tab in front (`--tab`;
+  for the Flow tab, its cumulative flow diagram), counted with an event filter.
 
 By default it runs each mode --runs times (3), each in a fresh process for
 --seconds (10), and prints the medians in a table: `smooth` is the app as it
 ships (the charts scroll with wall-clock time at every 25 Hz tick); `stock`
 is the same at every tick but scrolling through pyqtgraph's setXRange, the
-naive redraw, as the in-run baseline. `--mode` runs one mode once, in detail.
+naive redraw, as the in-run baseline (dashboard and stories tabs only).
+`--mode` runs one mode once, in detail.
 
-    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3]
+    python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3] [--tab flow]
     python bench/ui_flood.py --mode smooth --profile FILE
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -33,120 +38,54 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-import msgspec  # noqa: E402
-import zmq  # noqa: E402
 
 from common import protocol  # noqa: E402
 from common.client import Client  # noqa: E402
 from common.endpoints import Endpoints  # noqa: E402
+from standin import FlowModel, StandIn  # noqa: E402
 
 
-class FloodServer(threading.Thread):
-    """Just enough of a server to feed the app: stats, story events, snapshot, a story list."""
+class FloodServer(StandIn):
+    """Just enough of a server to feed the app: the stand-in team model (tests/standin.py) at the
+    flood's rate, plus a long story list to page through for the stories tab.
+
+    Stories arrive at half the event rate, evenly spaced, on enough workers to keep up, so
+    that created and completed events together make the rate asked for; completed events
+    carry lead and cycle times and the stats carry the flow figures, for the Flow tab.
+    """
 
     def __init__(self, port: int, story_rate: float, stats_hz: float, stories: int = 0):
-        super().__init__(daemon=True)
-        self.endpoints = Endpoints("127.0.0.1", port)
-        self.story_rate = story_rate
-        self.stats_hz = stats_hz
-        self.seq = 0
-        self.stories = stories  # a list of this many stories to page through
-        self.completed = 0
-        self.sent = 0
-        self.history: list[protocol.Stats] = []
-        self._halt = threading.Event()
-        self.context = zmq.Context.instance()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.bind(self.endpoints.requests)
-        self.pub = self.context.socket(zmq.PUB)
-        self.pub.sndhwm = 100_000
-        self.pub.bind(self.endpoints.events)
+        arrivals = story_rate / 2
+        median_s = 2.0
+        mean_s = median_s * math.exp(0.6 ** 2 / 2)  # of the log-normal service time
+        workers = max(1, math.ceil(arrivals * mean_s / 0.9))  # 90 % busy: a steady queue
+        model = FlowModel(rate=arrivals, workers=workers, median_s=median_s, sigma=0.6, poisson=False)
+        super().__init__(model, stats_hz=stats_hz, port=port, start_on_snapshot=False)
+        self.record = False  # a long run: publish, keep nothing
+        self.stories = stories  # a list of this many older stories, for the stories tab
 
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
-
-    def _stats(self, now: float) -> protocol.Stats:
-        return protocol.Stats(
-            seq=self.seq, ts=now, stories_produced_per_s=self.story_rate / 2,
-            stories_completed_per_s=self.story_rate / 2, open_stories=self.stories - self.completed,
-            completed_stories=self.completed, tasks_produced_per_s=self.story_rate, tasks_completed_per_s=self.story_rate,
-            tasks_queued=(self.seq * 7) % 50, tasks_running=4, tasks_completed=self.completed * 2,
-            queued_work_s=1.0, workers=4, workers_busy=(self.seq // 10) % 5, workers_target=4,
-            min_workers=1, max_workers=8, rate_window_s=5.0,
-        )
-
-    def _publish(self, topic: bytes, message: msgspec.Struct) -> None:
-        self.pub.send_multipart([topic, protocol.encode(message)])
-        self.sent += 1
-
-    def run(self) -> None:
-        start = time.monotonic()
-        next_stats = start
-        story_period = 1.0 / self.story_rate if self.story_rate > 0 else None
-        next_story = start
-        last_history = 0.0
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        while not self._halt.is_set():
-            now = time.monotonic()
-            # Story events, evenly spread; catch up after a slow turn.
-            while story_period and next_story <= now:
-                self.seq += 1
-                if self.seq % 2:
-                    self.stories += 1
-                    event = protocol.StoryEvent(seq=self.seq, ts=time.time(), event="created", story_id=self.stories)
-                else:
-                    self.completed += 1
-                    event = protocol.StoryEvent(seq=self.seq, ts=time.time(), event="completed",
-                                                story_id=max(1, self.stories - 100))
-                self._publish(protocol.TOPIC_STORY, event)
-                next_story += story_period
-            if now >= next_stats:
-                self.seq += 1
-                stats = self._stats(time.time())
-                self._publish(protocol.TOPIC_STATS, stats)
-                if stats.ts - last_history >= 1.0:
-                    self.history = (self.history + [stats])[-3600:]
-                    last_history = stats.ts
-                next_stats += 1.0 / self.stats_hz
-            wait = min(next_stats, next_story if story_period else next_stats) - time.monotonic()
-            if dict(poller.poll(max(0, wait) * 1000)):
-                self._answer()
-
-    def _answer(self) -> None:
-        while True:
-            try:
-                identity, frame = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            request = protocol.decode_request(frame)
-            op = request.__struct_config__.tag
-            if op == "ping":
-                result = protocol.PingResult("flood", protocol.PROTOCOL_VERSION)
-            elif op == "snapshot":
-                result = protocol.SnapshotResult(self.seq, self._stats(time.time()), self.history[-request.history_seconds:])
-            elif op == "list_stories":
-                total = self.stories
-                stop = min(total, request.offset + request.limit)
-                result = protocol.ListStoriesResult([
-                    protocol.StoryView(story_id=i + 1, name=f"story {i + 1}", description="", status="open",
-                                       created_at=time.time(), tasks_total=3, tasks_done=0)
-                    for i in range(request.offset, stop)
-                ], total)
-            else:
-                self.router.send_multipart([identity, protocol.error(request.id, "invalid_request", f"{op} not here")])
-                continue
-            self.router.send_multipart([identity, protocol.ok(request.id, result)])
+    def answer(self, request) -> bytes:
+        if isinstance(request, protocol.ListStories) and request.status is None:
+            total = self.stories + self.model.next_id - 1
+            stop = min(total, request.offset + request.limit)
+            now = time.time()
+            result = protocol.ListStoriesResult([
+                protocol.StoryView(story_id=total - i, name=f"story {total - i}", description="", status="open",
+                                   created_at=now, tasks_total=3, tasks_done=0)
+                for i in range(request.offset, stop)
+            ], total)
+            return protocol.ok(request.id, result)
+        return super().answer(request)
 
 
 def serve(port: int, rate: float, stats_hz: float, stories: int) -> int:
     server = FloodServer(port, rate, stats_hz, stories)
     server.start()
-    signal.signal(signal.SIGTERM, lambda *_: server._halt.set())
+    signal.signal(signal.SIGTERM, lambda *_: server.halt())
     while server.is_alive():
         server.join(0.5)
     return 0
@@ -161,7 +100,9 @@ MODES = {
 
 def compare(args) -> int:
     """Each mode --runs times, each run in a fresh process; a table of the medians."""
-    results: dict[str, list[dict]] = {mode: [] for mode in ("smooth", "stock")}
+    # The stock baseline scrolls the dashboard's charts: with the Flow tab in front, only the app as it ships.
+    modes = ("smooth",) if args.tab == "flow" else ("smooth", "stock")
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
     for run in range(args.runs):
         for mode in results:  # interleaved, so that a noisy minute hits both modes
             command = [sys.executable, __file__, "--mode", mode, "--json", "--seconds", str(args.seconds),
@@ -176,7 +117,7 @@ def compare(args) -> int:
             r = results[mode][-1]
             print(f"run {run + 1} {mode:6s}: UI thread {r['cpu']:5.1f} % CPU ({r['wall']:5.1f} % wall), "
                   f"{r['fps']:5.1f} frames/s", flush=True)
-    print(f"\n{args.rate:,.0f} story events/s + {args.stats_hz:g} stats/s, {args.window} s window, "
+    print(f"\n{args.tab} tab, {args.rate:,.0f} story events/s + {args.stats_hz:g} stats/s, {args.window} s window, "
           f"median of {args.runs} runs of {args.seconds:g} s:")
     print(f"{'mode':8s} {'frames/s':>9s} {'UI CPU %':>9s} {'UI wall %':>10s} {'app CPU %':>10s}  drawn")
     for mode, runs in results.items():
@@ -207,7 +148,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time (default 10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
     parser.add_argument("--window", type=int, default=60, help="chart time window in seconds (default 60)")
-    parser.add_argument("--tab", choices=("dashboard", "stories"), default="dashboard")
+    parser.add_argument("--tab", choices=("dashboard", "stories", "flow"), default="dashboard",
+                        help="the tab in front: its charts' repaints are the frames counted (default dashboard)")
     parser.add_argument("--mode", choices=MODES,
                         help="run this mode once and print its details (default: every mode, --runs times)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode for the medians (default 3)")
@@ -316,11 +258,18 @@ def main() -> int:
             jumps.timeout.connect(lambda: table.verticalScrollBar().setValue(
                 random.randrange(max(1, table.verticalScrollBar().maximum()))))
             jumps.start(200)
+        if args.tab == "flow":
+            window.open_tab("flow")
         app.names[id(window.dashboard.plot_timer)] = "chart timer (setData, scrolling)"
         app.names[id(window.dashboard.text_timer)] = "text timer (numbers, y ranges)"
         app.names[id(window.stories.refresh_timer)] = "stories refresh timer"
+        app.names[id(window.flow.plot_timer)] = "flow chart timer (bands, dots, scrolling)"
+        app.names[id(window.flow.text_timer)] = "flow text timer (numbers, y ranges)"
+        app.names[id(window.flow.aging_timer)] = "flow aging timer (list_stories)"
         counter = PaintCounter()
-        window.dashboard.charts.viewport().installEventFilter(counter)
+        shown = window.flow if args.tab == "flow" else window.dashboard  # whose charts' frames count
+        # The Flow tab has a view per chart: count the cumulative flow diagram's.
+        (window.flow.views["cfd"] if args.tab == "flow" else window.dashboard.charts).viewport().installEventFilter(counter)
 
         marks: dict[str, tuple] = {}
 
@@ -335,8 +284,8 @@ def main() -> int:
             if profiler is not None:
                 profiler.enable()
             marks["buckets"] = dict(app.buckets)
-            marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, window.dashboard.frames,
-                              window.feed.worker.messages_total, time.process_time(), window.dashboard.ticks)
+            marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, shown.frames,
+                              window.feed.worker.messages_total, time.process_time(), shown.ticks)
 
         def end() -> None:
             if profiler is not None:
@@ -356,12 +305,18 @@ def main() -> int:
                     print(f"  {share:5.1f} %  {name}")
             mode = MODES[args.mode]
             print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints of the charts "
-                  f"(drawn {mode}; the chart timer ticked {(window.dashboard.ticks - ticks0) / elapsed:.1f}/s)")
+                  f"(drawn {mode}; the chart timer ticked {(shown.ticks - ticks0) / elapsed:.1f}/s)")
             if args.tab == "stories":
                 model = window.stories.model
-                shown = sum(model.story_at(r) is not None for r in range(*model._visible))
-                print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {shown} of "
+                loaded = sum(model.story_at(r) is not None for r in range(*model._visible))
+                print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {loaded} of "
                       f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
+            if args.tab == "flow":
+                flow = window.flow
+                print(f"flow tab         : {flow.dots.count:,} lead-time dots shown ({len(flow.completions):,} kept, "
+                      f"drawn anew {flow.dots.paints / (elapsed + args.warmup):.1f}/s), "
+                      f"{flow.aging_dots.count + flow.risk_dots.count} aging dots, "
+                      f"{flow.aging_requests} aging pages asked for")
             print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
                   "(all its threads)")
             if args.json:

@@ -40,7 +40,8 @@ def _grab_screen(window, path: str) -> None:
 
 
 def run_app(server: str | None = None, quit_after: float | None = None, settings_file: str | None = None,
-            simulate: dict | None = None, on_window=None, screenshot: str | None = None) -> int:
+            simulate: dict | None = None, on_window=None, screenshot: str | None = None,
+            tab: str | None = None) -> int:
     """Open the main window and run the event loop; returns the exit code."""
     from .window import MainWindow
 
@@ -53,6 +54,8 @@ def run_app(server: str | None = None, quit_after: float | None = None, settings
         endpoints = parse_server(None)  # a bad remembered value must not lock the user out
     window = MainWindow(endpoints, settings)
     window.show()
+    if tab:
+        window.open_tab(tab)
     if simulate:
         window.simulator_panel.start_with(**simulate)
     if on_window is not None:

@@ -364,13 +364,155 @@ class LiveCurve(QGraphicsPathItem):
     def _follow_legend(self) -> None:
         self.setVisible(self.legend_proxy.isVisible())
 
-    def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
+    def set_data(self, x: np.ndarray, y: np.ndarray, gaps: bool = False) -> None:
+        """`gaps`: y may hold NaN (a figure the server had none of), drawn as a break in the line."""
         self.points = len(x)
         if len(x) < 2:
             self.setPath(QPainterPath())
             return
         self.setPath(pg.arrayToQPath(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float),
-                                     connect="all", finiteCheck=False))
+                                     connect="finite" if gaps else "all", finiteCheck=gaps))
+
+
+class Band(QGraphicsPathItem):
+    """A filled band between two curves over the same times (a cumulative flow diagram's layer)."""
+
+    def __init__(self, colour: str, alpha: int = 150):
+        super().__init__()
+        fill = QColor(colour)
+        fill.setAlpha(alpha)
+        self.setBrush(QBrush(fill))
+        pen = QPen(QColor(colour), 1)
+        pen.setCosmetic(True)
+        self.setPen(pen)
+
+    def set_data(self, x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        if len(x) < 2:
+            self.setPath(QPainterPath())
+            return
+        # Along the upper edge, back along the lower one: one closed polygon.
+        xs = np.concatenate([x, x[::-1]]).astype(float)
+        ys = np.concatenate([upper, lower[::-1]]).astype(float)
+        path = pg.arrayToQPath(xs, ys, connect="all", finiteCheck=False)
+        path.closeSubpath()
+        self.setPath(path)
+
+
+class Dots(QGraphicsItem):
+    """Points as dots of a fixed pixel size, drawn by Qt in one call whatever the view's scale.
+
+    A wide pen makes each point a square, or with round caps a disc. The points
+    are mapped to the device here (numpy, once per paint) and drawn without a
+    transform: under a view's unequal x and y scales Qt would stretch them.
+    Discs cost some 30 times as much as squares (3,500 points: 27 ms against
+    0.8 ms, antialiased), so many dots are squares. (No item cache: Qt would
+    cut the dots at the edges of a bounding rect that is in data units.)
+    """
+
+    def __init__(self, colour: str, size: float = 5.0, round_: bool = False):
+        super().__init__()
+        pen = QPen(QColor(colour), size)
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap if round_ else Qt.PenCapStyle.SquareCap)
+        self._pen = pen
+        self._antialias = round_  # squares at whole pixels stay crisp without it
+        self.paints = 0
+        self._bounds = QRectF()
+        self._device = pg.functions.create_qpolygonf(0)
+        self._device_xy = np.empty((0, 2))
+        self.count = 0
+        self.x = np.empty(0)
+        self.y = np.empty(0)
+
+    def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.prepareGeometryChange()
+        self.x, self.y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        self.count = len(self.x)
+        self._device = pg.functions.create_qpolygonf(self.count)
+        self._device_xy = pg.functions.ndarray_from_qpolygonf(self._device) if self.count else np.empty((0, 2))
+        if self.count:
+            # Never empty, or Qt would skip it: one dot, or dots in a row, have no area.
+            w, h = max(np.ptp(self.x), 1e-6), max(np.ptp(self.y), 1e-6)
+            self._bounds = QRectF(self.x.min() - w / 100, self.y.min() - h / 100, w * 1.02, h * 1.02)
+        else:
+            self._bounds = QRectF()
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self._bounds
+
+    def paint(self, p: QPainter, *_: object) -> None:
+        if not self.count:
+            return
+        self.paints += 1
+        t = p.transform()
+        self._device_xy[:, 0] = t.m11() * self.x + t.m21() * self.y + t.dx()
+        self._device_xy[:, 1] = t.m12() * self.x + t.m22() * self.y + t.dy()
+        if not self._antialias:
+            np.rint(self._device_xy, out=self._device_xy)
+        p.save()
+        p.resetTransform()
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, self._antialias)
+        p.setPen(self._pen)
+        p.drawPoints(self._device)
+        p.restore()
+
+
+def nice_ceiling(value: float) -> float:
+    """The next 1, 2, 5 × 10^n at or above `value` (at least 1): round axis tops."""
+    if value <= 1:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * magnitude:
+            return float(step * magnitude)
+    return float(10 * magnitude)
+
+
+def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
+                  ) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
+    """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
+    axis = TimeAxis(orientation="bottom")
+    plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
+    plot.setTitle(title, size="9pt")
+    left = plot.getAxis("left")
+    left.setWidth(52)  # a fixed width: no relayout when labels grow
+    grid = ChartGrid(axis, left)
+    plot.vb.addItem(grid, ignoreBounds=True)
+    grid.setZValue(-1)  # under the curves
+    # Scrolling moves the grid itself (scroll_chart); a pan or zoom while paused, a new
+    # y range or a new size rebuild it here.
+    follow = lambda *_: follow_range(plot, grid)  # noqa: E731
+    plot.vb.sigRangeChanged.connect(follow)
+    plot.vb.sigResized.connect(follow)
+    for side in ("top", "right"):
+        # Never shown: do not let every scroll re-lay their labels out.
+        plot.getAxis(side).unlinkFromView()
+    if not show_time_axis:
+        plot.hideAxis("bottom")
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.disableAutoRange()  # (enableAutoRange(False) would read False as "the x axis" and turn it on)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.setYRange(0, 1, padding=0)
+    return plot, axis, grid
+
+
+def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:
+    x_range, y_range = plot.vb.state["viewRange"]
+    grid.follow(x_range, y_range, plot.vb.width(), plot.vb.height())
+
+
+def scroll_chart(plot: pg.PlotItem, axis: TimeAxis, grid: ChartGrid, lo: float, hi: float,
+                 stock: bool = False) -> None:
+    """Show [lo, hi] on a chart made by add_time_plot; `stock` goes through pyqtgraph's setXRange."""
+    if stock:
+        plot.setXRange(lo, hi, padding=0)
+        plot.vb.prepareForPaint()
+    else:
+        scroll_view(plot.vb, lo, hi)
+    axis.setRange(lo, hi)
+    if not grid.covers(lo, hi):
+        follow_range(plot, grid)
 
 
 def cache_drawing(item: QGraphicsItem) -> None:

@@ -44,6 +44,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="keep settings in this INI file instead of the user's settings")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="save an image of the screen one second before --quit-after ends")
+    parser.add_argument("--tab", choices=("dashboard", "stories", "flow"),
+                        help="the tab to open at start (default: dashboard)")
 
 
 def desktop_command(argv: list[str]) -> int:
@@ -68,7 +70,7 @@ def desktop_command(argv: list[str]) -> int:
     from .app import run_app
 
     return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings,
-                   screenshot=args.screenshot)
+                   screenshot=args.screenshot, tab=args.tab)
 
 
 def demo_command(argv: list[str]) -> int:
@@ -105,7 +107,7 @@ def demo_command(argv: list[str]) -> int:
 
     return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
                     max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings,
-                    screenshot=args.screenshot)
+                    screenshot=args.screenshot, tab=args.tab)
 
 
 def main() -> int:  # `python -m desktop`

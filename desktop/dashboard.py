@@ -11,19 +11,20 @@ What makes a frame cheap is in chart_items.py.
 from __future__ import annotations
 
 import csv
-import time
 from collections import deque
 from datetime import datetime
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QFrame, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .chart_items import (
-    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, ValueAxis, cache_drawing, scroll_view,
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, nice_ceiling,
+    scroll_chart,
 )
-from .series import FIELDS, SeriesBuffer, peak_decimate
+from .live import live_layout, may_draw, readout_label, timer
+from .series import FIELDS, SeriesBuffer, ServerClock, peak_decimate
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("1 h", 3600))
 FIGURES = (
@@ -94,8 +95,7 @@ class Dashboard(QWidget):
         super().__init__(parent)
         pg.setConfigOptions(antialias=False, background="w", foreground="#333")
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE)
-        self.latest = None  # the newest Stats
-        self._latest_at = time.monotonic()  # when it arrived, to scroll smoothly between stats
+        self.clock = ServerClock()  # server time, from the newest stats, to scroll smoothly between them
         self.window_s = 300
         self.paused = False
         self.frames = 0  # fast-timer ticks that redrew the charts, for the benchmark
@@ -116,9 +116,7 @@ class Dashboard(QWidget):
         for box in self.numbers.values():
             numbers_row.addWidget(box)
 
-        self.readout = QLabel(READOUT_HINT)
-        self.readout.setStyleSheet("color: #444; font-family: monospace;")
-        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.readout = readout_label(READOUT_HINT)
 
         self.charts = pg.GraphicsLayoutWidget()
         self.charts.ci.setSpacing(4)
@@ -151,52 +149,22 @@ class Dashboard(QWidget):
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        layout.addLayout(numbers_row)
-        layout.addWidget(self.charts, 1)
-        layout.addWidget(self.readout)
-
-        self.plot_timer = QTimer(self)
-        self.plot_timer.setInterval(1000 // PLOT_HZ)
-        self.plot_timer.timeout.connect(self._plot_tick)
-        self.text_timer = QTimer(self)
-        self.text_timer.setInterval(1000 // TEXT_HZ)
-        self.text_timer.timeout.connect(self._text_tick)
-        self.plot_timer.start()
-        self.text_timer.start()
+        live_layout(self, numbers_row, self.charts, self.readout)
+        self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
+        self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
         self.set_window(self.window_s)
 
     def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
-        axis = TimeAxis(orientation="bottom")
-        plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
-        plot.setTitle(title, size="9pt")
-        left = plot.getAxis("left")
-        left.setWidth(52)  # a fixed width: no relayout when labels grow
+        plot, axis, grid = add_time_plot(layout, title, show_time_axis=bottom_row)
         self.time_axes.append(axis)
-        grid = ChartGrid(axis, left)
-        plot.vb.addItem(grid, ignoreBounds=True)
-        grid.setZValue(-1)  # under the curves
         self.grids.append(grid)
         line = HoverLine()
         plot.vb.addItem(line, ignoreBounds=True)
         self.hover_lines.append(line)
-        # Scrolling moves the grid itself (_scroll); a pan or zoom while paused, a new
-        # y range or a new size rebuild it here.
-        follow = lambda *_, plot=plot, grid=grid, line=line: self._follow_range(plot, grid, line)  # noqa: E731
+        follow = lambda *_, plot=plot, line=line: self._follow_line(plot, line)  # noqa: E731
         plot.vb.sigRangeChanged.connect(follow)
         plot.vb.sigResized.connect(follow)
-        for side in ("top", "right"):
-            # Never shown: do not let every scroll re-lay their labels out.
-            plot.getAxis(side).unlinkFromView()
-        if not bottom_row:
-            plot.hideAxis("bottom")
-        plot.setMenuEnabled(False)
-        plot.hideButtons()
-        plot.disableAutoRange()  # (enableAutoRange(False) would read False as "the x axis" and turn it on)
-        plot.setMouseEnabled(x=False, y=False)
         plot.sigXRangeChanged.connect(self._on_range_changed)
-        plot.setYRange(0, 1, padding=0)
         # No setXLink: it aligns linked views by screen position, wrong for side-by-side
         # charts of different widths. Every chart gets the same range instead (_scroll).
         self.plots.append(plot)
@@ -209,20 +177,15 @@ class Dashboard(QWidget):
             # History first (one row a second), so the charts are full on connect.
             self.buffer.extend(batch.snapshot.history)
             self.buffer.append(batch.snapshot.stats)
-            self._set_latest(batch.snapshot.stats)
+            self.clock.update(batch.snapshot.stats)
             self._dirty = True
         if batch.stats:
             self.buffer.extend(batch.stats)
-            self._set_latest(batch.stats[-1])
+            self.clock.update(batch.stats[-1])
             self._dirty = True
         for event in batch.pool_events:
             self._pool_marks.append((event.ts, event.old_size, event.new_size, event.reason))
             self._marks_dirty = True
-
-    def _set_latest(self, stats) -> None:
-        if self.latest is None or stats.ts >= self.latest.ts or stats.seq > self.latest.seq:
-            self.latest = stats
-            self._latest_at = time.monotonic()
 
     # -- controls ----------------------------------------------------------
     def set_window(self, seconds: int) -> None:
@@ -261,36 +224,24 @@ class Dashboard(QWidget):
 
     # -- drawing -----------------------------------------------------------
     def _now(self) -> float:
-        if self.latest is None:
-            return time.time()
-        # Server time, advanced smoothly between stats, but never far past the last one.
-        return self.latest.ts + min(time.monotonic() - self._latest_at, 2.0)
+        return self.clock.now()
 
     def _scroll(self, now: float | None = None) -> None:
         now = self._now() if now is None else now
         self._drawn_at = now
         lo = now - self.window_s
         for plot, grid, axis in zip(self.plots, self.grids, self.time_axes):
-            if self.stock_scroll:
-                plot.setXRange(lo, now, padding=0)
-                plot.vb.prepareForPaint()
-            else:
-                scroll_view(plot.vb, lo, now)
-            axis.setRange(lo, now)
-            if not grid.covers(lo, now):
-                self._follow_range(plot, grid)
+            scroll_chart(plot, axis, grid, lo, now, stock=self.stock_scroll)
 
     @staticmethod
-    def _follow_range(plot: pg.PlotItem, grid: ChartGrid, line: HoverLine | None = None) -> None:
-        x_range, y_range = plot.vb.state["viewRange"]
-        grid.follow(x_range, y_range, plot.vb.width(), plot.vb.height())
-        if line is not None and line.isVisible():
-            line.place(line.line().x1(), y_range)  # as tall as the new y range
+    def _follow_line(plot: pg.PlotItem, line: HoverLine) -> None:
+        if line.isVisible():
+            line.place(line.line().x1(), plot.vb.state["viewRange"][1])  # as tall as the new y range
 
     @Slot()
     def _plot_tick(self) -> None:
-        if not self.isVisible() or self.paused or self.window().isMinimized():
-            return  # a hidden tab or a minimised window draws nothing
+        if not may_draw(self, self.paused):
+            return
         self.ticks += 1
         now = self._now()
         if self.skip_still_frames and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
@@ -321,9 +272,10 @@ class Dashboard(QWidget):
 
     @Slot()
     def _text_tick(self) -> None:
-        if self.latest is not None:
+        latest = self.clock.latest
+        if latest is not None:
             for name, box in self.numbers.items():
-                box.set_text(format_figure(name, getattr(self.latest, name)))
+                box.set_text(format_figure(name, getattr(latest, name)))
         if self.isVisible():
             self._update_y_ranges()
 
@@ -335,7 +287,7 @@ class Dashboard(QWidget):
         start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
         for plot, names in zip(self.plots, self.groups):
             top = max((float(self.buffer.column(n)[start:end].max(initial=0)) for n in names), default=0.0)
-            top = _nice_ceiling(top * 1.1)
+            top = nice_ceiling(top * 1.1)
             current = plot.viewRange()[1][1]
             # Resize when the data leaves the range or uses under a third of it: no jitter.
             if top > current or top < current / 3:
@@ -393,13 +345,3 @@ class Dashboard(QWidget):
 def _csv_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
-
-def _nice_ceiling(value: float) -> float:
-    """The next 1, 2, 5 × 10^n at or above `value` (at least 1): round axis tops."""
-    if value <= 1:
-        return 1.0
-    magnitude = 10 ** np.floor(np.log10(value))
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)

@@ -8,6 +8,8 @@ amortised, with no per-frame concatenation.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 # Every Stats field the charts, the hover readout and the CSV export use.
@@ -29,18 +31,24 @@ FIELDS = (
     "min_workers",
     "max_workers",
 )
-COLUMN = {name: i for i, name in enumerate(FIELDS)}
 
 
 class SeriesBuffer:
-    """The last `capacity` stats rows, oldest first, at most `max_rate` rows a second."""
+    """The last `capacity` stats rows, oldest first, at most `max_rate` rows a second.
 
-    def __init__(self, capacity: int, max_rate: float = 10.0):
+    `fields` are the Stats attributes kept, "ts" first; a null field is kept as NaN.
+    """
+
+    def __init__(self, capacity: int, max_rate: float = 10.0, fields: tuple[str, ...] = FIELDS):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if fields[0] != "ts":
+            raise ValueError("the first field must be ts")
         self.capacity = capacity
+        self.fields = fields
+        self._column = {name: i for i, name in enumerate(fields)}
         self.min_step = 1.0 / max_rate if max_rate > 0 else 0.0
-        self._data = np.zeros((2 * capacity, len(FIELDS)), dtype=np.float64)
+        self._data = np.zeros((2 * capacity, len(fields)), dtype=np.float64)
         self._start = 0
         self._end = 0
         self.appended = 0  # rows ever appended: gives every row a stable absolute number
@@ -67,7 +75,8 @@ class SeriesBuffer:
             keep = self._end - self._start
             self._data[:keep] = self._data[self._start : self._end]
             self._start, self._end = 0, keep
-        self._data[self._end] = [getattr(stats, name) for name in FIELDS]
+        # numpy stores None (a null figure) as NaN, which curves leave as a gap
+        self._data[self._end] = [getattr(stats, name) for name in self.fields]
         self._end += 1
         self.appended += 1
         if self._end - self._start > self.capacity:
@@ -79,7 +88,7 @@ class SeriesBuffer:
 
     def column(self, name: str) -> np.ndarray:
         """A read-only contiguous view of one field, oldest first."""
-        view = self._data[self._start : self._end, COLUMN[name]]
+        view = self._data[self._start : self._end, self._column[name]]
         view.flags.writeable = False
         return view
 
@@ -118,6 +127,26 @@ class SeriesBuffer:
         absolute = self.appended - n + first
         first = max(0, first - absolute % step)
         return first, n, step
+
+
+class ServerClock:
+    """The server's time from its stats: advanced smoothly between them, never far past the last one."""
+
+    def __init__(self, max_ahead_s: float = 2.0):
+        self.latest = None  # the newest Stats
+        self.max_ahead_s = max_ahead_s
+        self._at = time.monotonic()  # when it arrived
+
+    def update(self, stats) -> None:
+        # A higher seq is newer even when the server's wall clock stepped back.
+        if self.latest is None or stats.ts >= self.latest.ts or stats.seq > self.latest.seq:
+            self.latest = stats
+            self._at = time.monotonic()
+
+    def now(self) -> float:
+        if self.latest is None:
+            return time.time()
+        return self.latest.ts + min(time.monotonic() - self._at, self.max_ahead_s)
 
 
 def peak_decimate(x: np.ndarray, y: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,13 +22,15 @@ from PySide6.QtWidgets import (
 )
 
 from common import protocol
+from common.format import duration
 
 from .requests import Requests
 
 PAGE_SIZE = 200
 MAX_PAGES = 50  # 10,000 rows cached at most
 MAX_LOADING = 4  # page requests in flight at once
-COLUMNS = ("ID", "Name", "Status", "Tasks", "Created", "Completed")
+COLUMNS = ("ID", "Name", "Status", "Tasks", "Created", "Completed", "Lead time", "Cycle time")
+LEAD_COLUMN, CYCLE_COLUMN = 6, 7
 DONE_COLOUR = QColor("#1aa34a")
 OPEN_COLOUR = QColor("#e67e22")
 # Qt enums as plain ints, looked up once: data() runs thousands of times a second.
@@ -46,6 +48,11 @@ def _time(ts: float | None) -> str:
 
 def _short_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S") if ts else ""
+
+
+def span(seconds: float | None) -> str:
+    """A lead or cycle time as the table shows it; empty until the story is done."""
+    return duration(seconds) if seconds is not None else ""
 
 
 class StoryTableModel(QAbstractTableModel):
@@ -100,15 +107,22 @@ class StoryTableModel(QAbstractTableModel):
                 return f"{story.tasks_done}/{story.tasks_total}"
             if col == 4:
                 return _short_time(story.created_at)
-            return _short_time(story.completed_at)
+            if col == 5:
+                return _short_time(story.completed_at)
+            return span(story.lead_time_s if col == LEAD_COLUMN else story.cycle_time_s)
         if role == FOREGROUND:
             return (DONE_COLOUR if story.status == "done" else OPEN_COLOUR) if col == 2 else None
         if role == ALIGNMENT:
-            return RIGHT_ALIGNED if col in (0, 3) else None
+            return RIGHT_ALIGNED if col in (0, 3, LEAD_COLUMN, CYCLE_COLUMN) else None
         if col == 1:  # tool tips: the whole name and description, the full dates
             return f"{story.name}\n{story.description}" if story.description else story.name
         if col in (4, 5):
             return _time(story.created_at if col == 4 else story.completed_at) or None
+        if col == LEAD_COLUMN:
+            return "created → completed" if story.lead_time_s is not None else None
+        if col == CYCLE_COLUMN:
+            started = f" (first task started {_time(story.started_at)})" if story.started_at else ""
+            return f"first task started → completed{started}" if story.cycle_time_s is not None else None
         return None
 
     # -- rows ------------------------------------------------------------------
@@ -255,6 +269,8 @@ class StoryTableModel(QAbstractTableModel):
                 story.status = "done"
                 story.tasks_done = story.tasks_total
                 story.completed_at = event.ts
+                story.lead_time_s = event.lead_time_s
+                story.cycle_time_s = event.cycle_time_s
                 changed.add(row)
         if changed:
             # One signal for the span: the view repaints once, not once per story.
@@ -322,7 +338,10 @@ class StoryDetails(QWidget):
             f"<b>#{story.story_id} {_escape(story.name)}</b> — "
             f"<span style='color:{colour.name()}'>{story.status}</span>{took}, "
             f"{story.tasks_done}/{story.tasks_total} tasks done<br>created {_time(story.created_at)}"
-            + (f", completed {_time(story.completed_at)}" if story.completed_at else "") + description
+            + (f", first task started {_time(story.started_at)}" if story.started_at else "")
+            + (f", completed {_time(story.completed_at)}" if story.completed_at else "")
+            + (f"<br>lead time {span(story.lead_time_s)}" if story.lead_time_s is not None else "")
+            + (f", cycle time {span(story.cycle_time_s)}" if story.cycle_time_s is not None else "") + description
         )
         tasks = story.tasks or []
         self.tasks.setRowCount(len(tasks))
@@ -358,6 +377,7 @@ class StoriesPanel(QWidget):
 
     message = Signal(str)  # for the status bar
     story_created = Signal(int)
+    export_requested = Signal()  # the window asks where, then exports the completed stories
 
     def __init__(self, requests: Requests, pages: Requests, parent: QWidget | None = None):
         super().__init__(parent)
@@ -384,9 +404,13 @@ class StoriesPanel(QWidget):
         self.add_button = QPushButton("Add story…")
         self.delete_button = QPushButton("Delete")
         self.delete_button.setEnabled(False)
+        self.export_button = QPushButton("Export done…")
+        self.export_button.setToolTip("Save every completed story with its lead and cycle time as CSV")
         filter_row.addWidget(self.add_button)
         filter_row.addWidget(self.delete_button)
+        filter_row.addWidget(self.export_button)
         self.delete_button.clicked.connect(self.delete_selected)
+        self.export_button.clicked.connect(self.export_requested)
 
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -399,7 +423,7 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((0, 70), (2, 55), (3, 55), (4, 112), (5, 112)):
+        for col, width in ((0, 70), (2, 55), (3, 55), (4, 112), (5, 112), (LEAD_COLUMN, 78), (CYCLE_COLUMN, 78)):
             self.table.setColumnWidth(col, width)
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)

@@ -1,4 +1,4 @@
-"""The main window: dashboard and stories tabs, simulator and pool on the side, state in the status bar."""
+"""The main window: dashboard, stories and flow tabs, simulator and pool on the side, state in the status bar."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from PySide6.QtWidgets import (
 from common.endpoints import Endpoints
 
 from .dashboard import WINDOWS, Dashboard
+from .export import DoneExport
 from .feed import CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, Feed
+from .flow import FlowTab
 from .pool import PoolPanel
 from .requests import Requests
 from .simulator import SimulatorPanel, SimulatorSettings
 from .stories import StoriesPanel
 from .story_dialog import AddStoryDialog
 
+TABS = ("dashboard", "stories", "flow")  # in tab order: Ctrl+1, Ctrl+2, Ctrl+3
 STATE_COLOURS = {CONNECTED: "#1aa34a", CONNECTING: "#7f8c8d", RECONNECTING: "#e67e22", DISCONNECTED: "#c0392b"}
 
 
@@ -40,14 +43,17 @@ class MainWindow(QMainWindow):
         self.requests = Requests(endpoints, self, name="storypulse-requests")
         self.pages = Requests(endpoints, self, name="storypulse-pages")  # slow pages never hold up actions
         self.feed = Feed(endpoints, self)
+        self.done_export = DoneExport(endpoints, self)
 
         self.dashboard = Dashboard()
         self.stories = StoriesPanel(self.requests, self.pages)
+        self.flow = FlowTab(self.requests, self.pages)
         self.simulator_panel = SimulatorPanel(endpoints)
         self.pool_panel = PoolPanel(self.requests)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.dashboard, "Dashboard")
         self.tabs.addTab(self.stories, "Stories")
+        self.tabs.addTab(self.flow, "Flow")
 
         side = QWidget()
         side_layout = QVBoxLayout(side)
@@ -85,12 +91,18 @@ class MainWindow(QMainWindow):
         self.feed.batch_ready.connect(self.dashboard.apply_batch)
         self.feed.batch_ready.connect(self.stories.apply_batch)
         self.feed.batch_ready.connect(self.pool_panel.apply_batch)
+        self.feed.batch_ready.connect(self.flow.apply_batch)
         self.feed.batch_ready.connect(self._show_database)
         self.feed.state_changed.connect(self._show_state)
         self.stories.message.connect(self._status_message)
         self.pool_panel.message.connect(self._status_message)
+        self.flow.message.connect(self._status_message)
         self.stories.add_button.clicked.connect(self.open_add_dialog)
+        self.stories.export_requested.connect(self.export_done)
+        self.done_export.progress.connect(self._on_export_progress)
+        self.done_export.finished.connect(self._on_export_finished)
         self.dashboard.paused_changed.connect(self._on_paused)
+        self.dashboard.paused_changed.connect(self.flow.set_paused)
 
         self._restore_settings()
         self.feed.start()
@@ -120,11 +132,14 @@ class MainWindow(QMainWindow):
                                         "Save the dashboard as a PNG image")
         self.export_csv_action = action("Export CSV…", QKeySequence("Ctrl+Shift+E"), self.export_csv,
                                         "Save the stats history as CSV")
+        self.export_done_action = action("Export done stories…", QKeySequence("Ctrl+Shift+D"), self.export_done,
+                                         "Save the completed stories with their lead and cycle times as CSV")
         self.simulate_action = action("Simulator", QKeySequence("Ctrl+R"), self._toggle_simulator,
                                       "Start or stop the simulator")
         action("Quit", QKeySequence.StandardKey.Quit, self.close)
-        action("Dashboard", QKeySequence("Ctrl+1"), lambda: self.tabs.setCurrentIndex(0))
-        action("Stories", QKeySequence("Ctrl+2"), lambda: self.tabs.setCurrentIndex(1))
+        action("Dashboard", QKeySequence("Ctrl+1"), lambda: self.open_tab("dashboard"))
+        action("Stories", QKeySequence("Ctrl+2"), lambda: self.open_tab("stories"))
+        action("Flow", QKeySequence("Ctrl+3"), lambda: self.open_tab("flow"))
         for act in (self.add_action, self.delete_action):
             toolbar.addAction(act)
         toolbar.addSeparator()
@@ -170,9 +185,14 @@ class MainWindow(QMainWindow):
     def _toggle_simulator(self) -> None:
         self.simulator_panel.button.toggle()
 
+    def open_tab(self, name: str) -> None:
+        self.tabs.setCurrentIndex(TABS.index(name))
+
     @Slot(int)
     def _on_window_choice(self, index: int) -> None:
-        self.dashboard.set_window(int(self.window_choice.itemData(index)))
+        seconds = int(self.window_choice.itemData(index))
+        self.dashboard.set_window(seconds)
+        self.flow.set_window(seconds)
 
     @Slot(bool)
     def _on_paused(self, paused: bool) -> None:
@@ -194,6 +214,33 @@ class MainWindow(QMainWindow):
             self._status_message(f"Saved {rows:,} rows to {path}")
             return path
         return None
+
+    @Slot()
+    def export_done(self, path: str | None = None) -> bool:
+        """Completed stories with their times to CSV, paged and written by the export thread."""
+        if self.done_export.running:
+            self._status_message("An export of the completed stories is already running.")
+            return False
+        path = path or self._ask_path("Save the completed stories", "csv", "CSV (*.csv)")
+        if not path:
+            return False
+        self.export_done_action.setEnabled(False)
+        self.stories.export_button.setEnabled(False)
+        self._status_message(f"Exporting the completed stories to {path}…")
+        return self.done_export.start(path)
+
+    @Slot(int, int)
+    def _on_export_progress(self, rows: int, total: int) -> None:
+        self.statusBar().showMessage(f"Exporting the completed stories: {rows:,} of {total:,}…", 8000)
+
+    @Slot(str, int, str)
+    def _on_export_finished(self, path: str, rows: int, error: str) -> None:
+        self.export_done_action.setEnabled(True)
+        self.stories.export_button.setEnabled(True)
+        if error:
+            self._status_message(f"Could not export the completed stories: {error}")
+        else:
+            self._status_message(f"Saved {rows:,} completed stories to {path}")
 
     def _ask_path(self, title: str, suffix: str, filter_: str) -> str | None:
         folder = self.settings.value("export/folder", os.path.expanduser("~"))
@@ -285,10 +332,13 @@ class MainWindow(QMainWindow):
         self.dashboard.plot_timer.stop()
         self.dashboard.text_timer.stop()
         self.stories.refresh_timer.stop()
+        for timer in (self.flow.plot_timer, self.flow.text_timer, self.flow.aging_timer):
+            timer.stop()
         ok = self.simulator_panel.shutdown()
         ok = self.feed.stop() and ok
         ok = self.requests.stop() and ok
         ok = self.pages.stop() and ok
+        ok = self.done_export.stop() and ok
         return ok
 
     def closeEvent(self, event) -> None:

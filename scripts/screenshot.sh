@@ -6,10 +6,26 @@
 # system were `libxcb-icccm4 libxcb-keysyms1` (QT_DEBUG_PLUGINS=1 names the real
 # culprit; Qt's own message blames libxcb-cursor0).
 #
-#   scripts/screenshot.sh [OUTPUT.png]      (SCREENSHOT_SECONDS=25 by default)
+#   scripts/screenshot.sh [--tab dashboard|stories|flow] [--stand-in] [OUTPUT.png]
+#       (SCREENSHOT_SECONDS=25 by default)
+#   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
+#
+# --stand-in shows the app on tests/standin.py (a queueing model of a team behind
+# the protocol) instead of a server and the simulator: for checking a layout
+# with figures a server does not send yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
+TAB=dashboard
+STAND_IN=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --tab) TAB=$2; shift 2 ;;
+        --stand-in) STAND_IN=1; shift ;;
+        -*) echo "screenshot.sh: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
 OUT=${1:-docs/screenshot.png}
 RUN_SECONDS=${SCREENSHOT_SECONDS:-25}
 
@@ -24,7 +40,11 @@ done
 work=$(mktemp -d)
 Xvfb ":$number" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
 xvfb=$!
-cleanup() { kill "$xvfb" 2>/dev/null || true; wait "$xvfb" 2>/dev/null || true; rm -rf "$work"; }
+stand_in=""
+cleanup() {
+    [ -z "$stand_in" ] || { kill "$stand_in" 2>/dev/null || true; wait "$stand_in" 2>/dev/null || true; }
+    kill "$xvfb" 2>/dev/null || true; wait "$xvfb" 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 for _ in $(seq 100); do [ -e "/tmp/.X11-unix/X$number" ] && break; sleep 0.1; done
 [ -e "/tmp/.X11-unix/X$number" ] || { cat "$work/xvfb.log" >&2; echo "screenshot.sh: Xvfb did not start" >&2; exit 1; }
@@ -51,7 +71,15 @@ PY
 printf '[dashboard]\nwindow_s=60\n' >"$work/settings.ini"
 
 mkdir -p "$(dirname "$OUT")"
-DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli demo \
-    --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" \
-    --quit-after "$RUN_SECONDS" --screenshot "$OUT"
+if [ -n "$STAND_IN" ]; then
+    "$PYTHON" tests/standin.py --port "$port" &
+    stand_in=$!
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli desktop \
+        --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" \
+        --quit-after "$RUN_SECONDS" --screenshot "$OUT"
+else
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli demo \
+        --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" --tab "$TAB" \
+        --quit-after "$RUN_SECONDS" --screenshot "$OUT"
+fi
 echo "saved $OUT"

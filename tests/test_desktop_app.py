@@ -280,3 +280,62 @@ def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_
     with server.client() as client:
         client.ping()  # still there
         assert client.list_stories(limit=1).total > 0  # and the simulator fed it
+
+
+def test_the_stories_table_shows_lead_and_cycle_times_as_the_server_sends_them(qtbot, server, open_window):
+    from PySide6.QtCore import Qt
+
+    from desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, span
+
+    ids = add_stories(server, 3, estimate_ms=0)
+    wait_for(lambda: server_stats(server).completed_stories == 3, timeout=30, what="3 stories done")
+    window = open_window(server)
+    window.tabs.setCurrentWidget(window.stories)
+    model = window.stories.model
+    qtbot.waitUntil(lambda: {s.story_id for s in model.cached_stories()} >= set(ids), timeout=15_000)
+    assert model.headerData(LEAD_COLUMN, Qt.Orientation.Horizontal) == "Lead time"
+    assert model.headerData(CYCLE_COLUMN, Qt.Orientation.Horizontal) == "Cycle time"
+    with server.client() as client:
+        stories = client.list_stories(limit=100).stories
+    # What the reply carries: empty cells from a server without flow figures, durations from one with them.
+    for story in stories:
+        row = model.row_of(story.story_id)
+        assert model.data(model.index(row, LEAD_COLUMN)) == span(story.lead_time_s)
+        assert model.data(model.index(row, CYCLE_COLUMN)) == span(story.cycle_time_s)
+
+
+def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_window, tmp_path):
+    import csv
+
+    from desktop.export import HEADER, csv_row
+
+    ids = add_stories(server, 5, estimate_ms=0)
+    wait_for(lambda: server_stats(server).completed_stories == 5, timeout=30, what="5 stories done")
+    add_stories(server, 1, estimate_ms=3_600_000)  # open for an hour: not exported
+    window = open_window(server)
+    assert window.export_done_action.shortcut().toString() == "Ctrl+Shift+D"
+    window.done_export.worker.page = 2  # three pages for five stories
+    path = tmp_path / "done.csv"
+    export = window.done_export
+    assert window.export_done(str(path))
+    assert not window.export_done_action.isEnabled() and not window.export_done(str(path))  # one at a time
+    # (Waiting on the UI thread's view of the end: a waitSignal blocker would hear it in the export thread.)
+    qtbot.waitUntil(lambda: export.last_result is not None, timeout=20_000)
+    assert export.last_result == (str(path), 5, "")
+    assert window.export_done_action.isEnabled()
+    assert "Saved 5 completed stories" in window.statusBar().currentMessage()
+    with server.client() as client:
+        done = client.list_stories(status="done", limit=100).stories
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(HEADER)
+    # Oldest first, each story once, with the times the server's reply carries.
+    assert rows[1:] == [csv_row(story) for story in sorted(done, key=lambda s: s.story_id)]
+    assert [int(r[0]) for r in rows[1:]] == ids
+    assert not (tmp_path / "done.csv.part").exists()
+
+    missing = tmp_path / "no such folder" / "done.csv"
+    assert window.export_done(str(missing))
+    qtbot.waitUntil(lambda: export.last_result is not None, timeout=20_000)
+    assert export.last_result[2] and not missing.exists()
+    assert "Could not export" in window.statusBar().currentMessage()

@@ -1,0 +1,487 @@
+"""The Flow tab: cumulative flow, lead times, aging work in progress, Little's law and the WIP limit.
+
+The same drawing discipline as the dashboard (dashboard.py, chart_items.py):
+FeedBatches go into bounded buffers and nothing is drawn on arrival; a 25 Hz
+timer pushes new data into items made once and scrolls the time charts, only
+while the tab is visible and not paused; a 4 Hz timer sets the text and the y
+ranges. Aging work in progress needs the open stories themselves: once a
+second while the tab shows, the oldest page of them is asked for through the
+request thread, one request at a time. The arithmetic is in flow_math.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QLineF, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import (
+    QFrame, QGraphicsLineItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
+    QWidget,
+)
+
+from common import protocol
+from common.format import duration
+
+from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
+from .dashboard import BigNumber
+from .flow_math import (
+    COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, PERCENTILES, WAITING, Aging, CompletionBuffer,
+    LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
+)
+from .requests import Requests
+from .live import live_layout, may_draw, readout_label, timer
+from .series import SeriesBuffer, ServerClock, peak_decimate
+
+PLOT_HZ = 25
+TEXT_HZ = 4
+AGING_INTERVAL_MS = 1000  # the oldest open stories, asked for at most this often
+BUFFER_SECONDS = 3600 + 120  # the longest window plus a margin
+BUFFER_RATE = 10.0
+MAX_POINTS = 1200  # per curve or band edge after decimation
+MAX_DOTS = 4000  # completions drawn in the window at most (thinned evenly beyond)
+# Completions kept for the scatter (6.4 MB): an hour's window at 27 a second, 5 minutes at 333.
+COMPLETIONS_KEPT = 100_000
+DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs no more
+
+DONE, PROGRESS, WAITING_COLOUR = "#8e44ad", "#2f7ed8", "#e67e22"
+PERCENTILE_COLOURS = {"lead_time_p50_s": "#1aa34a", "lead_time_p85_s": "#e67e22", "lead_time_p95_s": "#c0392b"}
+PERCENTILE_LABELS = {"lead_time_p50_s": "p50", "lead_time_p85_s": "p85", "lead_time_p95_s": "p95"}
+RISK = "#c0392b"
+LITTLE_CURVES = (
+    # series, legend, colour, dashed
+    ("open_stories", "WIP", WAITING_COLOUR, False),
+    ("predicted_wip", "throughput × lead time", "#1aa34a", True),
+    ("stories_in_progress", "in progress", PROGRESS, False),
+    ("wip_limit", "limit", "#7f8c8d", True),
+)
+
+
+def _legend(title: str, entries) -> str:
+    """A chart title with coloured keys: cheaper than a legend item, and cached as a pixmap."""
+    keys = "&nbsp;&nbsp;".join(f"<span style='color:{colour}'>■</span> {label}" for label, colour in entries)
+    return f"{title}&nbsp;&nbsp;&nbsp;<span style='font-size:8pt'>{keys}</span>"
+
+
+def format_seconds(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else duration(value)
+
+
+def format_littles(law: LittlesLaw | None) -> str:
+    """Little's law as the tab states it; tests compare the label with this applied to the stats fed."""
+    if law is None:
+        return "Little's law: waiting for stats…"
+    if law.predicted is None:
+        return (f"Little's law: WIP {law.wip:,} open stories; throughput × mean lead time needs stories "
+                "completed in the flow window")
+    return (f"Little's law over the last {law.window_s:g} s: WIP {law.wip:,} open stories  ≈  throughput "
+            f"{law.throughput_per_s:,.2f}/s × mean lead time {format_seconds(law.mean_lead_s)} = {law.predicted:,.1f}")
+
+
+def format_percentiles(stats) -> str:
+    values = [getattr(stats, name) for name in PERCENTILES]
+    if any(v is None for v in values):
+        return "–"
+    return " · ".join(f"{v:,.1f}" for v in values)
+
+
+class WipLimitBox(QFrame):
+    """The WIP limit in force and a spin box to change it (0: none)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("WipLimit")
+        self.setStyleSheet("#WipLimit { border: 1px solid #d0d4da; border-left: 5px solid #7f8c8d;"
+                           " border-radius: 4px; background: white; }")
+        self.title = QLabel("WIP limit (in progress)")
+        self.title.setStyleSheet("color: #555; font-size: 12px;")
+        self.spin = QSpinBox()
+        self.spin.setRange(0, protocol.WIP_LIMIT_MAX)
+        self.spin.setSpecialValueText("none")  # 0 lifts the limit
+        self.spin.setToolTip("With a limit, a story's tasks start only while fewer stories than this are in "
+                             "progress; the others wait in creation order. 0: no limit.")
+        self.apply = QPushButton("Apply")
+        row = QHBoxLayout()
+        row.addWidget(self.spin, 1)
+        row.addWidget(self.apply)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 6)
+        layout.addWidget(self.title)
+        layout.addLayout(row)
+
+
+class FlowTab(QWidget):
+    message = Signal(str)  # for the status bar
+
+    def __init__(self, requests: Requests, pages: Requests, parent: QWidget | None = None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        self.requests = requests  # set_flow: a user's action, never behind slow pages
+        self.pages = pages  # the aging page
+        self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE, fields=FLOW_FIELDS)
+        self.completions = CompletionBuffer(COMPLETIONS_KEPT)
+        self.clock = ServerClock()
+        self.window_s = 300
+        self.paused = False
+        self.frames = 0  # ticks that drew, for tests and the benchmark
+        self.ticks = 0
+        self.aging_requests = 0
+        self.aging_state: Aging | None = None
+        self.aging_total = 0  # open stories when the aging page was taken
+        self.littles: LittlesLaw | None = None
+        self._dirty = self._dots_dirty = False
+        self._dots_at = 0.0  # monotonic time the dots were last made
+        self._aging_in_flight = False
+        self._open_total = 0  # open stories, from the newest stats or list reply
+        self._wip_initialised = False
+
+        self.numbers = {
+            "open": BigNumber("WIP (open)", WAITING_COLOUR),
+            "progress": BigNumber("In progress", PROGRESS),
+            "predicted": BigNumber("Throughput × lead time", "#1aa34a"),
+            "percentiles": BigNumber("Lead time p50 · p85 · p95, s", PERCENTILE_COLOURS["lead_time_p85_s"]),
+        }
+        # Three figures in one box: a smaller type.
+        self.numbers["percentiles"].value.setStyleSheet(
+            f"color: {PERCENTILE_COLOURS['lead_time_p85_s']}; font-size: 24px; font-weight: 600;")
+        for box in self.numbers.values():
+            # Squeezed rather than widening the window: the tab shares it with the side panel.
+            for label in (box.title, box.value):
+                label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+                label.setMinimumWidth(20)
+        self.numbers["predicted"].setToolTip("Little's law: in a steady flow, work in progress equals "
+                                             "throughput × mean lead time.")
+        self.wip = WipLimitBox()
+        self.wip.apply.clicked.connect(self.submit_wip_limit)
+        numbers_row = QHBoxLayout()
+        numbers_row.setSpacing(8)
+        for name, box in self.numbers.items():
+            numbers_row.addWidget(box, {"open": 2, "progress": 2, "predicted": 3, "percentiles": 4}[name])
+        numbers_row.addWidget(self.wip)
+
+        # One view per chart: the aging chart, which changes once a second, is not
+        # painted again at every frame of the three that scroll.
+        self.views = {name: _chart_view() for name in ("cfd", "lead", "aging", "little")}
+        self.time_charts: list[tuple[pg.PlotItem, object, object]] = []
+        self._build_cfd()
+        self._build_lead_times()
+        self._build_aging()
+        self._build_littles()
+        self.chart_area = QWidget()
+        grid = QGridLayout(self.chart_area)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(0)
+        for (name, view), (row, column) in zip(self.views.items(), ((0, 0), (0, 1), (1, 0), (1, 1))):
+            grid.addWidget(view, row, column)
+        for i in (0, 1):
+            grid.setColumnStretch(i, 1)  # equal widths, whatever the titles
+            grid.setRowStretch(i, 1)
+
+        self.readout = readout_label(format_littles(None))
+        live_layout(self, numbers_row, self.chart_area, self.readout)
+        self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
+        self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
+        self.aging_timer = timer(self, AGING_INTERVAL_MS, self.request_aging)
+
+    # -- charts, made once ----------------------------------------------------------
+    def _time_plot(self, view: str, title: str) -> pg.PlotItem:
+        plot, axis, grid = add_time_plot(self.views[view].ci, title)
+        cache_drawing(plot.titleLabel)
+        _squeezable(plot)
+        self.time_charts.append((plot, axis, grid))
+        return plot
+
+    def _build_cfd(self) -> None:
+        self.cfd = self._time_plot("cfd", _legend("Cumulative flow", (("waiting", WAITING_COLOUR), ("in progress", PROGRESS),
+                                                               ("done", DONE))))
+        self.bands = {"done": Band(DONE), "progress": Band(PROGRESS), "waiting": Band(WAITING_COLOUR)}
+        for band in self.bands.values():
+            self.cfd.vb.addItem(band)
+        self.cfd_edges: tuple[np.ndarray, ...] = ()  # (ts, done, done + in progress, arrived) as drawn
+
+    def _build_lead_times(self) -> None:
+        self.lead_plot = self._time_plot("lead", _legend("Lead time per completed story, s",
+                                                 [(PERCENTILE_LABELS[n], c) for n, c in PERCENTILE_COLOURS.items()]))
+        self.dots = Dots("#34495e", size=4)  # thousands: squares
+        self.lead_plot.vb.addItem(self.dots)
+        self.percentile_curves = {}
+        for name, colour in PERCENTILE_COLOURS.items():
+            curve = LiveCurve(pg.mkPen(colour, width=1))
+            curve.setZValue(2)  # over the dots
+            self.lead_plot.vb.addItem(curve)
+            self.percentile_curves[name] = curve
+
+    def _build_aging(self) -> None:
+        bottom = pg.AxisItem("bottom")
+        bottom.setTicks([[(WAITING, "waiting"), (IN_PROGRESS, "in progress")]])
+        self.aging_plot = self.views["aging"].ci.addPlot(axisItems={"bottom": bottom, "left": ValueAxis(orientation="left")})
+        self.aging_plot.setTitle(_legend("Aging WIP, age in s",
+                                         (("older than p85", RISK), ("p85 lead time", PERCENTILE_COLOURS[PERCENTILES[1]]))),
+                                 size="9pt")
+        _squeezable(self.aging_plot)
+        cache_drawing(self.aging_plot.titleLabel)
+        self.aging_plot.getAxis("left").setWidth(52)
+        self.aging_plot.showGrid(x=False, y=True, alpha=0.25)
+        for item in (self.aging_plot,):
+            item.setMenuEnabled(False)
+            item.hideButtons()
+            item.disableAutoRange()
+            item.setMouseEnabled(x=False, y=False)
+        self.aging_plot.setXRange(-0.6, 1.6, padding=0)
+        self.aging_plot.setYRange(0, 10, padding=0)
+        self.aging_dots = Dots(PROGRESS, size=6, round_=True)  # a few hundred at most: round ones
+        self.risk_dots = Dots(RISK, size=7, round_=True)
+        pen = QPen(QColor(PERCENTILE_COLOURS[PERCENTILES[1]]), 1, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self.p85_line = QGraphicsLineItem()
+        self.p85_line.setPen(pen)
+        self.p85_line.setVisible(False)
+        for item in (self.aging_dots, self.risk_dots, self.p85_line):
+            self.aging_plot.vb.addItem(item)
+
+    def _build_littles(self) -> None:
+        self.little_plot = self._time_plot("little", _legend("Little's law", [(label, colour) for _, label, colour, _ in
+                                                                    LITTLE_CURVES]))
+        self.little_curves = {}
+        for name, _, colour, dashed in LITTLE_CURVES:
+            curve = LiveCurve(pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine))
+            self.little_plot.vb.addItem(curve)
+            self.little_curves[name] = curve
+
+    # -- data in ------------------------------------------------------------------
+    @Slot(object)
+    def apply_batch(self, batch) -> None:
+        if batch.snapshot is not None:
+            snap = batch.snapshot
+            self.buffer.extend(snap.history)
+            self.buffer.append(snap.stats)
+            self.completions.merge_snapshot(snap.completions)
+            self._take_stats(snap.stats, initial=True)
+            self._dirty = self._dots_dirty = True
+        if batch.stats:
+            self.buffer.extend(batch.stats)
+            self._take_stats(batch.stats[-1])
+            self._dirty = True
+        done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events
+                if e.event == "completed" and e.lead_time_s is not None]
+        if done:
+            self.completions.extend(done)
+            self._dots_dirty = True
+
+    def _take_stats(self, stats, initial: bool = False) -> None:
+        self.clock.update(stats)
+        self._open_total = stats.open_stories
+        if initial or not self._wip_initialised:
+            self.wip.spin.setValue(stats.wip_limit)
+            self._wip_initialised = True
+
+    # -- controls -------------------------------------------------------------------
+    def set_window(self, seconds: int) -> None:
+        self.window_s = seconds
+        self._dirty = self._dots_dirty = True
+        if self.isVisible():
+            self._draw(self.clock.now())
+            self._update_y_ranges()
+
+    @Slot(bool)
+    def set_paused(self, paused: bool) -> None:
+        """Paused with the dashboard: no drawing, no aging requests."""
+        self.paused = paused
+        for t in (self.plot_timer, self.aging_timer):
+            t.stop() if paused else t.start()
+
+    @Slot()
+    def submit_wip_limit(self) -> None:
+        limit = self.wip.spin.value()
+        self.wip.apply.setEnabled(False)
+
+        def done(result: protocol.FlowResult) -> None:
+            self.wip.apply.setEnabled(True)
+            self.wip.spin.setValue(result.wip_limit)
+            what = f"WIP limit now {result.wip_limit:,}" if result.wip_limit else "WIP limit lifted"
+            self.message.emit(f"{what} (lead times over the last {result.flow_window_s:g} s).")
+
+        def failed(code: str, message: str) -> None:
+            self.wip.apply.setEnabled(True)
+            self.message.emit(f"Could not set the WIP limit: {message}")
+
+        self.requests.call("set_flow", {"wip_limit": limit}, on_ok=done, on_error=failed)
+
+    # -- aging work in progress ---------------------------------------------------------
+    @Slot()
+    def request_aging(self) -> None:
+        if self._aging_in_flight or not self.isVisible() or self.paused or self.clock.latest is None:
+            return
+        offset, limit = oldest_page(self._open_total)
+        self._aging_in_flight = True
+        self.aging_requests += 1
+        self.pages.call("list_stories", {"status": "open", "offset": offset, "limit": limit},
+                        on_ok=self._on_aging, on_error=self._on_aging_error)
+
+    def _on_aging(self, result: protocol.ListStoriesResult) -> None:
+        self._aging_in_flight = False
+        self._open_total = result.total  # newer than the last stats, for the next page
+        self.aging_total = result.total
+        latest = self.clock.latest
+        p85 = latest.lead_time_p85_s if latest is not None else None
+        state = aging(result.stories, self.clock.now(), p85)
+        self.aging_state = state
+        calm = ~state.at_risk
+        self.aging_dots.set_data(state.x[calm], state.age_s[calm])
+        self.risk_dots.set_data(state.x[state.at_risk], state.age_s[state.at_risk])
+        top = max(float(state.age_s.max(initial=0.0)), p85 or 0.0)
+        current = self.aging_plot.viewRange()[1][1]
+        wanted = nice_ceiling(top * 1.1)
+        if wanted > current or wanted < current / 3:
+            self.aging_plot.setYRange(0, wanted, padding=0)
+        if p85 is not None:
+            self.p85_line.setLine(QLineF(-0.6, p85, 1.6, p85))
+        self.p85_line.setVisible(p85 is not None)
+
+    def _on_aging_error(self, code: str, message: str) -> None:
+        self._aging_in_flight = False  # the next tick tries again; the stories tab reports list errors
+
+    def aging_text(self) -> str:
+        state = self.aging_state
+        if state is None:
+            return ""
+        shown = len(state.story_ids)
+        risky = state.risky_ids
+        where = f"the oldest {shown:,} of {self.aging_total:,} open stories shown"
+        if state.p85_s is None:
+            return f"Aging: {where}; no p85 lead time yet (no story completed in the flow window)."
+        if not risky:
+            return f"Aging: {where}; none older than the p85 lead time ({format_seconds(state.p85_s)})."
+        ids = ", ".join(f"#{i}" for i in risky[:8]) + (" …" if len(risky) > 8 else "")
+        return (f"Aging: {where}; {len(risky):,} older than the p85 lead time ({format_seconds(state.p85_s)}), "
+                f"at risk: {ids}")
+
+    # -- drawing ------------------------------------------------------------------------
+    @Slot()
+    def _plot_tick(self) -> None:
+        if not may_draw(self, self.paused):
+            return
+        self.ticks += 1
+        self._draw(self.clock.now())
+        self.frames += 1
+
+    def _draw(self, now: float) -> None:
+        since = now - self.window_s * 1.05 - 5  # a little more than the window: scrolling shows data
+        if self._dirty:
+            self._push_series(since)
+        if self._dots_dirty and time.monotonic() - self._dots_at >= DOTS_EVERY_S:
+            rows = self.completions.window(since, MAX_DOTS)
+            self.dots.set_data(rows[:, COMPLETED_AT], rows[:, LEAD])
+            self._dots_dirty = False
+            self._dots_at = time.monotonic()
+        lo = now - self.window_s
+        for plot, axis, grid in self.time_charts:
+            scroll_chart(plot, axis, grid, lo, now)
+
+    def _push_series(self, since: float) -> None:
+        first, last, step = self.buffer.window(since, MAX_POINTS)
+        col = self.buffer.column
+        rows = stride(first, last, step)  # the same rows for every band edge: the bands stay stacked
+        ts = col("ts")[rows]
+        done, progress, arrived = cfd_edges(col("completed_stories")[rows], col("stories_in_progress")[rows],
+                                            col("open_stories")[rows])
+        self.bands["done"].set_data(ts, np.zeros_like(done), done)
+        self.bands["progress"].set_data(ts, done, progress)
+        self.bands["waiting"].set_data(ts, progress, arrived)
+        self.cfd_edges = (ts, done, progress, arrived)
+
+        times = col("ts")[first:last]
+        for name, curve in self.percentile_curves.items():
+            curve.set_data(times, col(name)[first:last], gaps=True)  # null before any completion
+        series = {
+            "open_stories": col("open_stories")[first:last],
+            "stories_in_progress": col("stories_in_progress")[first:last],
+            "predicted_wip": predicted_wip(col("stories_completed_in_window")[first:last],
+                                           col("flow_window_s")[first:last], col("lead_time_mean_s")[first:last]),
+            "wip_limit": np.where(col("wip_limit")[first:last] > 0, col("wip_limit")[first:last], np.nan),
+        }
+        for name, curve in self.little_curves.items():
+            x, y = peak_decimate(times, series[name], step) if name == "open_stories" else (times, series[name])
+            curve.set_data(x, y, gaps=name != "open_stories")
+        self._dirty = False
+
+    @Slot()
+    def _text_tick(self) -> None:
+        stats = self.clock.latest
+        if stats is None:
+            return
+        self.littles = littles_law(stats)
+        limit = f" / {stats.wip_limit:,}" if stats.wip_limit else ""
+        self.numbers["open"].set_text(f"{stats.open_stories:,}")
+        self.numbers["progress"].set_text(f"{stats.stories_in_progress:,}{limit}")
+        predicted = self.littles.predicted
+        self.numbers["predicted"].set_text("–" if predicted is None else f"{predicted:,.1f}")
+        self.numbers["percentiles"].set_text(format_percentiles(stats))
+        if self.isVisible():
+            text = format_littles(self.littles)
+            aging_line = self.aging_text()
+            text = f"{text}\n{aging_line}" if aging_line else text
+            if self.readout.text() != text:
+                self.readout.setText(text)
+            self._update_y_ranges()
+
+    def _update_y_ranges(self) -> None:
+        if not len(self.buffer):
+            return
+        ts = self.buffer.column("ts")
+        left, right = self.cfd.viewRange()[0]
+        start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
+        if end <= start:
+            return
+        col = self.buffer.column
+        done, _, arrived = cfd_edges(col("completed_stories")[start:end], col("stories_in_progress")[start:end],
+                                     col("open_stories")[start:end])
+        # The cumulative chart from just under its lowest point: the bands, not the
+        # thousands done long ago, are what it is for.
+        low, high = float(done.min()), float(arrived.max())
+        margin = max(1.0, 0.05 * (high - low))
+        _fit(self.cfd, max(0.0, low - margin), high + margin, zero_based=False)
+
+        completed = self.completions.column(COMPLETED_AT)
+        since = np.searchsorted(completed, left)
+        leads = self.completions.column(LEAD)[since:]
+        p95 = col("lead_time_p95_s")[start:end]
+        top = max(float(np.nanmax(leads, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
+        _fit(self.lead_plot, 0.0, top * 1.1)
+
+        little = [col(n)[start:end] for n in ("open_stories", "stories_in_progress", "wip_limit")]
+        little.append(predicted_wip(col("stories_completed_in_window")[start:end], col("flow_window_s")[start:end],
+                                    col("lead_time_mean_s")[start:end]))
+        _fit(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little) * 1.1)
+
+
+def _chart_view() -> pg.GraphicsLayoutWidget:
+    view = pg.GraphicsLayoutWidget()
+    view.ci.setContentsMargins(2, 2, 30, 2)  # room on the right for the last time label
+    view.setMinimumWidth(100)
+    # Whole repaints: in the time charts everything moves at every frame, and dots reach
+    # past their item's bounds (they are pixels wide), so a partial repaint leaves specks.
+    view.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+    return view
+
+
+def _squeezable(plot: pg.PlotItem) -> None:
+    """The two columns share the width equally, whatever their titles (short enough to fit at 1280 px:
+    pyqtgraph sets a title's minimum width to its text's at every resize)."""
+    plot.titleLabel.setMinimumWidth(10)
+
+
+def _fit(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -> None:
+    """A new y range only when the data leaves the current one or uses under a third of it: no jitter."""
+    current_low, current_high = plot.viewRange()[1]
+    if zero_based:
+        high = nice_ceiling(high)
+        if high > current_high or high < current_high / 3:
+            plot.setYRange(0, high, padding=0)
+        return
+    span = max(high - low, 1.0)
+    if low < current_low or high > current_high or span < (current_high - current_low) / 3:
+        plot.setYRange(low, high + span * 0.1, padding=0)  # headroom: fewer resizes as it climbs

@@ -1,0 +1,212 @@
+"""The Flow tab's arithmetic, apart from Qt and sockets so that it can be tested directly.
+
+- cumulative flow: done, in progress and waiting stacked, from counts the stats carry;
+- completions: a bounded buffer of (completed at, lead time, cycle time) for the
+  lead-time scatterplot, merged with a snapshot's recent completions;
+- aging work in progress: the oldest open stories by age, against the p85 lead time;
+- Little's law: work in progress next to throughput × mean lead time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# The Stats fields the Flow tab keeps as series ("ts" first, as SeriesBuffer wants).
+FLOW_FIELDS = (
+    "ts",
+    "open_stories",
+    "completed_stories",
+    "stories_in_progress",
+    "stories_completed_in_window",
+    "flow_window_s",
+    "lead_time_mean_s",
+    "lead_time_p50_s",
+    "lead_time_p85_s",
+    "lead_time_p95_s",
+    "wip_limit",
+)
+PERCENTILES = ("lead_time_p50_s", "lead_time_p85_s", "lead_time_p95_s")
+AGING_LIMIT = 200  # the oldest open stories shown, one list_stories page
+
+
+# -- cumulative flow ------------------------------------------------------------
+def cfd_edges(done: np.ndarray, in_progress: np.ndarray, open_: np.ndarray,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tops of the stacked bands: done, done + in progress, done + open (= arrived).
+
+    Waiting stories are the open ones not yet started; in progress is clipped to
+    the open count, so that a band is never negative whatever the stats say.
+    """
+    done = np.asarray(done, dtype=float)
+    open_ = np.maximum(np.asarray(open_, dtype=float), 0.0)
+    progress = np.clip(np.nan_to_num(np.asarray(in_progress, dtype=float)), 0.0, open_)
+    return done, done + progress, done + open_
+
+
+def stride(first: int, last: int, step: int) -> np.ndarray:
+    """Row indices first, first + step, ... and always the last one: decimation that keeps every series aligned."""
+    if last <= first:
+        return np.empty(0, dtype=int)
+    rows = np.arange(first, last, max(1, step))
+    return rows if rows[-1] == last - 1 else np.append(rows, last - 1)
+
+
+# -- Little's law -----------------------------------------------------------------
+def predicted_wip(completed_in_window, window_s, mean_lead_s):
+    """Throughput × mean lead time (Little's law: L = λW); NaN where a figure is missing."""
+    completed = np.asarray(completed_in_window, dtype=float)
+    window = np.asarray(window_s, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        throughput = np.where(window > 0, completed / window, np.nan)
+    return throughput * np.asarray(mean_lead_s, dtype=float)
+
+
+@dataclass(frozen=True)
+class LittlesLaw:
+    wip: int  # open stories now
+    throughput_per_s: float | None  # stories completed per second over the flow window
+    mean_lead_s: float | None
+    window_s: float | None
+
+    @property
+    def predicted(self) -> float | None:
+        """Throughput × mean lead time: what the WIP should be in a steady flow."""
+        if self.throughput_per_s is None or self.mean_lead_s is None:
+            return None
+        return self.throughput_per_s * self.mean_lead_s
+
+
+def littles_law(stats) -> LittlesLaw:
+    window = stats.flow_window_s
+    throughput = stats.stories_completed_in_window / window if window else None
+    return LittlesLaw(stats.open_stories, throughput, stats.lead_time_mean_s, window)
+
+
+# -- completions -------------------------------------------------------------------
+COMPLETED_AT, LEAD, CYCLE, STORY = range(4)
+
+
+class CompletionBuffer:
+    """Completed stories, oldest first, the newest `capacity` kept: (completed at, lead, cycle, story id).
+
+    Rows live in an array twice the capacity, appended at the end and moved to
+    the front when it fills (as in series.SeriesBuffer), so a read is a view.
+    A missing cycle time is NaN.
+    """
+
+    def __init__(self, capacity: int = 50_000):
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._data = np.zeros((2 * capacity, 4), dtype=np.float64)
+        self._start = self._end = 0
+        self.appended = 0  # rows ever kept: a stable absolute number for decimation
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def extend(self, rows: Iterable[Sequence[float | None]]) -> int:
+        """Add rows (completed_at, lead_time_s, cycle_time_s, story_id) in completion order."""
+        new = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+        if not len(new):
+            return 0
+        new = new[-self.capacity:]
+        if self._end + len(new) > len(self._data):
+            keep = min(self._end - self._start, self.capacity - len(new))
+            self._data[:keep] = self._data[self._end - keep:self._end]
+            self._start, self._end = 0, keep
+        self._data[self._end:self._end + len(new)] = new
+        self._end += len(new)
+        self.appended += len(new)
+        self._start = max(self._start, self._end - self.capacity)
+        return len(new)
+
+    def merge_snapshot(self, completions: Sequence) -> None:
+        """A snapshot's completions (oldest first) replace what is kept from the first of them on.
+
+        After a gap in the stream the snapshot has the completions this client
+        missed; those before its first are the client's own and stay.
+        """
+        if not completions:
+            return
+        first = completions[0].completed_at
+        cut = self._start + int(np.searchsorted(self.column(COMPLETED_AT), first, side="left"))
+        self.appended -= self._end - cut
+        self._end = cut
+        self.extend((c.completed_at, c.lead_time_s, c.cycle_time_s, c.story_id) for c in completions)
+
+    def column(self, index: int) -> np.ndarray:
+        view = self._data[self._start:self._end, index]
+        view.flags.writeable = False
+        return view
+
+    def window(self, since: float, max_points: int) -> np.ndarray:
+        """The rows completed at or after `since`, thinned to about `max_points`.
+
+        Thinning keeps every k-th row by absolute number, k a power of two, so
+        that dots do not change places as rows arrive: a new k keeps half of
+        them or adds some between. Returns a copy (completed at, lead, cycle, id).
+        """
+        first = self._start + int(np.searchsorted(self.column(COMPLETED_AT), since, side="left"))
+        count = self._end - first
+        needed = max(1, -(-count // max(max_points, 1)))
+        step = 1 << (needed - 1).bit_length()
+        absolute = self.appended - (self._end - first)
+        first += (-absolute) % step  # the first row whose absolute number is a multiple of step
+        return self._data[first:self._end:step].copy()
+
+
+# -- aging work in progress -------------------------------------------------------
+def oldest_page(total_open: int, limit: int = AGING_LIMIT) -> tuple[int, int]:
+    """(offset, limit) of the oldest open stories: list_stories is newest first."""
+    return max(0, total_open - limit), limit
+
+
+WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns
+
+
+def jitter(story_ids: np.ndarray, width: float = 0.7) -> np.ndarray:
+    """A spread within a column that depends only on the story: a dot keeps its place between refreshes.
+
+    MurmurHash3's 64-bit finaliser: consecutive ids (stories created one after
+    another) land far apart, not in the stripes a plain multiplication draws.
+    """
+    h = np.asarray(story_ids, dtype=np.uint64).copy()
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return ((h >> np.uint64(11)).astype(float) / float(1 << 53) - 0.5) * width
+
+
+@dataclass(frozen=True)
+class Aging:
+    """Open stories by age: ids, chart column (+ jitter), age in seconds, and which are at risk."""
+
+    story_ids: np.ndarray
+    x: np.ndarray
+    age_s: np.ndarray
+    at_risk: np.ndarray  # older than the p85 lead time
+    p85_s: float | None
+    now: float
+
+    @property
+    def risky_ids(self) -> list[int]:
+        """At-risk stories, oldest first."""
+        order = np.argsort(-self.age_s[self.at_risk], kind="stable")
+        return [int(i) for i in self.story_ids[self.at_risk][order]]
+
+
+def aging(stories: Sequence, now: float, p85_s: float | None) -> Aging:
+    """Where each open story stands: waiting (no task started) or in progress, and how old it is."""
+    ids = np.array([s.story_id for s in stories], dtype=np.int64)
+    started = np.array([s.started_at is not None or s.tasks_done > 0 for s in stories], dtype=bool)
+    age = np.maximum(0.0, now - np.array([s.created_at for s in stories], dtype=float))
+    column = np.where(started, IN_PROGRESS, WAITING).astype(float)
+    limit = p85_s if p85_s is not None and math.isfinite(p85_s) else math.inf
+    return Aging(ids, column + jitter(ids), age, age > limit, p85_s, now)

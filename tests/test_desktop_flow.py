@@ -1,0 +1,247 @@
+"""The Flow tab fed by a stand-in server on real sockets: what it draws equals what was published.
+
+The stand-in (standin.py) runs a queueing model of a team on a fast clock and
+records every message it publishes; the tab gets them through the real feed
+thread and request thread. Once the stand-in stops the model, its stats keep
+coming with the same figures, and the tab must show exactly what was fed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import protocol
+from desktop.feed import Feed
+from desktop.flow import FlowTab, format_littles
+from desktop.flow_math import AGING_LIMIT, COMPLETED_AT, LEAD, STORY, littles_law
+from desktop.requests import Requests
+from standin import FlowModel, StandIn
+
+
+@pytest.fixture
+def flow_tab(qtbot):
+    """A Flow tab on a stand-in, wired as the main window wires it; everything stopped at the end."""
+    made = []
+
+    def make(model: FlowModel, speed: float = 20.0):
+        stand_in = StandIn(model, speed=speed)
+        stand_in.start()
+        feed = Feed(stand_in.endpoints)
+        requests = Requests(stand_in.endpoints, name="test-requests")
+        pages = Requests(stand_in.endpoints, name="test-pages")
+        tab = FlowTab(requests, pages)
+        qtbot.addWidget(tab)
+        tab.resize(1000, 700)
+        feed.batch_ready.connect(tab.apply_batch)
+        made.append((stand_in, feed, requests, pages))
+        feed.start()
+        # Connected once the snapshot reached the tab (in the UI thread: a waitSignal on the feed's
+        # signal would be served in the feed thread).
+        qtbot.waitUntil(lambda: tab.clock.latest is not None, timeout=10_000)
+        tab.show()
+        qtbot.waitExposed(tab)
+        tab.set_window(300)
+        return tab, stand_in
+
+    yield make
+    for stand_in, feed, requests, pages in made:
+        assert feed.stop() and requests.stop() and pages.stop()
+        stand_in.stop()
+
+
+def queue_model(**options) -> FlowModel:
+    # 4 stories a second on 2 workers taking ~1 s each: the queue grows, the oldest are at risk.
+    return FlowModel(**{"rate": 4.0, "workers": 2, "median_s": 1.0, "sigma": 0.5, "seed": 7, **options})
+
+
+FIGURES = ("open_stories", "completed_stories", "stories_in_progress", "stories_completed_in_window",
+           "lead_time_mean_s", "lead_time_p50_s", "lead_time_p85_s", "lead_time_p95_s", "flow_window_s", "wip_limit")
+
+
+def figures(stats) -> tuple:
+    return tuple(getattr(stats, name) for name in FIGURES)
+
+
+def run_then_freeze(qtbot, tab: FlowTab, stand_in: StandIn, completions: int) -> protocol.Stats:
+    """Let the model run until `completions` stories are done, stop it, and wait until the tab has its last figures.
+
+    The stats that follow carry those figures, later and later stamped.
+    """
+    qtbot.waitUntil(lambda: sum(e.event == "completed" for e in stand_in.story_events()) >= completions,
+                    timeout=20_000)
+    stand_in.freeze()
+    count = len(stand_in.stats())
+    qtbot.waitUntil(lambda: len(stand_in.stats()) >= count + 3, timeout=10_000)
+    last = stand_in.stats()[-1]
+    qtbot.waitUntil(lambda: tab.clock.latest is not None and tab.clock.latest.seq >= last.seq, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.frames > 0 and not tab._dirty and not tab._dots_dirty, timeout=5_000)
+    return last
+
+
+def test_bands_dots_and_percentile_lines_equal_the_stream(qtbot, flow_tab):
+    tab, stand_in = flow_tab(queue_model())
+    last = run_then_freeze(qtbot, tab, stand_in, completions=40)
+    # Every stats the tab got: published, or in a snapshot (its own figures and its history).
+    fed = {s.ts: s for s in stand_in.stats()}
+    for snapshot in stand_in.snapshots:
+        fed.update({s.ts: s for s in [*snapshot.history, snapshot.stats]})
+
+    # Cumulative flow: the last edges are the last stats' done, done + in progress, done + open.
+    ts, done, progress, arrived = tab.cfd_edges
+    assert ts[-1] >= last.ts
+    assert (done[-1], progress[-1], arrived[-1]) == (
+        last.completed_stories, last.completed_stories + last.stories_in_progress,
+        last.completed_stories + last.open_stories)
+    # ... and every edge drawn is the stats fed at that time.
+    for at, d, p, a in zip(ts, done, progress, arrived):
+        s = fed[at]
+        assert (d, p, a) == (s.completed_stories, s.completed_stories + s.stories_in_progress,
+                             s.completed_stories + s.open_stories)
+    assert last.open_stories > last.stories_in_progress > 0  # all three bands have a height
+
+    # Lead-time dots: one per completed event, at its time, as high as its lead time.
+    completed = [e for e in stand_in.story_events() if e.event == "completed"]
+    assert tab.dots.count == len(completed)
+    assert np.array_equal(tab.dots.x, [e.ts for e in completed])
+    assert np.array_equal(tab.dots.y, [e.lead_time_s for e in completed])
+    assert list(tab.completions.column(STORY)) == [e.story_id for e in completed]
+
+    # Percentile lines: the buffered series is the stats fed, and ends at the last one.
+    buffer = tab.buffer
+    for name in ("lead_time_p50_s", "lead_time_p85_s", "lead_time_p95_s"):
+        for at, value in zip(buffer.column("ts"), buffer.column(name)):
+            expected = getattr(fed[at], name)
+            assert (np.isnan(value) and expected is None) or value == expected
+        assert tab.percentile_curves[name].points == len(buffer)
+        assert buffer.column(name)[-1] == getattr(last, name)
+    assert figures(stand_in.stats()[-1]) == figures(last)  # still: what the tab shows stays true
+
+    # Little's law, in numbers and words.
+    qtbot.waitUntil(lambda: format_littles(littles_law(last)) in tab.readout.text(), timeout=5_000)
+    law = littles_law(last)
+    assert law.predicted == pytest.approx(last.stories_completed_in_window / last.flow_window_s
+                                          * last.lead_time_mean_s)
+    assert tab.numbers["predicted"].value.text() == f"{law.predicted:,.1f}"
+    assert tab.numbers["open"].value.text() == f"{last.open_stories:,}"
+
+
+def test_aging_shows_the_oldest_open_stories_and_flags_those_past_p85(qtbot, flow_tab):
+    tab, stand_in = flow_tab(queue_model(rate=12.0))
+    last = run_then_freeze(qtbot, tab, stand_in, completions=60)
+    assert last.open_stories > AGING_LIMIT  # else the oldest page would be the whole list
+    pages_before = len(stand_in.requests_of(protocol.ListStories))
+    qtbot.waitUntil(lambda: len(stand_in.requests_of(protocol.ListStories)) > pages_before + 1, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.aging_state is not None and tab.aging_total == last.open_stories, timeout=10_000)
+    request = stand_in.requests_of(protocol.ListStories)[-1]
+    assert (request.status, request.offset, request.limit) == ("open", last.open_stories - AGING_LIMIT, AGING_LIMIT)
+
+    state = tab.aging_state
+    oldest = sorted(stand_in.model.open.values(), key=lambda s: s.story_id)[:AGING_LIMIT]
+    assert sorted(state.story_ids) == [s.story_id for s in oldest]
+    created = {s.story_id: s.created_at for s in oldest}
+    ages = np.array([state.now - created[i] for i in state.story_ids])
+    assert np.allclose(state.age_s, ages)
+    assert state.p85_s == last.lead_time_p85_s
+    risky = ages > last.lead_time_p85_s
+    assert risky.any() and not risky.all()
+    assert list(state.at_risk) == list(risky)
+    assert tab.risk_dots.count == risky.sum() and tab.aging_dots.count == (~risky).sum()
+    assert tab.p85_line.isVisible() and tab.p85_line.line().y1() == last.lead_time_p85_s
+
+
+def test_a_hidden_tab_does_no_drawing_work_and_asks_for_nothing(qtbot, flow_tab):
+    tab, stand_in = flow_tab(queue_model())
+    qtbot.waitUntil(lambda: tab.frames > 5 and tab.aging_requests > 0, timeout=10_000)
+    # No page in flight when it hides: every one asked for has been answered.
+    qtbot.waitUntil(lambda: not tab._aging_in_flight
+                    and len(stand_in.requests_of(protocol.ListStories)) == tab.aging_requests, timeout=10_000)
+    tab.hide()
+    frames, ticks, asked = tab.frames, tab.ticks, tab.aging_requests
+    lists = len(stand_in.requests_of(protocol.ListStories))
+    dots, path = tab.dots.count, tab.bands["done"].path().elementCount()
+    # Time passes and data keeps coming: 15 more stats (1.5 s at 10 Hz, so the 1 s aging timer
+    # fires) reach the tab.
+    published = len(stand_in.stats())
+    qtbot.waitUntil(lambda: len(stand_in.stats()) >= published + 15, timeout=10_000)
+    seq = stand_in.stats()[-1].seq
+    qtbot.waitUntil(lambda: tab.clock.latest.seq >= seq and len(tab.completions) > dots, timeout=10_000)
+    assert (tab.frames, tab.ticks, tab.aging_requests) == (frames, ticks, asked)
+    assert len(stand_in.requests_of(protocol.ListStories)) == lists
+    assert (tab.dots.count, tab.bands["done"].path().elementCount()) == (dots, path)  # nothing re-made
+    tab.show()
+    qtbot.waitUntil(lambda: tab.frames > frames and tab.dots.count > dots, timeout=5_000)
+
+
+def test_pausing_stops_drawing_and_aging_requests(qtbot, flow_tab):
+    tab, stand_in = flow_tab(queue_model())
+    qtbot.waitUntil(lambda: tab.frames > 5, timeout=10_000)
+    tab.set_paused(True)
+    assert not tab.plot_timer.isActive() and not tab.aging_timer.isActive()
+    tab.set_paused(False)
+    assert tab.plot_timer.isActive() and tab.aging_timer.isActive()
+
+
+def test_the_wip_limit_spin_box_sends_set_flow_and_reports_errors(qtbot, flow_tab):
+    tab, stand_in = flow_tab(queue_model(wip_limit=0))
+    qtbot.waitUntil(lambda: tab.clock.latest is not None, timeout=10_000)
+    assert tab.wip.spin.value() == 0 and tab.wip.spin.text() == "none"
+    tab.wip.spin.setValue(1)
+    with qtbot.waitSignal(tab.message, timeout=10_000) as said:
+        tab.wip.apply.click()
+    assert said.args == ["WIP limit now 1 (lead times over the last 60 s)."]
+    sent = stand_in.requests_of(protocol.SetFlow)
+    assert len(sent) == 1 and sent[0].wip_limit == 1 and sent[0].flow_window_s is None
+    # The stats that follow carry the limit, and the tab shows it next to the stories in progress.
+    qtbot.waitUntil(lambda: tab.clock.latest.wip_limit == 1 and tab.clock.latest.stories_in_progress <= 1,
+                    timeout=10_000)
+    qtbot.waitUntil(lambda: tab.numbers["progress"].value.text().endswith(" / 1"), timeout=5_000)
+
+    stand_in.refuse_set_flow = "Expected `int` <= 100000 - at `$.wip_limit`"
+    tab.wip.spin.setValue(5)
+    with qtbot.waitSignal(tab.message, timeout=10_000) as said:
+        tab.wip.apply.click()
+    assert said.args == ["Could not set the WIP limit: Expected `int` <= 100000 - at `$.wip_limit`"]
+    assert tab.wip.apply.isEnabled()
+
+
+def test_a_late_snapshot_brings_the_recent_completions_along(qtbot, flow_tab):
+    """A tab that joins a running server draws the lead times completed before it joined."""
+    model = queue_model()
+    model.advance(model.now + 30.0)  # 30 s of work before anyone watches
+    model.stats()
+    before = list(model.recent)
+    assert len(before) > 10
+    tab, stand_in = flow_tab(model, speed=1.0)
+    qtbot.waitUntil(lambda: tab.dots.count >= len(before), timeout=10_000)
+    got = tab.completions.window(0.0, 10_000)
+    assert list(got[:len(before), STORY]) == [c.story_id for c in before]
+    assert list(got[:len(before), LEAD]) == [c.lead_time_s for c in before]
+    assert list(got[:len(before), COMPLETED_AT]) == [c.completed_at for c in before]
+
+
+def test_a_completed_event_fills_a_cached_rows_lead_and_cycle_time(qtbot):
+    """The stories table takes a completion's times from the event, before the next page refresh."""
+    from desktop.feed import FeedBatch
+    from desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, StoriesPanel
+
+    stand_in = StandIn(queue_model(rate=2.0, workers=1, median_s=30.0), speed=1.0, start_on_snapshot=False)
+    stand_in.start()
+    requests = Requests(stand_in.endpoints, name="test-requests")
+    pages = Requests(stand_in.endpoints, name="test-pages")
+    try:
+        panel = StoriesPanel(requests, pages)
+        qtbot.addWidget(panel)
+        panel.show()
+        qtbot.waitUntil(lambda: any(s.status == "open" for s in panel.model.cached_stories()), timeout=15_000)
+        story = next(s for s in panel.model.cached_stories() if s.status == "open")
+        row = panel.model.row_of(story.story_id)
+        assert panel.model.data(panel.model.index(row, LEAD_COLUMN)) == ""
+        event = protocol.StoryEvent(seq=1, ts=story.created_at + 12.5, event="completed", story_id=story.story_id,
+                                    lead_time_s=12.5, cycle_time_s=3.25)
+        panel.apply_batch(FeedBatch(story_events=[event]))
+        assert panel.model.data(panel.model.index(row, LEAD_COLUMN)) == "12.50 s"
+        assert panel.model.data(panel.model.index(row, CYCLE_COLUMN)) == "3.25 s"
+    finally:
+        assert requests.stop() and pages.stop()
+        stand_in.stop()
