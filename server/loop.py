@@ -160,7 +160,7 @@ class Server:
         log.info(
             "restored: %d open stories (%d in progress), %d completed (%d in the flow window), "
             "%d tasks queued, %d tasks completed",
-            len(self.service.state.stories), self.service.state.in_progress,
+            self.service.state.open_stories, self.service.state.in_progress,
             self.service.completed_stories, len(self.service.flow),
             self.service.state.queued, self.service.tasks_completed,
         )
@@ -429,8 +429,7 @@ class Server:
         self.poller.unregister(self.requests)
         now = time.monotonic()
         self.pool.stop_all(now, self._send_worker)
-        self.service.state.queue.clear()  # nothing new is handed out
-        self.service.state.queued = 0
+        self.service.state.stop_handing_out()
         deadline = now + self.config.shutdown_grace
         while self.pool.busy and time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
@@ -452,7 +451,7 @@ class Server:
             log.error("stopping with writes the database still refuses (%s): none of them was "
                       "acknowledged; tasks completed meanwhile run again after a restart",
                       self.service.outage.cause)
-        log.info("stopped: %d stories open, %d completed", len(self.service.state.stories),
+        log.info("stopped: %d stories open, %d completed", self.service.state.open_stories,
                  self.service.completed_stories)
 
 
