@@ -214,6 +214,8 @@ class Server:
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
         if self.service.state.dispatchable:  # else a due prefetch would spin the poll
+            if self.pool.idle:  # a refill after this turn's dispatch: hand it out at once
+                return time.monotonic()
             soonest = min(soonest, self.pool.next_prefetch_at())
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
