@@ -126,12 +126,6 @@ def _add_missing_columns(db: peewee.Database) -> None:
                          table, name)
                 kind = type(ours[table]._meta.columns[name])  # a fresh field, nullable
                 migrate(SchemaMigrator.from_database(db).add_column(table, name, kind(null=True)))
-                # create_tables made the indexes before the column was there, and SQLite takes
-                # an unknown "name" for a string: an index on a constant. Make them again.
-                for index in ours[table]._meta.fields_to_index():
-                    if name in [getattr(f, "column_name", None) for f in index._expressions]:
-                        db.execute_sql(f'DROP INDEX IF EXISTS "{index._name}"')
-                ours[table]._schema.create_indexes(safe=True)
     for name in REPLACED_INDEXES:
         db.execute_sql(f"DROP INDEX IF EXISTS {name}")
 
@@ -343,9 +337,14 @@ class Store:
         try:
             store.db.connect(reuse_if_open=True)
             check_schema(store.db)
-            store.db.create_tables(MODELS, safe=True)
+            # Tables first, indexes once the columns they cover are there: PostgreSQL refuses
+            # an index on a missing column, and SQLite takes the unknown "name" for a string.
+            for model in MODELS:
+                model._schema.create_table(safe=True)
             check_writable(store.db)
             _add_missing_columns(store.db)
+            for model in MODELS:
+                model._schema.create_indexes(safe=True)
         except BaseException:
             store.close()
             raise

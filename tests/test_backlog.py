@@ -3,30 +3,37 @@
 In-process, on the real Service, Store (SQLite in a temporary folder) and Pool
 with workers that are only entries in the pool (the `Bench` of test_wip.py), a
 window of 4 tasks (`queue_window`), so that every few leases read the next
-stories from the database. One real-process test restarts a server whose
+stories from the database; on PostgreSQL too when STORYPULSE_TEST_POSTGRES is set. One real-process test restarts a server whose
 backlog is many windows long.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
 
 from common import protocol
-from support import EventTap, ServerProcess
+from support import EventTap, ServerProcess, empty_postgres
 from test_wip import Bench
 
 WINDOW = 4
 
 
-@pytest.fixture
-def bench(tmp_path):
+POSTGRES = os.environ.get("STORYPULSE_TEST_POSTGRES")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not POSTGRES, reason="set STORYPULSE_TEST_POSTGRES to a database URL"))])
+def bench(request, tmp_path):
+    """Benches on one database (a second one is the same server restarted)."""
     made = []
+    db = tmp_path / "backlog.db" if request.param == "sqlite" else empty_postgres(POSTGRES)
 
     def make(**options) -> Bench:
         options.setdefault("queue_window", WINDOW)
-        made.append(Bench(tmp_path / "backlog.db", **options))
+        made.append(Bench(db, **options))
         return made[-1]
 
     yield make
