@@ -30,6 +30,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/backlog.py
 	$(BIN)/python bench/flow.py
 	-$(BIN)/python bench/autoscale_replay.py  # exits 1 while the seed rule spends fewer worker-s
 

@@ -70,6 +70,9 @@ def server_parser() -> argparse.ArgumentParser:
         help=f"on SIGTERM, how long busy workers may take to finish (default {d['shutdown_grace']:g})")
     add("--queue-max", type=int, metavar="N",
         help=f"create_story gets `busy` above N queued tasks (default {d['queue_max']})")
+    add("--queue-window", type=int, metavar="N",
+        help="queued tasks held in memory; the rest of the backlog stays in the database and is "
+             f"read in as memory runs low (default {d['queue_window']})")
     add("--durability", choices=DURABILITY_LEVELS,
         help="power-loss: a story is acknowledged only once it is flushed to disk, so it survives "
              "a power cut (SQLite synchronous=FULL, PostgreSQL synchronous_commit=on); crash: it "

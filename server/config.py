@@ -31,7 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "quiet_window": 5.0,  # the autoscaler shrinks only after this long without need
     "heartbeat": 0.5,  # seconds; a worker is dead after HEARTBEAT_LIVENESS missed beats
     "shutdown_grace": 5.0,  # on SIGTERM, how long busy workers may take to report
-    "queue_max": 1_000_000,  # queued tasks above which create_story gets `busy`
+    # queued tasks above which create_story gets `busy`: the backlog lives on disk, so this is
+    # a guard against a runaway producer, not a memory bound (see queue_window)
+    "queue_max": 100_000_000,
+    "queue_window": 20_000,  # queued tasks held in memory; the rest is read from the database
     "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
     "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
     "durability": "power-loss",  # an acknowledged story survives power loss, not only a crash
@@ -70,6 +73,7 @@ class ServerConfig:
     heartbeat: float = DEFAULTS["heartbeat"]
     shutdown_grace: float = DEFAULTS["shutdown_grace"]
     queue_max: int = DEFAULTS["queue_max"]
+    queue_window: int = DEFAULTS["queue_window"]
     lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
     lease_max_s: float = DEFAULTS["lease_max_s"]
     durability: str = DEFAULTS["durability"]
@@ -117,6 +121,8 @@ class ServerConfig:
         need(self.quiet_window >= 0, "quiet_window", "must be >= 0")
         need(self.shutdown_grace >= 0, "shutdown_grace", "must be >= 0")
         need(self.queue_max >= protocol.TASKS_MAX, "queue_max", f"must be >= {protocol.TASKS_MAX}")
+        need(isinstance(self.queue_window, int) and 1 <= self.queue_window <= 10_000_000,
+             "queue_window", "must be within 1-10000000")
         need(1 <= self.lease_max_tasks <= 10_000, "lease_max_tasks", "must be within 1-10000")
         need(0 <= self.lease_max_s <= 1, "lease_max_s", "must be within 0-1 seconds")
         need(self.durability in DURABILITY_LEVELS, "durability",

@@ -160,7 +160,7 @@ class Server:
         log.info(
             "restored: %d open stories (%d in progress), %d completed (%d in the flow window), "
             "%d tasks queued, %d tasks completed",
-            len(self.service.state.stories), self.service.state.in_progress,
+            self.service.state.open_stories, self.service.state.in_progress,
             self.service.completed_stories, len(self.service.flow),
             self.service.state.queued, self.service.tasks_completed,
         )
@@ -214,6 +214,8 @@ class Server:
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
         if self.service.state.dispatchable:  # else a due prefetch would spin the poll
+            if self.pool.idle:  # a refill after this turn's dispatch: hand it out at once
+                return time.monotonic()
             soonest = min(soonest, self.pool.next_prefetch_at())
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
@@ -429,8 +431,7 @@ class Server:
         self.poller.unregister(self.requests)
         now = time.monotonic()
         self.pool.stop_all(now, self._send_worker)
-        self.service.state.queue.clear()  # nothing new is handed out
-        self.service.state.queued = 0
+        self.service.state.stop_handing_out()
         deadline = now + self.config.shutdown_grace
         while self.pool.busy and time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
@@ -452,7 +453,7 @@ class Server:
             log.error("stopping with writes the database still refuses (%s): none of them was "
                       "acknowledged; tasks completed meanwhile run again after a restart",
                       self.service.outage.cause)
-        log.info("stopped: %d stories open, %d completed", len(self.service.state.stories),
+        log.info("stopped: %d stories open, %d completed", self.service.state.open_stories,
                  self.service.completed_stories)
 
 

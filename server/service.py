@@ -18,6 +18,7 @@ are answered as far as the database and memory allow.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from common import __version__, protocol
@@ -66,7 +67,7 @@ class Service:
         self.config = config
         self.store = store
         self.pool = pool
-        self.state = WorkState()
+        self.state = WorkState(config.queue_window)
         self.batch = Batch()
         self.outbox: list[tuple[Envelope, bytes]] = []
         self.held: list[tuple[Envelope, bytes]] = []  # replies that wait on a refused batch
@@ -106,6 +107,8 @@ class Service:
 
     # -- start-up -----------------------------------------------------------------
     def restore(self, startup: Startup, wall: float, now: float = 0.0) -> None:
+        """Memory holds the stories in progress (they go first) and a window of the backlog;
+        the rest of the backlog is only counted, from the aggregates the store read."""
         self.next_story_id = startup.next_story_id
         self.next_task_id = startup.next_task_id
         self.completed_stories = startup.completed_stories
@@ -113,24 +116,57 @@ class Service:
         by_story: dict[int, list[tuple[int, int, int]]] = {}
         for task_id, story_id, estimate, attempts in startup.queued_tasks:
             by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
+        state = self.state
         for story_id, tasks in by_story.items():
             total, created, started = startup.open_stories[story_id]
             # A story started before the restart stays in progress (its started_at was
             # stored), even if the tasks that ran then run again now.
-            self.state.restore_story(story_id, total, tasks, created, started)
-        # Task ids rise in creation order: that is the queue's order (started stories first).
-        self.state.order_queue()
+            state.restore_story(story_id, total, tasks, created, started)
+        # Started stories' tasks first, then by id (creation order).
+        state.order_queue()
+        in_memory_ms = sum(estimate for _, _, estimate, _ in startup.queued_tasks)
+        state.set_backlog(startup.open_count - len(startup.open_stories),
+                          startup.queued_count - len(startup.queued_tasks),
+                          startup.queued_ms - in_memory_ms, startup.backlog_after)
         for story_id, created, started, completed in startup.recent_done:
             if started is None:
                 continue  # done by an earlier version, which kept no started_at: no cycle time
             # back on the monotonic clock the window expires by
             self.flow.add(now - (wall - completed), story_id, completed, completed - created,
                           completed - started)
-        # An open story with nothing left cannot arise from our own writes; repair it anyway.
-        for story_id in startup.open_stories.keys() - by_story.keys():
+        # An open story with nothing left cannot arise from our own writes; repair it anyway
+        # (a waiting one is found when the backlog's end is read: see refill).
+        empty = [story_id for story_id in startup.open_stories.keys() - by_story.keys()]
+        if empty:
+            self._repair_empty(empty, wall)
+        self.refill(wall)
+
+    def _repair_empty(self, story_ids: list[int], wall: float) -> None:
+        for story_id in story_ids:
             log.warning("story %d was open with no unfinished task: marking it done", story_id)
-            self.batch.done_stories.append((wall, [story_id]))
-            self.completed_stories += 1
+        self.batch.done_stories.append((wall, list(story_ids)))
+        self.completed_stories += len(story_ids)
+
+    def refill(self, wall: float) -> None:
+        """Read the next stories of the backlog into memory if it runs low. Only with no write
+        pending (after a commit, or at start-up): a window read before its batch commits would
+        see neither that batch's new stories nor its completions and deletes."""
+        state = self.state
+        if self.batch or self.outage is not None:
+            return
+        while state.wants_refill():
+            try:
+                rows, complete = self.store.window(state.cursor, state.window)
+            except Unavailable as exc:  # the next commit or refill tries again
+                log.warning("could not read the backlog: %s", exc.cause)
+                return
+            _, missing = state.refill(rows, complete)
+            if missing:
+                # Open stories without a queued task are counted but read by no window.
+                empty = [sid for sid in self.store.open_story_ids() if sid not in state.stories]
+                self._repair_empty(empty, wall)
+            if complete or not rows:
+                return
 
     # -- requests -------------------------------------------------------------------
     def handle_request(self, envelope: Envelope, frame: bytes, now: float, wall: float) -> None:
@@ -223,6 +259,13 @@ class Service:
                 self.completed_stories -= 1
                 self.tasks_completed -= row[6]
                 self.flow.discard(story_id)
+            elif story_id not in self.state.stories:  # open, in the backlog: only counted
+                count, work = self.store.queued_of(story_id)
+                self.state.forget_backlog_story(count, work)
+                self.tasks_completed -= row[6] - count
+            else:  # read into memory by the refill of the flush: as above
+                story = self.state.delete_story(story_id)
+                self.tasks_completed -= story.total - story.remaining
         self.batch.deleted_stories.append(story_id)
         self.batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
         self.events.append(("story", "deleted", story_id))
@@ -270,8 +313,8 @@ class Service:
         self.flush()
         rows = self.store.stories(req.status, req.offset, req.limit)
         total = {
-            None: len(self.state.stories) + self.completed_stories,
-            "open": len(self.state.stories),
+            None: self.state.open_stories + self.completed_stories,
+            "open": self.state.open_stories,
             "done": self.completed_stories,
         }[req.status]
         result = protocol.ListStoriesResult([self._story_view(r) for r in rows], total)
@@ -437,6 +480,8 @@ class Service:
             self.outbox[:0] = self.held
             self.held = []
             self.outage = None
+        if self.state.wants_refill():
+            self.refill(time.time())
         return True
 
     def _refused(self, cause: str, now: float) -> None:
@@ -472,13 +517,24 @@ class Service:
         batch = self.batch
         batch.stories = [row for row in batch.stories if row[0] not in gone]
         tasks = len(batch.tasks)
-        batch.tasks = [row for row in batch.tasks if row[1] not in gone]
+        refused: dict[int, list[int]] = {}  # story id -> [tasks, work] of the refused rows
+        kept = []
+        for row in batch.tasks:
+            if row[1] in gone:
+                counts = refused.setdefault(row[1], [0, 0])
+                counts[0] += 1
+                counts[1] += row[3]
+            else:
+                kept.append(row)
+        batch.tasks = kept
         # Should the refused commit have happened after all (a connection lost during
         # COMMIT), the retry removes them, as their clients were told.
         batch.deleted_stories.extend(story_ids)
         batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
         for story_id in story_ids:
-            self.state.delete_story(story_id)  # tasks already leased: their reports are ignored
+            # tasks already leased: their reports are ignored
+            if self.state.delete_story(story_id) is None:  # it went to the backlog
+                self.state.forget_backlog_story(*refused.get(story_id, (0, 0)))
         self.events = [e for e in self.events if not (e[1] == "created" and e[2] in gone)]
         self.stories_in.add(now, -len(story_ids))
         self.tasks_in.add(now, -(tasks - len(batch.tasks)))
@@ -508,7 +564,7 @@ class Service:
             ts=wall,
             stories_produced_per_s=self.stories_in.rate(now),
             stories_completed_per_s=self.stories_out.rate(now),
-            open_stories=len(state.stories),
+            open_stories=state.open_stories,
             completed_stories=self.completed_stories,
             tasks_produced_per_s=self.tasks_in.rate(now),
             tasks_completed_per_s=self.tasks_out.rate(now),

@@ -1,7 +1,17 @@
-"""The work in memory: the queue of task ids, the live tasks, the open stories.
+"""The work in memory: a window onto the queue, the live tasks, the open stories in memory.
 
-Pure bookkeeping (no I/O, no clock): the service decides what to write, this
-module keeps the figures that stats and the scheduler need in step.
+Pure bookkeeping (no I/O, no clock): the service decides what to write and what
+to read, this module keeps the figures that stats and the scheduler need in step.
+
+The backlog does not live in memory. The queue in task id order (creation
+order) is: the tasks in memory (`queue`), then the stories that are only on
+disk (the *backlog*: every task id above `cursor`, in whole stories). Of the
+backlog only counts are kept (`backlog_tasks`, `backlog_ms`, `backlog_stories`);
+`refill` takes the next stories from the database in id order when fewer than
+half a `window` of tasks wait in memory. A new story goes to memory while the
+backlog is empty and the window has room, else to the backlog; so the two
+never overlap, and memory holds at most about a window of waiting tasks plus
+the running ones and the stories they belong to.
 
 - `queue` holds queued task ids in creation order; a task put back after a
   worker died goes to the front. Removal is lazy: an id whose task is no
@@ -12,12 +22,14 @@ module keeps the figures that stats and the scheduler need in step.
   handed to a worker). With a WIP limit (`wip_limit` > 0) a story starts only
   while fewer than that are in progress; tasks of started stories always go.
 
-The WIP rule needs no scan: stories start in queue order, tasks enter at the
+The WIP rule needs no scan: stories start in queue order (a backlog story
+is never started: only tasks in memory are handed out), tasks enter at the
 back (new stories, not started) or at the front (a lost lease: started), and
 a story's tasks are contiguous; so every queued task of a started story lies
 before every queued task of a waiting one. So when the limit is reached and
 the front task belongs to a waiting story, nothing queued may start (`held`):
-a look at the front of the queue tells, with no scan.
+a look at the front of the queue tells, with no scan (with nothing waiting in
+memory, the next task is the backlog's: of a waiting story).
 """
 
 from __future__ import annotations
@@ -49,14 +61,24 @@ class OpenStory:
         self.started_at = started_at  # wall clock of its first task's start; None: waiting
 
 
+WINDOW_DEFAULT = 20_000  # waiting tasks held in memory
+
+
 class WorkState:
-    def __init__(self) -> None:
+    def __init__(self, window: int = WINDOW_DEFAULT) -> None:
         self.queue: deque[int] = deque()
         self.live: dict[int, LiveTask] = {}
         self.stories: dict[int, OpenStory] = {}
-        self.queued = 0  # live tasks waiting (the queue may hold more ids: lazy removal)
-        self.running = 0
+        self.window = window
+        self.queued = 0  # tasks waiting: in memory and in the backlog
         self.queued_ms = 0  # sum of unscaled estimates of queued tasks
+        # live tasks waiting in memory (the queue may hold more ids: lazy removal)
+        self.mem_queued = 0
+        self.backlog_tasks = 0  # tasks of the stories only on disk (all waiting)
+        self.backlog_ms = 0
+        self.backlog_stories = 0
+        self.cursor = 0  # every task id above it is in the backlog (or not yet created)
+        self.running = 0
         self.in_progress = 0  # open stories with a started task
         self.wip_limit = 0  # 0: none
         self.started: list[int] = []  # stories started by leases since the caller last took them
@@ -64,7 +86,15 @@ class WorkState:
     @property
     def dispatchable(self) -> bool:
         """Something queued may be handed out now."""
-        return self.queued > 0 and not self.held()
+        return self.mem_queued > 0 and not self.held()
+
+    @property
+    def open_stories(self) -> int:
+        return len(self.stories) + self.backlog_stories
+
+    def wants_refill(self) -> bool:
+        """The backlog has stories and memory runs low: read the next ones (`refill`)."""
+        return self.backlog_tasks > 0 and self.mem_queued <= self.window // 2
 
     def held(self) -> bool:
         """The WIP limit keeps every queued task waiting (see above): the limit is reached and
@@ -79,7 +109,7 @@ class WorkState:
                 continue
             story = self.stories.get(task.story_id)
             return story is not None and story.started_at is None
-        return False
+        return self.backlog_tasks > 0  # next comes a backlog story: not started
 
     def set_wip_limit(self, limit: int) -> None:
         self.wip_limit = limit
@@ -87,15 +117,91 @@ class WorkState:
     # -- adding work --------------------------------------------------------------
     def add_story(self, story_id: int, first_task_id: int, estimates: list[int],
                   created_at: float = 0.0) -> range:
-        ids = range(first_task_id, first_task_id + len(estimates))
+        """A new story: into memory while the backlog is empty and the window has room (a
+        story bigger than the window too, into an empty one), else into the backlog."""
+        count = len(estimates)
+        ids = range(first_task_id, first_task_id + count)
+        work = sum(estimates)
+        self.queued += count
+        self.queued_ms += work
+        if self.backlog_tasks or (self.mem_queued and self.mem_queued + count > self.window):
+            self.backlog_tasks += count
+            self.backlog_ms += work
+            self.backlog_stories += 1
+            return ids
         live = self.live
         for task_id, estimate in zip(ids, estimates):
             live[task_id] = LiveTask(story_id, estimate)
         self.queue.extend(ids)
-        self.stories[story_id] = OpenStory(len(estimates), ids, created_at=created_at)
-        self.queued += len(estimates)
-        self.queued_ms += sum(estimates)
+        self.stories[story_id] = OpenStory(count, ids, created_at=created_at)
+        self.mem_queued += count
+        self.cursor = ids[-1] if count else self.cursor
         return ids
+
+    def set_backlog(self, stories: int, tasks: int, work_ms: int, cursor: int = 0) -> None:
+        """After a restart: what is queued beyond what `restore_story` put in memory."""
+        self.backlog_stories, self.backlog_tasks, self.backlog_ms = stories, tasks, work_ms
+        self.queued += tasks
+        self.queued_ms += work_ms
+        self.cursor = cursor
+
+    def refill(self, rows: list[tuple], complete: bool) -> tuple[int, int]:
+        """Whole stories read from the backlog in id order: (task_id, story_id, estimate_ms,
+        attempts, tasks_total, created_at, started_at) of their queued tasks, ids above
+        `cursor`. `complete`: the read reached the end of the table. A story already in memory
+        (a started one read at start-up, ahead of the cursor) is skipped.
+
+        Returns (tasks taken in, backlog stories the end of the table showed were not there,
+        such as an open story with no queued task: 0 unless the database was repaired by hand)."""
+        live, stories, queue = self.live, self.stories, self.queue
+        taken = taken_ms = 0
+        story_id = 0
+        story: OpenStory | None = None
+        for task_id, sid, estimate, attempts, total, created, started in rows:
+            self.cursor = max(self.cursor, task_id)
+            if sid != story_id:
+                story_id = sid
+                if sid in stories:
+                    story = None  # in memory already
+                    continue
+                story = OpenStory(total, [], remaining=0, created_at=created, started_at=started)
+                stories[sid] = story
+                self.backlog_stories -= 1
+                if started is not None:  # cannot happen (started ones are read first); keep true
+                    self.in_progress += 1
+            if story is None:
+                continue
+            live[task_id] = LiveTask(sid, estimate, attempts)
+            queue.append(task_id)
+            story.task_ids.append(task_id)
+            story.remaining += 1
+            taken += 1
+            taken_ms += estimate
+        self.backlog_tasks -= taken
+        self.backlog_ms -= taken_ms
+        self.mem_queued += taken
+        missing = 0
+        if complete and (self.backlog_tasks or self.backlog_stories):
+            # What the counts said is not on disk: trust the disk (and tell).
+            missing = self.backlog_stories
+            self.queued -= self.backlog_tasks
+            self.queued_ms -= self.backlog_ms
+            self.backlog_tasks = self.backlog_ms = self.backlog_stories = 0
+        return taken, missing
+
+    def stop_handing_out(self) -> None:
+        """Shutting down: nothing more is handed out or read in (it all stays queued on disk)."""
+        self.queue.clear()
+        self.queued = self.mem_queued = 0
+        self.backlog_tasks = self.backlog_ms = 0
+
+    def forget_backlog_story(self, tasks: int, work_ms: int) -> None:
+        """A backlog story is gone (deleted, or its creation refused): `tasks` of it waited."""
+        self.backlog_stories -= 1
+        self.backlog_tasks -= tasks
+        self.backlog_ms -= work_ms
+        self.queued -= tasks
+        self.queued_ms -= work_ms
 
     def restore_story(self, story_id: int, total: int, tasks: list[tuple[int, int, int]],
                       created_at: float = 0.0, started_at: float | None = None) -> None:
@@ -105,6 +211,7 @@ class WorkState:
             self.queue.append(task_id)
             self.queued_ms += estimate
         self.queued += len(tasks)
+        self.mem_queued += len(tasks)
         self.stories[story_id] = OpenStory(total, [t[0] for t in tasks], remaining=len(tasks),
                                            created_at=created_at, started_at=started_at)
         if started_at is not None:
@@ -166,6 +273,7 @@ class WorkState:
             task.attempts += 1
             task.started_at = wall
         self.queued -= len(lease)
+        self.mem_queued -= len(lease)
         self.running += len(lease)
         self.queued_ms -= total_ms
         return lease
@@ -181,6 +289,7 @@ class WorkState:
                 self.queued_ms += task.estimate_ms
         self.queue.extendleft(reversed(back))
         self.queued += len(back)
+        self.mem_queued += len(back)
         self.running -= len(back)
         return len(back)
 
@@ -195,6 +304,7 @@ class WorkState:
             self.running -= 1
         else:  # completed by a worker we had given up on, while it waited in the queue
             self.queued -= 1
+            self.mem_queued -= 1
             self.queued_ms -= task.estimate_ms
         story = self.stories.get(task.story_id)
         if story is None:
@@ -226,5 +336,6 @@ class WorkState:
                 self.running -= 1  # its later Done is ignored
             else:
                 self.queued -= 1
+                self.mem_queued -= 1
                 self.queued_ms -= task.estimate_ms
         return story

@@ -72,8 +72,10 @@ class Story(BaseModel):
 
     class Meta:
         table_name = "story"
-        # completed_at: the flow window's recent completions, read back at start-up
-        indexes = ((("status", "id"), False), (("completed_at",), False))
+        # completed_at: the flow window's recent completions, read back at start-up;
+        # (status, started_at): the open stories in progress, read back whole at start-up
+        indexes = ((("status", "id"), False), (("completed_at",), False),
+                   (("status", "started_at"), False))
 
 
 class Task(BaseModel):
@@ -81,7 +83,7 @@ class Task(BaseModel):
     story = ForeignKeyField(Story, on_delete="CASCADE", index=True, column_name="story_id")
     name = CharField(max_length=200, default="")
     estimate_ms = IntegerField()
-    status = CharField(max_length=8, default="queued", index=True)  # queued | done
+    status = CharField(max_length=8, default="queued")  # queued | done (indexed below)
     attempts = IntegerField(default=0)
     created_at = DoubleField()
     started_at = DoubleField(null=True)
@@ -89,6 +91,8 @@ class Task(BaseModel):
 
     class Meta:
         table_name = "task"
+        # covers the count and the work of the queued tasks, read at start-up
+        indexes = ((("status", "estimate_ms"), False),)
 
 
 class Counter(BaseModel):
@@ -106,6 +110,8 @@ MODELS = (Story, Task, Counter)
 
 # Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
 ADDED_LATER = {"story": ("started_at",)}
+# Indexes of earlier versions that a newer one replaced (task_status: by task_status_estimate_ms)
+REPLACED_INDEXES = ("task_status",)
 
 
 def _add_missing_columns(db: peewee.Database) -> None:
@@ -120,6 +126,8 @@ def _add_missing_columns(db: peewee.Database) -> None:
                          table, name)
                 kind = type(ours[table]._meta.columns[name])  # a fresh field, nullable
                 migrate(SchemaMigrator.from_database(db).add_column(table, name, kind(null=True)))
+    for name in REPLACED_INDEXES:
+        db.execute_sql(f"DROP INDEX IF EXISTS {name}")
 
 
 def default_db_path() -> Path:
@@ -261,10 +269,15 @@ class Startup:
     next_task_id: int
     completed_stories: int
     tasks_completed: int
-    # story_id -> (tasks_total, created_at, started_at) for every open story
+    # story_id -> (tasks_total, created_at, started_at) of every open story in progress
+    # (started); the others stay on disk, counted below, and are read in windows (`window`)
     open_stories: dict[int, tuple[int, float, float | None]]
-    # (task_id, story_id, estimate_ms, attempts) of every unfinished task of an open story, by id
+    # (task_id, story_id, estimate_ms, attempts) of every unfinished task of those, by id
     queued_tasks: list[tuple[int, int, int, int]]
+    open_count: int = 0  # open stories, all of them
+    queued_count: int = 0  # queued tasks, all of them (running ones are queued on disk)
+    queued_ms: int = 0  # their estimates
+    backlog_after: int = 0  # no queued task of an open story has an id at or below it
     # (story_id, created_at, started_at, completed_at) of the stories completed since the
     # `done_since` given to load(), oldest completion first
     recent_done: list[tuple[int, float, float | None, float]] = field(default_factory=list)
@@ -324,9 +337,14 @@ class Store:
         try:
             store.db.connect(reuse_if_open=True)
             check_schema(store.db)
-            store.db.create_tables(MODELS, safe=True)
+            # Tables first, indexes once the columns they cover are there: PostgreSQL refuses
+            # an index on a missing column, and SQLite takes the unknown "name" for a string.
+            for model in MODELS:
+                model._schema.create_table(safe=True)
             check_writable(store.db)
             _add_missing_columns(store.db)
+            for model in MODELS:
+                model._schema.create_indexes(safe=True)
         except BaseException:
             store.close()
             raise
@@ -356,19 +374,30 @@ class Store:
         floors = dict(sql("SELECT name, value FROM counter").fetchall())
         completed = sql("SELECT COUNT(*) FROM story WHERE status = 'done'").fetchone()[0]
         tasks_done = sql("SELECT COUNT(*) FROM task WHERE status = 'done'").fetchone()[0]
+        # Counts and sums through covering indexes; the backlog itself stays on disk.
+        open_count = sql("SELECT COUNT(*) FROM story WHERE status = 'open'").fetchone()[0]
+        queued_count, queued_ms = sql(
+            "SELECT COUNT(*), COALESCE(SUM(estimate_ms), 0) FROM task WHERE status = 'queued'"
+        ).fetchone()
+        # Where the backlog starts: before the first task of the oldest open story (ids rise
+        # with creation), so that the first window skips the history of done tasks.
+        oldest = sql("SELECT MIN(id) FROM story WHERE status = 'open'").fetchone()[0]
+        first = None if oldest is None else sql(
+            f"SELECT MIN(id) FROM task WHERE story_id = {self.p}", (oldest,)).fetchone()[0]
         open_stories = {
             sid: (total, created, started)
             for sid, total, created, started in sql(
-                "SELECT id, tasks_total, created_at, started_at FROM story WHERE status = 'open'"
+                "SELECT id, tasks_total, created_at, started_at FROM story "
+                "WHERE status = 'open' AND started_at IS NOT NULL"
             )
         }
-        queued = [
-            tuple(row) for row in sql(
-                "SELECT t.id, t.story_id, t.estimate_ms, t.attempts FROM task t "
-                "JOIN story s ON s.id = t.story_id "
-                "WHERE t.status = 'queued' AND s.status = 'open' ORDER BY t.id"
-            )
-        ]
+        queued: list[tuple] = []
+        for chunk in _chunks(sorted(open_stories)):
+            queued += [tuple(row) for row in sql(
+                "SELECT id, story_id, estimate_ms, attempts FROM task "
+                f"WHERE status = 'queued' AND story_id IN ({', '.join([self.p] * len(chunk))})",
+                tuple(chunk))]
+        queued.sort()
         recent: list[tuple] = []
         if done_since is not None:
             p = self.p
@@ -385,7 +414,47 @@ class Store:
             tasks_completed=tasks_done,
             open_stories=open_stories,
             queued_tasks=queued,
+            open_count=open_count,
+            queued_count=queued_count,
+            queued_ms=int(queued_ms),
+            backlog_after=max(0, (first or 1) - 1),
         )
+
+    def window(self, after: int, limit: int) -> tuple[list[tuple], bool]:
+        """The next whole stories of the queue: (task_id, story_id, estimate_ms, attempts,
+        tasks_total, created_at, started_at) of the queued tasks of open stories with ids above
+        `after`, in id order; at least `limit` tasks unless the table ends first, and then
+        the last story's other tasks. Also whether the table ended. Keyset paging: one
+        primary key range each, whatever the backlog's size."""
+        p = self.p
+        # On SQLite, CROSS JOIN keeps task as the outer loop and `+` keeps the planner off the
+        # status indexes: a primary key range, not every queued task visited and sorted.
+        sqlite = isinstance(self.db, peewee.SqliteDatabase)
+        select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
+                  "s.created_at, s.started_at FROM task t "
+                  f"{'CROSS JOIN' if sqlite else 'JOIN'} story s ON s.id = t.story_id ")
+        plus = "+" if sqlite else ""
+        rows = [tuple(r) for r in self._read(
+            f"{select}WHERE t.id > {p} AND {plus}t.status = 'queued' AND {plus}s.status = 'open' "
+            f"ORDER BY t.id LIMIT {p}", (after, limit)).fetchall()]
+        if len(rows) < limit:
+            return rows, True
+        last_task, last_story = rows[-1][0], rows[-1][1]
+        rows += [tuple(r) for r in self._read(
+            f"{select}WHERE t.story_id = {p} AND t.id > {p} AND {plus}t.status = 'queued' "
+            f"AND {plus}s.status = 'open' ORDER BY t.id", (last_story, last_task)).fetchall()]
+        return rows, False
+
+    def queued_of(self, story_id: int) -> tuple[int, int]:
+        """(count, estimates) of a story's queued tasks."""
+        count, work = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(estimate_ms), 0) FROM task "
+            f"WHERE story_id = {self.p} AND status = 'queued'", (story_id,)).fetchone()
+        return count, int(work)
+
+    def open_story_ids(self) -> list[int]:
+        return [row[0] for row in self._read(
+            "SELECT id FROM story WHERE status = 'open' ORDER BY id", ()).fetchall()]
 
     # -- the group commit -------------------------------------------------------
     def apply(self, batch: Batch, *, again: bool = False) -> None:
