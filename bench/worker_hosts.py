@@ -164,12 +164,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and all its descendants (a worker host and its processes)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle (every namespace, every user of the machine)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Result:
     hosts: int
     processes: int
     tasks_per_s: float
     server_cpu: float  # share of one core
+    hosts_cpu: float  # the worker hosts' processes together, share of one core
+    machine_cpu: float  # every core busy, share of one core (2 cores: at most 200 %)
 
     @property
     def workers(self) -> int:
@@ -178,6 +199,17 @@ class Result:
     @property
     def efficiency(self) -> float:
         return self.tasks_per_s / (self.workers * 1000 / TASK_MS)
+
+
+def peers(port: int) -> dict[str, int]:
+    """Established TCP connections to `port` on this namespace, counted by peer address."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        peer = line.split()[-1].rsplit(":", 1)[0]
+        counts[peer] = counts.get(peer, 0) + 1
+    return counts
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -253,7 +285,9 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
         wait_for(lambda: stats().workers >= workers, 60, interval=0.1,
                  what=f"{workers} remote workers ready")
         time.sleep(warmup)
-        first, cpu0, t0 = stats(), cpu_seconds(server.pid), time.monotonic()
+        first, t0 = stats(), time.monotonic()
+        cpu0, hosts0, busy0 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
+                               machine_busy_seconds())
         deadline = t0 + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
@@ -261,12 +295,19 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
             if s.workers != workers or s.workers_target != 0:
                 raise RuntimeError(f"{label}: {s.workers} workers connected (want {workers} "
                                    f"remote), pool target {s.workers_target} (want 0)")
-        last, cpu1, t1 = stats(), cpu_seconds(server.pid), time.monotonic()
+        cpu1, hosts1, busy1 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
+                               machine_busy_seconds())
+        last, t1 = stats(), time.monotonic()
+        if ns is not None and shutil.which("ss"):  # every worker came in over its host's veth
+            want = {f"10.200.{k}.2": processes for k in range(1, hosts + 1)}
+            if (got := peers(port + 2)) != want:
+                raise RuntimeError(f"{label}: worker connections by peer {got}, want {want}")
         if last.tasks_queued == 0:
             raise RuntimeError(f"{label}: the queue ran dry inside the window")
         client.close()
         return Result(hosts, processes, (last.tasks_completed - first.tasks_completed) / (t1 - t0),
-                      (cpu1 - cpu0) / (t1 - t0))
+                      (cpu1 - cpu0) / (t1 - t0), (hosts1 - hosts0) / (t1 - t0),
+                      (busy1 - busy0) / (t1 - t0))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -312,7 +353,8 @@ def main() -> int:
                                 warmup=args.warmup)
                     results.setdefault((hosts, processes), []).append(r)
                     print(f"run {run + 1}: {hosts} host(s) x {processes}: {r.tasks_per_s:,.0f} "
-                          f"tasks/s, efficiency {r.efficiency:.1%}, server CPU {r.server_cpu:.0%}",
+                          f"tasks/s, efficiency {r.efficiency:.1%}, server CPU {r.server_cpu:.0%}, "
+                          f"hosts CPU {r.hosts_cpu:.0%}, machine {r.machine_cpu:.0%}",
                           file=sys.stderr)
     print()
     where = ("network namespaces, one veth each, server off loopback with CURVE" if refused is None
@@ -321,15 +363,21 @@ def main() -> int:
           f"in {where}; {TASK_MS} ms tasks; {args.seconds:g} s windows; median of {args.runs} runs")
     print()
     print("| hosts | workers per host | workers | tasks/s | ideal tasks/s | pool efficiency "
-          "| server CPU (1 core = 100 %) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| server CPU | server CPU per task | worker hosts' CPU | machine busy |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (hosts, processes), rs in results.items():
         tps = statistics.median(r.tasks_per_s for r in rs)
         eff = statistics.median(r.efficiency for r in rs)
         cpu = statistics.median(r.server_cpu for r in rs)
+        per_task = statistics.median(r.server_cpu / r.tasks_per_s * 1e6 for r in rs)
+        hosts_cpu = statistics.median(r.hosts_cpu for r in rs)
+        machine = statistics.median(r.machine_cpu for r in rs)
         workers = hosts * processes
         print(f"| {hosts} | {processes} | {workers} | {tps:,.0f} | {workers * 1000 // TASK_MS:,} "
-              f"| {eff:.1%} | {cpu:.0%} |")
+              f"| {eff:.1%} | {cpu:.0%} | {per_task:.0f} µs | {hosts_cpu:.0%} | {machine:.0%} |")
+    print()
+    print("CPU figures: 100 % = one core, so the machine has 200 %; server CPU per task = "
+          "server CPU seconds / tasks completed")
     return 0
 
 
