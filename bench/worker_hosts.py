@@ -70,15 +70,15 @@ def _ip(*args: str) -> None:
 class Namespaces:
     """`count` network namespaces, each a veth pair away from the root namespace.
 
-    Host K (1-based) is namespace `{prefix}h{K}`, address 10.200.K.2/24, default route
-    via 10.200.K.1 in the root namespace. Every address of the root namespace is then
+    Host K (1-based) is namespace `{prefix}h{K}`, address {net}.K.2/24 (10.200.K.2 by
+    default), default route via {net}.K.1 in the root namespace. Every address of the root namespace is then
     reachable from every host, so a server bound to 10.200.1.1 serves them all without
     forwarding. `close()` deletes what was made (a namespace takes its veth end with it).
     """
 
-    def __init__(self, count: int, prefix: str | None = None):
+    def __init__(self, count: int, prefix: str | None = None, net: str = "10.200"):
         self.prefix = prefix or f"spw{os.getpid() % 100000}"
-        self.count = count
+        self.count, self.net = count, net
         self.names: list[str] = []
         self.links: list[str] = []
 
@@ -94,11 +94,11 @@ class Namespaces:
                 _ip("link", "add", root_end, "type", "veth", "peer", "name", host_end)
                 self.links.append(root_end)
                 _ip("link", "set", host_end, "netns", ns)
-                _ip("addr", "add", f"10.200.{k}.1/24", "dev", root_end)
+                _ip("addr", "add", f"{self.net}.{k}.1/24", "dev", root_end)
                 _ip("link", "set", root_end, "up")
-                for args in (("addr", "add", f"10.200.{k}.2/24", "dev", host_end),
+                for args in (("addr", "add", f"{self.net}.{k}.2/24", "dev", host_end),
                              ("link", "set", host_end, "up"), ("link", "set", "lo", "up"),
-                             ("route", "add", "default", "via", f"10.200.{k}.1")):
+                             ("route", "add", "default", "via", f"{self.net}.{k}.1")):
                     _ip("-n", ns, *args)
         except BaseException:
             self.close()
@@ -125,7 +125,7 @@ def namespaces_refused() -> str | None:
         return "iproute2 (`ip`) is not installed"
     if os.geteuid() != 0:
         return "not root"
-    probe = Namespaces(1, prefix=f"spp{os.getpid() % 100000}")
+    probe = Namespaces(1, prefix=f"spp{os.getpid() % 100000}", net="10.201")
     try:
         probe.open()
     except subprocess.CalledProcessError as exc:
