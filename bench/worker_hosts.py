@@ -164,6 +164,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the process's main thread (the server's loop) was runnable but waited for a CPU."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")  # no schedstats in this kernel
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of `pid` and all its descendants (a worker host and its processes)."""
     total, todo = 0.0, [pid]
@@ -191,6 +199,7 @@ class Result:
     server_cpu: float  # share of one core
     hosts_cpu: float  # the worker hosts' processes together, share of one core
     machine_cpu: float  # every core busy, share of one core (2 cores: at most 200 %)
+    server_wait: float  # share of the window the server's loop was ready to run but had no CPU
 
     @property
     def workers(self) -> int:
@@ -288,6 +297,7 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
         first, t0 = stats(), time.monotonic()
         cpu0, hosts0, busy0 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
                                machine_busy_seconds())
+        wait0 = runqueue_wait_seconds(server.pid)
         deadline = t0 + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
@@ -297,6 +307,7 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
                                    f"remote), pool target {s.workers_target} (want 0)")
         cpu1, hosts1, busy1 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
                                machine_busy_seconds())
+        wait1 = runqueue_wait_seconds(server.pid)
         last, t1 = stats(), time.monotonic()
         if ns is not None and shutil.which("ss"):  # every worker came in over its host's veth
             want = {f"10.200.{k}.2": processes for k in range(1, hosts + 1)}
@@ -307,7 +318,7 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
         client.close()
         return Result(hosts, processes, (last.tasks_completed - first.tasks_completed) / (t1 - t0),
                       (cpu1 - cpu0) / (t1 - t0), (hosts1 - hosts0) / (t1 - t0),
-                      (busy1 - busy0) / (t1 - t0))
+                      (busy1 - busy0) / (t1 - t0), (wait1 - wait0) / (t1 - t0))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -354,7 +365,8 @@ def main() -> int:
                     results.setdefault((hosts, processes), []).append(r)
                     print(f"run {run + 1}: {hosts} host(s) x {processes}: {r.tasks_per_s:,.0f} "
                           f"tasks/s, efficiency {r.efficiency:.1%}, server CPU {r.server_cpu:.0%}, "
-                          f"hosts CPU {r.hosts_cpu:.0%}, machine {r.machine_cpu:.0%}",
+                          f"hosts CPU {r.hosts_cpu:.0%}, machine {r.machine_cpu:.0%}, "
+                          f"server waiting for a CPU {r.server_wait:.0%}",
                           file=sys.stderr)
     print()
     where = ("network namespaces, one veth each, server off loopback with CURVE" if refused is None
@@ -363,8 +375,9 @@ def main() -> int:
           f"in {where}; {TASK_MS} ms tasks; {args.seconds:g} s windows; median of {args.runs} runs")
     print()
     print("| hosts | workers per host | workers | tasks/s | ideal tasks/s | pool efficiency "
-          "| server CPU | server CPU per task | worker hosts' CPU | machine busy |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| server CPU | server CPU per task | server loop waiting for a CPU | worker hosts' CPU "
+          "| machine busy |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (hosts, processes), rs in results.items():
         tps = statistics.median(r.tasks_per_s for r in rs)
         eff = statistics.median(r.efficiency for r in rs)
@@ -372,12 +385,16 @@ def main() -> int:
         per_task = statistics.median(r.server_cpu / r.tasks_per_s * 1e6 for r in rs)
         hosts_cpu = statistics.median(r.hosts_cpu for r in rs)
         machine = statistics.median(r.machine_cpu for r in rs)
+        wait = statistics.median(r.server_wait for r in rs)
         workers = hosts * processes
         print(f"| {hosts} | {processes} | {workers} | {tps:,.0f} | {workers * 1000 // TASK_MS:,} "
-              f"| {eff:.1%} | {cpu:.0%} | {per_task:.0f} µs | {hosts_cpu:.0%} | {machine:.0%} |")
+              f"| {eff:.1%} | {cpu:.0%} | {per_task:.0f} µs | {wait:.0%} | {hosts_cpu:.0%} "
+              f"| {machine:.0%} |")
     print()
-    print("CPU figures: 100 % = one core, so the machine has 200 %; server CPU per task = "
-          "server CPU seconds / tasks completed")
+    print("CPU figures: 100 % = one core, so the machine has 200 % (machine busy counts every "
+          "job on it, not only this benchmark's); server CPU per task = server CPU seconds / "
+          "tasks completed; waiting for a CPU = the loop thread's run-queue time "
+          "(/proc/PID/schedstat) / the window")
     return 0
 
 
