@@ -210,9 +210,9 @@ class Result:
         return self.tasks_per_s / (self.workers * 1000 / TASK_MS)
 
 
-def peers(port: int) -> dict[str, int]:
-    """Established TCP connections to `port` on this namespace, counted by peer address."""
-    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+def peers(addr: str, port: int) -> dict[str, int]:
+    """Established TCP connections to addr:port, counted by peer address."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "src", f"{addr}:{port}"],
                          capture_output=True, text=True, check=True).stdout
     counts: dict[str, int] = {}
     for line in out.splitlines():
@@ -311,7 +311,7 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
         last, t1 = stats(), time.monotonic()
         if ns is not None and shutil.which("ss"):  # every worker came in over its host's veth
             want = {f"10.200.{k}.2": processes for k in range(1, hosts + 1)}
-            if (got := peers(port + 2)) != want:
+            if (got := peers(addr, port + 2)) != want:
                 raise RuntimeError(f"{label}: worker connections by peer {got}, want {want}")
         if last.tasks_queued == 0:
             raise RuntimeError(f"{label}: the queue ran dry inside the window")
