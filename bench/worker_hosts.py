@@ -27,9 +27,11 @@ every worker has said Ready and a second has passed, the window opens: tasks
 completed (from `snapshot`) and the server process's CPU time (utime + stime
 from /proc/PID/stat) over --seconds. Throughput = completed / window; pool
 efficiency = throughput / (workers / 0.020 s); server CPU = its CPU seconds /
-wall seconds (100 % = one core). The queue must still be non-empty at the end
-of the window, or the run is refused. Medians of --runs runs, configurations
-interleaved within each run.
+wall seconds (100 % = one core); beside it the time the server's loop thread
+was ready to run but waited for a core (/proc/PID/schedstat), the worker
+hosts' processes' CPU and the whole machine's (every job on it). The queue
+must still be non-empty at the end of the window, or the run is refused.
+Medians of --runs runs, configurations interleaved within each run.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ class Namespaces:
     """`count` network namespaces, each a veth pair away from the root namespace.
 
     Host K (1-based) is namespace `{prefix}h{K}`, address {net}.K.2/24 (10.200.K.2 by
-    default), default route via {net}.K.1 in the root namespace. Every address of the root namespace is then
-    reachable from every host, so a server bound to 10.200.1.1 serves them all without
-    forwarding. `close()` deletes what was made (a namespace takes its veth end with it).
+    default), default route via {net}.K.1 in the root namespace. Every address of the
+    root namespace is then reachable from every host, so a server bound to 10.200.1.1
+    serves them all without forwarding. `close()` deletes what was made (a namespace
+    takes its veth end with it).
     """
 
     def __init__(self, count: int, prefix: str | None = None, net: str = "10.200"):
@@ -295,8 +298,8 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
                  what=f"{workers} remote workers ready")
         time.sleep(warmup)
         first, t0 = stats(), time.monotonic()
-        cpu0, hosts0, busy0 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
-                               machine_busy_seconds())
+        cpu0, busy0 = cpu_seconds(server.pid), machine_busy_seconds()
+        hosts0 = sum(tree_cpu_seconds(p.pid) for p in host_procs)
         wait0 = runqueue_wait_seconds(server.pid)
         deadline = t0 + seconds
         while (left := deadline - time.monotonic()) > 0:
@@ -305,8 +308,8 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
             if s.workers != workers or s.workers_target != 0:
                 raise RuntimeError(f"{label}: {s.workers} workers connected (want {workers} "
                                    f"remote), pool target {s.workers_target} (want 0)")
-        cpu1, hosts1, busy1 = (cpu_seconds(server.pid), sum(tree_cpu_seconds(p.pid) for p in host_procs),
-                               machine_busy_seconds())
+        cpu1, busy1 = cpu_seconds(server.pid), machine_busy_seconds()
+        hosts1 = sum(tree_cpu_seconds(p.pid) for p in host_procs)
         wait1 = runqueue_wait_seconds(server.pid)
         last, t1 = stats(), time.monotonic()
         if ns is not None and shutil.which("ss"):  # every worker came in over its host's veth
@@ -343,7 +346,8 @@ def main() -> int:
     per_host = [int(x) for x in args.processes.split(",")]
     refused = "--loopback given" if args.loopback else namespaces_refused()
     results: dict[tuple[int, int], list[Result]] = {}
-    with tempfile.TemporaryDirectory(prefix="storypulse-hosts-") as name, contextlib.ExitStack() as stack:
+    with (tempfile.TemporaryDirectory(prefix="storypulse-hosts-") as name,
+          contextlib.ExitStack() as stack):
         tmp = Path(name)
         server_keys, host_dirs = make_keys(tmp / "keys", max(host_counts))
         if refused is None:
@@ -369,10 +373,10 @@ def main() -> int:
                           f"server waiting for a CPU {r.server_wait:.0%}",
                           file=sys.stderr)
     print()
-    where = ("network namespaces, one veth each, server off loopback with CURVE" if refused is None
-             else f"loopback with CURVE (namespaces refused: {refused})")
+    where = ("in network namespaces, one veth each, server off loopback with CURVE"
+             if refused is None else f"on loopback with CURVE (namespaces refused: {refused})")
     print(f"machine: {os.cpu_count()} CPUs (shared), Python {sys.version.split()[0]}; worker hosts "
-          f"in {where}; {TASK_MS} ms tasks; {args.seconds:g} s windows; median of {args.runs} runs")
+          f"{where}; {TASK_MS} ms tasks; {args.seconds:g} s windows; median of {args.runs} runs")
     print()
     print("| hosts | workers per host | workers | tasks/s | ideal tasks/s | pool efficiency "
           "| server CPU | server CPU per task | server loop waiting for a CPU | worker hosts' CPU "
