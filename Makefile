@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/backlog.py
 	$(BIN)/python bench/flow.py
+	$(BIN)/python bench/worker_hosts.py  # as root: hosts in network namespaces; else on loopback
 	-$(BIN)/python bench/autoscale_replay.py  # exits 1 while the seed rule spends fewer worker-s
 
 package: $(STAMP)  ## PyInstaller bundles + (on Linux) the .deb, into dist/
