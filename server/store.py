@@ -9,15 +9,14 @@ turn that hands out its first task: a story in progress stays so across a restar
 
 The hot path (`apply`) is plain SQL, one way per database over the same models and
 the same `Batch`: on SQLite the driver's executemany and `WHERE id IN (...)` (in
-process, a statement costs microseconds); on PostgreSQL every statement is a round
-trip and psycopg2's executemany sends one per row, so new rows go in with one
-`COPY` a table and updates name their rows with one array (`WHERE id = ANY(...)`),
-both formatted here rather than value by value by the driver.
+process, a statement costs microseconds); on PostgreSQL a statement is a round trip
+and psycopg2's executemany sends one per row, so a turn is one query of a few
+statements: a table's new rows in one INSERT from arrays, and updates that name
+their rows with one array (`WHERE id = ANY(...)`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +296,9 @@ class Batch:
 
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
+# The PostgreSQL types of those columns, for the arrays the bulk INSERT reads.
+STORY_TYPES = ("bigint", "text", "text", "text", "float8", "int")
+TASK_TYPES = ("bigint", "bigint", "text", "int", "text", "int", "float8")
 STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total, started_at"
 TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
 
@@ -306,31 +308,25 @@ def _chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]
         yield ids[start:start + size]
 
 
-def _array(ids: Iterable[int]) -> str:
-    """A PostgreSQL array literal of ints, for `= ANY(%s::bigint[])`: one parameter, however
-    many ids, formatted at C speed (psycopg2 would adapt a list value by value)."""
-    return "{" + ",".join(map(str, ids)) + "}"
+def _array(values: Iterable, kind: str = "bigint") -> str:
+    """A PostgreSQL array literal, to pass as one parameter (`%s::bigint[]`), however many
+    values: formatted with str.join at C speed, where psycopg2 adapts a list value by value.
+
+    `str` of an int or a float is its exact text (a float's repr); a text element is
+    double-quoted with its backslashes and quotes escaped, once per distinct value."""
+    values = values if isinstance(values, (list, tuple)) else list(values)
+    if kind == "text":
+        quoted = {value: _quote(value) for value in set(values)}
+        return "{" + ",".join(map(quoted.__getitem__, values)) + "}"
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
 
 
-# COPY's text format: a backslash starts an escape; tab, newline and carriage return
-# would end a field or a row.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_field(value) -> str:
+def _quote(value: str | None) -> str:
     if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, float):
-        return repr(value)  # the shortest text that reads back as the same double
-    return str(int(value))
-
-
-def _copy_text(rows: Sequence[tuple]) -> io.StringIO:
-    """Rows in COPY's text format (tab-separated, one line each)."""
-    field = _copy_field
-    return io.StringIO("".join("\t".join(map(field, row)) + "\n" for row in rows))
+        return "NULL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Store:
@@ -348,8 +344,6 @@ class Store:
             f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})"
         )
         self._postgres = isinstance(db, peewee.PostgresqlDatabase)
-        self._copy_story = f"COPY story ({', '.join(STORY_COLUMNS)}) FROM STDIN"
-        self._copy_task = f"COPY task ({', '.join(TASK_COLUMNS)}) FROM STDIN"
 
     @classmethod
     def open(cls, spec: str | None, durability: str = DEFAULT_DURABILITY) -> Store:
@@ -431,16 +425,13 @@ class Store:
         that are already there; every other statement is idempotent anyway.
         """
         try:
-            with self.db.atomic():
-                self._write(batch, again)
+            if self._postgres:
+                self._write_postgres(batch, again)
+            else:
+                with self.db.atomic():
+                    self._write_sqlite(batch, again)
         except Exception as exc:
             raise self._unavailable(exc) from exc
-
-    def _write(self, batch: Batch, again: bool) -> None:
-        if self._postgres:
-            self._write_postgres(batch, again)
-        else:
-            self._write_sqlite(batch, again)
 
     def _write_sqlite(self, batch: Batch, again: bool) -> None:
         p = self.p
@@ -479,38 +470,45 @@ class Store:
             self._set_counter(cursor, name, value)
 
     def _write_postgres(self, batch: Batch, again: bool) -> None:
-        """The same writes in a few statements, whatever the batch holds: one COPY per table
-        for new rows and one UPDATE per group of rows that get the same values."""
-        cursor = self.db.cursor()
-        if again:  # rows a lost commit may have stored are skipped, which COPY cannot do
-            from psycopg2.extras import execute_values
+        """The whole batch in one round trip: one query string of a few statements, which
+        PostgreSQL runs as one transaction (a query of several statements without BEGIN
+        is one), committed -- or, on any error, rolled back whole -- before it answers.
 
-            for table, columns, rows in (("story", STORY_COLUMNS, batch.stories),
-                                         ("task", TASK_COLUMNS, batch.tasks)):
-                if rows:
-                    execute_values(cursor, f"INSERT INTO {table} ({', '.join(columns)}) "
-                                   "VALUES %s ON CONFLICT DO NOTHING", rows, page_size=10_000)
-        else:
-            if batch.stories:
-                cursor.copy_expert(self._copy_story, _copy_text(batch.stories))
-            if batch.tasks:
-                cursor.copy_expert(self._copy_task, _copy_text(batch.tasks))
+        Whatever the batch holds, a table's new rows are one INSERT from arrays
+        (`unnest`) and each group of rows that get the same values is one UPDATE with
+        `WHERE id = ANY(array)`; the array literals are formatted here at C speed."""
+        skip = " ON CONFLICT DO NOTHING" if again else ""
+        parts: list[str] = []
+        params: list = []
+        for table, columns, types, rows in (("story", STORY_COLUMNS, STORY_TYPES, batch.stories),
+                                            ("task", TASK_COLUMNS, TASK_TYPES, batch.tasks)):
+            if rows:
+                parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest("
+                             + ", ".join(f"%s::{kind}[]" for kind in types) + f"){skip}")
+                params += [_array(column, kind) for column, kind in zip(zip(*rows), types)]
         for started, ids in batch.started_stories:
-            cursor.execute("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])",
-                           (started, _array(ids)))
+            parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
+            params += [started, _array(ids)]
         for attempts, started, finished, ids in batch.completions:
-            cursor.execute("UPDATE task SET status = 'done', attempts = %s, started_at = %s, "
-                           "finished_at = %s WHERE id = ANY(%s::bigint[])",
-                           (attempts, started, finished, _array(ids)))
+            parts.append("UPDATE task SET status = 'done', attempts = %s, started_at = %s, "
+                         "finished_at = %s WHERE id = ANY(%s::bigint[])")
+            params += [attempts, started, finished, _array(ids)]
         for completed_at, ids in batch.done_stories:
-            cursor.execute("UPDATE story SET status = 'done', completed_at = %s "
-                           "WHERE id = ANY(%s::bigint[])", (completed_at, _array(ids)))
+            parts.append("UPDATE story SET status = 'done', completed_at = %s "
+                         "WHERE id = ANY(%s::bigint[])")
+            params += [completed_at, _array(ids)]
         if batch.deleted_stories:
             ids = _array(batch.deleted_stories)
-            cursor.execute("DELETE FROM task WHERE story_id = ANY(%s::bigint[])", (ids,))
-            cursor.execute("DELETE FROM story WHERE id = ANY(%s::bigint[])", (ids,))
+            # Explicit, so it does not depend on the database enforcing the cascade.
+            parts.append("DELETE FROM task WHERE story_id = ANY(%s::bigint[])")
+            parts.append("DELETE FROM story WHERE id = ANY(%s::bigint[])")
+            params += [ids, ids]
         for name, value in batch.id_floors.items():
-            self._set_counter(cursor, name, value)
+            parts.append("INSERT INTO counter (name, value) VALUES (%s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
+            params += [name, value]
+        if parts:
+            self.db.cursor().execute(";\n".join(parts), params)
 
     def _set_counter(self, cursor, name: str, value: int) -> None:
         p = self.p
