@@ -145,6 +145,7 @@ def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Da
         if kind is not None and issubclass(kind, peewee.SqliteDatabase):
             return db_url.connect(spec, pragmas=sqlite_pragmas(durability))
         if kind is not None and issubclass(kind, peewee.PostgresqlDatabase):
+            _require_psycopg2()
             # libpq's `options` sets it for the session of every connection, reconnections too.
             setting = f"-c synchronous_commit={POSTGRES_SYNCHRONOUS_COMMIT[durability]}"
             parsed = db_url.parse(spec)
@@ -158,6 +159,18 @@ def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Da
     path = Path(spec).expanduser() if spec else default_db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return peewee.SqliteDatabase(str(path), pragmas=sqlite_pragmas(durability))
+
+
+def _require_psycopg2() -> None:
+    """The PostgreSQL write path sends one turn as one query of several statements with
+    parameters filled in by the client, which is psycopg2's way; peewee would pick psycopg 3
+    where psycopg2 is missing, and psycopg 3 binds on the server, one statement a query."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        raise peewee.ImproperlyConfigured(
+            "psycopg2 postgres driver not found (storypulse writes to PostgreSQL through it)"
+        ) from exc
 
 
 def sqlite_pragmas(durability: str) -> dict:
@@ -508,7 +521,10 @@ class Store:
                          "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
             params += [name, value]
         if parts:
-            self.db.cursor().execute(";\n".join(parts), params)
+            cursor = self.db.cursor()
+            cursor.execute(";\n".join(parts), params)
+            if not cursor.connection.autocommit:  # peewee's are; else the driver opened a transaction
+                cursor.connection.commit()
 
     def _set_counter(self, cursor, name: str, value: int) -> None:
         p = self.p
