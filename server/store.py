@@ -336,6 +336,27 @@ def _array(values: Iterable, kind: str = "bigint") -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+def _insert_rows(table: str, columns: Sequence[str], types: Sequence[str],
+                 rows: Sequence[tuple]) -> tuple[str, list]:
+    """INSERT ... SELECT from one array a column; a column whose value is the same in every
+    row (a turn's tasks share their status, attempts and time) is one value instead, so the
+    database parses it once. The first column (the id) is always an array."""
+    select, scalars, arrays, names = [], [], [], []
+    for index, (name, kind, column) in enumerate(zip(columns, types, zip(*rows))):
+        first = column[0]
+        if index and first is not None and column.count(first) == len(column):
+            select.append(f"%s::{kind}")
+            scalars.append(first)
+        else:
+            select.append(f"u.{name}")
+            names.append(name)
+            arrays.append(_array(column, kind))
+    unnest = ", ".join(f"%s::{types[columns.index(name)]}[]" for name in names)
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(select)} "
+           f"FROM unnest({unnest}) AS u({', '.join(names)})")
+    return sql, scalars + arrays
+
+
 def _quote(value: str | None) -> str:
     if value is None:
         return "NULL"
@@ -496,9 +517,9 @@ class Store:
         for table, columns, types, rows in (("story", STORY_COLUMNS, STORY_TYPES, batch.stories),
                                             ("task", TASK_COLUMNS, TASK_TYPES, batch.tasks)):
             if rows:
-                parts.append(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest("
-                             + ", ".join(f"%s::{kind}[]" for kind in types) + f"){skip}")
-                params += [_array(column, kind) for column, kind in zip(zip(*rows), types)]
+                sql, values = _insert_rows(table, columns, types, rows)
+                parts.append(sql + skip)
+                params += values
         for started, ids in batch.started_stories:
             parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
             params += [started, _array(ids)]
