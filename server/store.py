@@ -520,6 +520,7 @@ class Store:
                 sql, values = _insert_rows(table, columns, types, rows)
                 parts.append(sql + skip)
                 params += values
+        inserts = len(parts)
         for started, ids in batch.started_stories:
             parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
             params += [started, _array(ids)]
@@ -541,6 +542,12 @@ class Store:
             parts.append("INSERT INTO counter (name, value) VALUES (%s, %s) "
                          "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
             params += [name, value]
+        if len(parts) > inserts:
+            # Every UPDATE and DELETE here finds its rows by an index. A table the planner has
+            # no statistics for yet (new, or grown since autovacuum last analysed it) gets
+            # sequential scans instead, one a statement: on a fresh database, time per turn
+            # grew with the table. This turn only (the transaction is the query).
+            parts.insert(0, "SET LOCAL enable_seqscan = off")
         if parts:
             cursor = self.db.cursor()
             cursor.execute(";\n".join(parts), params)
