@@ -7,8 +7,12 @@ statements and nothing has to be read back. Task states on disk are only
 queued again after a crash anyway. A story's `started_at` is written with the
 turn that hands out its first task: a story in progress stays so across a restart.
 
-The hot paths (`apply`) use plain SQL through the driver's executemany with
-the database's own placeholder, so the same code runs on SQLite and PostgreSQL.
+The hot path (`apply`) is plain SQL, one way per database over the same models and
+the same `Batch`: on SQLite the driver's executemany and `WHERE id IN (...)` (in
+process, a statement costs microseconds); on PostgreSQL a statement is a round trip
+and psycopg2's executemany sends one per row, so a turn is one query of a few
+statements: a table's new rows in one INSERT from arrays, and updates that name
+their rows with one array (`WHERE id = ANY(...)`).
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Da
         if kind is not None and issubclass(kind, peewee.SqliteDatabase):
             return db_url.connect(spec, pragmas=sqlite_pragmas(durability))
         if kind is not None and issubclass(kind, peewee.PostgresqlDatabase):
+            _require_psycopg2()
             # libpq's `options` sets it for the session of every connection, reconnections too.
             setting = f"-c synchronous_commit={POSTGRES_SYNCHRONOUS_COMMIT[durability]}"
             parsed = db_url.parse(spec)
@@ -162,6 +167,18 @@ def connect(spec: str | None, durability: str = DEFAULT_DURABILITY) -> peewee.Da
     path = Path(spec).expanduser() if spec else default_db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return peewee.SqliteDatabase(str(path), pragmas=sqlite_pragmas(durability))
+
+
+def _require_psycopg2() -> None:
+    """The PostgreSQL write path sends one turn as one query of several statements with
+    parameters filled in by the client, which is psycopg2's way; peewee would pick psycopg 3
+    where psycopg2 is missing, and psycopg 3 binds on the server, one statement a query."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        raise peewee.ImproperlyConfigured(
+            "psycopg2 postgres driver not found (storypulse writes to PostgreSQL through it)"
+        ) from exc
 
 
 def sqlite_pragmas(durability: str) -> dict:
@@ -305,6 +322,9 @@ class Batch:
 
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
+# The PostgreSQL types of those columns, for the arrays the bulk INSERT reads.
+STORY_TYPES = ("bigint", "text", "text", "text", "float8", "int")
+TASK_TYPES = ("bigint", "bigint", "text", "int", "text", "int", "float8")
 STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total, started_at"
 TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
 
@@ -312,6 +332,48 @@ TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, 
 def _chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
+
+
+def _array(values: Iterable, kind: str = "bigint") -> str:
+    """A PostgreSQL array literal, to pass as one parameter (`%s::bigint[]`), however many
+    values: formatted with str.join at C speed, where psycopg2 adapts a list value by value.
+
+    `str` of an int or a float is its exact text (a float's repr); a text element is
+    double-quoted with its backslashes and quotes escaped, once per distinct value."""
+    values = values if isinstance(values, (list, tuple)) else list(values)
+    if kind == "text":
+        quoted = {value: _quote(value) for value in set(values)}
+        return "{" + ",".join(map(quoted.__getitem__, values)) + "}"
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _insert_rows(table: str, columns: Sequence[str], types: Sequence[str],
+                 rows: Sequence[tuple]) -> tuple[str, list]:
+    """INSERT ... SELECT from one array a column; a column whose value is the same in every
+    row (a turn's tasks share their status, attempts and time) is one value instead, so the
+    database parses it once. The first column (the id) is always an array."""
+    select, scalars, arrays, names = [], [], [], []
+    for index, (name, kind, column) in enumerate(zip(columns, types, zip(*rows))):
+        first = column[0]
+        if index and first is not None and column.count(first) == len(column):
+            select.append(f"%s::{kind}")
+            scalars.append(first)
+        else:
+            select.append(f"u.{name}")
+            names.append(name)
+            arrays.append(_array(column, kind))
+    unnest = ", ".join(f"%s::{types[columns.index(name)]}[]" for name in names)
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(select)} "
+           f"FROM unnest({unnest}) AS u({', '.join(names)})")
+    return sql, scalars + arrays
+
+
+def _quote(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Store:
@@ -328,6 +390,7 @@ class Store:
             f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
             f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})"
         )
+        self._postgres = isinstance(db, peewee.PostgresqlDatabase)
 
     @classmethod
     def open(cls, spec: str | None, durability: str = DEFAULT_DURABILITY) -> Store:
@@ -465,12 +528,15 @@ class Store:
         that are already there; every other statement is idempotent anyway.
         """
         try:
-            with self.db.atomic():
-                self._write(batch, again)
+            if self._postgres:
+                self._write_postgres(batch, again)
+            else:
+                with self.db.atomic():
+                    self._write_sqlite(batch, again)
         except Exception as exc:
             raise self._unavailable(exc) from exc
 
-    def _write(self, batch: Batch, again: bool) -> None:
+    def _write_sqlite(self, batch: Batch, again: bool) -> None:
         p = self.p
         cursor = self.db.cursor()
         skip = " ON CONFLICT DO NOTHING" if again else ""
@@ -505,6 +571,57 @@ class Store:
             cursor.execute(f"DELETE FROM story WHERE id IN ({marks})", tuple(chunk))
         for name, value in batch.id_floors.items():
             self._set_counter(cursor, name, value)
+
+    def _write_postgres(self, batch: Batch, again: bool) -> None:
+        """The whole batch in one round trip: one query string of a few statements, which
+        PostgreSQL runs as one transaction (a query of several statements without BEGIN
+        is one), committed -- or, on any error, rolled back whole -- before it answers.
+
+        Whatever the batch holds, a table's new rows are one INSERT from arrays
+        (`unnest`) and each group of rows that get the same values is one UPDATE with
+        `WHERE id = ANY(array)`; the array literals are formatted here at C speed."""
+        skip = " ON CONFLICT DO NOTHING" if again else ""
+        parts: list[str] = []
+        params: list = []
+        for table, columns, types, rows in (("story", STORY_COLUMNS, STORY_TYPES, batch.stories),
+                                            ("task", TASK_COLUMNS, TASK_TYPES, batch.tasks)):
+            if rows:
+                sql, values = _insert_rows(table, columns, types, rows)
+                parts.append(sql + skip)
+                params += values
+        inserts = len(parts)
+        for started, ids in batch.started_stories:
+            parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
+            params += [started, _array(ids)]
+        for attempts, started, finished, ids in batch.completions:
+            parts.append("UPDATE task SET status = 'done', attempts = %s, started_at = %s, "
+                         "finished_at = %s WHERE id = ANY(%s::bigint[])")
+            params += [attempts, started, finished, _array(ids)]
+        for completed_at, ids in batch.done_stories:
+            parts.append("UPDATE story SET status = 'done', completed_at = %s "
+                         "WHERE id = ANY(%s::bigint[])")
+            params += [completed_at, _array(ids)]
+        if batch.deleted_stories:
+            ids = _array(batch.deleted_stories)
+            # Explicit, so it does not depend on the database enforcing the cascade.
+            parts.append("DELETE FROM task WHERE story_id = ANY(%s::bigint[])")
+            parts.append("DELETE FROM story WHERE id = ANY(%s::bigint[])")
+            params += [ids, ids]
+        for name, value in batch.id_floors.items():
+            parts.append("INSERT INTO counter (name, value) VALUES (%s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
+            params += [name, value]
+        if len(parts) > inserts:
+            # Every UPDATE and DELETE here finds its rows by an index. A table the planner has
+            # no statistics for yet (new, or grown since autovacuum last analysed it) gets
+            # sequential scans instead, one a statement: on a fresh database, time per turn
+            # grew with the table. This turn only (the transaction is the query).
+            parts.insert(0, "SET LOCAL enable_seqscan = off")
+        if parts:
+            cursor = self.db.cursor()
+            cursor.execute(";\n".join(parts), params)
+            if not cursor.connection.autocommit:  # peewee's are; else the driver opened a transaction
+                cursor.connection.commit()
 
     def _set_counter(self, cursor, name: str, value: int) -> None:
         p = self.p

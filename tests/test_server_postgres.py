@@ -61,3 +61,41 @@ def test_started_at_survives_kill9_and_an_old_table_gets_it_on_postgres(server_f
         assert all(s.cycle_time_s is not None and s.cycle_time_s <= s.lead_time_s for s in done)
     tap.close()
     assert server.stop() == 0
+
+
+def test_the_bulk_writes_store_every_row_and_value_exactly_on_postgres():
+    """COPY and `= ANY(array)`: awkward text, exact doubles, batches past any chunk size,
+    and a retried batch that skips what a lost commit stored."""
+    from server.store import Batch, Store, Unavailable
+
+    store = Store.open(empty_postgres(URL))
+    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\rlf", "ünï ☃", "", "'quote\""]
+    stories = [(i, awkward[i % len(awkward)], awkward[-1 - i % len(awkward)], "open",
+                1e9 + i / 3, 3) for i in range(1, 1201)]
+    tasks = [(3 * s + k, s, awkward[k], k, "queued", 0, 1e9 + s / 7)
+             for s in range(1, 1201) for k in range(3)]
+    store.apply(Batch(stories=stories, tasks=tasks))
+    first = [t[0] for t in tasks if t[1] <= 700]
+    store.apply(Batch(completions=[(2, 0.1 + 0.2, 1 / 3, first)],
+                      started_stories=[(0.1 + 0.2, list(range(1, 701)))],
+                      done_stories=[(1 / 3, list(range(1, 701)))],
+                      deleted_stories=list(range(1101, 1201)),
+                      id_floors={"story_id": 1200, "task_id": 3602}))
+    assert store.story(5) == (5, stories[4][1], stories[4][2], "done", stories[4][4], 1 / 3, 3,
+                              0.1 + 0.2)
+    assert store.tasks_of(5) == [(3 * 5 + k, awkward[k], k, "done", 2, 1e9 + 5 / 7, 0.1 + 0.2,
+                                  1 / 3) for k in range(3)]
+    assert store.story(800)[1:5] == stories[799][1:5] and store.story(1150) is None
+    start = store.load()
+    assert start.completed_stories == 700 and start.tasks_completed == 2100
+    assert len(start.open_stories) == 400 and start.next_story_id == 1201
+    assert [t[0] for t in start.queued_tasks] == [t[0] for t in tasks if 700 < t[1] <= 1100]
+
+    retried = Batch(stories=stories[1000:1100] + [(2000, "new", "", "open", 5.0, 1)],
+                    tasks=tasks[3000:3300] + [(9000, 2000, "", 1, "queued", 0, 5.0)])
+    with pytest.raises(Unavailable):
+        store.apply(retried)  # the same rows again: refused, as it should be
+    store.apply(retried, again=True)
+    assert store.db.execute_sql("SELECT COUNT(*) FROM task").fetchone()[0] == 3300 + 1
+    assert store.tasks_of(2000)[0][0] == 9000
+    store.close()

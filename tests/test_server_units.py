@@ -396,3 +396,18 @@ def test_outage_backoff_grows_to_a_ceiling():
     assert delays[0] == pytest.approx(2 * FIRST_RETRY_S)
     assert delays == sorted(delays) and delays[-1] == MAX_RETRY_S
     assert outage.lasted(outage.retry_at) > sum(delays[:-1])
+
+
+def test_postgres_rows_go_as_arrays_and_a_shared_value_goes_once():
+    from server.store import TASK_COLUMNS, TASK_TYPES, _array, _insert_rows
+
+    rows = [(1, 7, "", 0, "queued", 0, 5.5), (2, 7, 'a"b\\c', 3, "queued", 0, 5.5)]
+    sql, params = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows)
+    assert sql == ("INSERT INTO task (id, story_id, name, estimate_ms, status, attempts, created_at) "
+                   "SELECT u.id, %s::bigint, u.name, u.estimate_ms, %s::text, %s::int, %s::float8 "
+                   "FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS u(id, name, estimate_ms)")
+    assert params == [7, "queued", 0, 5.5, "{1,2}", '{"","a\\"b\\\\c"}', "{0,3}"]
+    one, _ = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows[:1])  # the id is always an array
+    assert one.endswith("FROM unnest(%s::bigint[]) AS u(id)")
+    assert _array([0.1, 1e300, None]) == "{0.1,1e+300,NULL}"
+    assert _array(["x", None], "text") == '{"x",NULL}'
