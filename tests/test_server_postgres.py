@@ -88,8 +88,11 @@ def test_the_bulk_writes_store_every_row_and_value_exactly_on_postgres():
     assert store.story(800)[1:5] == stories[799][1:5] and store.story(1150) is None
     start = store.load()
     assert start.completed_stories == 700 and start.tasks_completed == 2100
-    assert len(start.open_stories) == 400 and start.next_story_id == 1201
-    assert [t[0] for t in start.queued_tasks] == [t[0] for t in tasks if 700 < t[1] <= 1100]
+    assert start.open_count == 400 and start.next_story_id == 1201
+    assert start.open_stories == {}  # none started: the backlog stays on disk, read in windows
+    assert start.queued_count == 1200
+    rows, ended = store.window(0, 10_000)
+    assert ended and [r[0] for r in rows] == [t[0] for t in tasks if 700 < t[1] <= 1100]
 
     retried = Batch(stories=stories[1000:1100] + [(2000, "new", "", "open", 5.0, 1)],
                     tasks=tasks[3000:3300] + [(9000, 2000, "", 1, "queued", 0, 5.0)])
