@@ -489,23 +489,42 @@ class Store:
         `after`, in id order; at least `limit` tasks unless the table ends first, and then
         the last story's other tasks. Also whether the table ended. Keyset paging: one
         primary key range each, whatever the backlog's size."""
+        if not isinstance(self.db, peewee.SqliteDatabase):
+            return self._window_postgres(after, limit)
         p = self.p
         # On SQLite, CROSS JOIN keeps task as the outer loop and `+` keeps the planner off the
         # status indexes: a primary key range, not every queued task visited and sorted.
-        sqlite = isinstance(self.db, peewee.SqliteDatabase)
         select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
-                  "s.created_at, s.started_at FROM task t "
-                  f"{'CROSS JOIN' if sqlite else 'JOIN'} story s ON s.id = t.story_id ")
-        plus = "+" if sqlite else ""
+                  "s.created_at, s.started_at FROM task t CROSS JOIN story s ON s.id = t.story_id ")
         rows = [tuple(r) for r in self._read(
-            f"{select}WHERE t.id > {p} AND {plus}t.status = 'queued' AND {plus}s.status = 'open' "
+            f"{select}WHERE t.id > {p} AND +t.status = 'queued' AND +s.status = 'open' "
             f"ORDER BY t.id LIMIT {p}", (after, limit)).fetchall()]
         if len(rows) < limit:
             return rows, True
         last_task, last_story = rows[-1][0], rows[-1][1]
         rows += [tuple(r) for r in self._read(
-            f"{select}WHERE t.story_id = {p} AND t.id > {p} AND {plus}t.status = 'queued' "
-            f"AND {plus}s.status = 'open' ORDER BY t.id", (last_story, last_task)).fetchall()]
+            f"{select}WHERE t.story_id = {p} AND t.id > {p} AND +t.status = 'queued' "
+            f"AND +s.status = 'open' ORDER BY t.id", (last_story, last_task)).fetchall()]
+        return rows, False
+
+    def _window_postgres(self, after: int, limit: int) -> tuple[list[tuple], bool]:
+        # The tasks first, by themselves, then their stories: on tables the planner has no
+        # statistics for yet (a busy new database) the plain join was planned as a nested
+        # loop over every open story, 4.5 s for a window of 20,000 out of 50,000 tasks,
+        # against 0.05 s this way. A queued task's story is open by construction (both
+        # change in one transaction), so the stories need no filter.
+        def read(where: str, params: tuple, tail: str) -> list[tuple]:
+            return [tuple(r) for r in self._read(
+                "SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, s.created_at, "
+                "s.started_at FROM (SELECT id, story_id, estimate_ms, attempts FROM task "
+                f"WHERE {where} AND status = 'queued' ORDER BY id{tail}) t "
+                "JOIN story s ON s.id = t.story_id ORDER BY t.id", params).fetchall()]
+
+        rows = read("id > %s", (after, limit), " LIMIT %s")
+        if len(rows) < limit:
+            return rows, True
+        last_task, last_story = rows[-1][0], rows[-1][1]
+        rows += read("story_id = %s AND id > %s", (last_story, last_task), "")
         return rows, False
 
     def queued_of(self, story_id: int) -> tuple[int, int]:

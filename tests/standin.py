@@ -30,7 +30,7 @@ import zmq
 
 from common import protocol
 from common.endpoints import Endpoints
-from support import free_port_block
+from support import bind_server_sockets, free_port_block
 
 RATE_WINDOW_S = 5.0
 
@@ -214,14 +214,7 @@ class StandIn(threading.Thread):
         self._still: tuple[float, protocol.Stats] | None = None  # (frozen at, its figures)
         self._halt = threading.Event()
         self._origin = (time.monotonic(), model.now)
-        context = zmq.Context.instance()
-        self.router = context.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind(self.endpoints.requests)
-        self.pub = context.socket(zmq.PUB)
-        self.pub.linger = 0
-        self.pub.sndhwm = 100_000
-        self.pub.bind(self.endpoints.events)
+        self.router, self.pub = bind_server_sockets(self.endpoints, sndhwm=100_000)
 
     # -- from the test ------------------------------------------------------------
     def freeze(self) -> None:

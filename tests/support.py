@@ -140,6 +140,19 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def bind_server_sockets(endpoints: Endpoints, sndhwm: int = 1000) -> tuple[zmq.Socket, zmq.Socket]:
+    """A stand-in server's request ROUTER and events PUB, bound where a server's would be."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoints.requests)
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    pub.sndhwm = sndhwm
+    pub.bind(endpoints.events)
+    return router, pub
+
+
 def empty_postgres(url: str) -> str:
     """Drop the server's tables from a test PostgreSQL database; returns the URL."""
     from playhouse.db_url import connect
@@ -212,13 +225,7 @@ class StandInServer(threading.Thread):
         self.answer, self.cycle = answer, cycle
         self.requests: list[protocol.Request] = []
         self.halt = threading.Event()
-        context = zmq.Context.instance()
-        self.router = context.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind(self.endpoints.requests)
-        self.pub = context.socket(zmq.PUB)
-        self.pub.linger = 0
-        self.pub.bind(self.endpoints.events)
+        self.router, self.pub = bind_server_sockets(self.endpoints)
 
     def run(self) -> None:
         while not self.halt.is_set():
