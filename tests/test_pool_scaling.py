@@ -39,7 +39,10 @@ def test_a_load_step_grows_the_pool_at_once_and_the_queue_drains(server_factory,
     grown = feed.wait_stats(lambda s: s.workers_target == 8, 10, "the target to jump to max")
     feed.wait_stats(lambda s: s.workers >= 6 and s.workers_busy >= 6, 20, "the new workers to take tasks")
 
-    grows = [e for e in feed.pool_events() if e.new_size > e.old_size]
+    # The start-up event ("start at the target of 1") may reach a subscriber that joined
+    # early enough; it is not a decision on load.
+    grows = [e for e in feed.pool_events()
+             if e.new_size > e.old_size and not e.reason.startswith("start at the target")]
     assert grows, "a resize event was published"
     assert grows[0].new_size - grows[0].old_size >= 4, f"one big step, not one per tick: {grows}"
     assert grows[0].reason.startswith("grow") and "queued tasks" in grows[0].reason
