@@ -4,7 +4,7 @@
 
 The load curve is quiet -> burst -> steady -> quiet: stories arrive at random
 (Poisson) at a different rate in each phase, each with 1-5 tasks whose
-estimates are drawn as `storypulse load` draws them (common.loadgen). A small
+estimates are drawn as `storypulse load` draws them (storypulse.loadgen). A small
 discrete-event simulation plays the pool: a FIFO queue, workers that take one
 task at a time and run it for its estimate, and worker processes that need a
 start-up time before they can take work -- measured here, on this machine,
@@ -44,8 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.loadgen import StoryGenerator  # noqa: E402
-from server.autoscale import Autoscaler, Load  # noqa: E402
+from storypulse.loadgen import StoryGenerator  # noqa: E402
+from storypulse.server.autoscale import Autoscaler, Load  # noqa: E402
 
 MIN_WORKERS, MAX_WORKERS = 1, 16
 # (name, seconds, stories per second); a story has 3 tasks of 0.5 s on average.
@@ -71,7 +71,7 @@ def measure_worker_start(samples: int = 20) -> list[float]:
     """Seconds from Process.start() until the child's first message arrives, per start."""
     ctx = multiprocessing.get_context("forkserver")
     # What a worker imports; preloaded once into the fork server, as the server does.
-    ctx.set_forkserver_preload(["zmq", "msgspec", "common.protocol"])
+    ctx.set_forkserver_preload(["zmq", "msgspec", "storypulse.protocol"])
     times = []
     for i in range(samples + 1):
         parent, child = ctx.Pipe(duplex=False)

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from common.client import Client  # noqa: E402
+from storypulse.client import Client  # noqa: E402
 from support import EventTap, ServerProcess  # noqa: E402
 
 

@@ -32,13 +32,12 @@ from pathlib import Path
 import zmq
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from common import loadrun, protocol  # noqa: E402
-from common.client import Client  # noqa: E402
-from common.loadgen import StoryGenerator  # noqa: E402
-from server.flow import nearest_rank  # noqa: E402
+from storypulse import loadrun, protocol  # noqa: E402
+from storypulse.client import Client  # noqa: E402
+from storypulse.loadgen import StoryGenerator  # noqa: E402
+from storypulse.server.flow import nearest_rank  # noqa: E402
 from support import ServerProcess, wait_for  # noqa: E402
 
 TASKS = (1, 6)

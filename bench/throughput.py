@@ -3,7 +3,7 @@
     .venv/bin/python bench/throughput.py [--runs 3] [--stories 5000] [--tasks 10]
                                          [--postgres URL] [--against DIR]
 
-(a) Throughput: a real server (`python -m server`, 2 workers) gets stories of
+(a) Throughput: a real server (`python -m storypulse.server`, 2 workers) gets stories of
     zero-estimate tasks from one client that pipelines its create_story
     requests; the clock runs from the first request to the `completed` event
     of the last story, so every task is stored, handed to a worker, reported
@@ -45,11 +45,10 @@ import zmq
 from playhouse import db_url
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from common import protocol  # noqa: E402
-from common.client import Client  # noqa: E402
+from storypulse import protocol  # noqa: E402
+from storypulse.client import Client  # noqa: E402
 import support  # noqa: E402
 from support import ServerProcess, empty_postgres, wait_for  # noqa: E402
 
@@ -119,7 +118,7 @@ def throughput_run(tmp: Path, db: str, run: int, stories: int, tasks_per_story: 
     if db != "sqlite":
         server.use_db(empty_postgres(db))
     server.args[server.args.index("info")] = "warning"
-    ours, support.REPO = support.REPO, tree or support.REPO  # where `python -m server` runs
+    ours, support.REPO = support.REPO, tree or support.REPO  # where `python -m storypulse.server` runs
     try:
         server.start()
     finally:

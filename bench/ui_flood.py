@@ -39,13 +39,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from common import protocol  # noqa: E402
-from common.client import Client  # noqa: E402
-from common.endpoints import Endpoints  # noqa: E402
+from storypulse import protocol  # noqa: E402
+from storypulse.client import Client  # noqa: E402
+from storypulse.endpoints import Endpoints  # noqa: E402
 from standin import FlowModel, StandIn  # noqa: E402
 
 
@@ -239,13 +238,13 @@ def main() -> int:
             client.ping()
         app = TimedApp(sys.argv[:1])
         app.setStyle("Fusion")
-        from desktop.window import MainWindow
+        from storypulse.desktop.window import MainWindow
 
         settings_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"storypulse-bench-{os.getpid()}.ini"
         window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat))
         window.resize(1280, 800)
         window.show()
-        window.window_choice.setCurrentIndex([s for _, s in __import__("desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
+        window.window_choice.setCurrentIndex([s for _, s in __import__("storypulse.desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
         window.dashboard.skip_still_frames = args.mode == "skip"
         window.dashboard.stock_scroll = args.mode == "stock"
         jumps = QTimer()

@@ -52,11 +52,10 @@ from pathlib import Path
 import zmq.auth
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from common.client import Client  # noqa: E402
-from common.endpoints import Endpoints  # noqa: E402
+from storypulse.client import Client  # noqa: E402
+from storypulse.endpoints import Endpoints  # noqa: E402
 from support import free_port_block, wait_for  # noqa: E402
 
 TASK_MS = 20
@@ -257,7 +256,7 @@ def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,
         env["STORYPULSE_CURVE"] = "always"
     log = open(tmp / f"{label}-server.log", "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--db", str(tmp / f"{label}.db"), "--bind", addr,
+        [sys.executable, "-m", "storypulse.server", "--db", str(tmp / f"{label}.db"), "--bind", addr,
          "--port", str(port), "--min-workers", "0", "--max-workers", "1",
          "--scale-interval", "3600", "--time-scale", "1", "--stats-interval", "0.25",
          "--log-level", "warning"],

@@ -1,5 +1,5 @@
 import sys
 
-from desktop.cli import desktop_command
+from storypulse.desktop.cli import desktop_command
 
 sys.exit(desktop_command(sys.argv[1:]))

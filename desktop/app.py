@@ -8,7 +8,7 @@ import sys
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from common.endpoints import parse_server
+from storypulse.endpoints import parse_server
 
 ORGANISATION = "storypulse"
 APPLICATION = "storypulse"

@@ -10,7 +10,7 @@ import importlib.util
 import os
 import sys
 
-from common.endpoints import parse_server
+from storypulse.endpoints import parse_server
 
 NO_QT = (
     "storypulse desktop needs the desktop extras (PySide6, pyqtgraph, numpy): "
@@ -88,7 +88,7 @@ def demo_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:
         parser.error("--screenshot needs --quit-after")
-    from common import loadgen, protocol
+    from storypulse import loadgen, protocol
 
     try:
         tasks = loadgen.parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
@@ -110,7 +110,7 @@ def demo_command(argv: list[str]) -> int:
                     screenshot=args.screenshot, tab=args.tab)
 
 
-def main() -> int:  # `python -m desktop`
+def main() -> int:  # `python -m storypulse.desktop`
     return desktop_command(sys.argv[1:])
 
 

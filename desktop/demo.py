@@ -1,6 +1,6 @@
 """`storypulse demo`: a server (unless one already answers), the app and the simulator, together.
 
-The server runs as a subprocess (`python -m server`), never imported: the
+The server runs as a subprocess (`python -m storypulse.server`), never imported: the
 desktop package does not depend on the server package. Closing the app stops
 the server that the demo started (SIGTERM, then wait), and only that one.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import platformdirs
 
-from common.client import Client, ServerUnavailable
-from common.endpoints import Endpoints
+from storypulse.client import Client, ServerUnavailable
+from storypulse.endpoints import Endpoints
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -41,7 +41,7 @@ def server_answers(endpoints: Endpoints, timeout: float = 0.5) -> bool:
 
 
 def start_server(port: int, db: str | None, max_workers: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "server", "--port", str(port), "--max-workers", str(max_workers)]
+    command = [sys.executable, "-m", "storypulse.server", "--port", str(port), "--max-workers", str(max_workers)]
     if db:
         command += ["--db", db]
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@ import msgspec
 import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from common import protocol
-from common.client import Client, RequestError, ServerUnavailable
-from common.endpoints import Endpoints
-from common.security import MissingKey
+from storypulse import protocol
+from storypulse.client import Client, RequestError, ServerUnavailable
+from storypulse.endpoints import Endpoints
+from storypulse.security import MissingKey
 
 PAGE = protocol.LIST_LIMIT_MAX
 HEADER = ("story_id", "name", "tasks", "created", "started", "completed", "lead_time_s", "cycle_time_s")

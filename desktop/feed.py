@@ -17,11 +17,11 @@ import msgspec
 import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from common import protocol
-from common.client import Client, RequestError, ServerUnavailable
-from common.endpoints import Endpoints
-from common.security import MissingKey
-from common.watch import subscriber
+from storypulse import protocol
+from storypulse.client import Client, RequestError, ServerUnavailable
+from storypulse.endpoints import Endpoints
+from storypulse.security import MissingKey
+from storypulse.watch import subscriber
 
 from .clone import APPLY, GAP, RESTARTED, SeqTracker
 

@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from common import protocol
-from common.format import duration
+from storypulse import protocol
+from storypulse.format import duration
 
 from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
 from .dashboard import BigNumber

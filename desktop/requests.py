@@ -15,8 +15,8 @@ import msgspec
 import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from common.client import Client, RequestError, ServerUnavailable
-from common.endpoints import Endpoints
+from storypulse.client import Client, RequestError, ServerUnavailable
+from storypulse.endpoints import Endpoints
 
 
 class RequestWorker(QObject):

@@ -23,11 +23,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from common import protocol
-from common.client import Client, RequestError, ServerUnavailable
-from common.loadrun import BACKOFF_FIRST, BACKOFF_MAX
-from common.endpoints import Endpoints
-from common.loadgen import Pacer, StoryGenerator
+from storypulse import protocol
+from storypulse.client import Client, RequestError, ServerUnavailable
+from storypulse.loadrun import BACKOFF_FIRST, BACKOFF_MAX
+from storypulse.endpoints import Endpoints
+from storypulse.loadgen import Pacer, StoryGenerator
 
 MAX_IN_FLIGHT = 200
 RATE_MAX = 1_000.0

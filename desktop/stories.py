@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
     QRadioButton, QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from common import protocol
-from common.format import duration
+from storypulse import protocol
+from storypulse.format import duration
 
 from .requests import Requests
 

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from common import protocol
+from storypulse import protocol
 
 
 def validate_story(name: str, description: str, tasks: list[tuple[str, str]]) -> list[str]:

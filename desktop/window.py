@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QTabWidget, QToolBar, QVBoxLayout, QWidget,
 )
 
-from common.endpoints import Endpoints
+from storypulse.endpoints import Endpoints
 
 from .dashboard import WINDOWS, Dashboard
 from .export import DoneExport

@@ -26,7 +26,16 @@ def size_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
+def stage(target: Path) -> None:
+    """Install the project, not editable and without its dependencies, into `target`."""
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(REPO)],
+                   check=True, cwd=REPO)
+    shutil.rmtree(REPO / "build" / "lib", ignore_errors=True)  # setuptools' copy, not needed again
+
+
 def build_bundles(dist: Path) -> None:
+    stage(REPO / "build" / "stage")
     subprocess.run([
         sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
         "--distpath", str(dist), "--workpath", str(REPO / "build" / "pyinstaller"),

@@ -47,7 +47,7 @@ simulate the flow of agile work and watch it live
 
 def version() -> str:
     sys.path.insert(0, str(REPO))
-    from common import __version__
+    from storypulse import __version__
 
     return __version__
 

@@ -74,11 +74,11 @@ mkdir -p "$(dirname "$OUT")"
 if [ -n "$STAND_IN" ]; then
     "$PYTHON" tests/standin.py --port "$port" &
     stand_in=$!
-    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli desktop \
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m storypulse desktop \
         --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" \
         --quit-after "$RUN_SECONDS" --screenshot "$OUT"
 else
-    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m common.cli demo \
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m storypulse demo \
         --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" --tab "$TAB" \
         --quit-after "$RUN_SECONDS" --screenshot "$OUT"
 fi

@@ -15,14 +15,14 @@ import signal
 import sys
 from typing import Sequence
 
-from common import __version__, protocol
-from common.endpoints import parse_server
-from common.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
+from storypulse import __version__, protocol
+from storypulse.endpoints import parse_server
+from storypulse.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
 from .config import DEFAULTS, DURABILITY_LEVELS, LOG_LEVELS, ConfigError, ServerConfig
 
-log = logging.getLogger("server")
+log = logging.getLogger("storypulse.server")
 
 
 def _setup_logging(level: str) -> None:
@@ -182,7 +182,7 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     from .worker import process_context
 
     endpoint = endpoints.workers
-    context = process_context(["server.worker"])
+    context = process_context(["storypulse.server.worker"])
     processes = [
         context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security),
                         name=f"storypulse-worker-{i}")

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from common import protocol
-from common.endpoints import DEFAULT_PORT
+from storypulse import protocol
+from storypulse.endpoints import DEFAULT_PORT
 
 from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import zmq
 
-from common import protocol
-from common.endpoints import Endpoints
-from common.security import ServerSecurity, curve_required
+from storypulse import protocol
+from storypulse.endpoints import Endpoints
+from storypulse.security import ServerSecurity, curve_required
 
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .faults import RateLimitedLog

@@ -31,8 +31,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Callable
 
-from common import protocol
-from common.security import ClientSecurity
+from storypulse import protocol
+from storypulse.security import ClientSecurity
 
 from . import worker as worker_main
 
@@ -93,7 +93,7 @@ class Pool:
         self.by_sentinel: dict[int, Worker] = {}
         self._ids = itertools.count(1)
         self._prefix = f"w{os.getpid()}-"
-        self._context = worker_main.process_context(["server.worker", "common.protocol", "zmq"])
+        self._context = worker_main.process_context(["storypulse.server.worker", "storypulse.protocol", "zmq"])
 
     # -- figures ------------------------------------------------------------------
     def count(self, state: str) -> int:

@@ -21,8 +21,8 @@ import logging
 import time
 from typing import Any, Callable
 
-from common import __version__, protocol
-from common.protocol import (
+from storypulse import __version__, protocol
+from storypulse.protocol import (
     BUSY,
     Completion,
     INTERNAL,

@@ -23,8 +23,8 @@ from collections import deque
 
 import zmq
 
-from common import protocol
-from common.security import ClientSecurity
+from storypulse import protocol
+from storypulse.security import ClientSecurity
 
 log = logging.getLogger(__name__)
 

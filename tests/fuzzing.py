@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from common import protocol as p
+from storypulse import protocol as p
 
 # -- serialising what json.dumps cannot: duplicate keys, raw tokens ------------------
 

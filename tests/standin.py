@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import msgspec
 import zmq
 
-from common import protocol
-from common.endpoints import Endpoints
+from storypulse import protocol
+from storypulse.endpoints import Endpoints
 from support import bind_server_sockets, free_port_block
 
 RATE_WINDOW_S = 5.0

@@ -15,12 +15,29 @@ from typing import Callable, TypeVar
 
 import zmq
 
-from common import protocol
-from common.client import Client, ServerUnavailable
-from common.endpoints import Endpoints
+from storypulse import protocol
+from storypulse.client import Client, ServerUnavailable
+from storypulse.endpoints import Endpoints
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+HERE = REPO  # this checkout; REPO may be pointed at another one (a benchmark's baseline)
+
+
+def server_command(tree: Path) -> tuple[list[str], dict[str, str] | None]:
+    """The command (and environment) that starts the server of the source tree `tree`."""
+    if tree == HERE:
+        return [sys.executable, "-m", "storypulse.server"], None
+    if "package-dir" not in (tree / "pyproject.toml").read_text():
+        # Before the `storypulse` namespace: its folders import as top-level packages from the cwd.
+        return [sys.executable, "-m", "server"], None
+    # Another checkout with the namespace: the editable install points at this one, so
+    # install that tree (not editable) into a folder of its own and put it first.
+    stage = tree / "build" / "stage"
+    if not (stage / "storypulse").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(stage),
+                        str(tree)], check=True, cwd=tree)
+    return [sys.executable, "-m", "storypulse.server"], {**os.environ, "PYTHONPATH": str(stage)}
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
@@ -92,8 +109,9 @@ class ServerProcess:
 
     def start(self, wait: bool = True) -> ServerProcess:
         log = open(self.log_path, "ab")
+        command, env = server_command(REPO)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *self.args],
+            [*command, *self.args], env=env,
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

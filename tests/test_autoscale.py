@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from server.autoscale import Autoscaler, Decision, Load
+from storypulse.server.autoscale import Autoscaler, Decision, Load
 
 TICK = 0.2  # the server's default scale interval
 

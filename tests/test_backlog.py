@@ -14,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from common import protocol
+from storypulse import protocol
 from support import EventTap, ServerProcess, empty_postgres
 from test_wip import Bench
 
@@ -205,7 +205,7 @@ def test_a_refused_commit_takes_back_the_backlog_stories_it_created(bench, monke
     for _ in range(3):
         b.create(2, now=0.0)
     service = b.service
-    from server.store import Unavailable
+    from storypulse.server.store import Unavailable
 
     def refuse(batch, again=False):
         raise Unavailable("database is full: test")
@@ -228,7 +228,7 @@ def test_no_refill_reads_a_batch_that_is_not_committed(bench, monkeypatch):
     b = bench(workers=1)
     for _ in range(4):
         b.create(2, now=0.0)
-    from server.store import Unavailable
+    from storypulse.server.store import Unavailable
 
     def refuse(batch, again=False):
         raise Unavailable("database connection lost: test")

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import textwrap
 
-from common import protocol
-from common.watch import APPLIED, GAP, OLD, Figures, render
+from storypulse import protocol
+from storypulse.watch import APPLIED, GAP, OLD, Figures, render
 from support import REPO, free_port_block, wait_for
 
 
 def storypulse(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "storypulse", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -35,7 +35,7 @@ def ok_json(*args: str, timeout: float = 60):
 def test_help_lists_every_command_without_importing_qt():
     code = textwrap.dedent("""
         import contextlib, io, sys
-        from common.cli import main
+        from storypulse.cli import main
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             rc = main(["--help"])
@@ -55,9 +55,10 @@ def test_help_lists_every_command_without_importing_qt():
 def test_a_client_command_does_not_import_qt_or_the_server(server):
     code = textwrap.dedent(f"""
         import sys
-        from common.cli import main
+        from storypulse.cli import main
         rc = main(["list", "--server", "127.0.0.1:{server.port}"])
-        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "pyqtgraph", "server", "desktop"))
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "pyqtgraph")
+                     or m.startswith(("storypulse.server", "storypulse.desktop")))
         print("RESULT", rc, bad)
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -66,7 +67,7 @@ def test_a_client_command_does_not_import_qt_or_the_server(server):
 
 def test_version_and_usage_errors():
     version = storypulse("--version")
-    assert version.returncode == 0 and version.stdout.strip() == f"storypulse {__import__('common').__version__}"
+    assert version.returncode == 0 and version.stdout.strip() == f"storypulse {__import__('storypulse').__version__}"
     unknown = storypulse("lsit")
     assert unknown.returncode == 2
     assert "unknown command 'lsit'" in unknown.stderr and "did you mean 'list'" in unknown.stderr
@@ -89,7 +90,7 @@ def test_a_command_whose_qt_is_missing_gets_a_clear_message(tmp_path):
     code = textwrap.dedent("""
         import sys
         sys.modules["PySide6"] = None  # as if it were not installed
-        from common.cli import main
+        from storypulse.cli import main
         sys.exit(main(sys.argv[1:]))
     """)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
@@ -256,7 +257,7 @@ def test_watch_follows_live_events(server, tmp_path):
     """JSON lines, one per stats event: seq rising without repeats, the counts following the work."""
     out_path = tmp_path / "watch.jsonl"
     with open(out_path, "w") as out:
-        watcher = subprocess.Popen([sys.executable, "-m", "common.cli", "watch", "--json", "--duration", "60",
+        watcher = subprocess.Popen([sys.executable, "-m", "storypulse", "watch", "--json", "--duration", "60",
                                     *at(server)], cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True)
     try:
         def lines() -> list[dict]:

@@ -15,9 +15,9 @@ import time
 import pytest
 
 import fuzzing
-from common import commands, protocol
-from common import watch as live
-from common.client import Client, ServerUnavailable
+from storypulse import commands, protocol
+from storypulse import watch as live
+from storypulse.client import Client, ServerUnavailable
 from support import StandInServer, wait_for
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.configfile import KEYS, ConfigError, config_path, load, merge, read_file, server_config
+from storypulse.server.configfile import KEYS, ConfigError, config_path, load, merge, read_file, server_config
 
 
 def test_later_layers_win_and_unset_layers_leave_values_alone():
@@ -81,7 +81,7 @@ def test_keys_follow_the_servers_config_table():
     """A setting added to the server's table gets a file key and a variable with no change here."""
     from dataclasses import fields
 
-    from server.config import ServerConfig
+    from storypulse.server.config import ServerConfig
 
     assert set(KEYS) == {f.name for f in fields(ServerConfig)}
     assert (KEYS["db"].type, KEYS["port"].type, KEYS["heartbeat"].type) == (str, int, float)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from common.endpoints import Endpoints
-from desktop.demo import server_answers
+from storypulse.endpoints import Endpoints
+from storypulse.desktop.demo import server_answers
 from support import REPO, free_port_block, wait_for
 
 
@@ -54,7 +54,7 @@ def test_the_demos_server_stops_when_the_app_is_killed(tmp_path):
     err_path = tmp_path / "demo.err"
     with open(err_path, "wb") as err:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", "demo", "--port", str(port), "--db", str(tmp_path / "demo.db"),
+            [sys.executable, "-m", "storypulse", "demo", "--port", str(port), "--db", str(tmp_path / "demo.db"),
              "--settings", str(tmp_path / "demo.ini"), "--rate", "5", "--estimate-ms", "0-50"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, env=env,
         )
@@ -86,7 +86,7 @@ def test_the_demos_server_stops_when_the_app_is_killed(tmp_path):
 
 
 def test_the_server_refuses_a_parent_pipe_that_is_not_open():
-    done = subprocess.run([sys.executable, "-m", "server", "--parent-pipe", "987"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "storypulse.server", "--parent-pipe", "987"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--parent-pipe 987: not an open file descriptor" in done.stderr
 
@@ -99,7 +99,7 @@ def test_without_a_display_the_app_commands_say_so_in_one_line(tmp_path, command
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     extra = ["--port", str(port), "--db", str(db)] if command == "demo" else []
-    done = subprocess.run([sys.executable, "-m", "common.cli", command, *extra,
+    done = subprocess.run([sys.executable, "-m", "storypulse", command, *extra,
                            "--settings", str(tmp_path / "app.ini")],
                           cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]

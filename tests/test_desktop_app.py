@@ -14,10 +14,10 @@ import pytest
 from PySide6.QtCore import QSettings, QThread
 from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
 
-from common.client import RequestError
-from desktop.dashboard import format_figure
-from desktop.feed import CONNECTED, RECONNECTING
-from desktop.window import MainWindow
+from storypulse.client import RequestError
+from storypulse.desktop.dashboard import format_figure
+from storypulse.desktop.feed import CONNECTED, RECONNECTING
+from storypulse.desktop.window import MainWindow
 from support import REPO, ServerProcess, wait_for
 
 COUNTS = ("open_stories", "completed_stories")
@@ -207,7 +207,7 @@ def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, se
 
 def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "desktop", "--server", str(server.endpoints), "--quit-after", "3",
+        [sys.executable, "-m", "storypulse.desktop", "--server", str(server.endpoints), "--quit-after", "3",
          "--settings", str(tmp_path / "s.ini")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
@@ -246,15 +246,15 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
 def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state")}
     return subprocess.run(
-        [sys.executable, "-m", "common.cli", "demo", "--port", str(port), "--settings", str(tmp_path / "demo.ini"),
+        [sys.executable, "-m", "storypulse", "demo", "--port", str(port), "--settings", str(tmp_path / "demo.ini"),
          "--quit-after", "8", "--rate", "5", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
     )
 
 
 def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
-    from common.endpoints import Endpoints
-    from desktop.demo import server_answers
+    from storypulse.endpoints import Endpoints
+    from storypulse.desktop.demo import server_answers
     from support import free_port_block
 
     port = free_port_block()
@@ -285,7 +285,7 @@ def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_
 def test_the_stories_table_shows_lead_and_cycle_times_as_the_server_sends_them(qtbot, server, open_window):
     from PySide6.QtCore import Qt
 
-    from desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, span
+    from storypulse.desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, span
 
     ids = add_stories(server, 3, estimate_ms=0)
     wait_for(lambda: server_stats(server).completed_stories == 3, timeout=30, what="3 stories done")
@@ -307,7 +307,7 @@ def test_the_stories_table_shows_lead_and_cycle_times_as_the_server_sends_them(q
 def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_window, tmp_path):
     import csv
 
-    from desktop.export import HEADER, csv_row
+    from storypulse.desktop.export import HEADER, csv_row
 
     ids = add_stories(server, 5, estimate_ms=0)
     wait_for(lambda: server_stats(server).completed_stories == 5, timeout=30, what="5 stories done")

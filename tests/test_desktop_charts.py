@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from desktop.chart_items import nice_step, ticks_between, time_format, time_step, value_label
-from desktop.series import FIELDS
+from storypulse.desktop.chart_items import nice_step, ticks_between, time_format, time_step, value_label
+from storypulse.desktop.series import FIELDS
 
 
 def test_nice_steps_and_ticks():
@@ -35,7 +35,7 @@ def _stats(ts: float, i: int):
 
 
 def test_dashboard_scrolls_at_every_tick_and_rebuilds_its_grid_rarely(qtbot):
-    from desktop.dashboard import Dashboard
+    from storypulse.desktop.dashboard import Dashboard
 
     dashboard = Dashboard()
     qtbot.addWidget(dashboard)

@@ -13,9 +13,9 @@ import time
 import zmq
 from PySide6.QtCore import QObject, Slot
 
-from common import protocol
-from common.endpoints import Endpoints
-from desktop.feed import CONNECTED, Feed
+from storypulse import protocol
+from storypulse.endpoints import Endpoints
+from storypulse.desktop.feed import CONNECTED, Feed
 import fuzzing
 from support import StandInServer, free_port_block
 

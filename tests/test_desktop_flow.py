@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import protocol
-from desktop.feed import Feed
-from desktop.flow import FlowTab, format_littles
-from desktop.flow_math import AGING_LIMIT, COMPLETED_AT, LEAD, STORY, littles_law
-from desktop.requests import Requests
+from storypulse import protocol
+from storypulse.desktop.feed import Feed
+from storypulse.desktop.flow import FlowTab, format_littles
+from storypulse.desktop.flow_math import AGING_LIMIT, COMPLETED_AT, LEAD, STORY, littles_law
+from storypulse.desktop.requests import Requests
 from standin import FlowModel, StandIn
 
 
@@ -222,8 +222,8 @@ def test_a_late_snapshot_brings_the_recent_completions_along(qtbot, flow_tab):
 
 def test_a_completed_event_fills_a_cached_rows_lead_and_cycle_time(qtbot):
     """The stories table takes a completion's times from the event, before the next page refresh."""
-    from desktop.feed import FeedBatch
-    from desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, StoriesPanel
+    from storypulse.desktop.feed import FeedBatch
+    from storypulse.desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, StoriesPanel
 
     stand_in = StandIn(queue_model(rate=2.0, workers=1, median_s=30.0), speed=1.0, start_on_snapshot=False)
     stand_in.start()

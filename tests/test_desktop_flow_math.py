@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from common import protocol
-from desktop.flow_math import (
+from storypulse import protocol
+from storypulse.desktop.flow_math import (
     COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, STORY, WAITING, CompletionBuffer, aging, cfd_edges, jitter,
     littles_law, oldest_page, predicted_wip, stride,
 )
-from desktop.series import SeriesBuffer, ServerClock
+from storypulse.desktop.series import SeriesBuffer, ServerClock
 from standin import nearest_rank
 
 

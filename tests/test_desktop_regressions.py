@@ -47,8 +47,8 @@ EMITS = textwrap.dedent("""
 FEED_START = textwrap.dedent("""
     import sys
     from PySide6.QtCore import QCoreApplication, QTimer
-    from common.endpoints import Endpoints
-    from desktop.feed import Feed
+    from storypulse.endpoints import Endpoints
+    from storypulse.desktop.feed import Feed
 
     app = QCoreApplication([])
     feed = Feed(Endpoints("127.0.0.1", int(sys.argv[1])))

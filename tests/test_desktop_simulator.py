@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop.simulator import SimulatorPanel, SimulatorSettings
+from storypulse.desktop.simulator import SimulatorPanel, SimulatorSettings
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from common import protocol
-from desktop.clone import APPLY, GAP, RESTARTED, STALE, SeqTracker
-from desktop.series import FIELDS, SeriesBuffer, peak_decimate
+from storypulse import protocol
+from storypulse.desktop.clone import APPLY, GAP, RESTARTED, STALE, SeqTracker
+from storypulse.desktop.series import FIELDS, SeriesBuffer, peak_decimate
 
 
 def row(ts: float, value: float = 0.0) -> SimpleNamespace:
@@ -76,7 +76,7 @@ def test_seq_tracker_follows_the_clone_pattern():
 
 
 def test_story_validation_uses_the_protocol_limits():
-    from desktop.story_dialog import validate_story
+    from storypulse.desktop.story_dialog import validate_story
 
     assert validate_story("Checkout", "", [("a", "100"), ("", "0")]) == []
     assert validate_story(" ", "", [("a", "1")]) == ["The story needs a name."]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.flow import FlowWindow, nearest_rank
+from storypulse.server.flow import FlowWindow, nearest_rank
 
 
 def reference_percentile(values: list[float], p: float) -> float | None:

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from common.loadgen import LOGNORMAL_Z, Pacer, StoryGenerator, lognormal_parameters
+from storypulse.loadgen import LOGNORMAL_Z, Pacer, StoryGenerator, lognormal_parameters
 
 
 def arrival_times(pacer: Pacer, seconds: float, step: float = 0.001) -> list[float]:

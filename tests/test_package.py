@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from common.client import Client, ServerUnavailable
-from common.endpoints import Endpoints
+from storypulse.client import Client, ServerUnavailable
+from storypulse.endpoints import Endpoints
 from support import REPO, free_port_block, wait_for
 
 pytestmark = [
@@ -138,7 +138,7 @@ def test_the_service_unit_verifies_and_stops_the_server_gently(root, tmp_path):
                  "ExecStart=/opt/storypulse/storypulse/storypulse server --config /etc/storypulse/server.toml"):
         assert line in unit.splitlines(), line
     # The stop timeout must leave the server its shutdown grace (and some).
-    from server.config import DEFAULTS
+    from storypulse.server.config import DEFAULTS
 
     stop = next(int(line.split("=")[1].rstrip("s")) for line in unit.splitlines() if line.startswith("TimeoutStopSec="))
     assert stop > 2 * DEFAULTS["shutdown_grace"]

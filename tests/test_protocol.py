@@ -10,8 +10,8 @@ import typing
 import msgspec
 import pytest
 
-from common import endpoints, protocol
-from common.loadgen import Pacer, StoryGenerator, parse_range
+from storypulse import endpoints, protocol
+from storypulse.loadgen import Pacer, StoryGenerator, parse_range
 from support import REPO
 
 DOC = REPO / "docs" / "protocol.md"

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fuzzing
-from common import protocol as p
-from common.json_depth import too_deep
+from storypulse import protocol as p
+from storypulse.json_depth import too_deep
 
 EXAMPLES = int(os.environ.get("STORYPULSE_FUZZ_EXAMPLES", "300"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -13,8 +13,8 @@ import sys
 import pytest
 import zmq.auth
 
-from common.client import Client, ServerUnavailable
-from common.security import keys_command
+from storypulse.client import Client, ServerUnavailable
+from storypulse.security import keys_command
 from support import wait_for
 
 
@@ -70,7 +70,7 @@ def test_ipv6_loopback_works_end_to_end(server_factory):
             except ServerUnavailable:
                 return None
         assert wait_for(answers, 20, what="a ping over IPv6").protocol_version >= 1
-    out = subprocess.run([sys.executable, "-m", "common.cli", "watch", "--once", "--json",
+    out = subprocess.run([sys.executable, "-m", "storypulse", "watch", "--once", "--json",
                           "--server", f"[::1]:{server.port}"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert '"open_stories"' in out.stdout

@@ -7,7 +7,7 @@ import json
 import pytest
 import zmq
 
-from common import protocol
+from storypulse import protocol
 from support import EventTap, wait_for
 
 

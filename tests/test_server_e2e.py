@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from common import protocol
-from common.client import RequestError
+from storypulse import protocol
+from storypulse.client import RequestError
 from support import EventTap, wait_for
 
 
@@ -145,7 +145,7 @@ def test_ping_reports_versions(server):
     with server.client() as client:
         pong = client.ping()
     assert pong.protocol_version == protocol.PROTOCOL_VERSION
-    from common import __version__
+    from storypulse import __version__
     assert pong.server_version == __version__
 
 
@@ -183,7 +183,7 @@ def test_bad_options_exit_2_with_a_message(tmp_path):
 
     def run(*args, env=None):
         import os
-        return subprocess.run([sys.executable, "-m", "server", *args], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "storypulse.server", *args], cwd=REPO,
                               env={**os.environ, **(env or {})},
                               capture_output=True, text=True, timeout=30)
 

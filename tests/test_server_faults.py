@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from common import protocol
-from common.client import RequestError, ServerUnavailable
+from storypulse import protocol
+from storypulse.client import RequestError, ServerUnavailable
 from support import REPO, EventTap, empty_postgres, wait_for
 
 PG_URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
@@ -207,7 +207,7 @@ def test_storypulse_load_resends_what_an_outage_refused(server):
     lock = sqlite3.connect(server.db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     load = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "load", "--rate", "50", "--duration", "3", "--tasks", "1",
+        [sys.executable, "-m", "storypulse", "load", "--rate", "50", "--duration", "3", "--tasks", "1",
          "--estimate-ms", "0", "--json", "--server", f"127.0.0.1:{server.port}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -9,9 +9,9 @@ import time
 import pytest
 import zmq
 
-from common import protocol
-from common.client import RequestError
-from server.flow import nearest_rank
+from storypulse import protocol
+from storypulse.client import RequestError
+from storypulse.server.flow import nearest_rank
 from support import EventTap, wait_for
 
 STATS_INTERVAL = 0.1  # the test servers' --stats-interval

@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 import fuzzing
-from common import protocol
+from storypulse import protocol
 from support import EventTap, wait_for
 
 FRAMES = int(os.environ.get("STORYPULSE_FUZZ_FRAMES", "10000"))

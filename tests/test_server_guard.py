@@ -12,11 +12,11 @@ import os
 import pytest
 import zmq
 
-from common import protocol
-from server.config import ServerConfig
-from server.loop import Server
-from server.pool import Worker
-from server.store import Store
+from storypulse import protocol
+from storypulse.server.config import ServerConfig
+from storypulse.server.loop import Server
+from storypulse.server.pool import Worker
+from storypulse.server.store import Store
 from support import free_port_block, wait_for
 
 

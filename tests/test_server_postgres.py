@@ -38,7 +38,7 @@ def test_stories_complete_and_survive_kill9_on_postgres(server_factory):
 
 
 def test_started_at_survives_kill9_and_an_old_table_gets_it_on_postgres(server_factory):
-    from server.store import Store
+    from storypulse.server.store import Store
 
     store = Store.open(empty_postgres(URL))
     store.db.execute_sql("ALTER TABLE story DROP COLUMN started_at")  # as an earlier version made it
@@ -66,7 +66,7 @@ def test_started_at_survives_kill9_and_an_old_table_gets_it_on_postgres(server_f
 def test_the_bulk_writes_store_every_row_and_value_exactly_on_postgres():
     """COPY and `= ANY(array)`: awkward text, exact doubles, batches past any chunk size,
     and a retried batch that skips what a lost commit stored."""
-    from server.store import Batch, Store, Unavailable
+    from storypulse.server.store import Batch, Store, Unavailable
 
     store = Store.open(empty_postgres(URL))
     awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\rlf", "ünï ☃", "", "'quote\""]

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from common.client import ServerUnavailable
+from storypulse.client import ServerUnavailable
 from support import wait_for
 from support import EventTap
 from test_server_e2e import make_tasks

@@ -2,7 +2,7 @@
 its password) and says what to do, a non-zero exit, no traceback. And the durability level asked
 for is the one the database has in force.
 
-Each case runs the real `python -m server` on a real bad file or URL. The cases about permissions
+Each case runs the real `python -m storypulse.server` on a real bad file or URL. The cases about permissions
 need an unprivileged process: run as root, the server gets one without the capabilities that let
 root write anything (its owner is still root, so it can still read the repository and Python).
 """
@@ -40,7 +40,7 @@ def start(db: str | Path, *extra: str, unprivileged: bool = False, timeout: floa
     """Run the server on `db`; it must exit by itself within `timeout` seconds."""
     drop = _drop_root_powers if unprivileged and os.geteuid() == 0 else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--db", str(db), "--port", str(free_port_block()), *extra],
+        [sys.executable, "-m", "storypulse.server", "--db", str(db), "--port", str(free_port_block()), *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True, preexec_fn=drop,
     )
@@ -66,7 +66,7 @@ def one_line(result, *words: str) -> str:
 
 
 def storypulse_db(path: Path) -> Path:
-    from server.store import Store
+    from storypulse.server.store import Store
 
     Store.open(str(path)).close()
     return path
@@ -107,7 +107,7 @@ def test_a_damaged_file(tmp_path):
 
 def test_damage_deep_in_the_file_found_while_restoring(tmp_path):
     """The schema reads fine; the damage shows only when the queued tasks are read back."""
-    from server.store import Batch, Store
+    from storypulse.server.store import Batch, Store
 
     db = tmp_path / "deep.db"
     store = Store.open(str(db))
@@ -195,8 +195,8 @@ def test_a_postgresql_that_refuses_the_login():
 
 # -- durability -------------------------------------------------------------------------------
 def test_the_durability_levels_agree_with_the_config_table():
-    from server import store
-    from server.config import DEFAULTS, DURABILITY_LEVELS
+    from storypulse.server import store
+    from storypulse.server.config import DEFAULTS, DURABILITY_LEVELS
 
     assert set(store.SQLITE_SYNCHRONOUS) == set(DURABILITY_LEVELS)
     assert set(store.POSTGRES_SYNCHRONOUS_COMMIT) == set(DURABILITY_LEVELS)
@@ -217,7 +217,7 @@ def test_the_server_runs_with_the_synchronous_level_asked_for(server_factory, op
 @pytest.mark.skipif(not PG_URL, reason="set STORYPULSE_TEST_POSTGRES to a database URL")
 @pytest.mark.parametrize("level, expected", [("power-loss", "on"), ("crash", "off")])
 def test_postgresql_sessions_get_the_synchronous_commit_asked_for(level, expected):
-    from server.store import Store
+    from storypulse.server.store import Store
 
     store = Store.open(PG_URL, level)
     try:
@@ -230,7 +230,7 @@ def test_postgresql_sessions_get_the_synchronous_commit_asked_for(level, expecte
 
 
 def test_no_password_from_a_url_in_any_message():
-    from server.dberrors import explain, hide_password
+    from storypulse.server.dberrors import explain, hide_password
 
     url = f"postgresql://sp:{SECRET}@db.example/storypulse?password={SECRET}&sslmode=require"
     assert SECRET not in hide_password(url)

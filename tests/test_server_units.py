@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from server.config import DEFAULTS, ConfigError, ServerConfig
-from server.state import WorkState
-from server.stats import History, MeanWindow, RateWindow, Ticker
-from common import protocol
-from server.store import Batch, Store, Unavailable
+from storypulse.server.config import DEFAULTS, ConfigError, ServerConfig
+from storypulse.server.state import WorkState
+from storypulse.server.stats import History, MeanWindow, RateWindow, Ticker
+from storypulse import protocol
+from storypulse.server.store import Batch, Store, Unavailable
 
 # -- rate windows ----------------------------------------------------------------
 
@@ -246,7 +246,7 @@ def test_store_accepts_a_sqlite_url(tmp_path):
 
 
 def test_pool_gives_the_next_lease_just_in_time():
-    from server.pool import PREFETCH_S, Pool, Worker
+    from storypulse.server.pool import PREFETCH_S, Pool, Worker
 
     pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=1, max_workers=1, quiet_window=5)
     worker = Worker(b"w1", None, state="idle")
@@ -274,8 +274,8 @@ def test_pool_gives_the_next_lease_just_in_time():
 
 
 def _service_on(path):
-    from server.pool import Pool
-    from server.service import Service
+    from storypulse.server.pool import Pool
+    from storypulse.server.service import Service
 
     store = Store.open(str(path))
     pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=1, max_workers=1, quiet_window=5)
@@ -358,7 +358,7 @@ def test_a_commit_retried_after_an_unseen_success_stores_each_row_once(tmp_path)
 
 
 def test_failures_are_explained_with_the_cause_and_the_place():
-    from server.store import explain
+    from storypulse.server.store import explain
 
     full = sqlite3_error("database or disk is full")
     try:
@@ -384,7 +384,7 @@ def sqlite3_error(message: str) -> Exception:
 
 
 def test_outage_backoff_grows_to_a_ceiling():
-    from server.outage import FIRST_RETRY_S, MAX_RETRY_S, Outage
+    from storypulse.server.outage import FIRST_RETRY_S, MAX_RETRY_S, Outage
 
     outage = Outage("database is full: x", now=100.0)
     assert not outage.due(100.0) and outage.due(100.0 + FIRST_RETRY_S)
@@ -399,7 +399,7 @@ def test_outage_backoff_grows_to_a_ceiling():
 
 
 def test_postgres_rows_go_as_arrays_and_a_shared_value_goes_once():
-    from server.store import TASK_COLUMNS, TASK_TYPES, _array, _insert_rows
+    from storypulse.server.store import TASK_COLUMNS, TASK_TYPES, _array, _insert_rows
 
     rows = [(1, 7, "", 0, "queued", 0, 5.5), (2, 7, 'a"b\\c', 3, "queued", 0, 5.5)]
     sql, params = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows)

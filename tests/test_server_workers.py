@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from common import protocol
+from storypulse import protocol
 from support import wait_for
 from support import EventTap
 

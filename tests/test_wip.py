@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from common import protocol
-from server.config import ServerConfig
-from server.pool import Pool, Worker
-from server.service import Service
-from server.state import WorkState
-from server.store import Store
+from storypulse import protocol
+from storypulse.server.config import ServerConfig
+from storypulse.server.pool import Pool, Worker
+from storypulse.server.service import Service
+from storypulse.server.state import WorkState
+from storypulse.server.store import Store
 
 
 def stories(state: WorkState, *tasks_per_story: int, estimate: int = 1000) -> None:

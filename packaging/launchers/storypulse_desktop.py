@@ -10,11 +10,11 @@ import sys
 
 # What `python -m X` means for a process started as `sys.executable -m X ...`,
 # which in a bundle is this executable.
-MODULES = {"server": "server", "desktop": "desktop", "common.cli": None}
+MODULES = {"storypulse.server": "server", "storypulse.desktop": "desktop", "storypulse": None}
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()
-    from common.cli import main
+    from storypulse.cli import main
 
     args = sys.argv[1:]
     if len(args) >= 2 and args[0] == "-m" and args[1] in MODULES:

@@ -6,6 +6,6 @@ import sys
 if __name__ == "__main__":
     # A worker process started by the frozen server re-enters here; this runs it and exits.
     multiprocessing.freeze_support()
-    from common.cli import main
+    from storypulse.cli import main
 
     sys.exit(main())
