@@ -14,8 +14,8 @@ These keep pyqtgraph's layout, views and mouse handling, but:
   scrolling does not change, is kept as a pixmap by Qt, and the time axis
   draws a strip wider than itself once and then only shifts it;
 - the curves, hover lines and resize marks are plain Qt items, and scrolling
-  sets the view's transform without pyqtgraph's signals: no Python runs for
-  anything inside a chart while it scrolls.
+  sets the view's transform without pyqtgraph's signals (viewbox_fast.py): no
+  Python runs for anything inside a chart while it scrolls.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from datetime import datetime
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText, QTransform
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
+
+from .viewbox_fast import scroll_x
 
 # The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
 # and drawn under the curves so that it never hides one running along a line.
@@ -498,7 +500,7 @@ def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = 
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:
-    x_range, y_range = plot.vb.state["viewRange"]
+    x_range, y_range = plot.vb.viewRange()
     grid.follow(x_range, y_range, plot.vb.width(), plot.vb.height())
 
 
@@ -509,7 +511,7 @@ def scroll_chart(plot: pg.PlotItem, axis: TimeAxis, grid: ChartGrid, lo: float, 
         plot.setXRange(lo, hi, padding=0)
         plot.vb.prepareForPaint()
     else:
-        scroll_view(plot.vb, lo, hi)
+        scroll_x(plot.vb, lo, hi)
     axis.setRange(lo, hi)
     if not grid.covers(lo, hi):
         follow_range(plot, grid)
@@ -520,43 +522,6 @@ def cache_drawing(item: QGraphicsItem) -> None:
     item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
     for child in item.childItems():
         cache_drawing(child)
-
-
-def scroll_view(view: pg.ViewBox, lo: float, hi: float) -> None:
-    """Show [lo, hi] on `view`'s x axis, at a fraction of what ViewBox.setXRange costs.
-
-    setXRange runs limit, padding and aspect checks, re-disables auto-range and
-    fires range signals to every listener, then pyqtgraph maps the range to a
-    transform while painting (which asks for a second paint); five charts, 25
-    frames a second. Scrolling needs none of it: set the range and the view's
-    transform here, with geometry notifications off for the view's item group
-    (pyqtgraph uses them for auto-range, which is off). No pyqtgraph item lives
-    in these views, so none needs to hear of the new transform; the caller
-    moves the time axis. Falls back to setXRange for views it does not expect.
-    """
-    state = getattr(view, "state", None)
-    group = getattr(view, "childGroup", None)
-    plain = (state is not None and group is not None and "viewRange" in state and not state.get("xInverted")
-             and not state.get("yInverted") and not state.get("aspectLocked") and not any(state.get("autoRange", ())))
-    if plain:
-        ylo, yhi = state["viewRange"][1]
-        bounds = view.rect()
-        plain = hi > lo and yhi > ylo and bounds.width() > 0 and bounds.height() > 0
-    if not plain:
-        view.setXRange(lo, hi, padding=0)
-        view.prepareForPaint()
-        return
-    if group.flags() & QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges:
-        group.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges, False)
-    state["targetRange"][0] = [lo, hi]
-    state["viewRange"][0] = [lo, hi]
-    view._viewPixelSizeCache = None
-    # What ViewBox.updateMatrix computes: the range's centre on the view's centre, scaled.
-    sx = bounds.width() / (hi - lo)
-    sy = -bounds.height() / (yhi - ylo)
-    centre = bounds.center()
-    group.setTransform(QTransform(sx, 0, 0, sy, centre.x() - sx * (lo + hi) / 2, centre.y() - sy * (ylo + yhi) / 2))
-    view._matrixNeedsUpdate = False
 
 
 class HoverLine(QGraphicsLineItem):

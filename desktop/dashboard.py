@@ -236,7 +236,7 @@ class Dashboard(QWidget):
     @staticmethod
     def _follow_line(plot: pg.PlotItem, line: HoverLine) -> None:
         if line.isVisible():
-            line.place(line.line().x1(), plot.vb.state["viewRange"][1])  # as tall as the new y range
+            line.place(line.line().x1(), plot.viewRange()[1])  # as tall as the new y range
 
     @Slot()
     def _plot_tick(self) -> None:
@@ -311,7 +311,7 @@ class Dashboard(QWidget):
         row = self.buffer.rows()[index]
         at = row[0]
         for plot, line in zip(self.plots, self.hover_lines):
-            line.place(at, plot.vb.state["viewRange"][1])
+            line.place(at, plot.viewRange()[1])
         value = {name: row[i] for i, name in enumerate(FIELDS)}
         text = (
             f"{datetime.fromtimestamp(at):%H:%M:%S}  produced {value['stories_produced_per_s']:.1f}/s"
