@@ -30,6 +30,7 @@ from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
 
+from .diagnostics import Diagnostics
 from .viewbox_fast import scroll_x
 
 # The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
@@ -114,7 +115,6 @@ class ChartAxis(pg.AxisItem):
         self._text_pen = None
         self._bounds: QRectF | None = None
         self.geometryChanged.connect(self._forget_bounds)
-        self.paints = 0  # how often this axis has been drawn, for tests and the benchmark
 
     def _forget_bounds(self) -> None:
         self._bounds = None
@@ -169,7 +169,6 @@ class ChartAxis(pg.AxisItem):
         length = rect.height() if self.orientation in ("left", "right") else rect.width()
         if not (hi > lo) or length <= 0 or not math.isfinite(hi - lo):
             return
-        self.paints += 1
         self.draw(p, rect, lo, hi, length)
 
     def draw(self, p: QPainter, rect: QRectF, lo: float, hi: float, length: float) -> None:
@@ -307,8 +306,9 @@ class ChartGrid(QGraphicsPathItem):
     rebuilds it about every half window.
     """
 
-    def __init__(self, time_axis: TimeAxis, value_axis: ValueAxis):
+    def __init__(self, time_axis: TimeAxis, value_axis: ValueAxis, diagnostics: Diagnostics | None = None):
         super().__init__()
+        self.diagnostics = diagnostics
         self.time_axis = time_axis
         self.value_axis = value_axis
         pen = QPen(GRID_COLOUR, 1)
@@ -316,7 +316,6 @@ class ChartGrid(QGraphicsPathItem):
         self.setPen(pen)
         self._key = None
         self._covers = (0.0, -1.0)
-        self.builds = 0
 
     def follow(self, x_range, y_range, width: float, height: float) -> None:
         lo, hi = x_range
@@ -338,7 +337,8 @@ class ChartGrid(QGraphicsPathItem):
             path.lineTo(end, y)
         self.setPath(path)
         self._key, self._covers = key, (start, end)
-        self.builds += 1
+        if self.diagnostics is not None:
+            self.diagnostics.count("grid builds")
 
     def covers(self, lo: float, hi: float) -> bool:
         """Whether scrolling to [lo, hi] (same span) needs no rebuild: the common case, checked cheaply."""
@@ -361,14 +361,12 @@ class LiveCurve(QGraphicsPathItem):
         self.setPen(pen)
         self.legend_proxy = pg.PlotCurveItem(pen=pen)
         self.legend_proxy.visibleChanged.connect(self._follow_legend)
-        self.points = 0
 
     def _follow_legend(self) -> None:
         self.setVisible(self.legend_proxy.isVisible())
 
     def set_data(self, x: np.ndarray, y: np.ndarray, gaps: bool = False) -> None:
         """`gaps`: y may hold NaN (a figure the server had none of), drawn as a break in the line."""
-        self.points = len(x)
         if len(x) < 2:
             self.setPath(QPainterPath())
             return
@@ -411,13 +409,13 @@ class Dots(QGraphicsItem):
     cut the dots at the edges of a bounding rect that is in data units.)
     """
 
-    def __init__(self, colour: str, size: float = 5.0, round_: bool = False):
+    def __init__(self, colour: str, size: float = 5.0, round_: bool = False, diagnostics: Diagnostics | None = None):
         super().__init__()
+        self.diagnostics = diagnostics  # counts "dot paints"
         pen = QPen(QColor(colour), size)
         pen.setCapStyle(Qt.PenCapStyle.RoundCap if round_ else Qt.PenCapStyle.SquareCap)
         self._pen = pen
         self._antialias = round_  # squares at whole pixels stay crisp without it
-        self.paints = 0
         self._bounds = QRectF()
         self._device = pg.functions.create_qpolygonf(0)
         self._device_xy = np.empty((0, 2))
@@ -445,7 +443,8 @@ class Dots(QGraphicsItem):
     def paint(self, p: QPainter, *_: object) -> None:
         if not self.count:
             return
-        self.paints += 1
+        if self.diagnostics is not None:
+            self.diagnostics.count("dot paints")
         t = p.transform()
         self._device_xy[:, 0] = t.m11() * self.x + t.m21() * self.y + t.dx()
         self._device_xy[:, 1] = t.m12() * self.x + t.m22() * self.y + t.dy()
@@ -471,14 +470,14 @@ def nice_ceiling(value: float) -> float:
 
 
 def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
-                  ) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
+                  diagnostics: Diagnostics | None = None) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
     axis = TimeAxis(orientation="bottom")
     plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
     plot.setTitle(title, size="9pt")
     left = plot.getAxis("left")
     left.setWidth(52)  # a fixed width: no relayout when labels grow
-    grid = ChartGrid(axis, left)
+    grid = ChartGrid(axis, left, diagnostics)
     plot.vb.addItem(grid, ignoreBounds=True)
     grid.setZValue(-1)  # under the curves
     # Scrolling moves the grid itself (scroll_chart); a pan or zoom while paused, a new
