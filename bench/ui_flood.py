@@ -44,6 +44,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from storypulse import protocol  # noqa: E402
 from storypulse.client import Client  # noqa: E402
+from storypulse.desktop.diagnostics import SCROLL_MODES as MODES  # noqa: E402  (the dashboard's, for the baseline)
 from storypulse.endpoints import Endpoints  # noqa: E402
 from standin import FlowModel, StandIn  # noqa: E402
 
@@ -88,13 +89,6 @@ def serve(port: int, rate: float, stats_hz: float, stories: int) -> int:
     while server.is_alive():
         server.join(0.5)
     return 0
-
-
-MODES = {
-    "smooth": "at every tick, as the app ships",
-    "stock": "at every tick, scrolled through pyqtgraph's setXRange (naive baseline)",
-    "skip": "only when the scroll moved a pixel or new data came",
-}
 
 
 def compare(args) -> int:
@@ -245,8 +239,7 @@ def main() -> int:
         window.resize(1280, 800)
         window.show()
         window.window_choice.setCurrentIndex([s for _, s in __import__("storypulse.desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
-        window.dashboard.skip_still_frames = args.mode == "skip"
-        window.dashboard.stock_scroll = args.mode == "stock"
+        window.dashboard.diagnostics.scroll_mode = args.mode
         jumps = QTimer()
         if args.tab == "stories":
             # Scroll the table like a user dragging the scroll bar through a million rows.
@@ -283,8 +276,8 @@ def main() -> int:
             if profiler is not None:
                 profiler.enable()
             marks["buckets"] = dict(app.buckets)
-            marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, shown.frames,
-                              window.feed.worker.messages_total, time.process_time(), shown.ticks)
+            marks["start"] = (time.perf_counter(), app.busy, app.cpu, counter.paints, shown.diagnostics["frames"],
+                              window.feed.worker.messages_total, time.process_time(), shown.diagnostics["ticks"])
 
         def end() -> None:
             if profiler is not None:
@@ -304,18 +297,19 @@ def main() -> int:
                     print(f"  {share:5.1f} %  {name}")
             mode = MODES[args.mode]
             print(f"chart frames     : {(counter.paints - paints0) / elapsed:.1f}/s repaints of the charts "
-                  f"(drawn {mode}; the chart timer ticked {(shown.ticks - ticks0) / elapsed:.1f}/s)")
+                  f"(drawn {mode}; the chart timer ticked {(shown.diagnostics['ticks'] - ticks0) / elapsed:.1f}/s)")
             if args.tab == "stories":
                 model = window.stories.model
-                loaded = sum(model.story_at(r) is not None for r in range(*model._visible))
+                first, last = model.visible_rows
+                loaded = sum(model.story_at(r) is not None for r in range(first, last + 1))
                 print(f"stories table    : {model.rowCount():,} rows, 5 jumps/s; {loaded} of "
-                      f"{model._visible[1] - model._visible[0]} visible rows loaded at the end")
+                      f"{last - first + 1} visible rows loaded at the end")
             if args.tab == "flow":
                 flow = window.flow
                 print(f"flow tab         : {flow.dots.count:,} lead-time dots shown ({len(flow.completions):,} kept, "
-                      f"drawn anew {flow.dots.paints / (elapsed + args.warmup):.1f}/s), "
+                      f"drawn anew {flow.diagnostics['dot paints'] / (elapsed + args.warmup):.1f}/s), "
                       f"{flow.aging_dots.count + flow.risk_dots.count} aging dots, "
-                      f"{flow.aging_requests} aging pages asked for")
+                      f"{flow.diagnostics['aging requests']} aging pages asked for")
             print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
                   "(all its threads)")
             if args.json:

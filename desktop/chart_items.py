@@ -14,8 +14,8 @@ These keep pyqtgraph's layout, views and mouse handling, but:
   scrolling does not change, is kept as a pixmap by Qt, and the time axis
   draws a strip wider than itself once and then only shifts it;
 - the curves, hover lines and resize marks are plain Qt items, and scrolling
-  sets the view's transform without pyqtgraph's signals: no Python runs for
-  anything inside a chart while it scrolls.
+  sets the view's transform without pyqtgraph's signals (viewbox_fast.py): no
+  Python runs for anything inside a chart while it scrolls.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from datetime import datetime
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText, QTransform
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
+
+from .diagnostics import Diagnostics
+from .viewbox_fast import scroll_x
 
 # The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
 # and drawn under the curves so that it never hides one running along a line.
@@ -112,7 +115,6 @@ class ChartAxis(pg.AxisItem):
         self._text_pen = None
         self._bounds: QRectF | None = None
         self.geometryChanged.connect(self._forget_bounds)
-        self.paints = 0  # how often this axis has been drawn, for tests and the benchmark
 
     def _forget_bounds(self) -> None:
         self._bounds = None
@@ -167,7 +169,6 @@ class ChartAxis(pg.AxisItem):
         length = rect.height() if self.orientation in ("left", "right") else rect.width()
         if not (hi > lo) or length <= 0 or not math.isfinite(hi - lo):
             return
-        self.paints += 1
         self.draw(p, rect, lo, hi, length)
 
     def draw(self, p: QPainter, rect: QRectF, lo: float, hi: float, length: float) -> None:
@@ -305,8 +306,9 @@ class ChartGrid(QGraphicsPathItem):
     rebuilds it about every half window.
     """
 
-    def __init__(self, time_axis: TimeAxis, value_axis: ValueAxis):
+    def __init__(self, time_axis: TimeAxis, value_axis: ValueAxis, diagnostics: Diagnostics | None = None):
         super().__init__()
+        self.diagnostics = diagnostics
         self.time_axis = time_axis
         self.value_axis = value_axis
         pen = QPen(GRID_COLOUR, 1)
@@ -314,7 +316,6 @@ class ChartGrid(QGraphicsPathItem):
         self.setPen(pen)
         self._key = None
         self._covers = (0.0, -1.0)
-        self.builds = 0
 
     def follow(self, x_range, y_range, width: float, height: float) -> None:
         lo, hi = x_range
@@ -336,7 +337,8 @@ class ChartGrid(QGraphicsPathItem):
             path.lineTo(end, y)
         self.setPath(path)
         self._key, self._covers = key, (start, end)
-        self.builds += 1
+        if self.diagnostics is not None:
+            self.diagnostics.count("grid builds")
 
     def covers(self, lo: float, hi: float) -> bool:
         """Whether scrolling to [lo, hi] (same span) needs no rebuild: the common case, checked cheaply."""
@@ -359,14 +361,12 @@ class LiveCurve(QGraphicsPathItem):
         self.setPen(pen)
         self.legend_proxy = pg.PlotCurveItem(pen=pen)
         self.legend_proxy.visibleChanged.connect(self._follow_legend)
-        self.points = 0
 
     def _follow_legend(self) -> None:
         self.setVisible(self.legend_proxy.isVisible())
 
     def set_data(self, x: np.ndarray, y: np.ndarray, gaps: bool = False) -> None:
         """`gaps`: y may hold NaN (a figure the server had none of), drawn as a break in the line."""
-        self.points = len(x)
         if len(x) < 2:
             self.setPath(QPainterPath())
             return
@@ -409,13 +409,13 @@ class Dots(QGraphicsItem):
     cut the dots at the edges of a bounding rect that is in data units.)
     """
 
-    def __init__(self, colour: str, size: float = 5.0, round_: bool = False):
+    def __init__(self, colour: str, size: float = 5.0, round_: bool = False, diagnostics: Diagnostics | None = None):
         super().__init__()
+        self.diagnostics = diagnostics  # counts "dot paints"
         pen = QPen(QColor(colour), size)
         pen.setCapStyle(Qt.PenCapStyle.RoundCap if round_ else Qt.PenCapStyle.SquareCap)
         self._pen = pen
         self._antialias = round_  # squares at whole pixels stay crisp without it
-        self.paints = 0
         self._bounds = QRectF()
         self._device = pg.functions.create_qpolygonf(0)
         self._device_xy = np.empty((0, 2))
@@ -443,7 +443,8 @@ class Dots(QGraphicsItem):
     def paint(self, p: QPainter, *_: object) -> None:
         if not self.count:
             return
-        self.paints += 1
+        if self.diagnostics is not None:
+            self.diagnostics.count("dot paints")
         t = p.transform()
         self._device_xy[:, 0] = t.m11() * self.x + t.m21() * self.y + t.dx()
         self._device_xy[:, 1] = t.m12() * self.x + t.m22() * self.y + t.dy()
@@ -469,14 +470,14 @@ def nice_ceiling(value: float) -> float:
 
 
 def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
-                  ) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
+                  diagnostics: Diagnostics | None = None) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
     axis = TimeAxis(orientation="bottom")
     plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
     plot.setTitle(title, size="9pt")
     left = plot.getAxis("left")
     left.setWidth(52)  # a fixed width: no relayout when labels grow
-    grid = ChartGrid(axis, left)
+    grid = ChartGrid(axis, left, diagnostics)
     plot.vb.addItem(grid, ignoreBounds=True)
     grid.setZValue(-1)  # under the curves
     # Scrolling moves the grid itself (scroll_chart); a pan or zoom while paused, a new
@@ -498,7 +499,7 @@ def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = 
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:
-    x_range, y_range = plot.vb.state["viewRange"]
+    x_range, y_range = plot.vb.viewRange()
     grid.follow(x_range, y_range, plot.vb.width(), plot.vb.height())
 
 
@@ -509,7 +510,7 @@ def scroll_chart(plot: pg.PlotItem, axis: TimeAxis, grid: ChartGrid, lo: float, 
         plot.setXRange(lo, hi, padding=0)
         plot.vb.prepareForPaint()
     else:
-        scroll_view(plot.vb, lo, hi)
+        scroll_x(plot.vb, lo, hi)
     axis.setRange(lo, hi)
     if not grid.covers(lo, hi):
         follow_range(plot, grid)
@@ -520,43 +521,6 @@ def cache_drawing(item: QGraphicsItem) -> None:
     item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
     for child in item.childItems():
         cache_drawing(child)
-
-
-def scroll_view(view: pg.ViewBox, lo: float, hi: float) -> None:
-    """Show [lo, hi] on `view`'s x axis, at a fraction of what ViewBox.setXRange costs.
-
-    setXRange runs limit, padding and aspect checks, re-disables auto-range and
-    fires range signals to every listener, then pyqtgraph maps the range to a
-    transform while painting (which asks for a second paint); five charts, 25
-    frames a second. Scrolling needs none of it: set the range and the view's
-    transform here, with geometry notifications off for the view's item group
-    (pyqtgraph uses them for auto-range, which is off). No pyqtgraph item lives
-    in these views, so none needs to hear of the new transform; the caller
-    moves the time axis. Falls back to setXRange for views it does not expect.
-    """
-    state = getattr(view, "state", None)
-    group = getattr(view, "childGroup", None)
-    plain = (state is not None and group is not None and "viewRange" in state and not state.get("xInverted")
-             and not state.get("yInverted") and not state.get("aspectLocked") and not any(state.get("autoRange", ())))
-    if plain:
-        ylo, yhi = state["viewRange"][1]
-        bounds = view.rect()
-        plain = hi > lo and yhi > ylo and bounds.width() > 0 and bounds.height() > 0
-    if not plain:
-        view.setXRange(lo, hi, padding=0)
-        view.prepareForPaint()
-        return
-    if group.flags() & QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges:
-        group.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges, False)
-    state["targetRange"][0] = [lo, hi]
-    state["viewRange"][0] = [lo, hi]
-    view._viewPixelSizeCache = None
-    # What ViewBox.updateMatrix computes: the range's centre on the view's centre, scaled.
-    sx = bounds.width() / (hi - lo)
-    sy = -bounds.height() / (yhi - ylo)
-    centre = bounds.center()
-    group.setTransform(QTransform(sx, 0, 0, sy, centre.x() - sx * (lo + hi) / 2, centre.y() - sy * (ylo + yhi) / 2))
-    view._matrixNeedsUpdate = False
 
 
 class HoverLine(QGraphicsLineItem):

@@ -23,6 +23,7 @@ from .chart_items import (
     ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, nice_ceiling,
     scroll_chart,
 )
+from .diagnostics import Diagnostics
 from .live import live_layout, may_draw, readout_label, timer
 from .series import FIELDS, SeriesBuffer, ServerClock, peak_decimate
 
@@ -98,12 +99,8 @@ class Dashboard(QWidget):
         self.clock = ServerClock()  # server time, from the newest stats, to scroll smoothly between them
         self.window_s = 300
         self.paused = False
-        self.frames = 0  # fast-timer ticks that redrew the charts, for the benchmark
-        self.ticks = 0  # fast-timer ticks, drawn or not
-        # True skips a tick when the scroll would move less than a pixel and no data came:
-        # cheaper, but the time axis then moves in jumps. Smooth scrolling is the default.
-        self.skip_still_frames = False
-        self.stock_scroll = False  # True: scroll through pyqtgraph's setXRange (the benchmark's baseline)
+        # "ticks" of the fast timer, "frames" drawn, "grid builds"; the benchmark's scroll mode
+        self.diagnostics = Diagnostics()
         self._drawn_at: float | None = None  # the right edge of the last drawn frame
         self._dirty = False
         self._pool_marks: deque[tuple[float, int, int, str]] = deque(maxlen=500)
@@ -155,7 +152,7 @@ class Dashboard(QWidget):
         self.set_window(self.window_s)
 
     def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
-        plot, axis, grid = add_time_plot(layout, title, show_time_axis=bottom_row)
+        plot, axis, grid = add_time_plot(layout, title, show_time_axis=bottom_row, diagnostics=self.diagnostics)
         self.time_axes.append(axis)
         self.grids.append(grid)
         line = HoverLine()
@@ -231,20 +228,22 @@ class Dashboard(QWidget):
         self._drawn_at = now
         lo = now - self.window_s
         for plot, grid, axis in zip(self.plots, self.grids, self.time_axes):
-            scroll_chart(plot, axis, grid, lo, now, stock=self.stock_scroll)
+            scroll_chart(plot, axis, grid, lo, now, stock=self.diagnostics.scroll_mode == "stock")
 
     @staticmethod
     def _follow_line(plot: pg.PlotItem, line: HoverLine) -> None:
         if line.isVisible():
-            line.place(line.line().x1(), plot.vb.state["viewRange"][1])  # as tall as the new y range
+            line.place(line.line().x1(), plot.viewRange()[1])  # as tall as the new y range
 
     @Slot()
     def _plot_tick(self) -> None:
         if not may_draw(self, self.paused):
             return
-        self.ticks += 1
+        self.diagnostics.count("ticks")
         now = self._now()
-        if self.skip_still_frames and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
+        # The benchmark's "skip" mode: no frame when the scroll would move less than a pixel and
+        # no data came; cheaper, but the time axis then moves in jumps.
+        if self.diagnostics.scroll_mode == "skip" and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
             # Scrolling by less than a pixel changes nothing on screen: skip the frame.
             pixels_per_s = max(self.plots[0].vb.width(), 1.0) / self.window_s
             if abs(now - self._drawn_at) * pixels_per_s < 1.0:
@@ -254,7 +253,7 @@ class Dashboard(QWidget):
         if self._marks_dirty:
             self._draw_marks()
         self._scroll(now)
-        self.frames += 1
+        self.diagnostics.count("frames")
 
     def _push_data(self) -> None:
         # A little more than the window, so that scrolling until the next update shows data.
@@ -311,7 +310,7 @@ class Dashboard(QWidget):
         row = self.buffer.rows()[index]
         at = row[0]
         for plot, line in zip(self.plots, self.hover_lines):
-            line.place(at, plot.vb.state["viewRange"][1])
+            line.place(at, plot.viewRange()[1])
         value = {name: row[i] for i, name in enumerate(FIELDS)}
         text = (
             f"{datetime.fromtimestamp(at):%H:%M:%S}  produced {value['stories_produced_per_s']:.1f}/s"

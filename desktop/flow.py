@@ -28,6 +28,7 @@ from storypulse.format import duration
 
 from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
 from .dashboard import BigNumber
+from .diagnostics import Diagnostics
 from .flow_math import (
     COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, PERCENTILES, WAITING, Aging, CompletionBuffer,
     LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
@@ -126,9 +127,7 @@ class FlowTab(QWidget):
         self.clock = ServerClock()
         self.window_s = 300
         self.paused = False
-        self.frames = 0  # ticks that drew, for tests and the benchmark
-        self.ticks = 0
-        self.aging_requests = 0
+        self.diagnostics = Diagnostics()  # "ticks", "frames", "aging requests", "dot paints" (lead times)
         self.aging_state: Aging | None = None
         self.aging_total = 0  # open stories when the aging page was taken
         self.littles: LittlesLaw | None = None
@@ -188,7 +187,7 @@ class FlowTab(QWidget):
 
     # -- charts, made once ----------------------------------------------------------
     def _time_plot(self, view: str, title: str) -> pg.PlotItem:
-        plot, axis, grid = add_time_plot(self.views[view].ci, title)
+        plot, axis, grid = add_time_plot(self.views[view].ci, title, diagnostics=self.diagnostics)
         cache_drawing(plot.titleLabel)
         _squeezable(plot)
         self.time_charts.append((plot, axis, grid))
@@ -205,7 +204,7 @@ class FlowTab(QWidget):
     def _build_lead_times(self) -> None:
         self.lead_plot = self._time_plot("lead", _legend("Lead time per completed story, s",
                                                  [(PERCENTILE_LABELS[n], c) for n, c in PERCENTILE_COLOURS.items()]))
-        self.dots = Dots("#34495e", size=4)  # thousands: squares
+        self.dots = Dots("#34495e", size=4, diagnostics=self.diagnostics)  # thousands: squares
         self.lead_plot.vb.addItem(self.dots)
         self.percentile_curves = {}
         for name, colour in PERCENTILE_COLOURS.items():
@@ -317,7 +316,7 @@ class FlowTab(QWidget):
             return
         offset, limit = oldest_page(self._open_total)
         self._aging_in_flight = True
-        self.aging_requests += 1
+        self.diagnostics.count("aging requests")
         self.pages.call("list_stories", {"status": "open", "offset": offset, "limit": limit},
                         on_ok=self._on_aging, on_error=self._on_aging_error)
 
@@ -364,9 +363,9 @@ class FlowTab(QWidget):
     def _plot_tick(self) -> None:
         if not may_draw(self, self.paused):
             return
-        self.ticks += 1
+        self.diagnostics.count("ticks")
         self._draw(self.clock.now())
-        self.frames += 1
+        self.diagnostics.count("frames")
 
     def _draw(self, now: float) -> None:
         since = now - self.window_s * 1.05 - 5  # a little more than the window: scrolling shows data

@@ -1,20 +1,19 @@
-"""Stories: a table model over the server's paged list, the selected story's tasks, add and delete.
+"""The Stories tab: the paged table, the selected story's tasks, add and delete.
 
-The model never holds the whole list: it knows the total and keeps a bounded
-number of pages (least recently used go first), fetching the pages around the
-visible rows through the request thread. Story events mark the list stale;
-at most once a second the visible pages are fetched again, so a million stories
-or a thousand events a second cost the same.
+The table's model (story_model.py) holds a bounded number of pages of the
+server's list and fetches the pages of the visible rows through the pages
+request thread. Story events mark the list stale; at most once a second the
+visible pages are fetched again, so a million stories or a thousand events a
+second cost the same.
 """
 
 from __future__ import annotations
 
+import html
 import time
-from collections import OrderedDict
-from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QButtonGroup, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
@@ -22,260 +21,10 @@ from PySide6.QtWidgets import (
 )
 
 from storypulse import protocol
-from storypulse.format import duration
+from storypulse.format import clock, duration
 
 from .requests import Requests
-
-PAGE_SIZE = 200
-MAX_PAGES = 50  # 10,000 rows cached at most
-MAX_LOADING = 4  # page requests in flight at once
-COLUMNS = ("ID", "Name", "Status", "Tasks", "Created", "Completed", "Lead time", "Cycle time")
-LEAD_COLUMN, CYCLE_COLUMN = 6, 7
-DONE_COLOUR = QColor("#1aa34a")
-OPEN_COLOUR = QColor("#e67e22")
-# Qt enums as plain ints, looked up once: data() runs thousands of times a second.
-DISPLAY = Qt.ItemDataRole.DisplayRole.value
-FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
-ALIGNMENT = Qt.ItemDataRole.TextAlignmentRole.value
-TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
-ROLES_USED = frozenset((DISPLAY, FOREGROUND, ALIGNMENT, TOOLTIP))
-RIGHT_ALIGNED = (Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value
-
-
-def _time(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
-def _short_time(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S") if ts else ""
-
-
-def span(seconds: float | None) -> str:
-    """A lead or cycle time as the table shows it; empty until the story is done."""
-    return duration(seconds) if seconds is not None else ""
-
-
-class StoryTableModel(QAbstractTableModel):
-    error = Signal(str)
-    page_loaded = Signal()
-
-    def __init__(self, requests: Requests, parent: QObject | None = None):
-        super().__init__(parent)
-        self.requests = requests
-        self.status: str | None = None  # the filter: None, "open" or "done"
-        self._total = 0
-        self._pages: OrderedDict[int, list[protocol.StoryView]] = OrderedDict()
-        # story_id -> (cached page, index in it): live events find rows in O(1)
-        self._page_of: dict[int, tuple[int, int]] = {}
-        self._stale: set[int] = set()
-        self._loading: set[int] = set()
-        self._generation = 0  # bumped by a filter change: older replies are dropped
-        self._visible = (0, 0)
-        self._refresh_due = True
-
-    # -- Qt model ------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else self._total
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index: QModelIndex, role: int = DISPLAY) -> Any:
-        # Views ask for a dozen roles per cell per paint: refuse the unused ones first, cheaply.
-        if role not in ROLES_USED or not index.isValid():
-            return None
-        row, col = index.row(), index.column()
-        story = self.story_at(row)
-        if story is None:
-            if role == DISPLAY:
-                self._want(row // PAGE_SIZE)
-                return "…" if col == 1 else ""
-            return None
-        if role == DISPLAY:
-            if col == 0:
-                return story.story_id
-            if col == 1:
-                return story.name
-            if col == 2:
-                return story.status
-            if col == 3:
-                return f"{story.tasks_done}/{story.tasks_total}"
-            if col == 4:
-                return _short_time(story.created_at)
-            if col == 5:
-                return _short_time(story.completed_at)
-            return span(story.lead_time_s if col == LEAD_COLUMN else story.cycle_time_s)
-        if role == FOREGROUND:
-            return (DONE_COLOUR if story.status == "done" else OPEN_COLOUR) if col == 2 else None
-        if role == ALIGNMENT:
-            return RIGHT_ALIGNED if col in (0, 3, LEAD_COLUMN, CYCLE_COLUMN) else None
-        if col == 1:  # tool tips: the whole name and description, the full dates
-            return f"{story.name}\n{story.description}" if story.description else story.name
-        if col in (4, 5):
-            return _time(story.created_at if col == 4 else story.completed_at) or None
-        if col == LEAD_COLUMN:
-            return "created → completed" if story.lead_time_s is not None else None
-        if col == CYCLE_COLUMN:
-            started = f" (first task started {_time(story.started_at)})" if story.started_at else ""
-            return f"first task started → completed{started}" if story.cycle_time_s is not None else None
-        return None
-
-    # -- rows ------------------------------------------------------------------
-    def story_at(self, row: int) -> protocol.StoryView | None:
-        page = self._pages.get(row // PAGE_SIZE)
-        if page is None:
-            return None
-        offset = row % PAGE_SIZE
-        return page[offset] if offset < len(page) else None
-
-    def row_of(self, story_id: int) -> int | None:
-        number, index = self._page_of.get(story_id, (None, 0))
-        if number is None or number not in self._pages:
-            return None
-        return number * PAGE_SIZE + index
-
-    def _store_page(self, number: int, stories: list[protocol.StoryView]) -> None:
-        self._drop_page(number)
-        self._pages[number] = stories
-        self._pages.move_to_end(number)
-        for index, story in enumerate(stories):
-            self._page_of[story.story_id] = (number, index)
-        while len(self._pages) > MAX_PAGES:
-            self._drop_page(next(iter(self._pages)))
-
-    def _drop_page(self, number: int) -> None:
-        for story in self._pages.pop(number, ()):
-            if self._page_of.get(story.story_id, (None,))[0] == number:
-                del self._page_of[story.story_id]
-
-    def cached_stories(self) -> list[protocol.StoryView]:
-        return [story for page in self._pages.values() for story in page]
-
-    # -- what to fetch -----------------------------------------------------------
-    def set_filter(self, status: str | None) -> None:
-        if status == self.status:
-            return
-        self.beginResetModel()
-        self.status = status
-        self._generation += 1
-        self._pages.clear()
-        self._page_of.clear()
-        self._stale.clear()
-        self._loading.clear()
-        self._total = 0
-        self.endResetModel()
-        self.refresh()
-
-    def set_visible_rows(self, first: int, last: int) -> None:
-        self._visible = (max(first, 0), max(last, first, 0))
-        self._request_visible()
-
-    def mark_stale(self) -> None:
-        """The list changed on the server; fetch again at the next refresh tick."""
-        self._refresh_due = True
-
-    @Slot()
-    def refresh_if_due(self) -> None:
-        if self._refresh_due:
-            self.refresh()
-
-    def refresh(self) -> None:
-        self._refresh_due = False
-        self._stale.update(self._pages)  # keep showing them until the new rows arrive
-        first, last = self._visible
-        pages = range(first // PAGE_SIZE, last // PAGE_SIZE + 1)
-        for page in pages:
-            self._fetch(page, force=True)
-
-    def _request_visible(self) -> None:
-        first, last = self._visible
-        for page in range(first // PAGE_SIZE, last // PAGE_SIZE + 1):
-            if page not in self._pages or page in self._stale:
-                self._want(page)
-
-    def _want(self, page: int) -> None:
-        if page in self._loading or len(self._loading) >= MAX_LOADING:
-            return
-        if page in self._pages and page not in self._stale:
-            return
-        self._fetch(page)
-
-    def _fetch(self, page: int, force: bool = False) -> None:
-        if page in self._loading:
-            return
-        if not force and len(self._loading) >= MAX_LOADING:
-            return
-        self._loading.add(page)
-        generation = self._generation
-        fields: dict[str, Any] = {"offset": page * PAGE_SIZE, "limit": PAGE_SIZE}
-        if self.status:
-            fields["status"] = self.status
-        self.requests.call(
-            "list_stories", fields,
-            on_ok=lambda result: self._on_page(generation, page, result),
-            on_error=lambda code, message: self._on_page_error(generation, page, code, message),
-        )
-
-    def _on_page(self, generation: int, page: int, result: protocol.ListStoriesResult) -> None:
-        if generation != self._generation:
-            return
-        self._loading.discard(page)
-        self._stale.discard(page)
-        self._set_total(result.total)
-        if page * PAGE_SIZE < self._total:
-            self._store_page(page, result.stories)
-            first = page * PAGE_SIZE
-            last = min(first + PAGE_SIZE, self._total) - 1
-            if last >= first:
-                self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
-        self._request_visible()
-        self.page_loaded.emit()
-
-    def _on_page_error(self, generation: int, page: int, code: str, message: str) -> None:
-        if generation == self._generation:
-            self._loading.discard(page)
-            self._refresh_due = True  # try again at the next tick
-            self.error.emit(f"list_stories: {message}")
-
-    def _set_total(self, total: int) -> None:
-        if total > self._total:
-            self.beginInsertRows(QModelIndex(), self._total, total - 1)
-            self._total = total
-            self.endInsertRows()
-        elif total < self._total:
-            self.beginRemoveRows(QModelIndex(), total, self._total - 1)
-            self._total = total
-            for page in [p for p in self._pages if p * PAGE_SIZE >= total]:
-                self._drop_page(page)
-            self.endRemoveRows()
-
-    # -- live events -------------------------------------------------------------
-    def apply_events(self, events: list[protocol.StoryEvent]) -> None:
-        """Show completions at once in cached rows; anything else waits for the next refresh."""
-        if not events:
-            return
-        changed: set[int] = set()
-        for event in events:
-            if event.event != "completed" or event.story_id not in self._page_of:
-                continue
-            row = self.row_of(event.story_id)
-            story = self.story_at(row) if row is not None else None
-            if story is not None and story.status != "done":
-                story.status = "done"
-                story.tasks_done = story.tasks_total
-                story.completed_at = event.ts
-                story.lead_time_s = event.lead_time_s
-                story.cycle_time_s = event.cycle_time_s
-                changed.add(row)
-        if changed:
-            # One signal for the span: the view repaints once, not once per story.
-            self.dataChanged.emit(self.index(min(changed), 2), self.index(max(changed), len(COLUMNS) - 1))
-        self._refresh_due = True
+from .story_model import CYCLE_COLUMN, DONE_COLOUR, LEAD_COLUMN, OPEN_COLOUR, StoryTableModel
 
 
 class StoryDetails(QWidget):
@@ -332,22 +81,23 @@ class StoryDetails(QWidget):
             return
         self.story = story
         colour = DONE_COLOUR if story.status == "done" else OPEN_COLOUR
-        took = f" in {story.completed_at - story.created_at:.1f} s" if story.completed_at else ""
-        description = f"<br><span style='color:#555'>{_escape(story.description)}</span>" if story.description else ""
+        took = f" in {duration(story.completed_at - story.created_at)}" if story.completed_at else ""
+        description = (f"<br><span style='color:#555'>{html.escape(story.description)}</span>"
+                       if story.description else "")
         self.header.setText(
-            f"<b>#{story.story_id} {_escape(story.name)}</b> — "
+            f"<b>#{story.story_id} {html.escape(story.name)}</b> — "
             f"<span style='color:{colour.name()}'>{story.status}</span>{took}, "
-            f"{story.tasks_done}/{story.tasks_total} tasks done<br>created {_time(story.created_at)}"
-            + (f", first task started {_time(story.started_at)}" if story.started_at else "")
-            + (f", completed {_time(story.completed_at)}" if story.completed_at else "")
-            + (f"<br>lead time {span(story.lead_time_s)}" if story.lead_time_s is not None else "")
-            + (f", cycle time {span(story.cycle_time_s)}" if story.cycle_time_s is not None else "") + description
+            f"{story.tasks_done}/{story.tasks_total} tasks done<br>created {clock(story.created_at)}"
+            + (f", first task started {clock(story.started_at)}" if story.started_at else "")
+            + (f", completed {clock(story.completed_at)}" if story.completed_at else "")
+            + (f"<br>lead time {duration(story.lead_time_s)}" if story.lead_time_s is not None else "")
+            + (f", cycle time {duration(story.cycle_time_s)}" if story.cycle_time_s is not None else "") + description
         )
         tasks = story.tasks or []
         self.tasks.setRowCount(len(tasks))
         for row, task in enumerate(tasks):
-            took = f"{task.finished_at - task.started_at:.2f} s" if task.finished_at and task.started_at else ""
-            started = datetime.fromtimestamp(task.started_at).strftime("%H:%M:%S") if task.started_at else ""
+            took = duration(task.finished_at - task.started_at) if task.finished_at and task.started_at else ""
+            started = clock(task.started_at) if task.started_at else ""
             values = (task.name or f"#{task.task_id}", f"{task.estimate_ms:,} ms", task.state, str(task.attempts),
                       started, took)
             for col, value in enumerate(values):
@@ -362,14 +112,10 @@ class StoryDetails(QWidget):
     def _on_error(self, story_id: int, code: str, message: str) -> None:
         self._loading = False
         if story_id == self.story_id:
-            self.header.setText(f"#{story_id}: {'deleted' if code == 'not_found' else _escape(message)}")
+            self.header.setText(f"#{story_id}: {'deleted' if code == 'not_found' else html.escape(message)}")
             self.tasks.setRowCount(0)
             if code == "not_found":
                 self.story_id = None
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class StoriesPanel(QWidget):
@@ -385,7 +131,6 @@ class StoriesPanel(QWidget):
         self.model = StoryTableModel(pages, self)
         self.model.error.connect(self.message)
         self.confirm_box: QMessageBox | None = None
-        self.deleted = 0
 
         self.filters = QButtonGroup(self)
         filter_row = QHBoxLayout()
@@ -563,8 +308,6 @@ class StoriesPanel(QWidget):
             remaining -= 1
             if error:
                 failures.append(f"#{story_id}: {error}")
-            else:
-                self.deleted += 1
             if remaining == 0:
                 self.model.mark_stale()
                 self.model.refresh()

@@ -120,12 +120,15 @@ def test_deleting_selected_stories_after_confirmation(qtbot, server, open_window
     box = panel.confirm_box
     assert box is not None and box.isVisible()
     box.button(QMessageBox.StandardButton.Cancel).click()
-    assert panel.deleted == 0
+    assert panel.confirm_box is None
+    with server.client() as client:
+        assert client.list_stories().total == 3  # nothing sent
 
     panel.table.selectAll()
     panel.delete_selected()
-    panel.confirm_box.button(QMessageBox.StandardButton.Yes).click()
-    qtbot.waitUntil(lambda: panel.deleted == 3, timeout=15_000)
+    with qtbot.waitSignal(panel.message, timeout=15_000) as said:  # once every reply is in
+        panel.confirm_box.button(QMessageBox.StandardButton.Yes).click()
+    assert said.args == ["Deleted 3 stories."]
     with server.client() as client:
         assert client.list_stories().total == 0
     qtbot.waitUntil(lambda: panel.model.rowCount() == 0, timeout=10_000)
@@ -285,7 +288,7 @@ def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_
 def test_the_stories_table_shows_lead_and_cycle_times_as_the_server_sends_them(qtbot, server, open_window):
     from PySide6.QtCore import Qt
 
-    from storypulse.desktop.stories import CYCLE_COLUMN, LEAD_COLUMN, span
+    from storypulse.desktop.story_model import CYCLE_COLUMN, LEAD_COLUMN, span
 
     ids = add_stories(server, 3, estimate_ms=0)
     wait_for(lambda: server_stats(server).completed_stories == 3, timeout=30, what="3 stories done")
