@@ -34,7 +34,8 @@ import zmq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from storypulse import loadrun, protocol  # noqa: E402
+from storypulse import protocol  # noqa: E402
+from storypulse.cli import load as loadrun  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
 from storypulse.server.flow import nearest_rank  # noqa: E402
