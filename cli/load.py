@@ -76,7 +76,7 @@ def run(client: Client, generator: StoryGenerator, *, rate: float, duration: flo
         progress: TextIO = sys.stderr) -> tuple[Tally, float, str]:
     """Run until `duration` passes or SIGINT; returns (tally, seconds sending, how it ended).
 
-    Ends early with NO_REPLY when a request stays unanswered for the client's timeout.
+    Ends early with NO_REPLY when requests are in flight and no reply came for the client's timeout.
     """
     clock = time.monotonic
     stop = _StopFlag()
@@ -96,8 +96,7 @@ def run(client: Client, generator: StoryGenerator, *, rate: float, duration: flo
                 break
             if now >= end:
                 break
-            oldest = loop.oldest_pending()
-            if oldest is not None and now - oldest > client.timeout:
+            if loop.silent_for(now) > client.timeout:
                 ended = NO_REPLY
                 break
             loop.send_due(now)

@@ -139,11 +139,9 @@ class LoadRun:
         self.tally.first_error = self.tally.first_error or f"{code}: {message}"
         self.tally.last_error = message
 
-    def oldest_pending(self) -> float | None:
-        return min((sent for _, sent in self.pending.values()), default=None)
-
     def silent_for(self, now: float) -> float:
-        """Seconds without any reply while requests are in flight (0 when none are)."""
+        """Seconds without any reply while requests are in flight (0 when none are): the one
+        sign that the server went away (a slow one still answers, a busy one says so)."""
         return now - self.last_reply if self.pending else 0.0
 
     def abandon(self, message: str) -> None:
