@@ -2,9 +2,10 @@
 
 `FeedWorker` is a QObject moved to its own QThread. Its loop owns the SUB
 socket and a request Client of its own (ZeroMQ sockets belong to one thread),
-follows the Clone pattern (the core's SeqTracker, storypulse.clone), and hands the UI one `FeedBatch` at
-most every 1/`max_rate` seconds, however many messages arrived: one signal per
-message would flood the UI thread's event queue.
+follows the Clone pattern (the core's SeqTracker, storypulse.clone, as `watch`
+does), and hands the UI one `FeedBatch` at most every 1/`max_rate` seconds,
+however many messages arrived: one signal per message would flood the UI
+thread's event queue.
 """
 
 from __future__ import annotations

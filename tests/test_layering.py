@@ -2,7 +2,8 @@
 
 The core (common/, `storypulse`) is what every side shares, so it imports none of
 them; the server never needs Qt nor the applications; the terminal commands
-(cli/) reach the server and the desktop app only through entry points. Every
+(cli/) reach the server and the desktop app only through entry points, and the
+desktop app reaches the server only over the wire. Every
 import counts: at the top, inside a function, absolute or relative.
 (An import-linter contract cannot check this: the folders join into one
 namespace through the editable install's import hook, which it does not follow.)
@@ -24,6 +25,8 @@ FORBIDDEN = {
     "common": ("storypulse.server", "storypulse.desktop", "storypulse.cli", *QT),
     "server": ("storypulse.desktop", "storypulse.cli", *QT),
     "cli": ("storypulse.server", "storypulse.desktop", *QT),
+    # `storypulse demo` starts the server as a process (python -m storypulse.server), never imports it.
+    "desktop": ("storypulse.server", "storypulse.cli"),
 }
 
 # `python -m storypulse` is the `storypulse` command: a launcher that nothing imports,
