@@ -34,7 +34,8 @@ import zmq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from storypulse import loadrun, protocol  # noqa: E402
+from storypulse import protocol  # noqa: E402
+from storypulse.cli.load import run as run_load  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
 from storypulse.server.flow import nearest_rank  # noqa: E402
@@ -88,8 +89,8 @@ def run_one(limit: int, args: argparse.Namespace, rate: float, folder: Path) -> 
         generator = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=args.seed)
         client = Client(server.endpoints, timeout=10)
         started = time.time()
-        tally, _, ended = loadrun.run(client, generator, rate=rate, duration=args.seconds,
-                                      max_in_flight=1_000, arrivals="poisson", progress=io.StringIO())
+        tally, _, ended = run_load(client, generator, rate=rate, duration=args.seconds,
+                                   max_in_flight=1_000, arrivals="poisson", progress=io.StringIO())
         load_ended = time.time()
         client.close()
         if ended != "duration reached" or tally.errors:

@@ -78,24 +78,16 @@ class Client:
     # -- one request, one reply ---------------------------------------------
     def call(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
         """Send one request and wait for its reply; returns the typed result."""
-        request_id = self.send(op, **fields)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        bad_before = self.bad_replies
+        pending = self.request(op, timeout, **fields)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.socket.poll(remaining * 1000):
-                # Drop the socket so a reply that arrives later cannot be
-                # mistaken for the answer to the next request.
-                self.close()
-                bad = self.bad_replies - bad_before
-                raise ServerUnavailable(
-                    f"no reply from {self.endpoints.requests} to {op!r} "
-                    f"within {self.timeout if timeout is None else timeout:g} s"
-                    + (f" ({bad} malformed repl{'y' if bad == 1 else 'ies'} dropped)" if bad else "")
-                )
-            reply_id, result = self._receive()
-            if reply_id == request_id:
+            done, result = pending.take(pending.remaining())
+            if done:
                 return result
+
+    def request(self, op: str, timeout: float | None = None, **fields: Any) -> PendingRequest:
+        """Send one request; its reply is awaited through the returned PendingRequest."""
+        wait = self.timeout if timeout is None else timeout
+        return PendingRequest(self, self.send(op, **fields), op, wait)
 
     # -- pipelined use (load generator, benchmarks) -------------------------
     def send(self, op: str, **fields: Any) -> int:
@@ -176,3 +168,48 @@ class Client:
     ) -> protocol.FlowResult:
         fields = {k: v for k, v in (("wip_limit", wip_limit), ("flow_window_s", flow_window_s)) if v is not None}
         return self.call("set_flow", **fields)
+
+
+class PendingRequest:
+    """One request awaiting its reply by a deadline: the one place a client gives up on a reply.
+
+    Giving up drops the client's socket, so that a reply arriving later cannot be
+    mistaken for the answer to the next request. `take` waits in whatever slices
+    the caller likes (a blocking call, a loop that checks for a stop, a poller that
+    also serves a SUB socket); the deadline holds across them.
+    """
+
+    def __init__(self, client: Client, request_id: int, op: str, timeout: float):
+        self.client = client
+        self.request_id = request_id
+        self.op = op
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self._bad_before = client.bad_replies
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def take(self, wait: float) -> tuple[bool, Any]:
+        """(True, result) once the reply came within `wait` s; (False, None) while the deadline holds.
+
+        Past the deadline: the socket is dropped and ServerUnavailable raised. An error
+        reply raises RequestError; replies to other, abandoned requests are dropped."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self._give_up()
+        if not self.client.socket.poll(min(wait, remaining) * 1000):
+            return False, None
+        reply_id, result = self.client._receive()
+        if reply_id == self.request_id:
+            return True, result
+        return False, None
+
+    def _give_up(self) -> None:
+        client = self.client
+        client.close()
+        bad = client.bad_replies - self._bad_before
+        raise ServerUnavailable(
+            f"no reply from {client.endpoints.requests} to {self.op!r} within {self.timeout:g} s"
+            + (f" ({bad} malformed repl{'y' if bad == 1 else 'ies'} dropped)" if bad else "")
+        )

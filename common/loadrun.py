@@ -1,27 +1,37 @@
-"""`storypulse load`: random stories at a rate (steady or Poisson), pipelined, with back-pressure handled.
+"""The load loop that `storypulse load` and the desktop simulator both run.
 
-Requests are pipelined (many in flight on one DEALER socket, matched by id) up
-to a bound; a `busy` or `unavailable` reply puts the story back to be sent again a little later
-(backing off while the server stays busy); anything else is counted as an error.
+Stories come from a StoryGenerator at the pace of a Pacer (steady or Poisson),
+pipelined on one Client (many in flight, matched by id) up to a bound; due
+stories beyond it are skipped, not queued, so a slow server slows the load down
+instead of piling up requests. A `busy` or `unavailable` reply is back-pressure,
+not an error: the story is sent again later, backing off while the server stays
+busy. Time is passed in, so the cadence is the Pacer's alone; the callers own
+the clock, the printing and when to stop.
 """
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
-from . import format as fmt
 from . import protocol
 from .client import Client, RequestError
 from .loadgen import Pacer, StoryGenerator
 
-NO_REPLY = "the server stopped answering"
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0  # seconds before a story refused as busy is sent again
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """What a running load may change between two stories."""
+
+    rate: float = 10.0  # stories per second
+    tasks: tuple[int, int] = (1, 5)  # tasks per story, a range
+    estimate_ms: tuple[int, int] = (0, 1000)  # each task's estimate, a range
+    arrivals: str = "steady"  # or "poisson"
+    estimates: str = "uniform"  # or "lognormal"
 
 
 @dataclass
@@ -35,8 +45,9 @@ class Tally:
     skipped: int = 0  # ticks dropped because the in-flight bound was reached
     gave_up: int = 0  # busy stories still waiting to be resent at the end
     unanswered: int = 0  # requests without a reply at the end
-    first_error: str | None = None
-    latencies: list[float] = field(default_factory=list)  # send -> ack, seconds
+    first_error: str | None = None  # "code: message"
+    last_error: str = ""  # the latest error's message
+    latencies: list[float] | None = field(default_factory=list)  # send -> ack, seconds; None: not kept
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -46,19 +57,29 @@ class Tally:
 
 
 class LoadRun:
-    """One run of the simulator; time is passed in so the cadence is the Pacer's alone."""
+    """One run of the load: send what is due, take the replies, resend what was refused."""
 
     def __init__(self, client: Client, generator: StoryGenerator, *, rate: float,
-                 max_in_flight: int, start: float, arrivals: str = "steady"):
+                 max_in_flight: int, start: float, arrivals: str = "steady",
+                 keep_latencies: bool = True):
         self.client = client
         self.generator = generator
-        self.rate = rate
         self.max_in_flight = max_in_flight
         self.pacer = Pacer(rate, start, arrivals, seed=generator.seed)
-        self.tally = Tally()
+        # A run of hours (the desktop simulator) keeps no latencies: they would only grow.
+        self.tally = Tally(latencies=[] if keep_latencies else None)
         self.pending: dict[int, tuple[dict[str, Any], float]] = {}  # id -> (story, sent at)
         self.retry: deque[tuple[float, dict[str, Any]]] = deque()  # (due, story), in due order
         self.backoff = BACKOFF_FIRST
+        self.last_reply = start  # monotonic: the last reply, or the last send into an idle pipeline
+
+    def retune(self, settings: LoadSettings, now: float) -> None:
+        """New settings for the stories from `now` on; those in flight or waiting keep theirs."""
+        self.generator.retune(settings.tasks, settings.estimate_ms, settings.estimates)
+        if settings.arrivals != self.pacer.arrivals:
+            self.pacer = Pacer(settings.rate, now, settings.arrivals)
+        else:
+            self.pacer.set_rate(settings.rate, now)
 
     def send_due(self, now: float) -> None:
         while self.retry and self.retry[0][0] <= now and len(self.pending) < self.max_in_flight:
@@ -72,6 +93,8 @@ class LoadRun:
             self.tally.sent += 1
 
     def _send(self, story: dict[str, Any], now: float) -> None:
+        if not self.pending:
+            self.last_reply = now  # silence counts only while something is owed
         request_id = self.client.send("create_story", **story)
         self.pending[request_id] = (story, now)
 
@@ -90,7 +113,7 @@ class LoadRun:
             self._take_one()
 
     def _take_one(self) -> None:
-        now = time.monotonic()
+        now = self.last_reply = time.monotonic()
         try:
             request_id, result = self.client.receive(timeout=0)
         except RequestError as exc:
@@ -100,145 +123,36 @@ class LoadRun:
                 self.retry.append((now + self.backoff, entry[0]))
                 self.backoff = min(BACKOFF_MAX, self.backoff * 2)
             else:
-                self.tally.errors += 1
-                self.tally.first_error = self.tally.first_error or f"{exc.code}: {exc.message}"
+                self._error(exc.code, exc.message)
             return
         entry = self.pending.pop(request_id, None)
         if entry is None or not isinstance(result, protocol.CreateStoryResult):
             return
         self.tally.acked += 1
         self.tally.tasks_acked += len(result.task_ids)
-        self.tally.latencies.append(now - entry[1])
+        if self.tally.latencies is not None:
+            self.tally.latencies.append(now - entry[1])
         self.backoff = BACKOFF_FIRST
 
-    def oldest_pending(self) -> float | None:
-        return min((sent for _, sent in self.pending.values()), default=None)
+    def _error(self, code: str, message: str) -> None:
+        self.tally.errors += 1
+        self.tally.first_error = self.tally.first_error or f"{code}: {message}"
+        self.tally.last_error = message
 
+    def silent_for(self, now: float) -> float:
+        """Seconds without any reply while requests are in flight (0 when none are): the one
+        sign that the server went away (a slow one still answers, a busy one says so)."""
+        return now - self.last_reply if self.pending else 0.0
 
-def run(client: Client, generator: StoryGenerator, *, rate: float, duration: float,
-        max_in_flight: int, arrivals: str = "steady",
-        progress: TextIO = sys.stderr) -> tuple[Tally, float, str]:
-    """Run until `duration` passes or SIGINT; returns (tally, seconds sending, how it ended).
+    def abandon(self, message: str) -> None:
+        """Give up on every request in flight (counted as errors) and start afresh on a new socket."""
+        for _ in self.pending:
+            self._error("unanswered", message)
+        self.pending.clear()
+        self.client.close()
 
-    Ends early with NO_REPLY when a request stays unanswered for the client's timeout.
-    """
-    clock = time.monotonic
-    stop = _StopFlag()
-    start = clock()
-    end = start + duration
-    loop = LoadRun(client, generator, rate=rate, max_in_flight=max_in_flight, start=start,
-                   arrivals=arrivals)
-    tty = progress.isatty()
-    progress_every = 0.5 if tty else 1.0
-    next_progress = start + progress_every
-    ended = "duration reached"
-    with stop:
-        while True:
-            now = clock()
-            if stop.set:
-                ended = "interrupted"
-                break
-            if now >= end:
-                break
-            oldest = loop.oldest_pending()
-            if oldest is not None and now - oldest > client.timeout:
-                ended = NO_REPLY
-                break
-            loop.send_due(now)
-            if now >= next_progress:
-                _progress(progress, loop, now - start, duration, rate, tty)
-                next_progress = now + progress_every
-            wake = min(loop.next_wakeup(now), next_progress, end)
-            if loop.pending:
-                loop.receive(wake)
-            else:
-                time.sleep(max(0.0, min(wake - clock(), 0.2)))
-        sending = clock() - start
-        # Collect the replies still owed (a second Ctrl-C gives up on them).
-        drain_until = clock() + (0 if ended == NO_REPLY else client.timeout)
-        while loop.pending and clock() < drain_until and not stop.twice:
-            loop.receive(min(drain_until, clock() + 0.2))
-    if tty:
-        progress.write("\r\x1b[K")
-    _progress(progress, loop, sending, duration, rate, False)
-    loop.tally.unanswered = len(loop.pending)
-    loop.tally.gave_up = len(loop.retry)
-    return loop.tally, sending, ended
-
-
-def _progress(out: TextIO, loop: LoadRun, elapsed: float, duration: float, rate: float, tty: bool) -> None:
-    t = loop.tally
-    actual = t.acked / elapsed if elapsed > 0 else 0.0
-    line = (f"load {elapsed:5.1f}/{duration:g} s  sent {t.sent + t.resent}  acked {t.acked}"
-            f"  busy {t.busy}  errors {t.errors}  in flight {len(loop.pending)}"
-            f"  rate {actual:.1f}/s of {rate:g}/s")
-    out.write(("\r" + line + "\x1b[K") if tty else line + "\n")
-    out.flush()
-
-
-def summary(tally: Tally, sending: float, ended: str, rate: float, max_in_flight: int,
-            arrivals: str = "steady", estimates: str = "uniform") -> dict[str, Any]:
-    return {
-        "ended": ended,
-        "seconds": round(sending, 3),
-        "target_rate": rate,
-        "arrivals": arrivals,
-        "estimates": estimates,
-        "stories_sent": tally.sent,
-        "stories_created": tally.acked,
-        "tasks_created": tally.tasks_acked,
-        "created_per_s": round(tally.acked / sending, 2) if sending > 0 else 0.0,
-        "busy_replies": tally.busy,
-        "resent": tally.resent,
-        "gave_up": tally.gave_up,
-        "errors": tally.errors,
-        "first_error": tally.first_error,
-        "skipped_ticks": tally.skipped,
-        "unanswered": tally.unanswered,
-        "max_in_flight": max_in_flight,
-        "ack_latency_ms": {
-            name: (None if v is None else round(v * 1000, 2))
-            for name, v in (("p50", tally.percentile(0.5)), ("p95", tally.percentile(0.95)),
-                            ("max", max(tally.latencies) if tally.latencies else None))
-        },
-    }
-
-
-def summary_text(s: dict[str, Any]) -> str:
-    lat = s["ack_latency_ms"]
-
-    def ms(v: float | None) -> str:
-        return "-" if v is None else fmt.duration(v / 1000)
-
-    return "\n".join([
-        f"load ended ({s['ended']}) after {fmt.duration(s['seconds'])}",
-        f"  stories created  {s['stories_created']:>8}   {s['created_per_s']:.1f}/s (target {s['target_rate']:g}/s, {s.get('arrivals', 'steady')})",
-        f"  tasks created    {s['tasks_created']:>8}",
-        f"  busy replies     {s['busy_replies']:>8}   resent {s['resent']}, still waiting at the end {s['gave_up']}",
-        f"  errors           {s['errors']:>8}" + (f"   first: {s['first_error']}" if s["first_error"] else ""),
-        f"  skipped ticks    {s['skipped_ticks']:>8}   (at most {s['max_in_flight']} requests in flight)",
-        f"  unanswered       {s['unanswered']:>8}",
-        f"  ack latency      p50 {ms(lat['p50'])} · p95 {ms(lat['p95'])} · max {ms(lat['max'])}",
-    ])
-
-
-class _StopFlag:
-    """SIGINT sets a flag (the loop acts on it); a second one also abandons the drain."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self.twice = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.twice = self.set
-        self.set = True
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    def finish(self) -> Tally:
+        """The tally at the end of the run: what is still owed counted as such."""
+        self.tally.unanswered = len(self.pending)
+        self.tally.gave_up = len(self.retry)
+        return self.tally

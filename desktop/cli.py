@@ -12,6 +12,8 @@ import sys
 
 from storypulse.endpoints import parse_server
 
+from .simulator_settings import DEFAULTS, span
+
 NO_QT = (
     "storypulse desktop needs the desktop extras (PySide6, pyqtgraph, numpy): "
     "pip install 'storypulse[desktop]'"
@@ -80,9 +82,12 @@ def demo_command(argv: list[str]) -> int:
     )
     parser.add_argument("--port", type=int, default=5555, help="the server's base port (default 5555)")
     parser.add_argument("--db", metavar="PATH-or-URL", help="the server's database (default: its own default)")
-    parser.add_argument("--rate", type=float, default=2.0, help="simulated stories per second (default 2)")
-    parser.add_argument("--tasks", default="1-5", help="tasks per story, A-B (default 1-5)")
-    parser.add_argument("--estimate-ms", default="200-3000", help="task estimates in ms, A-B (default 200-3000)")
+    parser.add_argument("--rate", type=float, default=DEFAULTS.rate,
+                        help=f"simulated stories per second (default {DEFAULTS.rate:g})")
+    parser.add_argument("--tasks", default=span(DEFAULTS.tasks),
+                        help=f"tasks per story, A-B (default {span(DEFAULTS.tasks)})")
+    parser.add_argument("--estimate-ms", default=span(DEFAULTS.estimate_ms),
+                        help=f"task estimates in ms, A-B (default {span(DEFAULTS.estimate_ms)})")
     parser.add_argument("--max-workers", type=int, default=16, help="upper bound of the server's pool (default 16)")
     _common_options(parser)
     args = parser.parse_args(argv)

@@ -2,9 +2,10 @@
 
 `FeedWorker` is a QObject moved to its own QThread. Its loop owns the SUB
 socket and a request Client of its own (ZeroMQ sockets belong to one thread),
-follows the Clone pattern (see clone.py), and hands the UI one `FeedBatch` at
-most every 1/`max_rate` seconds, however many messages arrived: one signal per
-message would flood the UI thread's event queue.
+follows the Clone pattern (the core's SeqTracker, storypulse.clone, as `watch`
+does), and hands the UI one `FeedBatch` at most every 1/`max_rate` seconds,
+however many messages arrived: one signal per message would flood the UI
+thread's event queue.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from storypulse import protocol
 from storypulse.client import Client, RequestError, ServerUnavailable
+from storypulse.clone import APPLY, GAP, RESTARTED, SeqTracker
 from storypulse.endpoints import Endpoints
+from storypulse.events import ready_events, subscriber
 from storypulse.security import MissingKey
-from storypulse.watch import subscriber
-
-from .clone import APPLY, GAP, RESTARTED, SeqTracker
 
 CONNECTING, CONNECTED, RECONNECTING, DISCONNECTED = "connecting", "connected", "reconnecting", "disconnected"
 MAX_STORY_EVENTS = 5_000  # per batch; beyond this the UI only needs to know it missed some
@@ -133,17 +133,10 @@ class FeedWorker(QObject):
 
             wait = self.min_emit_gap if pending else 0.1
             if sub.poll(int(wait * 1000)):
-                for _ in range(10_000):  # bounded so a flood cannot starve the emit below
-                    try:
-                        frames = sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        event = protocol.decode_event_frames(frames)
-                    except protocol.ProtocolError:
+                for event in ready_events(sub):  # bounded, so a flood cannot starve the emit below
+                    if event is None:
                         self.bad_messages += 1
-                        continue  # not ours to crash on; the seq check catches what it cost
-                    topic = frames[0]
+                        continue
                     last_message = time.monotonic()
                     self.messages_total += 1
                     verdict = tracker.classify(event.seq, event.ts)
@@ -160,13 +153,13 @@ class FeedWorker(QObject):
                     if verdict != APPLY:
                         continue
                     pending.messages += 1
-                    if topic == protocol.TOPIC_STATS:
+                    if isinstance(event, protocol.Stats):
                         if last_stats_ts is not None and event.ts > last_stats_ts:
                             interval = 0.8 * interval + 0.2 * min(event.ts - last_stats_ts, 5.0)
                         last_stats_ts = event.ts
                         last_data_at = time.time()
                         pending.stats.append(event)
-                    elif topic == protocol.TOPIC_STORY:
+                    elif isinstance(event, protocol.StoryEvent):
                         if len(pending.story_events) < MAX_STORY_EVENTS:
                             pending.story_events.append(event)
                         else:
@@ -188,17 +181,11 @@ class FeedWorker(QObject):
 
     def _request(self, client: Client, op: str, **fields):
         """One request, waiting in short slices so that a stop is noticed at once; None if stopped."""
-        request_id = client.send(op, **fields)
-        deadline = time.monotonic() + client.timeout
+        pending = client.request(op, **fields)
         while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                client.close()  # a late reply must not answer the next request
-                raise ServerUnavailable(f"no reply to {op!r} within {client.timeout:g} s")
-            if client.socket.poll(min(remaining, 0.1) * 1000):
-                reply_id, result = client.receive(timeout=0)
-                if reply_id == request_id:
-                    return result
+            done, result = pending.take(0.1)
+            if done:
+                return result
         return None
 
     def _set_state(self, state: str, detail: str) -> None:

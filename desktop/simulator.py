@@ -1,19 +1,16 @@
 """The simulator panel: stories at a chosen rate, sent from a worker thread, never the UI thread.
 
-Same generator and pacer as `storypulse load` (common/loadgen.py): arrivals steady or
-Poisson, estimates uniform or log-normal. The settings may change while it runs: the
-panel hands the latest to the worker, which applies them before its next story. Requests are
-pipelined on one Client with a bound on those in flight, so a slow server slows
-the simulator down instead of piling up requests. A `busy` reply is back-pressure,
-not an error: the story is sent again later, backing off while the server stays
-busy (as `storypulse load` does, common/loadrun.py).
+The worker runs the load loop that `storypulse load` runs (storypulse.loadrun):
+the same generator and pacer (arrivals steady or Poisson, estimates uniform or
+log-normal), requests pipelined up to a bound, `busy` replies resent with a
+backoff. The settings may change while it runs: the panel hands the latest to
+the worker, which applies them before its next story.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 
 import zmq
@@ -24,22 +21,16 @@ from PySide6.QtWidgets import (
 )
 
 from storypulse import protocol
-from storypulse.client import Client, RequestError, ServerUnavailable
-from storypulse.loadrun import BACKOFF_FIRST, BACKOFF_MAX
+from storypulse.client import Client
 from storypulse.endpoints import Endpoints
-from storypulse.loadgen import Pacer, StoryGenerator
+from storypulse.loadgen import StoryGenerator
+from storypulse.loadrun import LoadRun, Tally
+
+from .simulator_settings import DEFAULTS, SimulatorSettings
 
 MAX_IN_FLIGHT = 200
 RATE_MAX = 1_000.0
-
-
-@dataclass
-class SimulatorSettings:
-    rate: float = 2.0
-    tasks: tuple[int, int] = (1, 5)
-    estimate_ms: tuple[int, int] = (200, 3000)
-    arrivals: str = "steady"  # or "poisson"
-    estimates: str = "uniform"  # or "lognormal"
+SERVER_GONE_S = 3.0  # no reply for this long, with requests in flight: the server went away
 
 
 @dataclass
@@ -86,92 +77,47 @@ class SimulatorWorker(QObject):
     def run(self, settings: SimulatorSettings) -> None:
         self._stop.clear()
         self.send_thread_id = threading.get_ident()
-        generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms,
-                                   estimates=settings.estimates)
-        pacer = Pacer(settings.rate, time.monotonic(), settings.arrivals)
-        self.applied = settings
-        progress = SimulatorProgress(running=True)
         try:
             client = Client(self.endpoints, timeout=2.0)
         except RuntimeError as exc:  # e.g. a CURVE key missing for a remote server
-            progress.running, progress.last_error = False, str(exc)
-            self.progress.emit(progress)
+            self.progress.emit(SimulatorProgress(last_error=str(exc)))
             return
+        generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms,
+                                   estimates=settings.estimates)
+        loop = LoadRun(client, generator, rate=settings.rate, max_in_flight=MAX_IN_FLIGHT,
+                       start=time.monotonic(), arrivals=settings.arrivals, keep_latencies=False)
+        self.applied = settings
         last_report = 0.0
-        last_reply = time.monotonic()
-        pending: dict[int, dict] = {}  # request id -> the story sent
-        retry: deque[tuple[float, dict]] = deque()  # (when, story): refused as busy, in due order
-        backoff = BACKOFF_FIRST
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 changed = self.take_update()
                 if changed is not None:
-                    generator.retune(changed.tasks, changed.estimate_ms, changed.estimates)
-                    if changed.arrivals != pacer.arrivals:
-                        pacer = Pacer(changed.rate, now, changed.arrivals)
-                    else:
-                        pacer.set_rate(changed.rate, now)
+                    loop.retune(changed, now)
                     self.applied = changed
-                while retry and retry[0][0] <= now and client.in_flight < MAX_IN_FLIGHT:
-                    story = retry.popleft()[1]
-                    pending[client.send("create_story", **story)] = story
-                    progress.resent += 1
-                for _ in range(pacer.due(now)):
-                    if client.in_flight >= MAX_IN_FLIGHT:
-                        progress.skipped += 1
-                        continue
-                    story = generator.story()
-                    pending[client.send("create_story", **story)] = story
-                    progress.sent += 1
-                wait = min(pacer.wait(time.monotonic()), 0.1)
-                if retry:
-                    wait = max(0.0, min(wait, retry[0][0] - time.monotonic()))
-                if client.in_flight and client.socket.poll(wait * 1000):
-                    while client.in_flight:
-                        try:
-                            request_id, result = client.receive(timeout=0)
-                        except ServerUnavailable:
-                            break
-                        except RequestError as exc:
-                            last_reply = time.monotonic()
-                            story = pending.pop(exc.request_id, None) if isinstance(exc.request_id, int) else None
-                            if exc.code in protocol.TRY_AGAIN and story is not None:
-                                progress.busy += 1
-                                retry.append((last_reply + backoff, story))
-                                backoff = min(BACKOFF_MAX, backoff * 2)
-                            else:
-                                progress.errors += 1
-                                progress.last_error = exc.message
-                            continue
-                        pending.pop(request_id, None)
-                        if result is not None:
-                            progress.created += 1
-                            backoff = BACKOFF_FIRST
-                        last_reply = time.monotonic()
-                elif not client.in_flight:
-                    self._stop.wait(wait)
-                    last_reply = time.monotonic()
-                if client.in_flight and time.monotonic() - last_reply > 3.0:
+                loop.send_due(now)
+                # Wake at least every 0.1 s: a stop or new settings apply without delay.
+                wake = min(loop.next_wakeup(now), now + 0.1)
+                if loop.pending:
+                    loop.receive(wake)
+                else:
+                    self._stop.wait(max(0.0, wake - time.monotonic()))
+                if loop.silent_for(time.monotonic()) > SERVER_GONE_S:
                     # The server went away: forget what is in flight and start afresh.
-                    progress.errors += client.in_flight
-                    progress.last_error = "no reply from the server"
-                    client.close()
-                    pending.clear()
-                    last_reply = time.monotonic()
+                    loop.abandon("no reply from the server")
                 if time.monotonic() - last_report >= 0.5:
-                    self.progress.emit(_copy(progress))
+                    self.progress.emit(_progress(loop.tally, running=True))
                     last_report = time.monotonic()
         except zmq.ZMQError as exc:
-            progress.last_error = str(exc)
+            loop.tally.last_error = str(exc)
         finally:
             client.close()
-            progress.running = False
-            self.progress.emit(_copy(progress))
+            self.progress.emit(_progress(loop.tally, running=False))
 
 
-def _copy(progress: SimulatorProgress) -> SimulatorProgress:
-    return SimulatorProgress(**vars(progress))
+def _progress(tally: Tally, running: bool) -> SimulatorProgress:
+    return SimulatorProgress(sent=tally.sent, created=tally.acked, errors=tally.errors, skipped=tally.skipped,
+                             busy=tally.busy, resent=tally.resent, last_error=tally.last_error, running=running)
 
 
 class SimulatorPanel(QGroupBox):
@@ -193,15 +139,18 @@ class SimulatorPanel(QGroupBox):
         self.rate = QDoubleSpinBox()
         self.rate.setRange(0.1, RATE_MAX)
         self.rate.setDecimals(1)
-        self.rate.setValue(2.0)
+        self.rate.setValue(DEFAULTS.rate)
         self.rate.setSuffix(" stories/s")
-        self.tasks_min, self.tasks_max = _spin(1, protocol.TASKS_MAX, 1), _spin(1, protocol.TASKS_MAX, 5)
-        self.estimate_min = _spin(0, protocol.ESTIMATE_MS_MAX, 200, step=100, suffix=" ms")
-        self.estimate_max = _spin(0, protocol.ESTIMATE_MS_MAX, 3000, step=100, suffix=" ms")
+        self.tasks_min = _spin(1, protocol.TASKS_MAX, DEFAULTS.tasks[0])
+        self.tasks_max = _spin(1, protocol.TASKS_MAX, DEFAULTS.tasks[1])
+        self.estimate_min = _spin(0, protocol.ESTIMATE_MS_MAX, DEFAULTS.estimate_ms[0], step=100, suffix=" ms")
+        self.estimate_max = _spin(0, protocol.ESTIMATE_MS_MAX, DEFAULTS.estimate_ms[1], step=100, suffix=" ms")
         self.arrivals = _choice({"steady": "steady", "poisson": "Poisson"})
         self.arrivals.setToolTip("Steady: one story every 1/rate s. Poisson: independent arrivals "
                                  "at that mean rate, with bursts and lulls.")
         self.estimates = _choice({"uniform": "uniform", "lognormal": "log-normal"})
+        _select(self.arrivals, DEFAULTS.arrivals)
+        _select(self.estimates, DEFAULTS.estimates)
         self.estimates.setToolTip("Uniform within the range, or log-normal: the median at the "
                                   "geometric middle of the range, most tasks short, a few long.")
         self.button = QPushButton("Start")

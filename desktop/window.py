@@ -297,12 +297,14 @@ class MainWindow(QMainWindow):
         index = max(0, self.window_choice.findData(seconds))
         self.window_choice.setCurrentIndex(index)
         self._on_window_choice(index)
+        d = SimulatorSettings()
         self.simulator_panel.apply_settings(SimulatorSettings(
-            rate=float(s.value("simulator/rate", 2.0)),
-            tasks=(int(s.value("simulator/tasks_min", 1)), int(s.value("simulator/tasks_max", 5))),
-            estimate_ms=(int(s.value("simulator/estimate_min", 200)), int(s.value("simulator/estimate_max", 3000))),
-            arrivals=str(s.value("simulator/arrivals", "steady")),
-            estimates=str(s.value("simulator/estimates", "uniform")),
+            rate=float(s.value("simulator/rate", d.rate)),
+            tasks=(int(s.value("simulator/tasks_min", d.tasks[0])), int(s.value("simulator/tasks_max", d.tasks[1]))),
+            estimate_ms=(int(s.value("simulator/estimate_min", d.estimate_ms[0])),
+                         int(s.value("simulator/estimate_max", d.estimate_ms[1]))),
+            arrivals=str(s.value("simulator/arrivals", d.arrivals)),
+            estimates=str(s.value("simulator/estimates", d.estimates)),
         ))
         splitter = s.value("stories/splitter")
         if splitter is not None:

@@ -12,7 +12,8 @@ import sys
 import textwrap
 
 from storypulse import protocol
-from storypulse.watch import APPLIED, GAP, OLD, Figures, render
+from storypulse.cli.figures import Figures, render
+from storypulse.clone import APPLY, GAP, RESTARTED, STALE
 from support import REPO, free_port_block, wait_for
 
 
@@ -293,22 +294,23 @@ def story(seq: int) -> protocol.StoryEvent:
 
 def test_figures_apply_only_events_after_the_snapshot():
     figures = Figures()
-    assert figures.apply(stats(1)) == GAP  # nothing to apply to before a snapshot
+    assert figures.apply(stats(1)) == STALE and figures.stats is None  # nothing to apply to before a snapshot
     figures.load_snapshot(protocol.SnapshotResult(seq=10, stats=stats(9, completed=5), history=[]))
-    assert figures.apply(stats(8)) == OLD and figures.apply(story(10)) == OLD  # already in the snapshot
-    assert figures.apply(story(11)) == APPLIED
-    assert figures.apply(stats(12, 101.0, completed=6)) == APPLIED
+    assert figures.apply(stats(8)) == STALE and figures.apply(story(10)) == STALE  # already in the snapshot
+    assert figures.stats.completed_stories == 5
+    assert figures.apply(story(11)) == APPLY
+    assert figures.apply(stats(12, 101.0, completed=6)) == APPLY
     assert figures.seq == 12 and figures.stats.completed_stories == 6
     assert figures.apply(stats(14)) == GAP  # 13 went missing
 
 
-def test_figures_see_a_restarted_server_as_a_gap():
+def test_figures_see_a_restarted_server():
     figures = Figures()
     figures.load_snapshot(protocol.SnapshotResult(seq=500, stats=stats(500), history=[]))
-    assert figures.apply(stats(501)) == APPLIED
-    assert figures.apply(stats(1)) == GAP  # numbering started again
+    assert figures.apply(stats(501)) == APPLY
+    assert figures.apply(stats(1)) == RESTARTED  # numbering started again
     figures.load_snapshot(protocol.SnapshotResult(seq=3, stats=stats(3), history=[]))
-    assert figures.apply(stats(4)) == APPLIED
+    assert figures.apply(stats(4)) == APPLY
 
 
 def test_figures_keep_history_at_one_point_a_second_and_the_last_pool_event():

@@ -15,8 +15,10 @@ import time
 import pytest
 
 import fuzzing
-from storypulse import commands, protocol
-from storypulse import watch as live
+from storypulse import protocol
+from storypulse.cli import commands
+from storypulse.cli import watch as live
+from storypulse.cli.figures import Figures, render
 from storypulse.client import Client, ServerUnavailable
 from support import StandInServer, wait_for
 
@@ -57,7 +59,7 @@ def test_the_pipelined_receive_drops_garbage_too(broken):
 
 
 def test_watch_drops_garbage_events_and_keeps_the_figures(broken):
-    figures = live.Figures()
+    figures = Figures()
     feed = live.Feed(broken.endpoints, figures, timeout=2)
     try:
         def seen() -> bool:
@@ -66,7 +68,7 @@ def test_watch_drops_garbage_events_and_keeps_the_figures(broken):
                     and feed.bad_events >= 2 * len(fuzzing.BROKEN_EVENTS))
         wait_for(seen, 15, interval=0, what="valid stats past the garbage")
         # The valid stats carry absurd but legal figures (2**62 tasks, 1e300 per second): they draw.
-        lines = live.render(figures, "stand-in", feed.state(time.monotonic(), 2.0), time.time())
+        lines = render(figures, "stand-in", feed.state(time.monotonic(), 2.0), time.time())
         assert any("stories produced" in line for line in lines)
     finally:
         feed.close()

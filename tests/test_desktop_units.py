@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from storypulse import protocol
-from storypulse.desktop.clone import APPLY, GAP, RESTARTED, STALE, SeqTracker
 from storypulse.desktop.series import FIELDS, SeriesBuffer, peak_decimate
 
 
@@ -59,20 +58,6 @@ def test_peak_decimation_keeps_spikes():
     assert ys.max() == 50.0 and xs[ys.argmax()] == 517
     assert ys.min() == -7.0
     assert np.all(np.diff(xs) >= 0)
-
-
-def test_seq_tracker_follows_the_clone_pattern():
-    t = SeqTracker(restart_slack_s=1.0)
-    assert t.classify(5, 0.0) == STALE  # nothing before the first snapshot
-    t.reset(seq=10, ts=1000.0)
-    assert t.classify(9, 999.9) == STALE  # queued before the snapshot
-    assert t.classify(10, 1000.0) == STALE
-    assert t.classify(11, 1000.1) == APPLY and t.seq == 11
-    assert t.classify(14, 1000.2) == GAP and t.gaps == 1
-    t.skip_to(14)
-    assert t.classify(15, 1000.3) == APPLY
-    # A low seq stamped well after the snapshot: the server restarted and counts from 1.
-    assert t.classify(1, 1005.0) == RESTARTED
 
 
 def test_story_validation_uses_the_protocol_limits():

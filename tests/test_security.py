@@ -14,7 +14,7 @@ import pytest
 import zmq.auth
 
 from storypulse.client import Client, ServerUnavailable
-from storypulse.security import keys_command
+from storypulse.cli.keys import keys_command
 from support import wait_for
 
 

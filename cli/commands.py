@@ -1,59 +1,28 @@
-"""The headless client commands: `storypulse add|list|show|delete|pool|flow|load|watch|ping`.
+"""The request commands: `storypulse add|list|show|delete|pool|flow|ping`.
 
-Each is an entry point `fn(argv) -> exit code` (see pyproject.toml); each parses
-its own options, talks to the server through the shared Client, prints for
-people by default and JSON with `--json`, and turns the usual failures into one
-clear line on stderr and exit code 1.
+Each is an entry point `fn(argv) -> exit code` (see pyproject.toml) that makes a
+request or a few through the shared Client (the plumbing is in options.py);
+`load` and `watch` have modules of their own.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import zmq
 
-from . import format as fmt
-from . import protocol
-from .client import Client, RequestError, ServerUnavailable
-from .endpoints import Endpoints, parse_server
-from .loadgen import ARRIVALS, ESTIMATES, StoryGenerator, parse_range
-from .security import MissingKey
+from storypulse import format as fmt
+from storypulse import protocol
+from storypulse.client import Client, RequestError
+from storypulse.endpoints import Endpoints
+from storypulse.events import ready_events, subscriber
+from storypulse.loadgen import StoryGenerator, parse_range
 
-DEFAULT_TIMEOUT = 5.0
-
-
-# -- shared plumbing ---------------------------------------------------------
-def _parser(name: str, description: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"storypulse {name}", description=description)
-    parser.add_argument("--server", type=_server, default=Endpoints(), metavar="HOST[:PORT]",
-                        help="the server: requests on PORT, events on PORT+1 (default 127.0.0.1:5555)")
-    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
-                        help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g})")
-    if json_flag:
-        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    return parser
-
-
-def _server(text: str) -> Endpoints:
-    try:
-        return parse_server(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
-    return value
+from .figures import flow_lines
+from .options import bounded, client_parser, fail, print_json, talk
 
 
 def _story_id(text: str) -> int:
@@ -66,35 +35,10 @@ def _story_id(text: str) -> int:
     return value
 
 
-def _fail(name: str, message: str) -> int:
-    print(f"storypulse {name}: {message}", file=sys.stderr)
-    return 1
-
-
-def _talk(name: str, args: argparse.Namespace, body: Callable[[Client], int]) -> int:
-    """Run `body` with a Client; the usual failures become one line on stderr and exit 1."""
-    try:
-        client = Client(args.server, timeout=args.timeout)
-    except MissingKey as exc:
-        return _fail(name, str(exc))
-    try:
-        return body(client) or 0
-    except ServerUnavailable:
-        return _fail(name, f"no reply from {args.server.requests}: is the server running?")
-    except RequestError as exc:
-        return _fail(name, f"{exc.code}: {exc.message}")
-    finally:
-        client.close()
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False))
-
-
 # -- ping --------------------------------------------------------------------
 def ping(argv: list[str]) -> int:
     """Ask the server for its version; checks the protocol version matches."""
-    parser = _parser("ping", "Check that the server answers, and which version it runs.")
+    parser = client_parser("ping", "Check that the server answers, and which version it runs.")
     args = parser.parse_args(argv)
 
     def body(client: Client) -> int:
@@ -102,16 +46,16 @@ def ping(argv: list[str]) -> int:
         result = client.ping()
         took = time.perf_counter() - started
         if args.json:
-            _print_json({**msgspec.to_builtins(result), "round_trip_ms": round(took * 1000, 3)})
+            print_json({**msgspec.to_builtins(result), "round_trip_ms": round(took * 1000, 3)})
         else:
             print(f"pong from {args.server} in {fmt.duration(took)}: server {result.server_version},"
                   f" protocol {result.protocol_version}")
         if result.protocol_version != protocol.PROTOCOL_VERSION:
-            return _fail("ping", f"the server speaks protocol {result.protocol_version};"
+            return fail("ping", f"the server speaks protocol {result.protocol_version};"
                                  f" this client speaks {protocol.PROTOCOL_VERSION}")
         return 0
 
-    return _talk("ping", args, body)
+    return talk("ping", args, body)
 
 
 # -- add ---------------------------------------------------------------------
@@ -127,7 +71,7 @@ def _task_spec(text: str) -> dict[str, Any]:
 
 def add(argv: list[str]) -> int:
     """Add a story with tasks; --wait waits until it is done."""
-    parser = _parser("add", "Add a story made of tasks; prints the story id and the task ids.")
+    parser = client_parser("add", "Add a story made of tasks; prints the story id and the task ids.")
     parser.add_argument("name", help="the story's name")
     parser.add_argument("--description", default="", help="the story's description")
     parser.add_argument("--task", action="append", type=_task_spec, default=[], metavar="ESTIMATE_MS[:NAME]",
@@ -170,19 +114,17 @@ def add(argv: list[str]) -> int:
                     print(f"story {created.story_id} done in {fmt.duration(elapsed)}"
                           f" (server: {fmt.duration(report['server_elapsed_s'])} from creation to done)")
             if args.json:
-                _print_json(report)
+                print_json(report)
             return 0
         finally:
             if sub is not None:
                 sub.close(linger=0)
 
-    return _talk("add", args, body)
+    return talk("add", args, body)
 
 
 def _story_events(endpoints: Endpoints) -> zmq.Socket:
     # Subscribed before the story is created, so its `completed` event can't slip past.
-    from .watch import subscriber
-
     return subscriber(endpoints, protocol.TOPIC_STORY)
 
 
@@ -192,13 +134,9 @@ def _wait_done(client: Client, sub: zmq.Socket, story_id: int, check_every: floa
     while True:
         wait = max(0.0, next_check - time.monotonic())
         if sub.poll(wait * 1000):
-            try:
-                event = protocol.decode_event_frames(sub.recv_multipart())
-            except protocol.ProtocolError:
-                event = None  # a broken or newer server; get_story below still tells
-            if not isinstance(event, protocol.StoryEvent) or event.story_id != story_id:
-                continue
-            if event.event not in ("completed", "deleted"):
+            # A malformed event (None) is no news: get_story below still tells.
+            if not any(isinstance(event, protocol.StoryEvent) and event.story_id == story_id
+                       and event.event in ("completed", "deleted") for event in ready_events(sub)):
                 continue
         elif time.monotonic() < next_check:
             continue
@@ -216,7 +154,7 @@ def _wait_done(client: Client, sub: zmq.Socket, story_id: int, check_every: floa
 # -- list, show, delete ------------------------------------------------------
 def list_(argv: list[str]) -> int:
     """List stories, newest first (paged)."""
-    parser = _parser("list", "List stories (one page).")
+    parser = client_parser("list", "List stories (one page).")
     parser.add_argument("--status", choices=("open", "done"), help="only open or only done stories")
     parser.add_argument("--offset", type=int, default=0, help="skip this many stories (default 0)")
     parser.add_argument("--limit", type=int, default=50,
@@ -226,7 +164,7 @@ def list_(argv: list[str]) -> int:
     def body(client: Client) -> int:
         page = client.list_stories(args.status, args.offset, args.limit)
         if args.json:
-            _print_json(page)
+            print_json(page)
             return 0
         now = time.time()
         rows = [
@@ -244,19 +182,19 @@ def list_(argv: list[str]) -> int:
             print(f"no {which} here ({page.total} in all)")
         return 0
 
-    return _talk("list", args, body)
+    return talk("list", args, body)
 
 
 def show(argv: list[str]) -> int:
     """Show one story with its tasks, their states and times."""
-    parser = _parser("show", "Show a story with its tasks, their states and times.")
+    parser = client_parser("show", "Show a story with its tasks, their states and times.")
     parser.add_argument("story_id", type=_story_id, metavar="ID")
     args = parser.parse_args(argv)
 
     def body(client: Client) -> int:
         story = client.get_story(args.story_id)
         if args.json:
-            _print_json(story)
+            print_json(story)
             return 0
         now = time.time()
         took = f" · took {fmt.duration(story.completed_at - story.created_at)}" if story.completed_at else ""
@@ -277,12 +215,12 @@ def show(argv: list[str]) -> int:
                             rows, right=(0, 2, 4)))
         return 0
 
-    return _talk("show", args, body)
+    return talk("show", args, body)
 
 
 def delete(argv: list[str]) -> int:
     """Delete stories and their tasks."""
-    parser = _parser("delete", "Delete stories (and their tasks).")
+    parser = client_parser("delete", "Delete stories (and their tasks).")
     parser.add_argument("story_ids", type=_story_id, nargs="+", metavar="ID")
     args = parser.parse_args(argv)
 
@@ -298,18 +236,18 @@ def delete(argv: list[str]) -> int:
             except RequestError as exc:  # one missing story doesn't stop the others
                 failed += 1
                 results.append({"story_id": story_id, "deleted": False, "error": exc.code, "message": exc.message})
-                _fail("delete", f"story {story_id}: {exc.code}: {exc.message}")
+                fail("delete", f"story {story_id}: {exc.code}: {exc.message}")
         if args.json:
-            _print_json(results)
+            print_json(results)
         return 1 if failed else 0
 
-    return _talk("delete", args, body)
+    return talk("delete", args, body)
 
 
 # -- pool --------------------------------------------------------------------
 def pool(argv: list[str]) -> int:
     """Show or set the worker pool's bounds."""
-    parser = _parser("pool", "Show the worker pool, or set its bounds (the autoscaler stays within them).")
+    parser = client_parser("pool", "Show the worker pool, or set its bounds (the autoscaler stays within them).")
     parser.add_argument("--min", type=int, dest="min_workers", metavar="N",
                         help=f"at least N workers (0-{protocol.WORKERS_MAX})")
     parser.add_argument("--max", type=int, dest="max_workers", metavar="M",
@@ -320,45 +258,26 @@ def pool(argv: list[str]) -> int:
         changing = args.min_workers is not None or args.max_workers is not None
         result = client.set_pool(args.min_workers, args.max_workers)
         if args.json:
-            _print_json(result)
+            print_json(result)
             return 0
         verb = "now" if changing else "is"
         print(f"pool {verb}: {result.workers} worker(s), target {result.target},"
               f" bounds {result.min_workers}-{result.max_workers}")
         return 0
 
-    return _talk("pool", args, body)
+    return talk("pool", args, body)
 
 
 # -- flow --------------------------------------------------------------------
-def _bounded(kind: type, low: float, high: float, *, above: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a number from `low` (or above it, with `above`) to `high`."""
-    what = "a whole number" if kind is int else "a number"
-    bounds = f"must be {'above' if above else 'at least'} {low:g} and at most {high:g}"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not ((value > low if above else value >= low) and value <= high):
-            raise argparse.ArgumentTypeError(f"{text!r}: {bounds}")
-        return value
-
-    return parse
-
-
 def flow(argv: list[str]) -> int:
     """Show the flow figures; set the WIP limit and the flow window."""
-    from .watch import flow_lines
-
-    parser = _parser("flow", "The flow: stories in progress and waiting, lead and cycle times (p50, p85, p95) "
-                             "of the stories completed in the flow window. --wip-limit and --window change "
-                             "the server's settings until it stops (its --wip-limit and --flow-window "
-                             "apply again after a restart).")
-    parser.add_argument("--wip-limit", type=_bounded(int, 0, protocol.WIP_LIMIT_MAX), metavar="N",
+    parser = client_parser("flow", "The flow: stories in progress and waiting, lead and cycle times (p50, p85, p95) "
+                                   "of the stories completed in the flow window. --wip-limit and --window change "
+                                   "the server's settings until it stops (its --wip-limit and --flow-window "
+                                   "apply again after a restart).")
+    parser.add_argument("--wip-limit", type=bounded(int, 0, protocol.WIP_LIMIT_MAX), metavar="N",
                         help="at most N stories in progress; 0 lifts the limit")
-    parser.add_argument("--window", type=_bounded(float, 0, protocol.FLOW_WINDOW_MAX_S, above=True), metavar="S",
+    parser.add_argument("--window", type=bounded(float, 0, protocol.FLOW_WINDOW_MAX_S, above=True), metavar="S",
                         help=f"take lead and cycle times over the last S seconds (at most {protocol.FLOW_WINDOW_MAX_S:g})")
     args = parser.parse_args(argv)
 
@@ -366,10 +285,10 @@ def flow(argv: list[str]) -> int:
         settings = client.set_flow(args.wip_limit, args.window)
         stats = client.snapshot(history_seconds=0).stats
         if args.json:
-            _print_json({**msgspec.to_builtins(settings),
-                         "stories_in_progress": stats.stories_in_progress,
-                         "stories_waiting": stats.open_stories - stats.stories_in_progress,
-                         **{k: getattr(stats, k) for k in FLOW_FIGURES}})
+            print_json({**msgspec.to_builtins(settings),
+                        "stories_in_progress": stats.stories_in_progress,
+                        "stories_waiting": stats.open_stories - stats.stories_in_progress,
+                        **{k: getattr(stats, k) for k in FLOW_FIGURES}})
             return 0
         changing = args.wip_limit is not None or args.window is not None
         limit = f"WIP limit {settings.wip_limit}" if settings.wip_limit else "no WIP limit"
@@ -378,83 +297,8 @@ def flow(argv: list[str]) -> int:
             print(line)
         return 0
 
-    return _talk("flow", args, body)
+    return talk("flow", args, body)
 
 
 FLOW_FIGURES = ("stories_completed_in_window", "lead_time_mean_s", "lead_time_p50_s", "lead_time_p85_s",
                 "lead_time_p95_s", "cycle_time_p50_s", "cycle_time_p85_s", "cycle_time_p95_s")
-
-
-# -- load --------------------------------------------------------------------
-def load(argv: list[str]) -> int:
-    """The simulator: random stories at a rate, with a progress line."""
-    from . import loadrun
-
-    parser = _parser("load", "The simulator: random stories at a rate, steady or Poisson (pipelined), "
-                             "a progress line on stderr, a summary at the end.")
-    parser.add_argument("--rate", type=_positive_float, default=10.0, help="stories per second (default 10)")
-    parser.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
-                        help="seconds to run (default 10; Ctrl-C stops early)")
-    parser.add_argument("--tasks", default="1-5", metavar="A-B", help="tasks per story (default 1-5)")
-    parser.add_argument("--estimate-ms", default="0-1000", metavar="A-B",
-                        help="estimate of each task in ms (default 0-1000)")
-    parser.add_argument("--arrivals", choices=ARRIVALS, default="steady",
-                        help="steady: one story every 1/rate s; poisson: independent arrivals at that "
-                             "mean rate, with the bursts and lulls of real demand (default steady)")
-    parser.add_argument("--estimates", choices=ESTIMATES, default="uniform",
-                        help="uniform within --estimate-ms, or lognormal: the median at the geometric "
-                             "middle of the range, which holds the middle 90 %%, drawn again outside it "
-                             "(most tasks short, a few long; default uniform)")
-    parser.add_argument("--seed", type=int, help="seed, for a repeatable run")
-    parser.add_argument("--max-in-flight", type=int, default=100, metavar="N",
-                        help="requests awaiting a reply at most (default 100)")
-    args = parser.parse_args(argv)
-    try:
-        tasks = parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
-        estimates = parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
-        if args.max_in_flight < 1:
-            raise ValueError("--max-in-flight: must be at least 1")
-    except ValueError as exc:
-        parser.error(str(exc))
-    generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed,
-                               estimates=args.estimates)
-
-    def body(client: Client) -> int:
-        client.ping()  # fail fast and clearly when nobody is there
-        tally, sending, ended = loadrun.run(client, generator, rate=args.rate, duration=args.duration,
-                                            max_in_flight=args.max_in_flight, arrivals=args.arrivals)
-        result = loadrun.summary(tally, sending, ended, args.rate, args.max_in_flight,
-                                 args.arrivals, args.estimates)
-        if args.json:
-            _print_json(result)
-        else:
-            print(loadrun.summary_text(result))
-        if ended == loadrun.NO_REPLY:
-            return _fail("load", f"no reply from {args.server.requests}: is the server running?")
-        return 1 if tally.errors else 0
-
-    return _talk("load", args, body)
-
-
-# -- watch -------------------------------------------------------------------
-def watch(argv: list[str]) -> int:
-    """The live figures in the terminal."""
-    from . import watch as live
-
-    parser = _parser("watch", "The live figures: stories produced and completed per second, open and "
-                              "completed stories, tasks, workers, the last pool resize.")
-    parser.add_argument("--once", action="store_true", help="print one frame and exit")
-    parser.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
-    parser.add_argument("--refresh", type=_positive_float, metavar="S",
-                        help="seconds between frames (default 0.25 on a terminal, 1 otherwise)")
-    args = parser.parse_args(argv)
-    refresh = args.refresh or (0.25 if sys.stdout.isatty() else 1.0)
-    try:
-        return live.run(args.server, once=args.once, duration=args.duration, refresh=refresh,
-                        timeout=args.timeout, as_json=args.json)
-    except ServerUnavailable:
-        return _fail("watch", f"no reply from {args.server.requests}: is the server running?")
-    except MissingKey as exc:
-        return _fail("watch", str(exc))
-    except KeyboardInterrupt:
-        return 0

@@ -3,7 +3,7 @@
 Subcommands are entry points in the group `storypulse.commands` (see
 pyproject.toml), each a callable `fn(argv) -> exit code`. An entry point is
 loaded only when its command runs, so `storypulse --help` or `storypulse list`
-never import Qt, and common/ never imports server/ or desktop/.
+never import Qt, and neither the core nor these commands import server/ or desktop/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
 
-from . import __version__
+from storypulse import __version__
 
 GROUP = "storypulse.commands"
 

@@ -1,0 +1,109 @@
+"""The live figures as `storypulse watch` keeps and prints them, apart from any socket.
+
+`Figures` follows the Clone pattern through the core's SeqTracker (one rule for
+gaps and restarts, shared with the desktop app); `render` draws the panel and
+`flow_lines` the flow part, which `storypulse flow` prints too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from storypulse import format as fmt
+from storypulse import protocol
+from storypulse.clone import APPLY, SeqTracker
+
+HISTORY_POINTS = 120  # one a second: what the sparklines can show
+SPARK_WIDTH = 40
+
+
+class Figures:
+    """The latest stats, recent history and last pool decision, with the seq they are good to."""
+
+    def __init__(self) -> None:
+        self.tracker = SeqTracker()
+        self.stats: protocol.Stats | None = None
+        self.pool: protocol.PoolEvent | None = None
+        self.history: deque[protocol.Stats] = deque(maxlen=HISTORY_POINTS)
+
+    @property
+    def seq(self) -> int | None:
+        """The seq the figures are good to; None until the first snapshot."""
+        return self.tracker.seq
+
+    def load_snapshot(self, snap: protocol.SnapshotResult) -> None:
+        self.tracker.reset(snap.seq, snap.stats.ts)
+        self.stats = snap.stats
+        self.history.clear()
+        self.history.extend(snap.history)
+
+    def apply(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> str:
+        """The tracker's verdict: APPLY (done here), STALE (already in the snapshot: dropped),
+        GAP or RESTARTED (ask for a new snapshot)."""
+        verdict = self.tracker.classify(event.seq, event.ts)
+        if verdict != APPLY:
+            return verdict
+        if isinstance(event, protocol.Stats):
+            self.stats = event
+            # Keep the history at one point a second, like the snapshot's.
+            if not self.history or event.ts >= self.history[-1].ts + 1.0:
+                self.history.append(event)
+        elif isinstance(event, protocol.PoolEvent):
+            self.pool = event
+        return verdict
+
+
+def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
+    """The panel as lines of text; `now` is the wall clock (for "x s ago")."""
+    head = f"storypulse watch · {server} · {state}"
+    if figures.seq is not None:
+        head += f" · seq {figures.seq}"
+    s = figures.stats
+    if s is None:
+        return [head, "", "  no figures yet"]
+    produced = [h.stories_produced_per_s for h in figures.history]
+    completed = [h.stories_completed_per_s for h in figures.history]
+    lines = [head + f" · {fmt.clock(s.ts, now)}", ""]
+    if s.database != "ok":
+        lines += [f"  DATABASE UNAVAILABLE — writes refused, retrying: {s.database_error}", ""]
+    lines += [
+        f"  stories produced   {fmt.rate(s.stories_produced_per_s):>12}   {fmt.sparkline(produced, SPARK_WIDTH)}",
+        f"  stories completed  {fmt.rate(s.stories_completed_per_s):>12}   {fmt.sparkline(completed, SPARK_WIDTH)}",
+        f"  open stories       {fmt.count(s.open_stories):>12}",
+        f"  completed stories  {fmt.count(s.completed_stories):>12}",
+        "",
+        f"  tasks    queued {fmt.count(s.tasks_queued)} · running {fmt.count(s.tasks_running)}"
+        f" · queued work {fmt.duration(s.queued_work_s)} · done {fmt.count(s.tasks_completed)}"
+        f" · in {fmt.rate(s.tasks_produced_per_s)} · out {fmt.rate(s.tasks_completed_per_s)}",
+        f"  workers  busy {s.workers_busy} / {s.workers} · target {s.workers_target}"
+        f" · bounds {s.min_workers}-{s.max_workers}",
+    ]
+    p = figures.pool
+    if p is not None:
+        lines.append(
+            f"  last resize  {p.old_size} -> {p.new_size}: {p.reason} ({fmt.duration(now - p.ts)} ago)"
+        )
+    else:
+        lines.append("  last resize  none seen yet")
+    lines += flow_lines(s)
+    lines.append(f"  rates over the last {s.rate_window_s:g} s")
+    return lines
+
+
+def flow_lines(s: protocol.Stats) -> list[str]:
+    """In progress and waiting, lead and cycle times; nothing from a server without them."""
+    if s.flow_window_s is None:
+        return []
+    limit = f" (limit {s.wip_limit})" if s.wip_limit else " (no limit)"
+    waiting = s.open_stories - s.stories_in_progress
+
+    def times(p50: float | None, p85: float | None, p95: float | None) -> str:
+        return f"p50 {fmt.duration(p50)} · p85 {fmt.duration(p85)} · p95 {fmt.duration(p95)}"
+
+    return [
+        f"  flow     in progress {fmt.count(s.stories_in_progress)}{limit} · waiting {fmt.count(waiting)}"
+        f" · {fmt.count(s.stories_completed_in_window)} done in the last {fmt.duration(s.flow_window_s)}",
+        f"  lead     {times(s.lead_time_p50_s, s.lead_time_p85_s, s.lead_time_p95_s)}"
+        f" · mean {fmt.duration(s.lead_time_mean_s)}",
+        f"  cycle    {times(s.cycle_time_p50_s, s.cycle_time_p85_s, s.cycle_time_p95_s)}",
+    ]

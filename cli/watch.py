@@ -1,0 +1,202 @@
+"""`storypulse watch`: the live figures in a terminal, kept current with the Clone pattern.
+
+A late joiner subscribes to the PUB socket first, then asks for a snapshot
+(which carries the seq of the last message published before it), then applies
+only events with a higher seq (figures.py). A gap in seq, or a server that
+restarted, makes it ask again; so does a silence longer than the stats interval.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+import zmq
+
+from storypulse import format as fmt
+from storypulse import protocol
+from storypulse.client import Client, PendingRequest, RequestError, ServerUnavailable
+from storypulse.clone import APPLY, GAP, RESTARTED
+from storypulse.endpoints import Endpoints
+from storypulse.events import ready_events, subscriber
+from storypulse.security import MissingKey
+
+from .figures import HISTORY_POINTS, Figures, render
+from .options import client_parser, fail, no_reply, positive_float
+
+
+def watch(argv: list[str]) -> int:
+    """The live figures in the terminal."""
+    parser = client_parser("watch", "The live figures: stories produced and completed per second, open and "
+                                    "completed stories, tasks, workers, the last pool resize.")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--refresh", type=positive_float, metavar="S",
+                        help="seconds between frames (default 0.25 on a terminal, 1 otherwise)")
+    args = parser.parse_args(argv)
+    refresh = args.refresh or (0.25 if sys.stdout.isatty() else 1.0)
+    try:
+        return run(args.server, once=args.once, duration=args.duration, refresh=refresh,
+                   timeout=args.timeout, as_json=args.json)
+    except ServerUnavailable:
+        return no_reply("watch", args.server)
+    except MissingKey as exc:
+        return fail("watch", str(exc))
+    except KeyboardInterrupt:
+        return 0
+
+
+class Feed:
+    """Owns the SUB socket and the snapshot request; keeps `figures` current."""
+
+    def __init__(self, endpoints: Endpoints, figures: Figures, *, timeout: float,
+                 context: zmq.Context | None = None,
+                 on_stats: Callable[[protocol.Stats], Any] | None = None):
+        self.endpoints = endpoints
+        self.figures = figures
+        self.timeout = timeout
+        self.on_stats = on_stats
+        ctx = context or zmq.Context.instance()
+        # Subscribe before the first snapshot, so nothing published after it is missed.
+        self.client = Client(endpoints, timeout=timeout, context=ctx)  # raises MissingKey first
+        self.sub = subscriber(endpoints, b"", ctx)
+        self.need_snapshot = True
+        self.snapshot: PendingRequest | None = None
+        self.failed_snapshots = 0  # requests that got no reply in time
+        self.last_stats = 0.0  # monotonic time of the last applied stats event
+        self.bad_events = 0  # malformed events dropped (a broken or newer server)
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+        self.client.close()
+
+    def pump(self, until: float) -> None:
+        """Handle events and replies until the monotonic deadline `until`."""
+        while True:
+            if self.need_snapshot and self.snapshot is None:
+                self.snapshot = self.client.request("snapshot", history_seconds=HISTORY_POINTS)
+            wait = until - time.monotonic()
+            if wait <= 0:
+                return
+            poller = zmq.Poller()
+            poller.register(self.sub, zmq.POLLIN)
+            if self.snapshot is not None:
+                poller.register(self.client.socket, zmq.POLLIN)
+                wait = min(wait, self.snapshot.remaining())
+            ready = dict(poller.poll(wait * 1000))
+            if self.snapshot is not None:
+                self._take_snapshot()
+            if self.sub in ready:
+                self._drain_events()
+
+    def _take_snapshot(self) -> None:
+        assert self.snapshot is not None
+        try:
+            done, result = self.snapshot.take(0)
+        except ServerUnavailable:  # the socket is gone with it; ask again on the next turn
+            self.snapshot = None
+            self.failed_snapshots += 1
+            return
+        except RequestError:  # an error reply; ask again on the next turn
+            self.snapshot = None
+            return
+        if not done:
+            return
+        self.snapshot = None
+        if isinstance(result, protocol.SnapshotResult):
+            self.figures.load_snapshot(result)
+            self.need_snapshot = False
+            self.last_stats = time.monotonic()
+            if self.on_stats:
+                self.on_stats(result.stats)
+
+    def _drain_events(self) -> None:
+        for event in ready_events(self.sub):
+            if event is None:
+                self.bad_events += 1
+                continue
+            verdict = self.figures.apply(event)
+            if verdict in (GAP, RESTARTED):
+                self.need_snapshot = True
+            elif verdict == APPLY and isinstance(event, protocol.Stats):
+                self.last_stats = time.monotonic()
+                if self.on_stats:
+                    self.on_stats(event)
+
+    def state(self, now: float, stale_after: float) -> str:
+        if self.figures.seq is None:
+            return "waiting for server…"
+        if now - self.last_stats > stale_after:
+            # Quiet too long: ask for a fresh snapshot; it tells "restarted" from "gone".
+            self.need_snapshot = True
+            return f"reconnecting… (no figures for {fmt.duration(now - self.last_stats)})"
+        return "live"
+
+
+def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: float,
+        timeout: float, as_json: bool, stale_after: float = 2.0,
+        out: TextIO = sys.stdout) -> int:
+    """The watch loop; returns an exit code. Raises ServerUnavailable when `once` gets no snapshot."""
+    figures = Figures()
+    def emit_json(stats: protocol.Stats) -> None:
+        print(protocol.encode(stats).decode(), file=out, flush=True)
+
+    # JSON lines: one per stats event as it is applied (with --once, only the last at the end).
+    feed = Feed(endpoints, figures, timeout=timeout, on_stats=emit_json if as_json and not once else None)
+    tty = out.isatty() and not as_json
+    drawn = 0  # lines of the last frame, to redraw over it
+    start = time.monotonic()
+    end = start + duration if duration else None
+    try:
+        if tty and not once:
+            out.write("\x1b[?25l")  # hide the cursor while redrawing
+        while True:
+            now = time.monotonic()
+            if once:
+                feed.pump(min(now + 0.05, start + timeout))
+                if figures.seq is not None or feed.failed_snapshots:
+                    break
+                if time.monotonic() >= start + timeout:
+                    break
+                continue
+            next_frame = now + refresh
+            if end is not None:
+                next_frame = min(next_frame, end)
+            feed.pump(next_frame)
+            now = time.monotonic()
+            if not as_json:
+                lines = render(figures, str(endpoints), feed.state(now, stale_after), time.time())
+                drawn = _draw(out, lines, drawn if tty else 0, tty)
+            else:
+                feed.state(now, stale_after)
+            if end is not None and now >= end:
+                break
+        if once:
+            if figures.seq is None or figures.stats is None:
+                raise ServerUnavailable(f"no reply from {endpoints.requests}")
+            if as_json:
+                emit_json(figures.stats)
+            else:
+                _draw(out, render(figures, str(endpoints), "live", time.time()), 0, False)
+        return 0
+    finally:
+        if tty and not once:
+            out.write("\x1b[?25h")
+            out.flush()
+        feed.close()
+
+
+def _draw(out: TextIO, lines: list[str], previous: int, tty: bool) -> int:
+    if tty:
+        # Cut lines to the terminal's width: a wrapped line would break the redraw.
+        width = shutil.get_terminal_size().columns
+        lines = [line[:width] for line in lines]
+        # Back to the top of the last frame, clear below, draw the new one.
+        prefix = f"\x1b[{previous}F\x1b[J" if previous else ""
+        out.write(prefix + "\n".join(lines) + "\n")
+    else:
+        out.write("\n".join(lines) + "\n\n")
+    out.flush()
+    return len(lines)

@@ -1,0 +1,52 @@
+"""The server's events as every client takes them: a SUB socket on the PUB endpoint, decoded.
+
+The request socket's counterpart (client.py): the same CURVE rule off loopback,
+the same IPv6 switch. `ready_events` drains what is waiting without blocking,
+bounded so a flood cannot starve the caller's other work.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import zmq
+
+from . import protocol
+from .endpoints import Endpoints
+from .security import client_security_for
+
+Event = protocol.Stats | protocol.StoryEvent | protocol.PoolEvent
+
+
+def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None = None,
+               *, rcvhwm: int | None = None) -> zmq.Socket:
+    """A SUB socket on the events endpoint (CURVE off loopback, like the request socket)."""
+    sub = (context or zmq.Context.instance()).socket(zmq.SUB)
+    sub.linger = 0
+    if rcvhwm is not None:
+        sub.rcvhwm = rcvhwm
+    security = client_security_for(endpoints.host)
+    if security is not None:
+        security.apply(sub)
+    sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.ipv6 = endpoints.ipv6
+    sub.connect(endpoints.events)
+    return sub
+
+
+def ready_events(sub: zmq.Socket, limit: int = 10_000) -> Iterator[Event | None]:
+    """The events waiting on `sub` now, at most `limit`, decoded in order.
+
+    None stands for a malformed message, dropped (a broken or newer server):
+    not ours to crash on, and the seq check catches what it cost.
+    """
+    for _ in range(limit):
+        try:
+            frames = sub.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            event = protocol.decode_event_frames(frames)
+        except protocol.ProtocolError:
+            event = None
+        yield event
