@@ -96,8 +96,10 @@ class FlowWindow:
             self._drop(entries.popleft())
 
     def expire(self, now: float) -> None:
-        entries, horizon = self.entries, now - self.window
-        while entries and entries[0].at <= horizon:
+        # `now - at >= window`, the definition itself: `at <= now - window` rounds
+        # differently (at 1e-300 and now 1.0, window 1.0 the two disagree).
+        entries = self.entries
+        while entries and now - entries[0].at >= self.window:
             self._drop(entries.popleft())
 
     def _drop(self, entry: Completed) -> None:

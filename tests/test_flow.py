@@ -43,6 +43,15 @@ def test_completions_leave_the_window_as_the_clock_passes_them():
     assert f.count == 0 and f.lead_p50_s is None and f.lead_mean_s is None and f.cycle_p95_s is None
 
 
+def test_the_window_edge_is_now_minus_at_even_where_floats_round():
+    # Found by the property below: with `at <= now - window`, 1.0 - 1.0 = 0.0 kept a
+    # completion at 3e-239 that `now - at >= window` says has left.
+    w = FlowWindow(1.0)
+    w.add(3e-239, 1, 1.0, 0.5, 0.25)
+    assert w.figures(0.5).count == 1
+    assert w.figures(3e-239 + 1.0).count == 0
+
+
 def test_a_shorter_window_drops_at_once_a_longer_one_fills_later():
     w = FlowWindow(60.0)
     for i in range(10):
