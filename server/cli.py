@@ -118,6 +118,7 @@ def command(argv: Sequence[str] | None = None) -> int:
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .dberrors import database_errors, explain
     from .loop import Server
+    from .sockets import listen
     from .store import Store, describe
 
     if curve_required(config.bind):
@@ -132,7 +133,7 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
              describe(store.db), config.durability, store.durability_in_force())
     try:
-        server = Server(config, store, parent_pipe)
+        server = Server(config, store, listen(config), parent_pipe)
     except Exception as exc:  # typically: the port is taken
         log.critical("cannot start: %s", exc)
         store.close()

@@ -1,9 +1,10 @@
-"""The server's settings: one table of defaults, one dataclass, one validate().
+"""The server's settings: one dataclass that holds them with their defaults, one validate().
 
-The command line, the tests and (later) a TOML file or environment variables
-all build a `ServerConfig` the same way: `ServerConfig.from_options(dict)`, where
-the dict holds only the values that were given; everything else comes from
-DEFAULTS. Nothing here touches a socket or the disk.
+The command line, a TOML file and the environment (merged by configfile.py) and
+the tests all build a `ServerConfig` the same way: `ServerConfig.from_options(dict)`,
+where the dict holds only the values that were given; everything else is the
+dataclass's default (DEFAULTS lists them by name). Nothing here touches a socket
+or the disk.
 """
 
 from __future__ import annotations
@@ -18,31 +19,6 @@ from storypulse.endpoints import DEFAULT_PORT
 
 from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
 
-DEFAULTS: dict[str, Any] = {
-    "db": None,  # None: storypulse.db in the user's data directory
-    "bind": "127.0.0.1",
-    "port": DEFAULT_PORT,  # requests P, events P+1, workers P+2
-    "min_workers": 1,
-    "max_workers": max(2, min(8, os.cpu_count() or 2)),
-    "time_scale": 1.0,  # multiplies every estimate
-    "stats_interval": 0.25,  # seconds between `stats` events
-    "rate_window": 5.0,  # rates are averaged over this sliding window, seconds
-    "scale_interval": 0.2,  # seconds between autoscaler decisions
-    "quiet_window": 5.0,  # the autoscaler shrinks only after this long without need
-    "heartbeat": 0.5,  # seconds; a worker is dead after HEARTBEAT_LIVENESS missed beats
-    "shutdown_grace": 5.0,  # on SIGTERM, how long busy workers may take to report
-    # queued tasks above which create_story gets `busy`: the backlog lives on disk, so this is
-    # a guard against a runaway producer, not a memory bound (see queue_window)
-    "queue_max": 100_000_000,
-    "queue_window": 20_000,  # queued tasks held in memory; the rest is read from the database
-    "lease_max_tasks": 256,  # tasks in one lease of tiny tasks
-    "lease_max_s": 0.005,  # scaled estimate-seconds in one lease of tiny tasks
-    "durability": "power-loss",  # an acknowledged story survives power loss, not only a crash
-    "flow_window": 60.0,  # lead and cycle times are taken over the stories completed this recently
-    "wip_limit": 0,  # stories in progress at once; 0: no limit
-    "log_level": "info",
-}
-
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # power-loss: every commit is flushed to disk before its reply (SQLite synchronous=FULL,
 # PostgreSQL synchronous_commit=on); crash: it survives a crash of the server process, but
@@ -51,7 +27,8 @@ DURABILITY_LEVELS = ("power-loss", "crash")
 
 
 class ConfigError(ValueError):
-    """A setting out of range; the message names the option."""
+    """A setting that cannot be used (out of range, mistyped, or in a file that cannot be read);
+    the message names the option, and the file key or variable that set it."""
 
 
 def _option(name: str) -> str:
@@ -60,26 +37,30 @@ def _option(name: str) -> str:
 
 @dataclass
 class ServerConfig:
-    db: str | None = DEFAULTS["db"]
-    bind: str = DEFAULTS["bind"]
-    port: int = DEFAULTS["port"]
-    min_workers: int = DEFAULTS["min_workers"]
-    max_workers: int = DEFAULTS["max_workers"]
-    time_scale: float = DEFAULTS["time_scale"]
-    stats_interval: float = DEFAULTS["stats_interval"]
-    rate_window: float = DEFAULTS["rate_window"]
-    scale_interval: float = DEFAULTS["scale_interval"]
-    quiet_window: float = DEFAULTS["quiet_window"]
-    heartbeat: float = DEFAULTS["heartbeat"]
-    shutdown_grace: float = DEFAULTS["shutdown_grace"]
-    queue_max: int = DEFAULTS["queue_max"]
-    queue_window: int = DEFAULTS["queue_window"]
-    lease_max_tasks: int = DEFAULTS["lease_max_tasks"]
-    lease_max_s: float = DEFAULTS["lease_max_s"]
-    durability: str = DEFAULTS["durability"]
-    flow_window: float = DEFAULTS["flow_window"]
-    wip_limit: int = DEFAULTS["wip_limit"]
-    log_level: str = DEFAULTS["log_level"]
+    """Every setting with its default: the one table of them."""
+
+    db: str | None = None  # None: storypulse.db in the user's data directory
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # requests P, events P+1, workers P+2
+    min_workers: int = 1
+    max_workers: int = max(2, min(8, os.cpu_count() or 2))
+    time_scale: float = 1.0  # multiplies every estimate
+    stats_interval: float = 0.25  # seconds between `stats` events
+    rate_window: float = 5.0  # rates are averaged over this sliding window, seconds
+    scale_interval: float = 0.2  # seconds between autoscaler decisions
+    quiet_window: float = 5.0  # the autoscaler shrinks only after this long without need
+    heartbeat: float = 0.5  # seconds; a worker is dead after HEARTBEAT_LIVENESS missed beats
+    shutdown_grace: float = 5.0  # on SIGTERM, how long busy workers may take to report
+    # queued tasks above which create_story gets `busy`: the backlog lives on disk, so this is
+    # a guard against a runaway producer, not a memory bound (see queue_window)
+    queue_max: int = 100_000_000
+    queue_window: int = 20_000  # queued tasks held in memory; the rest is read from the database
+    lease_max_tasks: int = 256  # tasks in one lease of tiny tasks
+    lease_max_s: float = 0.005  # scaled estimate-seconds in one lease of tiny tasks
+    durability: str = "power-loss"  # an acknowledged story survives power loss, not only a crash
+    flow_window: float = 60.0  # lead and cycle times are taken over the stories completed this recently
+    wip_limit: int = 0  # stories in progress at once; 0: no limit
+    log_level: str = "info"
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ServerConfig:
@@ -88,8 +69,7 @@ class ServerConfig:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        values = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-        config = cls(**values)
+        config = cls(**{k: v for k, v in options.items() if v is not None})
         config.validate()
         return config
 
@@ -136,3 +116,7 @@ class ServerConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# The defaults by name (the command line's help shows them).
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerConfig)}

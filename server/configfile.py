@@ -24,13 +24,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import config
+from .config import ConfigError  # one error for every setting that cannot be used
 
 ENV_PREFIX = "STORYPULSE_"
 ENV_CONFIG = "STORYPULSE_CONFIG"
-
-
-class ConfigError(config.ConfigError):
-    """A value or a file that cannot be used; the message names the key, variable or file."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +137,7 @@ def server_config(option: str | None, environ: Mapping[str, str],
     values = load(option, environ, cli_values, origins)
     try:
         return config.ServerConfig.from_options(values)
-    except ConfigError:
-        raise
-    except config.ConfigError as e:
+    except ConfigError as e:
         raise ConfigError(explain(e, origins)) from None
 
 

@@ -9,6 +9,12 @@ A turn:
      publish the events that depend on them (group commit);
   5. timers: heartbeats and lost workers, autoscaling, stats.
 Signal handlers only set a flag (and wake the poll through a socketpair).
+
+The loop binds nothing: it serves the sockets it is given (`sockets.listen`
+binds them as the command line says; a test binds them in-process), and reads
+time from the clock it is given, so a test can drive it one `turn()` at a time.
+The service tells the loop what to do through effects it takes each turn
+(replies, story events, a resize); the loop alone turns them into I/O.
 """
 
 from __future__ import annotations
@@ -17,19 +23,18 @@ import logging
 import os
 import signal
 import socket
-import time
 from typing import Any
 
 import zmq
 
 from storypulse import protocol
-from storypulse.endpoints import Endpoints
-from storypulse.security import ServerSecurity, curve_required
 
+from .clock import Clock
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .faults import RateLimitedLog
 from .pool import Pool, Worker
-from .service import Service
+from .service import Resize, Service
+from .sockets import ServerSockets
 from .stats import Ticker
 from .store import Store
 
@@ -39,7 +44,6 @@ log = logging.getLogger(__name__)
 NOBLOCK = int(zmq.NOBLOCK)
 MORE = int(zmq.SNDMORE) | NOBLOCK
 DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the other
-WORKER_FRAME_MAX = 1 << 20
 
 
 class Publisher:
@@ -75,54 +79,25 @@ class Publisher:
 
 
 class Server:
-    def __init__(self, config: ServerConfig, store: Store, parent_pipe: int | None = None):
+    def __init__(self, config: ServerConfig, store: Store, sockets: ServerSockets,
+                 parent_pipe: int | None = None, clock: Clock | None = None):
+        """Serve on `sockets` (bound already; closed with the server)."""
         self.config = config
         self.store = store
         self.stopping = False
-        self.context = zmq.Context()
+        self.clock = clock or Clock()
+        self.sockets = sockets
         self.warn = RateLimitedLog()
-        host = config.bind
-        listen = Endpoints(host, config.port)
+        self.requests, self.events, self.workers = sockets.requests, sockets.events, sockets.workers
+        self.security = sockets.security
 
-        self.requests = self.context.socket(zmq.ROUTER)
-        self.requests.setsockopt(zmq.ROUTER_MANDATORY, 0)  # unroutable replies are dropped
-        self.requests.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES * 2)
-        self.requests.setsockopt(zmq.SNDHWM, 100_000)
-        self.requests.setsockopt(zmq.RCVHWM, 100_000)
-        self.requests.linger = 0
-        self.events = self.context.socket(zmq.PUB)
-        self.events.setsockopt(zmq.SNDHWM, 100_000)
-        self.events.linger = 0
-        self.workers = self.context.socket(zmq.ROUTER)
-        self.workers.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.workers.setsockopt(zmq.MAXMSGSIZE, WORKER_FRAME_MAX)
-        self.workers.linger = 0
-        if listen.ipv6:
-            for sock in (self.requests, self.events, self.workers):
-                sock.setsockopt(zmq.IPV6, 1)
-        # Beyond loopback only clients with an authorised key get in (CURVE + ZAP);
-        # ServerSecurity.load raises MissingKey, with what to do, if keys are missing.
-        self.security: ServerSecurity | None = None
-        if curve_required(host):
-            self.security = ServerSecurity.load()
-            self.security.start(self.context)
-            for sock in (self.requests, self.events, self.workers):
-                self.security.apply(sock)
-        self.requests.bind(listen.requests)
-        self.events.bind(listen.events)
-        self.workers.bind(listen.workers)
-        # Local workers connect to the loopback when the server listens on every address.
-        worker_host = {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(host, host)
-        worker_endpoint = Endpoints(worker_host, config.port).workers
-
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.publisher = Publisher(self.events)
-        self.pool = Pool(worker_endpoint, config.heartbeat, config.min_workers,
+        self.pool = Pool(sockets.worker_endpoint, config.heartbeat, config.min_workers,
                          config.max_workers, config.quiet_window,
                          self.security.local_worker if self.security else None)
-        self.service = Service(config, store, self.pool, now)
-        self.service.flush = self.flush
-        self.service.seq = lambda: self.publisher.seq
+        self.service = Service(config, store, self.pool, now, flush=self.flush,
+                               published_seq=lambda: self.publisher.seq)
         self.stats_tick = Ticker(config.stats_interval, now)
         self.scale_tick = Ticker(config.scale_interval, now, start_now=True)
         self.beat_tick = Ticker(config.heartbeat, now)
@@ -138,24 +113,34 @@ class Server:
         self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._sentinels: set[int] = set()
         self._started = False  # the pool has been sized once
+        self._signals = False  # install_signal_handlers was called
         # End of file on this pipe: the process that started us is gone (see --parent-pipe).
         self.parent_pipe = parent_pipe
         if parent_pipe is not None:
             self.poller.register(parent_pipe, zmq.POLLIN)
 
     # -- lifecycle -------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """From any thread: stop at the end of the current turn (as SIGTERM does)."""
+        self.stopping = True
+        try:
+            self._wake_w.send(b"\0")  # wake a poll that waits
+        except (BlockingIOError, InterruptedError):
+            pass  # the pair is full: the poll wakes anyway
+
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: Any) -> None:
             self.stopping = True
 
+        self._signals = True
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
     def restore(self) -> None:
-        wall = time.time()
+        wall = self.clock.wall()
         startup = self.store.load(done_since=wall - self.config.flow_window)
-        self.service.restore(startup, wall, time.monotonic())
+        self.service.restore(startup, wall, self.clock.monotonic())
         self.flush()
         log.info(
             "restored: %d open stories (%d in progress), %d completed (%d in the flow window), "
@@ -180,21 +165,21 @@ class Server:
 
     def close(self) -> None:
         self.pool.terminate_all()
-        for sock in (self.requests, self.events, self.workers):
-            sock.close(linger=0)
-        if self.security is not None:
-            self.security.stop()
-        self.context.term()
+        self.sockets.close()
         self.store.close()
-        signal.set_wakeup_fd(-1)
+        if self._signals:
+            signal.set_wakeup_fd(-1)
         self._wake_r.close()
         self._wake_w.close()
 
     # -- one turn ----------------------------------------------------------------------
-    def turn(self) -> None:
-        timeout = max(0.0, self._next_timer() - time.monotonic())
-        ready = dict(self.poller.poll(timeout * 1000))
-        now, wall = time.monotonic(), time.time()
+    def turn(self, timeout: float | None = None) -> None:
+        """One turn; the poll waits until the next timer is due, or at most `timeout` seconds."""
+        wait = max(0.0, self._next_timer() - self.clock.monotonic())
+        if timeout is not None:
+            wait = min(wait, timeout)
+        ready = dict(self.poller.poll(wait * 1000))
+        now, wall = self.clock.monotonic(), self.clock.wall()
         if ready.get(self._wake_r.fileno()):
             self._drain_wake()
         if self.parent_pipe is not None and ready.get(self.parent_pipe):
@@ -215,7 +200,7 @@ class Server:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
         if self.service.state.dispatchable:  # else a due prefetch would spin the poll
             if self.pool.idle:  # a refill after this turn's dispatch: hand it out at once
-                return time.monotonic()
+                return self.clock.monotonic()
             soonest = min(soonest, self.pool.next_prefetch_at())
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
@@ -360,30 +345,30 @@ class Server:
         pending batch still go out; events wait (they announce its writes).
         """
         service = self.service
-        committed = service.commit(time.monotonic(), force=force)
-        if service.outbox:
-            outbox, service.outbox = service.outbox, []
+        committed = service.commit(self.clock.monotonic(), force=force)
+        replies = service.take_replies()
+        if replies:
             send = self.requests.send
-            for envelope, payload in outbox:
+            for envelope, payload in replies:
                 try:
                     for frame in envelope:
                         send(frame, MORE)
                     send(payload, NOBLOCK)
                 except zmq.ZMQError as exc:  # the client went away or is not reading
                     self.warn.warning("reply", "could not send a reply: %s", exc)
-        if committed and service.events:
-            events, service.events = service.events, []
-            wall = time.time()
-            for _, event, story_id, *times in events:  # times: a completion's lead and cycle
+        if committed:
+            events = service.take_events()
+            wall = self.clock.wall()
+            for event, story_id, *times in events:  # times: a completion's lead and cycle
                 self.publisher.story(event, story_id, wall, *times)
 
     # -- timers ---------------------------------------------------------------------------
     def _timers(self, now: float, wall: float) -> None:
         if self.beat_tick.due(now):
             self._heartbeats(now, wall)
-        if self.scale_tick.due(now) or self.service.scale_now:
-            self.service.scale_now = False
-            self._scale(now, wall)
+        resize = self.service.take_resize()
+        if self.scale_tick.due(now) or resize is not None:
+            self._scale(now, wall, resize)
         if self.stats_tick.due(now):
             stats = self.service.stats(now, wall, 0)
             self.publisher.stats(stats)
@@ -404,8 +389,8 @@ class Server:
                 self._send_worker(worker.identity, beat)
                 worker.last_sent = now
 
-    def _scale(self, now: float, wall: float) -> None:
-        change, self.service.decided = self.service.decided, None
+    def _scale(self, now: float, wall: float, resize: Resize | None = None) -> None:
+        change = resize.change if resize is not None else None
         if change is None:
             change = self.pool.decide(self.service.load(now))
         if change is not None:
@@ -429,14 +414,15 @@ class Server:
         log.info("stopping: no new requests; waiting up to %.1f s for busy workers",
                  self.config.shutdown_grace)
         self.poller.unregister(self.requests)
-        now = time.monotonic()
+        clock = self.clock
+        now = clock.monotonic()
         self.pool.stop_all(now, self._send_worker)
-        self.service.state.stop_handing_out()
+        self.service.stop_handing_out()
         deadline = now + self.config.shutdown_grace
-        while self.pool.busy and time.monotonic() < deadline:
-            remaining = deadline - time.monotonic()
+        while self.pool.busy and clock.monotonic() < deadline:
+            remaining = deadline - clock.monotonic()
             ready = dict(self.poller.poll(max(0.0, min(remaining, 0.1)) * 1000))
-            now, wall = time.monotonic(), time.time()
+            now, wall = clock.monotonic(), clock.wall()
             if ready.get(self.workers):
                 self._read_workers(now, wall)
             for fd in self._sentinels.intersection(ready):

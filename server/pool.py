@@ -84,10 +84,9 @@ class Pool:
         self.security = security  # the CURVE pair of local workers, when the server needs one
         self.heartbeat = heartbeat
         self.patience = heartbeat * worker_main.HEARTBEAT_LIVENESS
-        self.min_workers = min_workers
-        self.max_workers = max_workers
+        # The policy owns the target and the bounds: it decides from them (its hysteresis
+        # and patience are about the size it last chose), so the pool only reads them.
         self.autoscaler = Autoscaler(min_workers, max_workers, quiet_window=quiet_window)
-        self.target = min_workers
         self.workers: dict[bytes, Worker] = {}
         self.idle: dict[bytes, Worker] = {}  # insertion ordered: longest idle first
         self.by_sentinel: dict[int, Worker] = {}
@@ -96,6 +95,19 @@ class Pool:
         self._context = worker_main.process_context(["storypulse.server.worker", "storypulse.protocol", "zmq"])
 
     # -- figures ------------------------------------------------------------------
+    @property
+    def target(self) -> int:
+        """The size the pool grows or shrinks to (the policy's last decision)."""
+        return self.autoscaler.target
+
+    @property
+    def min_workers(self) -> int:
+        return self.autoscaler.min_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.autoscaler.max_workers
+
     def count(self, state: str) -> int:
         return sum(1 for w in self.workers.values() if w.state == state)
 
@@ -274,14 +286,12 @@ class Pool:
 
     # -- policy ---------------------------------------------------------------------------
     def set_bounds(self, min_workers: int, max_workers: int) -> None:
-        self.min_workers, self.max_workers = min_workers, max_workers
         self.autoscaler.set_bounds(min_workers, max_workers)
 
     def decide(self, load: Load) -> tuple[int, int, str] | None:
         """Ask the policy; returns (old, new, reason) when the target changes."""
-        decision = self.autoscaler.decide(load)
-        target = max(self.min_workers, min(self.max_workers, decision.target))
-        if target == self.target:
+        old = self.autoscaler.target
+        decision = self.autoscaler.decide(load)  # always within the bounds
+        if decision.target == old:
             return None
-        old, self.target = self.target, target
-        return old, target, decision.reason
+        return old, decision.target, decision.reason

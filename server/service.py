@@ -1,11 +1,13 @@
 """What the server does with requests and worker reports; no sockets here.
 
 Handlers change the in-memory state at once and add their writes to the
-turn's `Batch`; their replies and events wait in `outbox`/`events` until the
-loop has committed the batch (`commit()`), so nothing is acknowledged or
+turn's `Batch`. What they want done outside (replies, story events, a pool
+resize) are effects that wait here until the loop takes them
+(`take_replies`, `take_events`, `take_resize`) and turns them into I/O: the
+loop commits the batch first (`commit()`), so nothing is acknowledged or
 announced before it is durable. A request that must read the database first
-asks the loop to flush the turn so far (`self.flush()`), which also keeps
-each client's replies in order.
+has the loop flush the turn so far (the `flush` it was built with), which
+also keeps each client's replies in order.
 
 A database that refuses a commit starts an `Outage`. The refused batch's new
 stories are taken back (their clients get `unavailable` at once: a definite
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from storypulse import __version__, protocol
@@ -60,26 +63,38 @@ from .store import Batch, Startup, Store, Unavailable
 log = logging.getLogger(__name__)
 
 Envelope = list[bytes]  # the routing frames a reply goes back with
+Reply = tuple[Envelope, bytes]
+# (event, story_id[, lead_time_s, cycle_time_s]) of a story event, published after the commit
+StoryNote = tuple
+
+
+@dataclass(frozen=True)
+class Resize:
+    """set_pool asks the loop to resize the pool this turn: to `change` (old, new, reason),
+    decided so that the reply could show the new target; None: the target stays, decide again."""
+
+    change: tuple[int, int, str] | None
 
 
 class Service:
-    def __init__(self, config: ServerConfig, store: Store, pool: Pool, now: float):
+    def __init__(self, config: ServerConfig, store: Store, pool: Pool, now: float, *,
+                 flush: Callable[[], None], published_seq: Callable[[], int]):
+        """`flush`: the loop commits the turn so far and sends what waited on it (a handler that
+        reads the database calls it first). `published_seq`: the seq of the last event published."""
         self.config = config
         self.store = store
         self.pool = pool
+        self.flush = flush
+        self._published_seq = published_seq
         self.state = WorkState(config.queue_window)
         self.batch = Batch()
-        self.outbox: list[tuple[Envelope, bytes]] = []
-        self.held: list[tuple[Envelope, bytes]] = []  # replies that wait on a refused batch
-        # (outbox index, request id, id of the story it creates or 0) of the batch's write replies
+        self._replies: list[Reply] = []
+        self.held: list[Reply] = []  # replies that wait on a refused batch
+        # (reply index, request id, id of the story it creates or 0) of the batch's write replies
         self._acks: list[tuple[int, Any, int]] = []
         self.outage: Outage | None = None
-        # ("story", event, story_id[, lead_time_s, cycle_time_s]), published after the commit
-        self.events: list[tuple] = []
-        self.flush: Callable[[], None] = lambda: None  # set by the loop
-        self.seq: Callable[[], int] = lambda: 0  # last published seq; set by the loop
-        self.scale_now = False  # set_pool asks the loop to resize this turn
-        self.decided: tuple[int, int, str] | None = None  # set_pool's decision, for the loop to apply
+        self._events: list[StoryNote] = []
+        self._resize: Resize | None = None
         self.faults = Faults()  # what was dropped or failed, for the logs and the stats
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
@@ -168,6 +183,25 @@ class Service:
             if complete or not rows:
                 return
 
+    # -- effects, for the loop to carry out ------------------------------------------------
+    def take_replies(self) -> list[Reply]:
+        """The replies that may go out now (after a commit, or not waiting on one)."""
+        replies, self._replies = self._replies, []
+        return replies
+
+    def take_events(self) -> list[StoryNote]:
+        """The story events of the writes; take them only after `commit()` returned True."""
+        events, self._events = self._events, []
+        return events
+
+    def take_resize(self) -> Resize | None:
+        resize, self._resize = self._resize, None
+        return resize
+
+    def stop_handing_out(self) -> None:
+        """Shutting down: nothing more is handed out or read in (it all stays queued on disk)."""
+        self.state.clear_queue()
+
     # -- requests -------------------------------------------------------------------
     def handle_request(self, envelope: Envelope, frame: bytes, now: float, wall: float) -> None:
         try:
@@ -189,15 +223,15 @@ class Service:
             self.reply_error(envelope, request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def reply(self, envelope: Envelope, request_id: Any, result: Any) -> None:
-        self.outbox.append((envelope, protocol.ok(request_id, result)))
+        self._replies.append((envelope, protocol.ok(request_id, result)))
 
     def reply_error(self, envelope: Envelope, request_id: Any, code: str, message: str) -> None:
-        self.outbox.append((envelope, protocol.error(request_id, code, message)))
+        self._replies.append((envelope, protocol.error(request_id, code, message)))
 
     def _acknowledge(self, envelope: Envelope, request_id: Any, result: Any,
                      created: int = 0) -> None:
         """The reply to a write: it goes out only with its commit (see _refused)."""
-        self._acks.append((len(self.outbox), request_id, created))
+        self._acks.append((len(self._replies), request_id, created))
         self.reply(envelope, request_id, result)
 
     def _refuse_writes(self, envelope: Envelope, request_id: Any) -> bool:
@@ -239,7 +273,7 @@ class Service:
         ids = state.add_story(story_id, first, estimates, wall)
         self.stories_in.add(now)
         self.tasks_in.add(now, count)
-        self.events.append(("story", "created", story_id))
+        self._events.append(("created", story_id))
         self._acknowledge(envelope, req.id, CreateStoryResult(story_id, list(ids)), story_id)
 
     def _delete_story(self, envelope: Envelope, req: DeleteStory, now: float, wall: float) -> None:
@@ -268,7 +302,7 @@ class Service:
                 self.tasks_completed -= story.total - story.remaining
         self.batch.deleted_stories.append(story_id)
         self.batch.id_floors = {"story_id": self.next_story_id - 1, "task_id": self.next_task_id - 1}
-        self.events.append(("story", "deleted", story_id))
+        self._events.append(("deleted", story_id))
         self._acknowledge(envelope, req.id, Empty())
 
     def _get_story(self, envelope: Envelope, req: GetStory, now: float, wall: float) -> None:
@@ -323,7 +357,7 @@ class Service:
     def _snapshot(self, envelope: Envelope, req: Snapshot, now: float, wall: float) -> None:
         # Publish this turn's events first, so the snapshot's seq covers everything it shows.
         self.flush()
-        seq = self.seq()
+        seq = self._published_seq()
         completions = [Completion(c.story_id, c.completed_at, c.lead_s, c.cycle_s)
                        for c in self.flow.recent(now, protocol.COMPLETIONS_MAX)]
         result = SnapshotResult(seq, self.stats(now, wall, seq),
@@ -341,8 +375,7 @@ class Service:
         log.info("pool bounds set to min_workers=%d max_workers=%d", low, high)
         # Decide now so the reply shows the new target; the loop publishes and applies
         # this decision this turn instead of deciding again.
-        self.decided = self.pool.decide(self.load(now))
-        self.scale_now = True
+        self._resize = Resize(self.pool.decide(self.load(now)))
         self.reply(envelope, req.id, PoolResult(low, high, self.pool.size, self.pool.target))
 
     def _set_flow(self, envelope: Envelope, req: SetFlow, now: float, wall: float) -> None:
@@ -448,7 +481,7 @@ class Service:
             self._record_started(wall, [story_id])
         lead, cycle = wall - story.created_at, wall - started
         self.flow.add(now, story_id, wall, lead, cycle)
-        self.events.append(("story", "completed", story_id, lead, cycle))
+        self._events.append(("completed", story_id, lead, cycle))
 
     def lost(self, worker: Worker, lease: list[int], why: str) -> None:
         back = self.state.requeue_front(lease)
@@ -460,7 +493,7 @@ class Service:
         """Write the pending batch in one transaction; False while the database refuses it.
 
         During an outage the batch is tried only when the backoff allows (or `force`).
-        Replies in `outbox` may go out either way; `events` only after a True.
+        The replies taken may go out either way; the events only after a True.
         """
         outage = self.outage
         if outage is not None and not (force or outage.due(now)):
@@ -477,7 +510,7 @@ class Service:
             log.warning("the database accepts writes again after %.1f s and %d tries; "
                         "%d held replies go out", outage.lasted(now), outage.failures,
                         len(self.held))
-            self.outbox[:0] = self.held
+            self._replies[:0] = self.held
             self.held = []
             self.outage = None
         if self.state.wants_refill():
@@ -497,18 +530,18 @@ class Service:
 
     def _answer_refused_batch(self, cause: str, now: float) -> None:
         """New stories: refused now and forgotten. Deletes: their replies wait for the retry."""
-        outbox, message = self.outbox, self._unavailable(cause)
+        replies, message = self._replies, self._unavailable(cause)
         created: list[int] = []
         waiting: set[int] = set()
         for index, request_id, story_id in self._acks:
             if story_id:
-                outbox[index] = (outbox[index][0], protocol.error(request_id, UNAVAILABLE, message))
+                replies[index] = (replies[index][0], protocol.error(request_id, UNAVAILABLE, message))
                 created.append(story_id)
             else:
                 waiting.add(index)
         self._acks = []
-        self.held.extend(outbox[i] for i in sorted(waiting))
-        self.outbox = [entry for i, entry in enumerate(outbox) if i not in waiting]
+        self.held.extend(replies[i] for i in sorted(waiting))
+        self._replies = [entry for i, entry in enumerate(replies) if i not in waiting]
         if created:
             self._forget_created(created, now)
 
@@ -535,7 +568,7 @@ class Service:
             # tasks already leased: their reports are ignored
             if self.state.delete_story(story_id) is None:  # it went to the backlog
                 self.state.forget_backlog_story(*refused.get(story_id, (0, 0)))
-        self.events = [e for e in self.events if not (e[1] == "created" and e[2] in gone)]
+        self._events = [e for e in self._events if not (e[0] == "created" and e[1] in gone)]
         self.stories_in.add(now, -len(story_ids))
         self.tasks_in.add(now, -(tasks - len(batch.tasks)))
 

@@ -189,11 +189,21 @@ class WorkState:
             self.backlog_tasks = self.backlog_ms = self.backlog_stories = 0
         return taken, missing
 
-    def stop_handing_out(self) -> None:
-        """Shutting down: nothing more is handed out or read in (it all stays queued on disk)."""
+    def clear_queue(self) -> int:
+        """Shutting down: take every waiting task off (each stays queued on disk), so nothing
+        more is handed out or read in. Running tasks stay and may still complete; a late Done
+        for a task taken off is ignored (it runs again after a restart). The stories stay
+        open. Returns the tasks taken off."""
+        live = self.live
+        for task_id in self.queue:
+            task = live.get(task_id)
+            if task is not None and not task.running:
+                del live[task_id]
         self.queue.clear()
-        self.queued = self.mem_queued = 0
+        taken = self.queued
+        self.queued = self.queued_ms = self.mem_queued = 0
         self.backlog_tasks = self.backlog_ms = 0
+        return taken
 
     def forget_backlog_story(self, tasks: int, work_ms: int) -> None:
         """A backlog story is gone (deleted, or its creation refused): `tasks` of it waited."""

@@ -28,3 +28,19 @@ def server_factory(tmp_path):
 def server(server_factory) -> ServerProcess:
     """A running server: 2 workers, estimates at 1/100 of their length."""
     return server_factory(time_scale=0.01).start()
+
+
+@pytest.fixture
+def inproc_factory(tmp_path):
+    """Make servers in this process (tests/inproc.py) on temporary databases; closed at the end."""
+    from inproc import InprocServer
+
+    made: list[InprocServer] = []
+
+    def make(**options) -> InprocServer:
+        made.append(InprocServer(tmp_path / f"inproc-{len(made)}.db", **options))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.close()

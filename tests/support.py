@@ -133,6 +133,9 @@ class ServerProcess:
     def client(self, timeout: float = 5.0) -> Client:
         return Client(self.endpoints, timeout=timeout)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

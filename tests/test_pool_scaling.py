@@ -1,21 +1,23 @@
-"""The pool resizes with the load: the real server, real workers, real sockets."""
+"""The pool resizes with the load: the real server loop (in this process, tests/inproc.py),
+real worker processes, real sockets."""
 
 from __future__ import annotations
 
 
 import pytest
 
-from support import EventTap, ServerProcess
+from inproc import InprocServer
+from support import EventTap
 
 QUIET_WINDOW = 1.0
-SCALING = ["--quiet-window", str(QUIET_WINDOW), "--scale-interval", "0.2"]
+SCALING = {"quiet_window": QUIET_WINDOW, "scale_interval": 0.2}
 
 
 @pytest.fixture
 def feed_of():
     feeds: list[EventTap] = []
 
-    def make(server: ServerProcess) -> EventTap:
+    def make(server: InprocServer) -> EventTap:
         feeds.append(EventTap(server))
         return feeds[-1]
     yield make
@@ -23,14 +25,14 @@ def feed_of():
         f.close()
 
 
-def add_stories(server: ServerProcess, count: int, tasks: int, estimate_ms: int) -> list[int]:
+def add_stories(server: InprocServer, count: int, tasks: int, estimate_ms: int) -> list[int]:
     with server.client() as client:
         return [client.create_story(f"load {i}", [{"estimate_ms": estimate_ms}] * tasks).story_id
                 for i in range(count)]
 
 
-def test_a_load_step_grows_the_pool_at_once_and_the_queue_drains(server_factory, feed_of):
-    srv = server_factory(workers=1, max_workers=8, extra=SCALING).start()
+def test_a_load_step_grows_the_pool_at_once_and_the_queue_drains(inproc_factory, feed_of):
+    srv = inproc_factory(workers=1, max_workers=8, **SCALING).start()
     feed = feed_of(srv)
     feed.wait_stats(lambda s: s.workers == 1 and s.workers_target == 1, 20, "one idle worker")
 
@@ -55,8 +57,8 @@ def test_a_load_step_grows_the_pool_at_once_and_the_queue_drains(server_factory,
         assert all(client.get_story(sid).status == "done" for sid in stories)
 
 
-def test_when_the_load_stops_the_pool_shrinks_back_to_min_after_the_quiet_window(server_factory, feed_of):
-    srv = server_factory(workers=1, max_workers=6, extra=SCALING).start()
+def test_when_the_load_stops_the_pool_shrinks_back_to_min_after_the_quiet_window(inproc_factory, feed_of):
+    srv = inproc_factory(workers=1, max_workers=6, **SCALING).start()
     feed = feed_of(srv)
     add_stories(srv, 6, 4, 300)
     feed.wait_stats(lambda s: s.workers_target == 6, 10, "the pool to grow")
@@ -74,8 +76,8 @@ def test_when_the_load_stops_the_pool_shrinks_back_to_min_after_the_quiet_window
     assert min(e.new_size for e in shrinks) >= 1, "never below min_workers"
 
 
-def test_set_pool_changes_the_bounds_at_run_time(server_factory, feed_of):
-    srv = server_factory(workers=1, max_workers=3, extra=SCALING).start()
+def test_set_pool_changes_the_bounds_at_run_time(inproc_factory, feed_of):
+    srv = inproc_factory(workers=1, max_workers=3, **SCALING).start()
     feed = feed_of(srv)
     with srv.client() as client:
         # A higher minimum with no load at all: the pool grows to it.

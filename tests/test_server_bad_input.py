@@ -1,4 +1,8 @@
-"""Bad input from the network never crashes the server: it is refused or dropped."""
+"""Bad input from the network never crashes the server: it is refused or dropped.
+
+On the real loop in this process (tests/inproc.py); what a ZeroMQ TCP transport
+itself does with a frame over the socket's size limit, on a real server process.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,16 @@ from support import EventTap, wait_for
 
 
 @pytest.fixture
-def raw(server):
-    """A bare DEALER on the request port: send any frames, read the decoded reply."""
+def server(inproc_factory):
+    """A running server in this process: 2 workers, estimates at 1/100 of their length."""
+    return inproc_factory(time_scale=0.01).start()
+
+
+def asker(endpoint: str):
+    """A bare DEALER on a request port: send any frames, read the decoded reply."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
-    sock.connect(server.endpoints.requests)
+    sock.connect(endpoint)
 
     def ask(*frames: bytes, timeout: float = 5.0) -> protocol.Reply | None:
         sock.send_multipart(list(frames))
@@ -25,14 +34,20 @@ def raw(server):
         return protocol.decode_reply(sock.recv())
 
     ask.sock = sock
+    return ask
+
+
+@pytest.fixture
+def raw(server):
+    ask = asker(server.endpoints.requests)
     yield ask
-    sock.close(linger=0)
+    ask.sock.close(linger=0)
 
 
 def still_serving(server) -> None:
     with server.client() as client:
         assert client.ping().protocol_version == protocol.PROTOCOL_VERSION
-    assert server.proc.poll() is None
+    assert server.alive()
 
 
 CASES = [
@@ -163,7 +178,9 @@ def test_error_reply_echoes_the_correlation_id(raw):
     assert reply.id == 42
 
 
-def test_oversized_frames(server, raw):
+def test_oversized_frames(server_factory):
+    server = server_factory(time_scale=0.01).start()  # the size limit is the TCP transport's
+    raw = asker(server.endpoints.requests)
     # Above the protocol limit but within the socket limit: refused with a reply.
     big = b'{"op": "ping", "pad": "' + b"x" * (protocol.MAX_FRAME_BYTES + 10) + b'"}'
     reply = raw(big)
@@ -172,6 +189,7 @@ def test_oversized_frames(server, raw):
     # Above the socket limit: ZeroMQ drops the connection; nothing comes back.
     huge = b"x" * (protocol.MAX_FRAME_BYTES * 2 + 1)
     assert raw(huge, timeout=1.0) is None
+    raw.sock.close(linger=0)
     still_serving(server)
 
 

@@ -1,4 +1,8 @@
-"""Flow figures and the WIP limit on a real server process (real workers, sockets, database)."""
+"""Flow figures and the WIP limit on the real server (real workers, sockets, database).
+
+The WIP limit and set_flow run on the loop in this process (tests/inproc.py); what
+an outside client's own clock sees, and the restarts, on a real server process.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,12 @@ from storypulse.server.flow import nearest_rank
 from support import EventTap, wait_for
 
 STATS_INTERVAL = 0.1  # the test servers' --stats-interval
+
+
+@pytest.fixture
+def server(inproc_factory):
+    """A running server in this process: 2 workers, estimates at 1/100 of their length."""
+    return inproc_factory(time_scale=0.01).start()
 
 
 class CompletionClock:
@@ -95,8 +105,8 @@ def one_task_stories(client, count: int, estimate_ms: int) -> list[int]:
             for i in range(count)]
 
 
-def test_wip_limit_two_on_four_workers_then_lifted(server_factory):
-    server = server_factory(workers=4, time_scale=0.1, extra=["--wip-limit", "2"]).start()
+def test_wip_limit_two_on_four_workers_then_lifted(inproc_factory):
+    server = inproc_factory(workers=4, time_scale=0.1, wip_limit=2).start()
     tap = EventTap(server)
     with server.client() as client:
         one_task_stories(client, 16, estimate_ms=2000)  # 0.2 s each
@@ -118,8 +128,8 @@ def test_wip_limit_two_on_four_workers_then_lifted(server_factory):
     tap.close()
 
 
-def test_a_story_deleted_while_in_progress_frees_its_wip_slot(server_factory):
-    server = server_factory(workers=2, time_scale=1.0, extra=["--wip-limit", "1"]).start()
+def test_a_story_deleted_while_in_progress_frees_its_wip_slot(inproc_factory):
+    server = inproc_factory(workers=2, time_scale=1.0, wip_limit=1).start()
     tap = EventTap(server)
     with server.client() as client:
         doomed = client.create_story("long", [{"estimate_ms": 60_000}]).story_id

@@ -1,4 +1,4 @@
-"""The loop's guard around each message, on a real Server in this process with real sockets.
+"""The loop's guard around each message, on a real Server in this process (tests/inproc.py).
 
 No input we know of makes a handler raise any more (the fuzz tests look for one),
 so a fault is planted where a bug would be: the guard must catch it at that
@@ -12,12 +12,11 @@ import os
 import pytest
 import zmq
 
+from inproc import InprocServer
 from storypulse import protocol
-from storypulse.server.config import ServerConfig
 from storypulse.server.loop import Server
 from storypulse.server.pool import Worker
-from storypulse.server.store import Store
-from support import free_port_block, wait_for
+from support import wait_for
 
 
 class Boom(RuntimeError):
@@ -30,12 +29,9 @@ def boom(*args, **kwargs):
 
 @pytest.fixture
 def loop(tmp_path):
-    config = ServerConfig.from_options({"port": free_port_block(), "min_workers": 0, "max_workers": 1,
-                                        "stats_interval": 0.05})
-    server = Server(config, Store.open(str(tmp_path / "guard.db")))
-    server.restore()
-    yield server
-    server.close()
+    harness = InprocServer(tmp_path / "guard.db", workers=0, max_workers=1, stats_interval=0.05)
+    yield harness.server
+    harness.close()
 
 
 def dealer(endpoint: str) -> zmq.Socket:

@@ -279,14 +279,14 @@ def _service_on(path):
 
     store = Store.open(str(path))
     pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=1, max_workers=1, quiet_window=5)
-    service = Service(ServerConfig.from_options({}), store, pool, now=0.0)
-    service.flush = lambda: service.commit(0.0)  # as the loop does, without sockets
+    service = Service(ServerConfig.from_options({}), store, pool, now=0.0,
+                      flush=lambda: service.commit(0.0),  # as the loop does, without sockets
+                      published_seq=lambda: 0)
     return store, service
 
 
 def _replies(service) -> list[protocol.Reply]:
-    out, service.outbox = service.outbox, []
-    return [protocol.decode_reply(payload) for _, payload in out]
+    return [protocol.decode_reply(payload) for _, payload in service.take_replies()]
 
 
 CREATE = b'{"op": "create_story", "id": 1, "name": "a", "tasks": [{"estimate_ms": 1}]}'
@@ -301,7 +301,7 @@ def test_a_refused_commit_refuses_its_creates_holds_its_deletes_and_resumes(tmp_
     service.handle_request([b"c"], CREATE, 0.0, 1.0)
     assert service.commit(0.0) is True
     assert _replies(service)[0].result["story_id"] == 1
-    service.events.clear()  # published, as the loop does after a commit
+    assert service.take_events() == [("created", 1)]  # published, as the loop does after a commit
 
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
@@ -314,7 +314,7 @@ def test_a_refused_commit_refuses_its_creates_holds_its_deletes_and_resumes(tmp_
     assert (create.id, create.ok, create.error.code) == (2, False, protocol.UNAVAILABLE)
     assert "locked" in create.error.message and str(path) in create.error.message
     assert len(service.held) == 1  # the delete's reply waits for its commit
-    assert 2 not in service.state.stories and service.events == [("story", "deleted", 1)]
+    assert 2 not in service.state.stories and service.take_events() == [("deleted", 1)]
 
     service.handle_request([b"c"], b'{"op": "ping", "id": 4}', 1.0, 1.0)
     service.handle_request([b"c"], CREATE.replace(b'"id": 1', b'"id": 5'), 1.0, 1.0)
