@@ -748,7 +748,8 @@ class Store:
 
         Whatever the batch holds, a table's new rows are one INSERT from arrays
         (`unnest`) and each group of rows that get the same values is one UPDATE with
-        `WHERE id = ANY(array)`; the array literals are formatted here at C speed."""
+        `WHERE id = ANY(array)`; the array literals are formatted here at C speed. Every
+        write that changes a count is a statement that moves the tally too (`_tallied`)."""
         skip = " ON CONFLICT DO NOTHING" if again else ""
         parts: list[str] = []
         params: list = []
