@@ -24,6 +24,51 @@ WINDOW = 4
 POSTGRES = os.environ.get("STORYPULSE_TEST_POSTGRES")
 
 
+def counted(store) -> tuple:
+    """What the tally should hold, counted over the tables."""
+    return store.db.execute_sql(
+        "SELECT (SELECT COUNT(*) FROM story WHERE status = 'open'), "
+        "(SELECT COUNT(*) FROM story WHERE status = 'done'), "
+        "(SELECT COUNT(*) FROM task WHERE status = 'queued'), "
+        "(SELECT COUNT(*) FROM task WHERE status = 'done'), "
+        "(SELECT COALESCE(SUM(estimate_ms), 0) FROM task WHERE status = 'queued')").fetchone()
+
+
+def tally(store) -> tuple:
+    return store.db.execute_sql("SELECT stories_open, stories_done, tasks_queued, tasks_done, "
+                                "queued_ms FROM tally").fetchone()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not POSTGRES, reason="set STORYPULSE_TEST_POSTGRES to a database URL"))])
+def test_the_tally_moves_with_every_write_and_a_retry_counts_nothing_twice(kind, tmp_path):
+    """Start-up reads its counts from the tally: it must agree with the rows."""
+    from storypulse.server.store import Batch, Store
+
+    store = Store.open(str(tmp_path / "t.db") if kind == "sqlite" else empty_postgres(POSTGRES))
+    stories = [(s, f"s{s}", "", "open", 1.0, 4) for s in range(1, 101)]
+    tasks = [(4 * s + k, s, "", 10 * k + s, "queued", 0, 1.0) for s in range(1, 101) for k in range(4)]
+    store.apply(Batch(stories=stories, tasks=tasks))
+    assert tally(store) == counted(store) == (100, 0, 400, 0, sum(t[3] for t in tasks))
+    # two groups of completions, stories done, deletes of open, done and half-done stories
+    finishing = Batch(completions=[(1, 2.0, 3.0, [t[0] for t in tasks if t[1] <= 30]),
+                                   (2, 2.0, 3.0, [t[0] for t in tasks if t[1] == 31][:2])],
+                      done_stories=[(3.0, list(range(1, 21))), (3.0, list(range(21, 31)))],
+                      deleted_stories=[5, 31, 90], id_floors={"story_id": 100, "task_id": 404})
+    store.apply(finishing)
+    assert tally(store) == counted(store)
+    store.apply(finishing, again=True)  # as after a commit whose answer was lost
+    assert tally(store) == counted(store) == (68, 29, 272, 116, counted(store)[4])
+    # a retried insert: the rows a lost commit stored (story 2 is done by now) are not counted
+    store.apply(Batch(stories=[stories[1], (200, "new", "", "open", 1.0, 1)],
+                      tasks=[tasks[4], (900, 200, "", 3, "queued", 0, 1.0)]), again=True)
+    assert tally(store) == counted(store)
+    start = store.load()
+    assert (start.open_count, start.completed_stories, start.queued_count,
+            start.tasks_completed) == (69, 29, 273, 116)
+    store.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
     not POSTGRES, reason="set STORYPULSE_TEST_POSTGRES to a database URL"))])
 def bench(request, tmp_path):

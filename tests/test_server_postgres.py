@@ -12,6 +12,7 @@ import os
 import pytest
 
 from support import EventTap, empty_postgres, wait_for
+from test_backlog import counted, tally
 
 URL = os.environ.get("STORYPULSE_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="set STORYPULSE_TEST_POSTGRES to a database URL")
@@ -101,4 +102,34 @@ def test_the_bulk_writes_store_every_row_and_value_exactly_on_postgres():
     store.apply(retried, again=True)
     assert store.db.execute_sql("SELECT COUNT(*) FROM task").fetchone()[0] == 3300 + 1
     assert store.tasks_of(2000)[0][0] == 9000
+    store.close()
+
+
+def test_a_database_of_the_previous_version_is_counted_and_loses_its_slow_parts_on_postgres():
+    """The previous version: a status index on task, a foreign key to story, no tally."""
+    from storypulse.server.store import Batch, Store
+
+    store = Store.open(empty_postgres(URL))
+    store.apply(Batch(stories=[(1, "a", "", "open", 1.0, 2), (2, "b", "", "open", 1.0, 1)],
+                      tasks=[(1, 1, "", 5, "queued", 0, 1.0), (2, 1, "", 7, "queued", 0, 1.0),
+                             (3, 2, "", 9, "queued", 0, 1.0)]))
+    store.apply(Batch(completions=[(1, 2.0, 3.0, [3])], done_stories=[(3.0, [2])]))
+    sql = store.db.execute_sql
+    sql("DROP TABLE tally")
+    sql("CREATE INDEX task_status_estimate_ms ON task (status, estimate_ms)")
+    sql("ALTER TABLE task ADD FOREIGN KEY (story_id) REFERENCES story (id) ON DELETE CASCADE")
+    store.close()
+
+    store = Store.open(URL)
+    assert tally(store) == (1, 1, 2, 1, 12)
+    assert "task_status_estimate_ms" not in {i.name for i in store.db.get_indexes("task")}
+    assert store.db.execute_sql("SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f' "
+                                "AND conrelid = 'task'::regclass").fetchone()[0] == 0
+    # An earlier version opened it again (making its index) and wrote: counted afresh.
+    sql = store.db.execute_sql
+    sql("CREATE INDEX task_status_estimate_ms ON task (status, estimate_ms)")
+    sql("UPDATE task SET status = 'done' WHERE id = 1")
+    store.close()
+    store = Store.open(URL)
+    assert tally(store) == counted(store) == (1, 1, 1, 2, 7)
     store.close()
