@@ -179,7 +179,7 @@ def empty_postgres(url: str) -> str:
     from playhouse.db_url import connect
 
     db = connect(url)
-    db.execute_sql("DROP TABLE IF EXISTS task, story, counter")
+    db.execute_sql("DROP TABLE IF EXISTS task, story, counter, tally")
     db.close()
     return url
 
