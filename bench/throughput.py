@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from storypulse import protocol  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 import support  # noqa: E402
-from support import ServerProcess, empty_postgres, wait_for  # noqa: E402
+from support import ServerProcess, create_pipelined, empty_postgres, wait_for  # noqa: E402
 
 LOCAL_POSTGRES = "postgresql://127.0.0.1/storypulse_bench"
 
@@ -87,15 +87,8 @@ def run_stories(server: ServerProcess, stories: int, tasks: list[dict], window: 
     """Pipeline `stories` create_story requests (at most `window` in flight); seconds to all done."""
     feed = Completions(server)
     client = Client(server.endpoints, timeout=30)
-    sent = answered = 0
     start = time.perf_counter()
-    while answered < stories:
-        while sent < stories and sent - answered < window:
-            client.send("create_story", name=f"bench {sent}", tasks=tasks)
-            sent += 1
-        client.receive()
-        answered += 1
-        feed.pump()
+    create_pipelined(client, stories, tasks, window, feed.pump)
     while feed.done < stories:
         feed.pump(1.0)
         if time.perf_counter() - start > 600:

@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from storypulse.client import Client  # noqa: E402
 from storypulse.endpoints import Endpoints  # noqa: E402
-from support import free_port_block, wait_for  # noqa: E402
+from support import create_pipelined, free_port_block, wait_for  # noqa: E402
 
 TASK_MS = 20
 SERVER_ADDR = "10.200.1.1"  # the root end of host 1's veth: the server's listening address
@@ -237,14 +237,7 @@ def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 def create_backlog(client: Client, tasks: int, window: int = 200) -> None:
     story = [{"estimate_ms": TASK_MS}] * 10
-    stories = -(-tasks // len(story))
-    sent = answered = 0
-    while answered < stories:
-        while sent < stories and sent - answered < window:
-            client.send("create_story", name=f"bench {sent}", tasks=story)
-            sent += 1
-        client.receive()
-        answered += 1
+    create_pipelined(client, -(-tasks // len(story)), story, window)
 
 
 def measure(tmp: Path, label: str, hosts: int, processes: int, *, addr: str,

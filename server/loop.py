@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -224,17 +224,21 @@ class Server:
     # Each message is handled inside its own guard: whatever it raises is logged
     # (rate-limited), counted and answered `internal` where a reply is possible, and
     # the loop goes on. (A database that refuses is no exception here: see flush.)
-    def _read_requests(self, now: float, wall: float) -> None:
-        recv = self.requests.recv_multipart
+    def _drain(self, sock: zmq.Socket, handle: Callable[[list[bytes], float, float], None],
+               failed: Callable[[list[bytes], Exception], None], now: float, wall: float) -> None:
+        recv = sock.recv_multipart
         for _ in range(DRAIN_MAX):
             try:
                 frames = recv(NOBLOCK)
             except zmq.Again:
                 break
             try:
-                self._request(frames, now, wall)
+                handle(frames, now, wall)
             except Exception as exc:
-                self._request_failed(frames, exc)
+                failed(frames, exc)
+
+    def _read_requests(self, now: float, wall: float) -> None:
+        self._drain(self.requests, self._request, self._request_failed, now, wall)
 
     def _request(self, frames: list[bytes], now: float, wall: float) -> None:
         envelope, payload = _split_request(frames)
@@ -254,16 +258,8 @@ class Server:
                                      "it was logged")
 
     def _read_workers(self, now: float, wall: float) -> None:
-        recv = self.workers.recv_multipart
-        for _ in range(DRAIN_MAX):
-            try:
-                frames = recv(NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                self._worker_message(frames, now, wall)
-            except Exception as exc:
-                self.service.faults.internal("a worker message", exc)
+        self._drain(self.workers, self._worker_message,
+                    lambda frames, exc: self.service.faults.internal("a worker message", exc), now, wall)
 
     def _worker_message(self, frames: list[bytes], now: float, wall: float) -> None:
         pool, service = self.pool, self.service

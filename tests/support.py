@@ -174,6 +174,19 @@ def bind_server_sockets(endpoints: Endpoints, sndhwm: int = 1000) -> tuple[zmq.S
     return router, pub
 
 
+def create_pipelined(client: Client, stories: int, tasks: list[dict], window: int,
+                     each_reply: Callable[[], object] = lambda: None) -> None:
+    """Send `stories` create_story requests with at most `window` unanswered; `each_reply` after each reply."""
+    sent = answered = 0
+    while answered < stories:
+        while sent < stories and sent - answered < window:
+            client.send("create_story", name=f"bench {sent}", tasks=tasks)
+            sent += 1
+        client.receive()
+        answered += 1
+        each_reply()
+
+
 def empty_postgres(url: str) -> str:
     """Drop the server's tables from a test PostgreSQL database; returns the URL."""
     from playhouse.db_url import connect
