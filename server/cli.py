@@ -116,7 +116,7 @@ def command(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
-    from .dberrors import database_errors, explain
+    from .dberrors import database_errors, exit_code, explain
     from .loop import Server
     from .sockets import listen
     from .store import Store, describe
@@ -128,8 +128,9 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
         store = Store.open(config.db, config.durability)
     except Exception as exc:  # anything the file, the URL or the database server can do
         log.debug("opening the database failed", exc_info=True)
-        log.critical("cannot start: %s", explain(config.db, exc))
-        return 1
+        cause = explain(config.db, exc)
+        log.critical("cannot start: %s", cause)
+        return exit_code(cause)
     log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
              describe(store.db), config.durability, store.durability_in_force())
     try:
@@ -143,8 +144,9 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
         return server.run()
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
-        log.critical("stopped: %s", explain(config.db, exc))
-        return 1
+        cause = explain(config.db, exc)
+        log.critical("stopped: %s", cause)
+        return exit_code(cause)
 
 
 # -- storypulse worker ---------------------------------------------------------------

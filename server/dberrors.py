@@ -18,8 +18,21 @@ from .store import NotStorypulse, default_db_path
 # Greedy up to the last "@": a password with an unescaped "@" or "/" is hidden whole.
 PASSWORD_IN_URL = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):(.*)@", re.IGNORECASE | re.DOTALL)
 PASSWORD_IN_QUERY = re.compile(r"([?&]password=)([^&]*)", re.IGNORECASE)
+# sysexits' EX_CONFIG: only a person can fix the cause, so the systemd unit does not
+# restart on it (RestartPreventExitStatus); a cause that can pass by itself exits 1.
+EXIT_LASTING = 78
 URL_FORMS = "a path, sqlite:///path/to/file.db or postgresql://user:password@host[:port]/database"
 MESSAGE_MAX = 300
+
+
+class Passing(str):
+    """A cause that can pass without anyone acting (a lock released, space freed, PostgreSQL
+    started): a later start may well succeed."""
+
+
+def exit_code(cause: str) -> int:
+    """The exit status for a start-up that failed for `cause` (a line from `explain`)."""
+    return 1 if isinstance(cause, Passing) else EXIT_LASTING
 
 
 def database_errors() -> tuple[type[BaseException], ...]:
@@ -92,10 +105,10 @@ def _sqlite(path: Path, exc: BaseException, text: str) -> str:
         return (f"the database {path} is damaged ({text}): restore it from a backup, or point --db "
                 "at a new file (the sqlite3 shell's .recover may salvage what is left)")
     if "locked" in lower:
-        return (f"the database {path} is locked by another process ({text}): stop it (another "
-                "storypulse server?), or point --db at another file")
+        return Passing(f"the database {path} is locked by another process ({text}): stop it "
+                       "(another storypulse server?), or point --db at another file")
     if "full" in lower:
-        return f"no room for the database {path} ({text}): free some disk space"
+        return Passing(f"no room for the database {path} ({text}): free some disk space")
     if isinstance(exc, OSError) or "readonly" in lower or "unable to open" in lower:
         return _sqlite_access(path, exc, text)
     return f"cannot use the database {path} ({text})"
@@ -140,6 +153,6 @@ def _postgres(where: str, exc: BaseException, text: str) -> str:
         return (f"the database {where} is read-only ({text}): point the URL at the primary, "
                 "not a standby")
     if isinstance(exc, peewee.OperationalError):
-        return (f"cannot reach PostgreSQL at {where} ({text}): start PostgreSQL, or fix the host "
-                "and port in the URL")
+        return Passing(f"cannot reach PostgreSQL at {where} ({text}): start PostgreSQL, or fix the "
+                       "host and port in the URL")
     return f"cannot use the database {where} ({text})"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from storypulse.server.dberrors import EXIT_LASTING
 from support import REPO, free_port_block
 
 SECRET = "s3cret-pw"
@@ -53,10 +54,11 @@ def start(db: str | Path, *extra: str, unprivileged: bool = False, timeout: floa
     return proc.returncode, out, err
 
 
-def one_line(result, *words: str) -> str:
+def one_line(result, *words: str, passing: bool = False) -> str:
+    """The one line the server said; it exited 1 for a cause that can pass by itself, else 78."""
     code, out, err = result
     lines = [line for line in (out + err).splitlines() if line.strip()]
-    assert code != 0, err
+    assert code == (1 if passing else EXIT_LASTING), (code, err)
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert SECRET not in err
@@ -123,7 +125,7 @@ def test_damage_deep_in_the_file_found_while_restoring(tmp_path):
     data[middle:middle * 3] = bytes(middle * 2)
     db.write_bytes(data)
     code, out, err = start(db)
-    assert code != 0 and "Traceback" not in err, err
+    assert code == EXIT_LASTING and "Traceback" not in err, (code, err)
     bad = [line for line in err.splitlines() if "CRITICAL" in line or "ERROR" in line]
     assert len(bad) == 1 and "is damaged" in bad[0] and str(db) in bad[0], err
 
@@ -172,7 +174,7 @@ def test_a_malformed_or_unsupported_url(url):
 
 def test_a_postgresql_that_is_not_running():
     url = f"postgresql://sp:{SECRET}@127.0.0.1:{free_port_block(1)}/storypulse"
-    one_line(start(url), "cannot reach PostgreSQL", url.replace(SECRET, "***"), "start PostgreSQL")
+    one_line(start(url), "cannot reach PostgreSQL", url.replace(SECRET, "***"), "start PostgreSQL", passing=True)
 
 
 def test_a_postgresql_url_without_its_driver():
@@ -237,3 +239,19 @@ def test_no_password_from_a_url_in_any_message():
     assert hide_password(url).startswith("postgresql://sp:***@db.example/")
     message = explain(url, RuntimeError(f"invalid dsn: password={SECRET}"))
     assert SECRET not in message and "db.example" in message
+
+
+def test_a_database_another_process_holds_locked_exits_1_for_a_retry(tmp_path):
+    """A lock passes when its holder lets go: the service may try again (exit 1, not 78)."""
+    db = tmp_path / "held.db"
+    from storypulse.server.store import Store
+
+    Store.open(str(db)).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        one_line(start(db), str(db), "locked by another process", passing=True)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
