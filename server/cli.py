@@ -125,7 +125,7 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
         log.warning("listening on %s beyond loopback: CURVE on, only clients whose keys are "
                     "in %s get in", config.bind, default_key_dir() / "authorized")
     try:
-        store = Store.open(config.db, config.durability)
+        store = Store.open(config.db, config.durability, exclusive=True)
     except Exception as exc:  # anything the file, the URL or the database server can do
         log.debug("opening the database failed", exc_info=True)
         cause = explain(config.db, exc)

@@ -7,12 +7,14 @@ message too.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
 
 import peewee
 
+from .claim import InUse
 from .store import NotStorypulse, default_db_path
 
 # Greedy up to the last "@": a password with an unescaped "@" or "/" is hidden whole.
@@ -97,6 +99,13 @@ def explain(spec: str | None, exc: BaseException) -> str:
 
 def _sqlite(path: Path, exc: BaseException, text: str) -> str:
     lower = text.lower()
+    if isinstance(exc, InUse):
+        return Passing(f"the database {path} is in use by another storypulse server (pid "
+                       f"{exc.pid or 'unknown'}): stop that one, or point --db at another file")
+    if isinstance(exc, OSError):  # from the file system, whose message holds paths: no word matching
+        if exc.errno == errno.ENOSPC:
+            return _no_room(path, text)
+        return _sqlite_access(path, exc, text)
     if isinstance(exc, NotStorypulse) or "file is not a database" in lower:
         what = "storypulse" if isinstance(exc, NotStorypulse) else "SQLite"
         return (f"the file {path} is not a {what} database ({text}): point --db at a storypulse "
@@ -108,10 +117,14 @@ def _sqlite(path: Path, exc: BaseException, text: str) -> str:
         return Passing(f"the database {path} is locked by another process ({text}): stop it "
                        "(another storypulse server?), or point --db at another file")
     if "full" in lower:
-        return Passing(f"no room for the database {path} ({text}): free some disk space")
+        return _no_room(path, text)
     if isinstance(exc, OSError) or "readonly" in lower or "unable to open" in lower:
         return _sqlite_access(path, exc, text)
     return f"cannot use the database {path} ({text})"
+
+
+def _no_room(path: Path, text: str) -> Passing:
+    return Passing(f"no room for the database {path} ({text}): free some disk space")
 
 
 def _sqlite_access(path: Path, exc: BaseException, text: str) -> str:

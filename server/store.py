@@ -47,6 +47,8 @@ from peewee import (
     TextField,
 )
 
+from .claim import Claim
+
 log = logging.getLogger(__name__)
 
 database = DatabaseProxy()
@@ -496,13 +498,17 @@ class Store:
             f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})"
         )
         self._postgres = isinstance(db, peewee.PostgresqlDatabase)
+        self.claim = Claim(None)
 
     @classmethod
-    def open(cls, spec: str | None, durability: str = DEFAULT_DURABILITY) -> Store:
+    def open(cls, spec: str | None, durability: str = DEFAULT_DURABILITY, exclusive: bool = False) -> Store:
         """Open, check that the database is ours and writable, create missing tables (and the
-        columns an earlier version lacked)."""
+        columns an earlier version lacked). `exclusive` (the server): claim a SQLite file
+        first, raising `claim.InUse` while another server has it."""
         store = cls(connect(spec, durability))
         try:
+            if exclusive:
+                store.claim = Claim.take(store.db)
             store.db.connect(reuse_if_open=True)
             check_schema(store.db)
             # A tally is only good for the tables it was kept with (they may have been dropped).
@@ -534,6 +540,7 @@ class Store:
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
+        self.claim.release()  # after the database: the next server finds it closed
 
     # -- start-up --------------------------------------------------------------
     def load(self, done_since: float | None = None, done_max: int = 250_000) -> Startup:

@@ -255,3 +255,16 @@ def test_a_database_another_process_holds_locked_exits_1_for_a_retry(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_second_server_on_the_same_file_says_who_has_it_and_the_first_goes_on(server_factory):
+    """Two servers on one file would both hand out its queued tasks: the second refuses."""
+    first = server_factory().start()
+    line = one_line(start(first.db), str(first.db), "in use by another storypulse server",
+                    f"pid {first.proc.pid}", passing=True)
+    assert "stop that one" in line
+    with first.client() as client:
+        client.ping()
+    first.kill9()  # the lock goes with the process: a restart after kill -9 gets it at once
+    first.start()
+    assert first.stop() == 0
