@@ -167,8 +167,11 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((0, 70), (2, 55), (3, 55), (4, 112), (5, 112), (LEAD_COLUMN, 78), (CYCLE_COLUMN, 78)):
+        # The name keeps a readable width (a stretched column shrinks to nothing when the
+        # fixed ones fill the pane); the last column takes what is left, else it scrolls.
+        header.setStretchLastSection(True)
+        for col, width in ((0, 60), (1, 170), (2, 55), (3, 50), (4, 112), (5, 112), (LEAD_COLUMN, 78),
+                           (CYCLE_COLUMN, 78)):
             self.table.setColumnWidth(col, width)
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
