@@ -102,3 +102,20 @@ def test_the_checker_sees_absolute_relative_and_lazy_imports():
     # From the core package itself, one dot is the core: `.cli` is the terminal package.
     assert len(violations("common", "storypulse", "from .cli import main\n", is_package=True)) == 2
     assert violations("cli", "storypulse.cli.load", "from storypulse.loadrun import LoadRun\n", False) == []
+
+
+def test_nothing_imports_a_source_folder_by_its_own_name():
+    """`import server` works from the repository root (the folder is on sys.path there) and
+    loads a second copy of the code beside `storypulse.server`; only the namespace is real.
+    Code in strings counts too (`python -c` in tests), so this reads text, not the ast."""
+    import re
+
+    by_folder_name = re.compile(rf"^\s*(?:from|import) ({'|'.join(FOLDERS)})(?:\.|\s|$)", re.M)
+    found = []
+    for folder in (*FOLDERS, "tests", "bench", "packaging"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            text = path.read_text()
+            found += [f"{path.relative_to(REPO)}: {m.group(0).strip()}" for m in by_folder_name.finditer(text)]
+            found += [f"{path.relative_to(REPO)}: {m.group(0)}"
+                      for m in re.finditer(rf"(?:from|import) (?:{'|'.join(FOLDERS)})\.\w+ import", text)]
+    assert not found, "import through the storypulse namespace instead:\n" + "\n".join(found)

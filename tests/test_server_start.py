@@ -179,7 +179,7 @@ def test_a_postgresql_that_is_not_running():
 
 def test_a_postgresql_url_without_its_driver():
     code = ("import sys; sys.modules['psycopg2'] = sys.modules['psycopg'] = None  # not installed\n"
-            "from server.cli import command; sys.exit(command(sys.argv[1:]))")
+            "from storypulse.server.cli import command; sys.exit(command(sys.argv[1:]))")
     url = f"postgresql://sp:{SECRET}@127.0.0.1:{free_port_block(1)}/storypulse"
     done = subprocess.run([sys.executable, "-c", code, "--db", url, "--port", str(free_port_block())],
                           cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -123,7 +123,7 @@ def test_a_worker_host_connects_from_outside_the_pool(server_factory):
     server = server_factory(workers=0, max_workers=1, time_scale=0.01).start()
     host = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from server.cli import worker_command; sys.exit(worker_command(sys.argv[1:]))",
+         "import sys; from storypulse.server.cli import worker_command; sys.exit(worker_command(sys.argv[1:]))",
          "--server", f"127.0.0.1:{server.port}", "--processes", "2", "--log-level", "warning"],
         cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
