@@ -24,6 +24,8 @@ from storypulse.client import Client, RequestError, ServerUnavailable
 from storypulse.endpoints import Endpoints
 from storypulse.security import MissingKey
 
+from .threads import stop_thread
+
 PAGE = protocol.LIST_LIMIT_MAX
 HEADER = ("story_id", "name", "tasks", "created", "started", "completed", "lead_time_s", "cycle_time_s")
 
@@ -126,8 +128,4 @@ class DoneExport(QObject):
         self.last_result = (path, rows, error)
 
     def stop(self, timeout_ms: int = 15000) -> bool:
-        if not self.thread.isRunning():
-            return True
-        self.worker.stop()
-        self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        return stop_thread(self.thread, self.worker.stop, timeout_ms)

@@ -25,6 +25,8 @@ from storypulse.endpoints import Endpoints
 from storypulse.events import ready_events, subscriber
 from storypulse.security import MissingKey
 
+from .threads import stop_thread
+
 CONNECTING, CONNECTED, RECONNECTING, DISCONNECTED = "connecting", "connected", "reconnecting", "disconnected"
 MAX_STORY_EVENTS = 5_000  # per batch; beyond this the UI only needs to know it missed some
 
@@ -212,8 +214,4 @@ class Feed(QObject):
 
     def stop(self, timeout_ms: int = 5000) -> bool:
         """Stop the loop and join the thread; True when it ended in time."""
-        if not self.thread.isRunning():
-            return True
-        self.worker.stop()
-        self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        return stop_thread(self.thread, self.worker.stop, timeout_ms)

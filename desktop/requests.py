@@ -18,6 +18,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from storypulse.client import Client, RequestError, ServerUnavailable
 from storypulse.endpoints import Endpoints
 
+from .threads import stop_thread
+
 
 class RequestWorker(QObject):
     replied = Signal(int, object)  # token, result
@@ -93,10 +95,6 @@ class Requests(QObject):
             on_error(code, message)
 
     def stop(self, timeout_ms: int = 5000) -> bool:
-        if not self.thread.isRunning():
-            return True
-        self._close.emit()
-        self.thread.quit()
-        ok = self.thread.wait(timeout_ms)
+        ok = stop_thread(self.thread, self._close.emit, timeout_ms)
         self._callbacks.clear()
         return ok

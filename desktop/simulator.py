@@ -27,6 +27,7 @@ from storypulse.loadgen import StoryGenerator
 from storypulse.loadrun import LoadRun, Tally
 
 from .simulator_settings import DEFAULTS, SimulatorSettings
+from .threads import stop_thread
 
 MAX_IN_FLIGHT = 200
 RATE_MAX = 1_000.0
@@ -230,9 +231,7 @@ class SimulatorPanel(QGroupBox):
         self.status.setText(text if progress.running else f"stopped — {text}")
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
-        self.worker.stop()
-        self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        return stop_thread(self.thread, self.worker.stop, timeout_ms)
 
 
 def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "") -> QSpinBox:
