@@ -32,7 +32,7 @@ from pathlib import Path
 import zmq
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
 from storypulse import protocol  # noqa: E402
 from storypulse.cli.load import run as run_load  # noqa: E402

@@ -45,7 +45,7 @@ import zmq
 from playhouse import db_url
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
 from storypulse import protocol  # noqa: E402
 from storypulse.client import Client  # noqa: E402

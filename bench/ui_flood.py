@@ -1,7 +1,7 @@
 """Flood the desktop app with events and measure its UI thread and chart frame rate.
 
 A stand-in publisher in another process speaks the protocol on free local
-ports: the team model of tests/standin.py behind a ROUTER (ping, snapshot,
+ports: the team model of tools/standin.py behind a ROUTER (ping, snapshot,
 list_stories, set_flow) and a PUB that sends stats with the flow figures at
 10 Hz and story events at the chosen rate (1,000/s by default: stories created
 and completed, with their lead and cycle times). The app runs in this process,
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from storypulse import protocol  # noqa: E402
@@ -50,7 +50,7 @@ from standin import FlowModel, StandIn  # noqa: E402
 
 
 class FloodServer(StandIn):
-    """Just enough of a server to feed the app: the stand-in team model (tests/standin.py) at the
+    """Just enough of a server to feed the app: the stand-in team model (tools/standin.py) at the
     flood's rate, plus a long story list to page through for the stories tab.
 
     Stories arrive at half the event rate, evenly spaced, on enough workers to keep up, so

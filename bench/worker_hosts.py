@@ -52,7 +52,7 @@ from pathlib import Path
 import zmq.auth
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
 from storypulse.client import Client  # noqa: E402
 from storypulse.endpoints import Endpoints  # noqa: E402

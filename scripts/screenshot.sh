@@ -10,7 +10,7 @@
 #       (SCREENSHOT_SECONDS=25 by default)
 #   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
 #
-# --stand-in shows the app on tests/standin.py (a queueing model of a team behind
+# --stand-in shows the app on tools/standin.py (a queueing model of a team behind
 # the protocol) instead of a server and the simulator: for checking a layout
 # with figures a server does not send yet.
 set -euo pipefail
@@ -72,7 +72,7 @@ printf '[dashboard]\nwindow_s=60\n' >"$work/settings.ini"
 
 mkdir -p "$(dirname "$OUT")"
 if [ -n "$STAND_IN" ]; then
-    "$PYTHON" tests/standin.py --port "$port" &
+    "$PYTHON" tools/standin.py --port "$port" &
     stand_in=$!
     DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m storypulse desktop \
         --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" \

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +16,7 @@ import zmq
 from storypulse import protocol
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
+from ports import bind_server_sockets, free_port_block  # noqa: F401  (tools/ports.py; tests use them from here)
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -50,37 +49,6 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # the usual start elsewhere
-
-
-def free_port_block(count: int = 3) -> int:
-    """A base port P such that P..P+count-1 are all free on 127.0.0.1.
-
-    Below the ephemeral range: a client reconnecting to a port in that range
-    while nothing listens can be handed that very port as its own source and
-    connect to itself (TCP simultaneous open), then read its own request back.
-    """
-    for _ in range(200):
-        base = random.randrange(20000, max(21000, _ephemeral_start() - count))
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                sockets.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free block of ports")
 
 
 class ServerProcess:
@@ -159,19 +127,6 @@ class ServerProcess:
                 self.kill9()
                 raise AssertionError(f"server did not stop within {timeout} s:\n{self.log()}")
         return self.proc.returncode
-
-
-def bind_server_sockets(endpoints: Endpoints, sndhwm: int = 1000) -> tuple[zmq.Socket, zmq.Socket]:
-    """A stand-in server's request ROUTER and events PUB, bound where a server's would be."""
-    context = zmq.Context.instance()
-    router = context.socket(zmq.ROUTER)
-    router.linger = 0
-    router.bind(endpoints.requests)
-    pub = context.socket(zmq.PUB)
-    pub.linger = 0
-    pub.sndhwm = sndhwm
-    pub.bind(endpoints.events)
-    return router, pub
 
 
 def create_pipelined(client: Client, stories: int, tasks: list[dict], window: int,

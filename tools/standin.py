@@ -30,7 +30,7 @@ import zmq
 
 from storypulse import protocol
 from storypulse.endpoints import Endpoints
-from support import bind_server_sockets, free_port_block
+from ports import bind_server_sockets, free_port_block
 
 RATE_WINDOW_S = 5.0
 
@@ -319,7 +319,7 @@ class StandIn(threading.Thread):
 
 
 def main() -> int:
-    """Serve a model on the wall clock until SIGTERM: `python tests/standin.py --port P` (screenshots)."""
+    """Serve a model on the wall clock until SIGTERM: `python tools/standin.py --port P` (screenshots)."""
     import argparse
     import signal
 
