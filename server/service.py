@@ -37,6 +37,7 @@ from storypulse.protocol import (
     DeleteStory,
     Empty,
     FlowResult,
+    Forecast,
     GetStory,
     ListStories,
     Ping,
@@ -53,6 +54,7 @@ from storypulse.protocol import (
 
 from .config import ServerConfig
 from .flow import FlowWindow
+from .forecasting import Forecasts
 from .outage import Outage
 from .faults import Faults
 from .pool import Load, Pool, Worker
@@ -104,6 +106,7 @@ class Service:
         self.task_seconds = MeanWindow(window, now)
         self.history: History[Stats] = History(protocol.HISTORY_SECONDS_MAX)
         self.flow = FlowWindow(config.flow_window)
+        self.forecasts = Forecasts(config.forecast_history, now)
         self.state.set_wip_limit(config.wip_limit)
         self.completed_stories = 0
         self.tasks_completed = 0
@@ -118,6 +121,7 @@ class Service:
             Snapshot: self._snapshot,
             SetPool: self._set_pool,
             SetFlow: self._set_flow,
+            Forecast: self._forecast,
         }
 
     # -- start-up -----------------------------------------------------------------
@@ -151,6 +155,8 @@ class Service:
                           completed - started)
         # An open story with nothing left cannot arise from our own writes; repair it anyway
         # (a waiting one is found when the backlog's end is read: see refill).
+        self.forecasts.restore(self.store.done_per_interval(
+            wall - self.config.forecast_history, self.forecasts.throughput.interval))
         empty = [story_id for story_id in startup.open_stories.keys() - by_story.keys()]
         if empty:
             self._repair_empty(empty, wall)
@@ -387,6 +393,14 @@ class Service:
         log.info("flow set to wip_limit=%d flow_window_s=%g", self.state.wip_limit, self.flow.window)
         self.reply(envelope, req.id, FlowResult(self.state.wip_limit, self.flow.window))
 
+    def _forecast(self, envelope: Envelope, req: Forecast, now: float, wall: float) -> None:
+        # Simulated off the loop (forecast_runner.py): the reply comes in a later turn.
+        answer = self.forecasts.ask(req, envelope, now)
+        if isinstance(answer, str):
+            self.reply_error(envelope, req.id, BUSY, answer)
+        elif answer is not None:
+            self.reply(envelope, req.id, answer)
+
     # -- workers ----------------------------------------------------------------------
     def dispatch(self, now: float, wall: float, send: Callable[[bytes, bytes], None]) -> None:
         """Give a lease to every idle worker while tasks are queued; then, just in time, the
@@ -460,6 +474,7 @@ class Service:
             batch.done_stories.append((wall, finished_stories))
             self.completed_stories += len(finished_stories)
             self.stories_out.add(now, len(finished_stories))
+            self.forecasts.completed(now, len(finished_stories))
 
     def _started_now(self, task_ids: list[int], wall: float) -> None:
         """A prefetched lease began at `wall`: its tasks, and a story it started, began then."""
@@ -626,4 +641,5 @@ class Service:
             cycle_time_p95_s=flow.cycle_p95_s,
             flow_window_s=self.flow.window,
             wip_limit=state.wip_limit,
+            **self.forecasts.figures(now),
         )

@@ -870,3 +870,15 @@ class Store:
         if not isinstance(self.db, peewee.SqliteDatabase):
             return True
         return self.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- forecasts -------------------------------------------------------------
+    def done_per_interval(self, since: float, interval_s: float) -> list[tuple[int, int]]:
+        """(floor(completed_at / interval_s), stories) of the intervals since `since` (wall
+        clock) in which stories were completed, oldest first: the throughput history."""
+        p = self.p
+        # SQLite's CAST truncates (the floor, for times after 1970); PostgreSQL's rounds
+        bucket = "FLOOR(completed_at / %s)" % p if self._postgres else "CAST(completed_at / %s AS INTEGER)" % p
+        rows = self._read(
+            f"SELECT {bucket} AS b, COUNT(*) FROM story WHERE status = 'done' AND completed_at >= {p} "
+            "GROUP BY b ORDER BY b", (interval_s, since))
+        return [(int(b), int(n)) for b, n in rows]
