@@ -81,7 +81,7 @@ class Calibration:
 
     def _score(self, level: int, hit: bool) -> None:
         self.scored[level] += 1
-        self.hits[level] += hit
+        self.hits[level] += bool(hit)
 
     def hit_rate(self, level: int) -> float | None:
         """Hits / scored at LEVELS[level]; None until one has matured."""

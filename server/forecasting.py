@@ -67,7 +67,9 @@ class Backlog:
 
 
 class Forecasts:
-    def __init__(self, history_s: float, now: float, *, seed: int | None = None):
+    def __init__(self, history_s: float, now: float, *, seed: int | None = None,
+                 backlog_trials: int = BACKLOG_TRIALS):
+        self.backlog_trials = backlog_trials
         self.throughput = Throughput(history_s, now)
         self.calibration = Calibration(now)
         self.backlog: Backlog | None = None
@@ -135,7 +137,7 @@ class Forecasts:
         if sample is None:
             self.backlog = Backlog(now, None)
             return
-        self._jobs.append(Job(sample, open_stories, None, BACKLOG_TRIALS, now,
+        self._jobs.append(Job(sample, open_stories, None, self.backlog_trials, now,
                               self.throughput.completed, rng=self._rng()))
 
     def started(self, job: Job) -> None:

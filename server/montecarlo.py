@@ -171,11 +171,12 @@ def _sums(sample: Sample, k: float, trials: int, rng: np.random.Generator) -> np
     whole = int(math.floor(k + 1e-9))
     part = k - whole
     total = np.zeros(trials, dtype=np.int64)
-    rows = max(1, DRAWS_BUDGET // max(1, whole))  # bounded memory per step
-    for first in range(0, trials, rows):
-        n = min(rows, trials - first)
-        if whole:
-            total[first:first + n] = counts[rng.integers(0, counts.size, size=(n, whole))].sum(axis=1)
+    # Intervals in steps of `step` rows of one draw per trial (bounded memory); the same
+    # steps whatever k, so with one seed a longer T only adds draws (common random numbers).
+    step = max(1, DRAWS_BUDGET // trials)
+    for first in range(0, whole, step):
+        rows = min(step, whole - first)
+        total += counts[rng.integers(0, counts.size, size=(rows, trials), dtype=np.int32)].sum(axis=0)
     if part > 1e-9:
         last = counts[rng.integers(0, counts.size, size=trials)]
         total += rng.binomial(last, part)
