@@ -151,6 +151,8 @@ class Forecasts:
         if job.request is None:
             if job.outcome is not None:
                 self._backlog_done(job.made_at, job.outcome.seconds, job.stories, job.done)
+                # what completed while it ran (scored as of now: late by the job's few ms at most)
+                self.calibration.completed(now, self.throughput.completed)
             return None
         self.in_flight -= 1
         envelope, request_id = job.request
