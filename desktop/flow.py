@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from storypulse import protocol
 from storypulse.format import duration
 
+from .burnup import BurnUp
 from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
 from .dashboard import BigNumber
 from .diagnostics import Diagnostics
@@ -178,6 +179,10 @@ class FlowTab(QWidget):
         for i in (0, 1):
             grid.setColumnStretch(i, 1)  # equal widths, whatever the titles
             grid.setRowStretch(i, 1)
+        # the forecast (burnup.py): a row of its own under the four charts
+        self.burnup = BurnUp(self.buffer, self.clock, window=lambda: self.window_s, paused=lambda: self.paused)
+        grid.addWidget(self.burnup, 2, 0, 1, 2)
+        grid.setRowStretch(2, 1)
 
         self.readout = readout_label(format_littles(None))
         live_layout(self, numbers_row, self.chart_area, self.readout)

@@ -1,0 +1,149 @@
+"""The forecast on the Flow tab: a burn-up of completed stories with the backlog forecast as a cone.
+
+Left of the "now" line, the stories completed (from the stats history the tab
+already keeps); right of it, the server's backlog forecast (`forecast_open_…`
+in stats): three lines from the completed count now up to the count at which
+everything open now is done, reached at the p50, p85 and p95 times, the band
+between p50 and p95 shaded. Beside the chart, the figures and how often the
+server's own past forecasts came true (`forecast_hit_rate_…`).
+
+Cheap by design: the cone changes once a second, so the chart is redrawn at
+REDRAW_HZ (not the 25 Hz of the scrolling charts), only while it is visible;
+x is in seconds from now, so nothing scrolls between redraws.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+
+from storypulse.format import duration
+
+from .live import may_draw, timer
+from .series import SeriesBuffer, ServerClock
+
+REDRAW_HZ = 2
+MAX_POINTS = 600  # of the completed curve
+DONE_COLOUR = "#8e44ad"
+LEVEL_COLOURS = {50: "#1aa34a", 85: "#e67e22", 95: "#c0392b"}
+AHEAD_MIN_S = 10.0  # the chart looks at least this far ahead
+
+
+def cone(done: float, open_stories: int, seconds: tuple[float, float, float]) -> dict[int, tuple[list, list]]:
+    """The forecast lines, per level: from (0, done) to (p seconds, done + open_stories)."""
+    target = done + open_stories
+    return {level: ([0.0, s], [done, target]) for level, s in zip((50, 85, 95), seconds)}
+
+
+def side_text(stats) -> str:
+    """The figures beside the chart (rich text)."""
+    if stats is None:
+        return "Waiting for stats…"
+    lines = ["<b>Backlog forecast</b>"]
+    seconds = (stats.forecast_open_p50_s, stats.forecast_open_p85_s, stats.forecast_open_p95_s)
+    if seconds[1] is None:
+        lines.append("needs 10 s of throughput<br>with completions")
+    else:
+        lines.append(f"{stats.open_stories:,} open, all done")
+        for level, s in zip((50, 85, 95), seconds):
+            lines.append(f"<span style='color:{LEVEL_COLOURS[level]}'>■</span> {level} % within {duration(s)}")
+    lines.append("")
+    lines.append("<b>Forecasts that came true</b>")
+    rate = stats.forecast_hit_rate_p85
+    if rate is None:
+        lines.append("none scored yet")
+    else:
+        lines.append(f"p85: <b>{rate:.0%}</b> of {stats.forecast_scored:,}")
+        others = [f"p{level}: {value:.0%}" for level, value in
+                  ((50, stats.forecast_hit_rate_p50), (95, stats.forecast_hit_rate_p95)) if value is not None]
+        if others:
+            lines.append(" · ".join(others))
+        lines.append("<span style='color:#777'>(well calibrated: about<br>50 % · 85 % · 95 %)</span>")
+    return "<br>".join(lines)
+
+
+class BurnUp(QWidget):
+    def __init__(self, buffer: SeriesBuffer, clock: ServerClock, *, window: Callable[[], float],
+                 paused: Callable[[], bool], parent: QWidget | None = None):
+        """`buffer` and `clock`: the Flow tab's own (its stats history and server time);
+        `window` and `paused`: the tab's settings, read at each redraw."""
+        super().__init__(parent)
+        self.buffer, self.clock = buffer, clock
+        self._window_s, self._paused = window, paused
+        self.redraws = 0
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setMinimumWidth(100)
+        self.plot = self.view.ci.addPlot()
+        self.plot.setTitle("Burn-up: stories completed, and the backlog forecast ahead", size="9pt")
+        self.plot.titleLabel.setMinimumWidth(10)
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.getAxis("bottom").setLabel("seconds from now")
+        self.plot.getAxis("left").setWidth(52)
+        self.done_curve = pg.PlotDataItem(pen=pg.mkPen(DONE_COLOUR, width=2))
+        self.band_low = pg.PlotDataItem(pen=None)
+        self.band_high = pg.PlotDataItem(pen=None)
+        band = pg.FillBetweenItem(self.band_low, self.band_high, brush=pg.mkBrush(230, 126, 34, 40))
+        self.lines = {level: pg.PlotDataItem(pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine))
+                      for level, colour in LEVEL_COLOURS.items()}
+        self.target = pg.PlotDataItem(pen=pg.mkPen("#7f8c8d", width=1, style=Qt.PenStyle.DotLine))
+        self.now_line = pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen("#333", width=1),
+                                        label="now", labelOpts={"position": 0.95, "color": "#333"})
+        for item in (band, self.band_low, self.band_high, self.done_curve, self.target, *self.lines.values(),
+                     self.now_line):
+            self.plot.addItem(item)
+        self.side = QLabel(side_text(None))
+        self.side.setTextFormat(Qt.TextFormat.RichText)
+        self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.side.setStyleSheet("color: #333; padding: 6px;")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.view, 1)
+        row.addWidget(self.side)
+        self.timer = timer(self, 1000 // REDRAW_HZ, self.redraw)
+
+    @Slot()
+    def redraw(self) -> None:
+        if not may_draw(self, self._paused()) or self.clock.latest is None or not len(self.buffer):
+            return
+        self.redraws += 1
+        stats = self.clock.latest
+        now = self.clock.now()
+        window = float(self._window_s())
+        first, last, step = self.buffer.window(now - window, MAX_POINTS)
+        ts = self.buffer.column("ts")[first:last:step] - now
+        done = self.buffer.column("completed_stories")[first:last:step]
+        self.done_curve.setData(ts, done)
+        done_now = float(stats.completed_stories)
+        seconds = (stats.forecast_open_p50_s, stats.forecast_open_p85_s, stats.forecast_open_p95_s)
+        ahead = AHEAD_MIN_S
+        if seconds[2] is not None and all(math.isfinite(s) for s in seconds):
+            lines = cone(done_now, stats.open_stories, seconds)
+            for level, (x, y) in lines.items():
+                self.lines[level].setData(x, y)
+            (_, x50), (_, target) = lines[50]
+            x95 = lines[95][0][1]
+            # the band between the p50 line (flat at the target after it) and the p95 line
+            self.band_high.setData([0.0, x50, x95], [done_now, target, target])
+            self.band_low.setData([0.0, x95], [done_now, target])
+            self.target.setData([0.0, x95], [target, target])
+            ahead = max(ahead, x95 * 1.05)
+            top = target
+        else:
+            for item in (*self.lines.values(), self.band_low, self.band_high, self.target):
+                item.setData([], [])
+            top = done_now
+        low = float(np.min(done)) if done.size else done_now
+        self.plot.setXRange(-window, ahead, padding=0)
+        self.plot.setYRange(low, max(top, low + 1.0) + max(1.0, 0.05 * (top - low)), padding=0)
+        text = side_text(stats)
+        if self.side.text() != text:
+            self.side.setText(text)
