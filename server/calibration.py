@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 LEVELS = (50, 85, 95)
 RECORD_EVERY_S = 5.0  # docs/forecasts.md says why
 PENDING_MAX = 10_000  # forecasts waiting to mature; beyond it the oldest is dropped unscored
+RECENT_MAX = 4_096  # (time, count) of the latest completions: when a target was reached
 
 
 @dataclass
@@ -37,6 +39,9 @@ class Calibration:
         self.hits = [0, 0, 0]
         self.scored = [0, 0, 0]
         self.dropped = 0
+        # A forecast is recorded when its simulation comes back, a few ms after it was made:
+        # what completed meanwhile is scored at the time it completed, found here.
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RECENT_MAX)
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
@@ -49,6 +54,9 @@ class Calibration:
         entry = Pending(now, done + stories, tuple(now + s for s in seconds))
         self.pending.append(entry)
         heapq.heappush(self._by_target, (entry.target, next(self._seq), entry))
+        if self._recent and self._recent[-1][1] >= entry.target:
+            reached = next((at for at, done in self._recent if done >= entry.target), self._recent[0][0])
+            self._reach(reached, self._recent[-1][1])
         if len(self.pending) > self.pending_max:
             old = self.pending.pop(0)
             old.open = [False, False, False]
@@ -56,6 +64,10 @@ class Calibration:
 
     def completed(self, now: float, done: int) -> None:
         """The completion count reached `done` at `now`: score what came true."""
+        self._recent.append((now, done))
+        self._reach(now, done)
+
+    def _reach(self, now: float, done: int) -> None:
         heap = self._by_target
         while heap and heap[0][0] <= done:
             entry = heapq.heappop(heap)[2]

@@ -149,10 +149,10 @@ class Forecasts:
         """A job came back: (envelope, request id, result or the error) for a request; None
         for a backlog job (published and recorded here)."""
         if job.request is None:
+            if self.backlog is not None and self.backlog.at > job.made_at:
+                return None  # a newer one was published while it ran (nothing open, no history)
             if job.outcome is not None:
                 self._backlog_done(job.made_at, job.outcome.seconds, job.stories, job.done)
-                # what completed while it ran (scored as of now: late by the job's few ms at most)
-                self.calibration.completed(now, self.throughput.completed)
             return None
         self.in_flight -= 1
         envelope, request_id = job.request

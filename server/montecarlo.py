@@ -10,7 +10,7 @@ Two methods, chosen by cost (docs/forecasts.md says how close the second one is)
 
 - ``simulated``: the resampling itself, `trials` random futures drawn interval by
   interval (vectorised over the trials). Exact for the model, up to Monte Carlo
-  noise. Used while trials x intervals stays within DRAWS_BUDGET (about 20 ms).
+  noise. Used while trials x intervals stays within DRAWS_BUDGET (about 10 ms).
 - ``normal``: beyond that, a forecast spans hundreds of intervals or more, and the
   sum S_k of k resampled intervals is close to normal (central limit theorem).
   Counts are never negative, so "N done within k intervals" is exactly "S_k >= N":
@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 LEVELS = (0.50, 0.85, 0.95)  # the confidence levels every answer carries
-DRAWS_BUDGET = 1_500_000  # trials x intervals simulated at most (about 25 ms on a shared core)
+DRAWS_BUDGET = 600_000  # trials x intervals simulated at most (about 10 ms on a shared core)
 CHUNK_FIRST = 16  # intervals drawn in the first chunk of a "when" walk; each next chunk doubles
 
 Method = Literal["simulated", "normal"]

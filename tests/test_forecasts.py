@@ -71,6 +71,14 @@ def test_a_forecast_reached_late_is_a_miss_even_before_expiry_runs():
     assert (c.hits, c.scored) == ([0, 0, 1], [1, 1, 1])
 
 
+def test_what_completed_while_a_forecast_was_computed_is_scored_at_its_own_time():
+    c = Calibration(now=0.0)
+    c.completed(10.2, 5)
+    c.completed(10.4, 12)  # the target, 10 + 2, reached at 10.4
+    c.record(10.0, done=10, stories=2, seconds=(0.3, 0.5, 0.9))  # made at 10.0, recorded later
+    assert (c.hits, c.scored) == ([0, 1, 1], [1, 1, 1])
+
+
 def test_forecasts_are_recorded_every_few_seconds_and_nothing_open_is_not_recorded():
     c = Calibration(now=0.0, every_s=5.0)
     assert c.due(0.0)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import pytest
 
 from storypulse.client import RequestError
+from storypulse.server import montecarlo
+from storypulse.server.forecast_runner import _Child
+from storypulse.server.forecasting import Job
 from inproc import FakeClock, InprocServer
 from support import wait_for
 
@@ -62,8 +65,9 @@ def test_forecast_answers_from_the_history_it_names(server, clock):
 def test_stats_carry_the_backlog_forecast_and_the_scores(server, clock):
     steady_history(server, clock)
     client = server.client()
-    stats = wait_for(lambda: client.snapshot(history_seconds=0).stats, what="stats")
-    assert stats.forecast_open_p85_s == 0.0  # nothing open: nothing to wait for
+    # nothing open: nothing to wait for (once a backlog forecast still running has come back)
+    stats = wait_for(lambda: (s := client.snapshot(history_seconds=0).stats).forecast_open_p85_s == 0.0 and s,
+                     what="the backlog forecast of nothing open")
     # Forecasts recorded while stories were open came true at once (the clock stood still
     # while they completed): any that was scored is a hit.
     if stats.forecast_scored:
@@ -90,6 +94,32 @@ def test_bad_forecast_requests_are_refused_naming_the_field(server, fields, name
     assert caught.value.code == "invalid_request"
     assert named in caught.value.message
     assert client.ping()  # still serving
+
+
+def test_a_forecast_process_that_died_is_replaced(server, clock):
+    steady_history(server, clock)
+    client = server.client()
+    assert client.call("forecast", stories=8).reason is None  # the child process is running
+    child = server.server.forecast_runner.child
+    child.process.kill()
+    child.process.join(5)
+    again = client.call("forecast", stories=8)
+    assert again.p50_s == pytest.approx(7.5 / 4)
+    assert server.server.forecast_runner.child.process.pid != child.process.pid
+    assert client.ping()
+
+
+def test_a_job_whose_process_dies_under_it_fails_and_says_so():
+    child = _Child()
+    try:
+        child.process.kill()
+        child.process.join(5)
+        job = Job(montecarlo.Sample.of([4] * 20, 1.0), 8, None, 100, made_at=0.0, done=0)
+        child.run(job)
+        assert isinstance(job.error, RuntimeError) and "forecast process ended" in str(job.error)
+        assert not child.alive()
+    finally:
+        child.close()
 
 
 def test_the_history_survives_a_restart(tmp_path):
