@@ -6,8 +6,8 @@
 Calibration. For each load — seeded Poisson arrivals (`storypulse load --arrivals
 poisson`, as shipped) and a bursty one (on/off: 4 s at 2.5x the mean rate, 6 s
 of nothing) — a fresh server (SQLite, min = max = --workers) runs --seconds of
-it. From outside, a client asks `forecast` at random moments (every 0.5-1.5 s after
-a 20 s warm-up), half "when will N more be done" (N worth 2-40 s of the load) and
+it, with --forecast-history 60. From outside, a client asks `forecast` at random
+moments (every 0.5-1.5 s once the history holds only the load, after 70 s), half "when will N more be done" (N worth 2-40 s of the load) and
 half "how many within T" (T of 2-40 s), and watches the `completed` events: a
 "when" answer is a hit at a level if the N-th completion came by its time, a
 "how many" answer if at least that many came within T. Only answers that matured
@@ -35,7 +35,6 @@ import threading
 import time
 from pathlib import Path
 
-import zmq
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
@@ -46,11 +45,13 @@ from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
 from storypulse.server.flow import nearest_rank  # noqa: E402
 from support import ServerProcess, wait_for  # noqa: E402
+from test_server_flow import CompletionClock  # noqa: E402
 
 TASKS = (1, 3)
 ESTIMATE_MS = (100, 2_000)
 TIME_SCALE = 0.01
-WARM_UP_S = 20.0
+HISTORY_S = 60  # the servers' --forecast-history: the load's own minute, not the idle start
+WARM_UP_S = HISTORY_S + 10.0  # questions start once the history holds only the load
 LEVELS = (50, 85, 95)
 
 
@@ -68,44 +69,15 @@ def mean_story_work_s(seed: int, samples: int = 20_000) -> float:
     return total / samples / 1000 * TIME_SCALE
 
 
-class Completions:
-    """The `completed` events as this client sees them, stamped with its own clock."""
+class Completions(CompletionClock):
+    """The `completed` events as this client sees them, stamped with its own (wall) clock."""
 
-    def __init__(self, server: ServerProcess):
-        self.times: list[float] = []
-        self.last_stats: protocol.Stats | None = None
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(server.endpoints.events,), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "no stats event"
-
-    def _run(self, endpoint: str) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(endpoint)
-        try:
-            while not self._stop.is_set():
-                if not sock.poll(50):
-                    continue
-                topic, payload = sock.recv_multipart()
-                now = time.monotonic()
-                event = protocol.decode_event(topic, payload)
-                if topic == protocol.TOPIC_STATS:
-                    self.last_stats = event
-                    self._ready.set()
-                elif topic == protocol.TOPIC_STORY and event.event == "completed":
-                    self.times.append(now)
-        finally:
-            sock.close(linger=0)
+    @property
+    def times(self) -> list[float]:
+        return [arrived for arrived, _ in list(self.seen.values())]  # in arrival order
 
     def count(self) -> int:
-        return len(self.times)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        return len(self.seen)
 
 
 class Asker(threading.Thread):
@@ -126,7 +98,7 @@ class Asker(threading.Thread):
                 question = {"stories": max(1, round(self.rate * r.uniform(2, 40)))}
             else:
                 question = {"within_s": round(r.uniform(2, 40), 2)}
-            at, done = time.monotonic(), self.seen.count()
+            at, done = time.time(), self.seen.count()
             answer = self.client.call("forecast", **question)
             if answer.reason is None:
                 self.asked.append((at, done, question, answer))
@@ -179,7 +151,8 @@ def bursty_load(client: Client, generator: StoryGenerator, rate: float, seconds:
 
 def calibration(load: str, args: argparse.Namespace, rate: float, folder: Path) -> dict:
     server = ServerProcess(folder / f"{load}.db", workers=args.workers, time_scale=TIME_SCALE,
-                           stats_interval=0.25, extra=["--log-level", "warning"])
+                           stats_interval=0.25,
+                           extra=["--log-level", "warning", "--forecast-history", str(HISTORY_S)])
     server.start()
     seen = Completions(server)
     try:
@@ -193,13 +166,15 @@ def calibration(load: str, args: argparse.Namespace, rate: float, folder: Path) 
             sent = tally.acked
         else:
             sent = bursty_load(client, generator, rate, args.seconds, args.seed)
-        finished = time.monotonic()
+        finished = time.time()
         asker.stop.set()
         asker.join(15)
         client.close()
         outside = score(asker.asked, list(seen.times), finished)
-        stats = seen.last_stats
-        own = {"scored": stats.forecast_scored, 50: stats.forecast_hit_rate_p50,
+        horizons = [a.p50_s if "stories" in q else q["within_s"] for _, _, q, a in asker.asked]
+        outside["horizon"] = statistics.median(horizons) if horizons else None
+        stats = seen.stats[-1]
+        own = {"scored": stats.forecast_scored, "horizon": None, 50: stats.forecast_hit_rate_p50,
                85: stats.forecast_hit_rate_p85, 95: stats.forecast_hit_rate_p95}
         return {"load": load, "sent": sent, "outside": outside, "own": own}
     finally:
@@ -294,7 +269,7 @@ def ask_forecasts(port: int, stories: int, gap: float, stop, counted) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("calibration", "speed", "all"), default="all")
-    parser.add_argument("--seconds", type=float, default=150.0, help="seconds of each load (default 150)")
+    parser.add_argument("--seconds", type=float, default=200.0, help="seconds of each load (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="the pool (default 2)")
     parser.add_argument("--utilisation", type=float, default=0.75,
                         help="the share of the pool the mean arrival rate keeps busy (default 0.75)")
@@ -317,10 +292,11 @@ def main() -> int:
 
                 for who in ("outside", "own"):
                     figures = result[who]
+                    horizon = "-" if figures["horizon"] is None else f"{figures['horizon']:.1f} s"
                     rows.append((load, "asked from outside" if who == "outside" else "server's own (backlog)",
-                                 f"{figures['scored']:,}", *(pct(figures[p]) for p in LEVELS)))
+                                 f"{figures['scored']:,}", horizon, *(pct(figures[p]) for p in LEVELS)))
             print("\nhit rates (nominal: p50 50 %, p85 85 %, p95 95 %):")
-            table(("load", "forecasts", "scored", "p50", "p85", "p95"), rows)
+            table(("load", "forecasts", "scored", "median horizon", "p50", "p85", "p95"), rows)
         if args.part in ("speed", "all"):
             speed(args, Path(folder))
     return 0

@@ -4,7 +4,8 @@
 The model is the one the offline tools use: the completions counted in each
 past sampling interval are independent draws of what a future interval will
 complete (resampling with replacement). Within an interval, completions are
-taken as spread evenly (see `when`), so answers are not rounded to whole intervals.
+taken to fall at uniform random moments (see `_walk`), so answers are not rounded to
+whole intervals.
 
 Two methods, chosen by cost (docs/forecasts.md says how close the second one is):
 
@@ -134,12 +135,14 @@ def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator) -
     """Seconds until `stories` are done, one per trial.
 
     Every trial draws the same chunks (16, 16, 32, 64, ... intervals) until all have
-    arrived, so a trial's future does not depend on `stories`: with one seed the answer
-    can only grow with N (common random numbers). Within the interval that reaches N,
-    the completions are spread evenly: the j-th of c comes (j - 1/2)/c of the way through
-    (so a steady c per interval gives (N - 1/2)/c intervals, as the normal method does).
+    arrived, so a trial's whole intervals do not depend on `stories`: with one seed the
+    interval that reaches N can only come later with N (common random numbers). Within
+    that interval its c completions fall at independent uniform moments, as in "how many"
+    (and as they do in a Poisson process): the j-th comes at the j-th smallest of c
+    uniforms, a Beta(j, c - j + 1) share of the interval, drawn from a stream of its own.
     """
     counts = sample.counts
+    inside = np.random.default_rng(rng.integers(2**63))  # one draw from `rng`, whatever N
     arrived = np.full(trials, np.nan)
     done = np.zeros(trials, dtype=np.int64)  # completions before the current chunk
     start = 0  # intervals before the current chunk
@@ -154,7 +157,8 @@ def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator) -
             rows = np.nonzero(hit)[0]
             index = np.argmax(cum[rows] >= stories, axis=1)  # the interval that reaches N
             before = np.where(index > 0, cum[rows, index - 1], done[rows])
-            share = (stories - before - 0.5) / draws[rows, index]
+            j = stories - before  # the j-th completion of the interval is the N-th
+            share = inside.beta(j, draws[rows, index] - j + 1)
             arrived[rows] = (start + index + share) * sample.interval_s
         if not np.isnan(arrived).any():
             return arrived

@@ -56,15 +56,33 @@ def rng(seed: int = 7) -> np.random.Generator:
 
 
 # -- constant throughput: a degenerate distribution ------------------------------------------
-@pytest.mark.parametrize("method", ["simulated", "normal"])
 @pytest.mark.parametrize("per_interval,stories", [(1, 1), (4, 10), (7, 700), (3, 2)])
-def test_constant_throughput_gives_one_answer_at_every_level(method, per_interval, stories):
+def test_constant_throughput_gives_the_same_interval_at_every_level(per_interval, stories):
+    """Every future needs the same whole intervals: ceil(N/c). Only where the N-th falls within
+    the last one is random (uniform moments), so every level lies inside that interval."""
     sample = mc.Sample.of([per_interval] * 30, 2.0)
-    answer = mc.when(sample, stories, 1000, rng(), method)
-    # completions spread evenly: the N-th of c per interval comes (N - 1/2)/c intervals in
-    expected = (stories - 0.5) / per_interval * 2.0
-    assert answer.seconds == pytest.approx((expected,) * 3)
-    assert answer.method == method
+    answer = mc.when(sample, stories, 4000, rng(), "simulated")
+    last = math.ceil(stories / per_interval)
+    assert all((last - 1) * 2.0 < s <= last * 2.0 for s in answer.seconds), answer
+    assert answer.seconds[0] <= answer.seconds[1] <= answer.seconds[2]
+
+
+@pytest.mark.parametrize("per_interval,stories", [(1, 1), (4, 10), (7, 700), (3, 2)])
+def test_constant_throughput_gives_one_answer_by_the_normal_method(per_interval, stories):
+    sample = mc.Sample.of([per_interval] * 30, 2.0)
+    answer = mc.when(sample, stories, 1000, rng(), "normal")
+    # no spread at all: the N-th at (N - 1/2)/c intervals (a whole count reaches N at N - 1/2)
+    assert answer.seconds == pytest.approx(((stories - 0.5) / per_interval * 2.0,) * 3)
+
+
+def test_within_an_interval_completions_fall_at_uniform_moments():
+    """One completion a second: the next comes at a Uniform(0, 1) moment of the next second,
+    so its p-quantile is p seconds; the 2nd of 4 at the 2nd smallest of 4 uniforms, whose
+    median is the root of P(Beta(2, 3) <= x) = 1/2, 0.3857."""
+    one = mc.when(mc.Sample.of([1] * 10, 1.0), 1, 40_000, rng(), "simulated").seconds
+    assert one == pytest.approx(mc.LEVELS, abs=0.01)
+    second_of_four = mc.when(mc.Sample.of([4] * 10, 1.0), 2, 40_000, rng(), "simulated").seconds
+    assert second_of_four[0] == pytest.approx(0.3857, abs=0.01)
 
 
 @pytest.mark.parametrize("method", ["simulated", "normal"])
@@ -114,12 +132,14 @@ def gamma_quantile(n: int, lam: float, p: float) -> float:
 @pytest.mark.parametrize("method", ["simulated", "normal"])
 @pytest.mark.parametrize("lam,stories", [(4.0, 200), (30.0, 3000)])
 def test_poisson_when_is_close_to_the_gamma_waiting_time(method, lam, stories):
-    """In continuous time the wait for N Poisson arrivals is Gamma(N, lam). Spreading each
-    interval's completions evenly puts the answer within a quarter interval of it."""
+    """In continuous time the wait for N Poisson arrivals is Gamma(N, lam): given their count,
+    a Poisson process's arrivals in an interval fall at uniform moments, as simulated, so the
+    simulation is that exactly (up to Monte Carlo noise); the normal method is within a
+    quarter interval of it."""
     sample = poisson_history(lam)
     got = mc.when(sample, stories, 20_000, rng(), method).seconds
     for seconds, p in zip(got, mc.LEVELS):
-        assert seconds == pytest.approx(gamma_quantile(stories, lam, p), abs=0.25)
+        assert seconds == pytest.approx(gamma_quantile(stories, lam, p), abs=0.25 if method == "normal" else 0.12)
 
 
 # -- the normal method against brute force ---------------------------------------------------
@@ -202,7 +222,11 @@ def test_when_is_ordered_by_level_and_grows_with_n(counts, stories, more, seed, 
     first = mc.when(sample, stories, 300, np.random.default_rng(seed), method).seconds
     later = mc.when(sample, stories + more, 300, np.random.default_rng(seed), method).seconds
     assert first[0] <= first[1] <= first[2]
-    assert all(a <= b + 1e-9 for a, b in zip(first, later))
+    # With one seed every future's whole intervals are the same, so the interval that reaches
+    # N never comes sooner for a larger N; where in it the N-th falls is drawn anew: at most
+    # one interval earlier (the normal method has no draws: never earlier).
+    slack = sample.interval_s if method == "simulated" else 1e-9
+    assert all(a <= b + slack for a, b in zip(first, later))
     # (the normal method, never chosen for so few, may say 0 for one story of a skewed history)
     assert first[0] > 0 if method == "simulated" else first[0] >= 0
 

@@ -3,7 +3,8 @@
 The loop runs in this process on a fake clock (tests/inproc.py): the test makes
 the throughput history it wants, a steady 4 stories a second, by moving time one
 second at a time, so the answers are known exactly (a constant throughput gives
-one answer at every level). The simulations run on the server's forecast thread.
+one answer at every level, to the second). The simulations run in the server's
+forecast process.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def test_forecast_answers_from_the_history_it_names(server, clock):
     assert early.p50_s is None and early.reason and "needs at least 10 s" in early.reason
     steady_history(server, clock)
     when = client.call("forecast", stories=40, trials=1000)
-    # a steady 4 a second: the 40th completion comes 39.5/4 s from now, at every level
-    assert (when.p50_s, when.p85_s, when.p95_s) == pytest.approx((39.5 / 4,) * 3)
+    # a steady 4 a second: the 40th completion comes in the 10th second from now, at every level
+    assert 9.0 < when.p50_s <= when.p85_s <= when.p95_s <= 10.0
     assert (when.samples, when.completions, when.trials, when.method) == (
         SECONDS, SECONDS * PER_SECOND, 1000, "simulated")
     assert when.history_s == SECONDS and when.stories == 40 and when.reason is None
@@ -104,7 +105,7 @@ def test_a_forecast_process_that_died_is_replaced(server, clock):
     child.process.kill()
     child.process.join(5)
     again = client.call("forecast", stories=8)
-    assert again.p50_s == pytest.approx(7.5 / 4)
+    assert 1.0 < again.p50_s <= 2.0
     assert server.server.forecast_runner.child.process.pid != child.process.pid
     assert client.ping()
 
@@ -135,6 +136,6 @@ def test_the_history_survives_a_restart(tmp_path):
     try:
         when = again.client().call("forecast", stories=40)
         assert when.reason is None and when.samples == SECONDS
-        assert when.p85_s == pytest.approx(39.5 / 4)
+        assert 9.0 < when.p85_s <= 10.0
     finally:
         again.close()
