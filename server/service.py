@@ -153,10 +153,10 @@ class Service:
             # back on the monotonic clock the window expires by
             self.flow.add(now - (wall - completed), story_id, completed, completed - created,
                           completed - started)
-        # An open story with nothing left cannot arise from our own writes; repair it anyway
-        # (a waiting one is found when the backlog's end is read: see refill).
         self.forecasts.restore(self.store.done_per_interval(
             wall - self.config.forecast_history, self.forecasts.throughput.interval))
+        # An open story with nothing left cannot arise from our own writes; repair it anyway
+        # (a waiting one is found when the backlog's end is read: see refill).
         empty = [story_id for story_id in startup.open_stories.keys() - by_story.keys()]
         if empty:
             self._repair_empty(empty, wall)
