@@ -13,7 +13,8 @@ half "how many within T" (T of 2-40 s), and watches the `completed` events: a
 "how many" answer if at least that many came within T. Only answers that matured
 before the run ended are scored (so the end of the run cannot censor misses).
 The server's own figures (`forecast_hit_rate_p50/_p85/_p95`, `forecast_scored`:
-its backlog forecasts, recorded every 5 s) are read at the end.
+its backlog forecasts, recorded every 5 s) are read at the end. Last, how far the
+seconds were from independent: Var(completions in 20 s) / (20 x Var(in 1 s)).
 
 Speed. A server with a history of ~30 stories/s answers `forecast` for 1 to
 1,000,000 stories and 10 s to a year at 10,000 trials (round trip, median and p99
@@ -127,6 +128,22 @@ def score(asked, times: list[float], ended: float) -> dict:
     return {"scored": scored, **{p: hits[p] / scored if scored else None for p in LEVELS}}
 
 
+def dispersion(times: list[float], start: float, end: float, span: int = 20) -> float | None:
+    """Var(completions in `span` s) / (span x Var(completions in 1 s)) over [start, end): 1 when
+    seconds are independent, as the forecasts assume; above 1 they vary together (slow
+    spells), below 1 they even out (a regular rhythm)."""
+    seconds = int(end - start)
+    if seconds < 3 * span:
+        return None
+    counts = [0] * seconds
+    for t in times:
+        if start <= t < start + seconds:
+            counts[int(t - start)] += 1
+    sums = [sum(counts[i:i + span]) for i in range(seconds - span + 1)]
+    one = statistics.pvariance(counts)
+    return statistics.pvariance(sums) / (span * one) if one else None
+
+
 def bursty_load(client: Client, generator: StoryGenerator, rate: float, seconds: float, seed: int) -> int:
     """On/off arrivals with mean `rate`: 4 s of Poisson at 2.5x, then 6 s of none."""
     r = random.Random(seed)
@@ -173,10 +190,12 @@ def calibration(load: str, args: argparse.Namespace, rate: float, folder: Path) 
         outside = score(asker.asked, list(seen.times), finished)
         horizons = [a.p50_s if "stories" in q else q["within_s"] for _, _, q, a in asker.asked]
         outside["horizon"] = statistics.median(horizons) if horizons else None
+        first_asked = asker.asked[0][0] if asker.asked else finished
+        spread = dispersion(list(seen.times), first_asked, finished)
         stats = seen.stats[-1]
         own = {"scored": stats.forecast_scored, "horizon": None, 50: stats.forecast_hit_rate_p50,
                85: stats.forecast_hit_rate_p85, 95: stats.forecast_hit_rate_p95}
-        return {"load": load, "sent": sent, "outside": outside, "own": own}
+        return {"load": load, "sent": sent, "outside": outside, "own": own, "dispersion": spread}
     finally:
         seen.close()
         server.stop()
@@ -282,10 +301,11 @@ def main() -> int:
             print(f"mean arrival rate {rate:.1f} stories/s ({args.utilisation:.0%} of {args.workers} workers), "
                   f"{TASKS[0]}-{TASKS[1]} tasks of {ESTIMATE_MS[0]}-{ESTIMATE_MS[1]} ms log-normal at time scale "
                   f"{TIME_SCALE:g}, {args.seconds:g} s per load, seed {args.seed}")
-            rows = []
+            rows, spreads = [], []
             for load in ("poisson", "bursty"):
                 result = calibration(load, args, rate, Path(folder))
                 print(f"  {load}: {result['sent']} stories sent", file=sys.stderr)
+                spreads.append((load, result["dispersion"]))
 
                 def pct(v):
                     return "-" if v is None else f"{v:.0%}"
@@ -297,6 +317,10 @@ def main() -> int:
                                  f"{figures['scored']:,}", horizon, *(pct(figures[p]) for p in LEVELS)))
             print("\nhit rates (nominal: p50 50 %, p85 85 %, p95 95 %):")
             table(("load", "forecasts", "scored", "median horizon", "p50", "p85", "p95"), rows)
+            print("\nVar(completions in 20 s) / (20 x Var(completions in 1 s)) while forecasts were asked "
+                  "(1: independent seconds, as the forecasts assume):")
+            for load, spread in spreads:
+                print(f"  {load}: {'-' if spread is None else f'{spread:.2f}'}")
         if args.part in ("speed", "all"):
             speed(args, Path(folder))
     return 0
