@@ -121,6 +121,7 @@ class FeedSession:
         self.last_data_at: float | None = None  # of the last stats applied or snapshot loaded
         self._intervals: deque[float] = deque(maxlen=INTERVAL_SAMPLES)
         self._last_stats_ts: float | None = None
+        self._silence_limit = max(SILENCE_FLOOR_S, SILENCE_INTERVALS * DEFAULT_INTERVAL_S)
         self.snapshots = self.restarts = self.silences = self.dropped_held = 0
 
     @property
@@ -137,7 +138,7 @@ class FeedSession:
         return statistics.median(self._intervals) if self._intervals else DEFAULT_INTERVAL_S
 
     def silence_limit(self) -> float:
-        return max(SILENCE_FLOOR_S, SILENCE_INTERVALS * self.interval())
+        return self._silence_limit  # kept as the interval is learned: every event reads it
 
     def next_tick(self) -> float:
         """The monotonic time by which `tick` is due (inf: nothing is timed)."""
@@ -206,7 +207,7 @@ class FeedSession:
     def _check_silence(self, out: list[Decision], now: float) -> bool:
         """True if nothing was heard for the silence limit; a joined session then joins afresh."""
         silent = now - self.last_heard
-        if silent <= self.silence_limit():
+        if silent <= self._silence_limit:
             return False
         if self.joined:
             self.silences += 1
@@ -247,6 +248,7 @@ class FeedSession:
         last, self._last_stats_ts = self._last_stats_ts, ts
         if last is not None and ts > last:
             self._intervals.append(min(ts - last, INTERVAL_MAX_S))
+            self._silence_limit = max(SILENCE_FLOOR_S, SILENCE_INTERVALS * self.interval())
 
     def _ask_if_due(self, out: list[Decision], now: float) -> None:
         if not self.wanted or self.asking or now < self.next_ask_at:
