@@ -138,9 +138,8 @@ class Feed:
         if session.state == CONNECTED:
             return "live"
         if session.state == RECONNECTING:
-            silent = now - session.last_heard
-            if silent > session.silence_limit():
-                return f"reconnecting… (no figures for {fmt.duration(silent)})"
+            if session.quiet:
+                return f"reconnecting… (no figures for {fmt.duration(now - session.last_event_at)})"
             return f"reconnecting… ({session.reason})"
         return "waiting for server…"
 

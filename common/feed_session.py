@@ -46,7 +46,11 @@ The rules, one each:
   server's default, until there are any) — since stats come every interval
   even when nothing happens, a median ignores a late tick, and the floor
   rides over a busy client's pauses. A silent session is reconnecting and
-  joins afresh (the server may come back as a new one).
+  joins afresh (the server may come back as a new one); it is connected again
+  once messages come back. A snapshot answered meanwhile is loaded, but says
+  only that the request path is alive: while the stream stays quiet the
+  session stays reconnecting (rather than flapping) and asks again after each
+  silence limit, so the figures are never older than that.
 - **Snapshot retry**: one request at a time; asks are at least SPACING_S apart
   (a lossy stream cannot make a storm of snapshots), and each failure in a row
   doubles that spacing up to SPACING_MAX_S; a reply brings it back. Events
@@ -117,7 +121,9 @@ class FeedSession:
         self.last_ask_at = -math.inf
         self.failures = 0  # asks in a row without a reply
         self.ever_connected = False
-        self.last_heard = now  # monotonic time of the last event
+        self.last_heard = now  # monotonic time of the last event or snapshot: the silence timer's start
+        self.last_event_at = now  # of the last event
+        self.quiet = False  # silent since the last event: a snapshot alone does not make it connected
         self.last_data_at: float | None = None  # of the last stats applied or snapshot loaded
         self._intervals: deque[float] = deque(maxlen=INTERVAL_SAMPLES)
         self._last_stats_ts: float | None = None
@@ -158,7 +164,11 @@ class FeedSession:
         out: list[Decision] = []
         if self._check_silence(out, now) and self.wanted and not self.asking:
             self.next_ask_at = now  # heard again after a silence: the server is back, ask at once
-        self.last_heard = now
+        self.last_heard = self.last_event_at = now
+        if self.quiet:
+            self.quiet = False
+            if self.joined:
+                self._set_state(out, CONNECTED, "messages again")
         if self.joined:
             self._take(event, now, out)
         else:
@@ -182,7 +192,8 @@ class FeedSession:
             self._last_stats_ts = None
         self.joined = True
         out.append(Load(snap))
-        self._set_state(out, CONNECTED, f"snapshot at seq {snap.seq}")
+        if not self.quiet:  # else the request path answers but no message comes: still reconnecting
+            self._set_state(out, CONNECTED, f"snapshot at seq {snap.seq}")
         held, self.held = self.held, deque(maxlen=HOLD_MAX)
         for event in held:  # the late joiner's events, in order: those after the snapshot apply
             if self.joined:
@@ -211,6 +222,7 @@ class FeedSession:
             return False
         if self.joined:
             self.silences += 1
+            self.quiet = True
             self._join_afresh(out, f"no messages for {silent:.1f} s")
         return True
 

@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 from storypulse import protocol
 from storypulse.cli.figures import Figures, render
-from storypulse.cli.watch import show
+from storypulse.cli.watch import Feed, show
 from storypulse.feed_session import AskSnapshot, FeedSession
-from support import REPO, free_port_block, wait_for
+from support import REPO, StandInServer, free_port_block, wait_for
 
 
 def storypulse(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -320,6 +322,54 @@ def test_watch_sees_a_restarted_server():
     show(figures, session.snapshot_reply(protocol.SnapshotResult(seq=3, stats=stats(3, 102.1), history=[]), 1.6))
     show(figures, session.event(stats(4, 102.2), 1.7))
     assert figures.seq == 4 and figures.stats.ts == 102.2
+
+
+class QuietServer:
+    """A stand-in server's behaviour (support.StandInServer): stats every turn, until told to be quiet."""
+
+    def __init__(self):
+        self.seq = 0
+        self.quiet = threading.Event()
+
+    def answer(self, request: protocol.Request) -> list[bytes]:
+        return [protocol.ok(request.id, protocol.SnapshotResult(self.seq, stats(self.seq, time.time()), []))]
+
+    def cycle(self) -> list[list[bytes]]:
+        if self.quiet.is_set():
+            return []
+        self.seq += 1
+        return [[protocol.TOPIC_STATS, protocol.encode(stats(self.seq, time.time(), completed=self.seq))]]
+
+
+def test_watch_says_reconnecting_while_the_stream_is_quiet_and_goes_on_after():
+    behaviour = QuietServer()
+    with StandInServer(behaviour.answer, behaviour.cycle) as stand_in:
+        figures = Figures()
+        feed = Feed(stand_in.endpoints, figures, timeout=2)
+        shown: list[str] = []
+
+        def pumped_and_shows(state: str) -> bool:
+            feed.pump(time.monotonic() + 0.05)
+            shown.append(feed.state(time.monotonic()))
+            return shown[-1].startswith(state)
+
+        try:
+            wait_for(lambda: pumped_and_shows("live") and figures.seq > 5, 10, 0, "live figures")
+            behaviour.quiet.set()
+            quiet_at = time.monotonic()
+            wait_for(lambda: pumped_and_shows("reconnecting… (no figures for"), 10, 0, "reconnecting")
+            assert time.monotonic() - quiet_at >= 2.0  # the floor of the silence rule
+            # The stand-in still answers snapshots: they are taken, and the state does not flap.
+            since, taken = len(shown), feed.session.snapshots
+            wait_for(lambda: pumped_and_shows("reconnecting") and feed.session.snapshots >= taken + 2, 10, 0,
+                     "snapshots while quiet")
+            assert all(state.startswith("reconnecting… (no figures for") for state in shown[since:])
+            seen = figures.seq
+            behaviour.quiet.clear()
+            wait_for(lambda: pumped_and_shows("live") and figures.seq > seen, 10, 0, "live again")
+            assert feed.failed_snapshots == 0
+        finally:
+            feed.close()
 
 
 def test_a_snapshot_older_than_the_figures_fills_in_history_and_moves_nothing_back():

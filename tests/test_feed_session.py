@@ -124,6 +124,20 @@ def test_silence_of_a_few_stats_intervals_reconnects_with_a_floor():
     assert states(out) == [CONNECTED] and applied(out) == [12]
 
 
+def test_a_quiet_stream_stays_reconnecting_while_snapshots_keep_the_figures_fresh():
+    """The request path answers, the stream does not: loaded, still reconnecting, asked again."""
+    session = joined(10)
+    out = session.tick(T0 + 2.1)
+    assert states(out) == [RECONNECTING] and len(asks(out)) == 1
+    out = session.snapshot_reply(snapshot(12), T0 + 2.2)
+    assert [type(d) for d in out] == [Load] and session.state == RECONNECTING
+    out = session.tick(T0 + 4.3)  # quiet for the silence limit again
+    assert asks(out) == [AskSnapshot(3 + 5)] and session.silences == 2  # 2.1 s since the figures
+    session.snapshot_reply(snapshot(13), T0 + 4.4)
+    out = session.event(stats(14), T0 + 4.5)  # the stream is back
+    assert states(out) == [CONNECTED] and applied(out) == [14]
+
+
 def test_the_silence_limit_is_learned_from_the_servers_stats_interval():
     session = joined(0, now=T0)
     # A server that publishes stats every 2 s (with a story event between, and one late tick).
