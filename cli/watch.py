@@ -20,7 +20,7 @@ from storypulse import format as fmt
 from storypulse import protocol
 from storypulse.client import Client, PendingRequest, RequestError, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from storypulse.events import ready_events, subscriber
+from storypulse.events import ready_events, subscriber, wait_for_input
 from storypulse.feed_session import CONNECTED, RECONNECTING, Apply, AskSnapshot, Decision, FeedSession, Load
 from storypulse.security import MissingKey
 
@@ -97,18 +97,12 @@ class Feed:
         while True:
             now = time.monotonic()
             self._follow(self.session.tick(now))
-            wait = min(until, self.session.next_tick()) - now
             if until <= now:
                 return
-            poller = zmq.Poller()
-            poller.register(self.sub, zmq.POLLIN)
-            if self.snapshot is not None:
-                poller.register(self.client.socket, zmq.POLLIN)
-                wait = min(wait, self.snapshot.remaining())
-            ready = dict(poller.poll(max(0.0, wait) * 1000))
+            events = wait_for_input(self.sub, self.snapshot, min(until, self.session.next_tick()) - now)
             if self.snapshot is not None:
                 self._take_snapshot()
-            if self.sub in ready:
+            if events:
                 for event in ready_events(self.sub):
                     if event is None:
                         self.bad_events += 1

@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from storypulse import protocol
 from storypulse.client import Client, PendingRequest, RequestError, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from storypulse.events import ready_events, subscriber
+from storypulse.events import ready_events, subscriber, wait_for_input
 from storypulse.feed_session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, Apply, AskSnapshot,
                                      Decision, FeedSession, Load, StateChanged)
 from storypulse.security import MissingKey
@@ -130,15 +130,10 @@ class _Loop:
             now = time.monotonic()
             self._follow(session.tick(now))
             wait = min(worker.min_emit_gap if self.pending else IDLE_POLL_S, session.next_tick() - now)
-            poller = zmq.Poller()
-            poller.register(sub, zmq.POLLIN)
-            if self.request is not None:
-                poller.register(self.client.socket, zmq.POLLIN)
-                wait = min(wait, self.request.remaining())
-            ready = dict(poller.poll(max(0.0, wait) * 1000))
+            events = wait_for_input(sub, self.request, wait)
             if self.request is not None:
                 self._take_reply()
-            if sub in ready:
+            if events:
                 for event in ready_events(sub):  # bounded, so a flood cannot starve the emit below
                     if event is None:
                         worker.bad_messages += 1
