@@ -151,7 +151,7 @@ def summary(tally: Tally, sending: float, ended: str, rate: float, max_in_flight
         "max_in_flight": max_in_flight,
         "ack_latency_ms": {
             name: (None if v is None else round(v * 1000, 2))
-            for name, v in (("p50", tally.percentile(0.5)), ("p95", tally.percentile(0.95)),
+            for name, v in (("p50", tally.latency_percentile(50)), ("p95", tally.latency_percentile(95)),
                             ("max", max(tally.latencies) if tally.latencies else None))
         },
     }

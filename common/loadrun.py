@@ -19,6 +19,7 @@ from typing import Any
 from . import protocol
 from .client import Client, RequestError
 from .loadgen import Pacer, StoryGenerator
+from .percentiles import nearest_rank
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0  # seconds before a story refused as busy is sent again
 
@@ -49,11 +50,9 @@ class Tally:
     last_error: str = ""  # the latest error's message
     latencies: list[float] | None = field(default_factory=list)  # send -> ack, seconds; None: not kept
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    def latency_percentile(self, p: float) -> float | None:
+        """The p-th percentile (0 < p <= 100) of the latencies kept, by nearest rank; None without any."""
+        return nearest_rank(sorted(self.latencies or ()), p)
 
 
 class LoadRun:

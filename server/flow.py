@@ -3,11 +3,9 @@
 Pure: every method takes `now` (monotonic seconds), so tests drive it with a
 fake clock. A completion at `at` is in the window while `now - at < window`.
 
-Percentiles are exact, by the nearest-rank definition: of n values sorted
-ascending, the p-th percentile is the value at rank ceil(p/100 * n) (1-based),
-the smallest value that at least p % of the values do not exceed. It is
-always one of the observed values, so a client that collects the same lead
-times gets the very same number.
+Percentiles are exact, by nearest rank (storypulse.percentiles, the one rule
+every side ranks by): always one of the observed values, so a client that
+collects the same lead times gets the very same number.
 
 The values are kept in two `sortedcontainers.SortedList`s (insert, remove and
 index in O(log n)); expiry walks a deque in completion order, and a deleted
@@ -22,12 +20,13 @@ beyond it the oldest completions leave the window early.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from sortedcontainers import SortedList
+
+from storypulse.percentiles import nearest_rank
 
 SAMPLES_MAX = 250_000
 
@@ -50,15 +49,6 @@ class FlowFigures:
     cycle_p50_s: float | None
     cycle_p85_s: float | None
     cycle_p95_s: float | None
-
-
-def nearest_rank(ordered, p: float) -> float | None:
-    """The p-th percentile (0 < p <= 100) of values sorted ascending; None if there are none."""
-    n = len(ordered)
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(p / 100 * n - 1e-9))  # 1e-9: 0.95 * 20 is 19.000000000000004
-    return ordered[rank - 1]
 
 
 class FlowWindow:
