@@ -69,7 +69,10 @@ def test_store_accepts_a_sqlite_url(tmp_path):
 
 
 def test_failures_are_explained_with_the_cause_and_the_place():
-    from storypulse.server.store import explain
+    from storypulse.server.dberrors import classify, outage_message
+
+    def explain(exc, where):
+        return outage_message(classify(exc), where)
 
     full = sqlite3_error("database or disk is full")
     try:
@@ -95,7 +98,10 @@ def sqlite3_error(message: str) -> Exception:
 
 
 def test_postgres_rows_go_as_arrays_and_a_shared_value_goes_once():
-    from storypulse.server.store import TASK_COLUMNS, TASK_TYPES, _array, _insert_rows
+    from storypulse.server.store.pgsql import TASK_TYPES
+    from storypulse.server.store.pgsql import array as _array
+    from storypulse.server.store.pgsql import insert_rows as _insert_rows
+    from storypulse.server.store.schema import TASK_COLUMNS
 
     rows = [(1, 7, "", 0, "queued", 0, 5.5), (2, 7, 'a"b\\c', 3, "queued", 0, 5.5)]
     sql, params = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows)
