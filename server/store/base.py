@@ -182,7 +182,8 @@ class Store(ABC):
              exclusive: bool = False) -> Store:
         """Open, check that the database is ours and writable, create missing tables (and the
         columns an earlier version lacked). `exclusive` (the server): claim the database
-        first, raising `claim.InUse` while another server has it."""
+        first (claim.py: a SQLite file, for now), raising `claim.InUse` while another server
+        has it."""
         if cls is Store:
             from . import backend_for
 

@@ -59,6 +59,7 @@ class Story(BaseModel):
 
     class Meta:
         table_name = "story"
+        # (status, id): the open stories in id order, and the list of stories by status;
         # completed_at: the flow window's recent completions, read back at start-up;
         # (status, started_at): the open stories in progress, read back whole at start-up
         indexes = ((("status", "id"), False), (("completed_at",), False),

@@ -185,8 +185,8 @@ class SqliteStore(Store):
     # -- the queue's next window -------------------------------------------------
     def window(self, after: int, limit: int) -> tuple[list[tuple], bool]:
         p = self.p
-        # CROSS JOIN keeps task as the outer loop and `+` keeps the planner off the status
-        # indexes: a primary key range, not every queued task visited and sorted.
+        # CROSS JOIN keeps task as the outer loop and `+` keeps the planner off story's status
+        # indexes: a primary key range of task, not every open story visited and sorted.
         select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
                   "s.created_at, s.started_at FROM task t CROSS JOIN story s ON s.id = t.story_id ")
         rows = [tuple(r) for r in self._read(
