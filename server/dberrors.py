@@ -61,6 +61,7 @@ BAD_URL = "the database URL cannot be used"
 NO_DRIVER = "the database driver is not installed"
 IN_USE = "the database is in use by another storypulse server"
 NOT_OURS = "the database is not storypulse's"
+NOT_A_DATABASE = "the file is not a database"
 FULL = "database is full"
 NO_ACCESS = "the database's file or folder may not be written"
 DAMAGED = "database is damaged"
@@ -99,7 +100,8 @@ RULES: tuple[tuple[str, bool, Callable[[BaseException], bool]], ...] = (
     (BAD_URL, False, lambda e: isinstance(e, BadURL)),
     (NO_DRIVER, False, lambda e: isinstance(e, (peewee.ImproperlyConfigured, ImportError))),
     (IN_USE, True, lambda e: isinstance(e, InUse)),
-    (NOT_OURS, False, lambda e: isinstance(e, NotStorypulse) or _words("file is not a database")(e)),
+    (NOT_OURS, False, lambda e: isinstance(e, NotStorypulse)),
+    (NOT_A_DATABASE, False, _words("file is not a database")),
     # the file system
     (FULL, True, lambda e: _file_system(e) and e.errno == errno.ENOSPC),
     (NO_ACCESS, False, _file_system),

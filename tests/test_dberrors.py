@@ -41,7 +41,7 @@ def psycopg2_error(name: str, message: str) -> BaseException:
     (lambda: ImportError("no module named psycopg2"), dberrors.NO_DRIVER, False),
     (lambda: InUse(__import__("pathlib").Path("/x.db"), "42"), dberrors.IN_USE, True),
     (lambda: NotStorypulse("it holds other tables: invoice"), dberrors.NOT_OURS, False),
-    (lambda: wrapped(sqlite3.DatabaseError("file is not a database")), dberrors.NOT_OURS, False),
+    (lambda: wrapped(sqlite3.DatabaseError("file is not a database")), dberrors.NOT_A_DATABASE, False),
     (lambda: OSError(errno.ENOSPC, "No space left on device"), dberrors.FULL, True),
     (lambda: OSError(errno.EACCES, "Permission denied"), dberrors.NO_ACCESS, False),
     (lambda: wrapped(sqlite3.DatabaseError("database disk image is malformed")), dberrors.DAMAGED, False),

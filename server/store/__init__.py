@@ -21,8 +21,11 @@ backend it can reach). The subclass names its `title` and the peewee
 `connect` (the database object for a URL, with the settings of each durability
 level), `durability_setting` and `durability_in_force`, `location`, `_write`
 (a turn's batch in one transaction, moving the tally as it goes), `window`,
-`recover` and `integrity_ok`. It may add `foreign_tables`, `migrate` and
-`startup_words`. config.DURABILITY_LEVELS then needs its settings in words.
+`recover` and `integrity_ok`. It may add `foreign_tables` (tables that make a
+database not ours), `migrate` (what it changes in an earlier version's tables)
+and `STARTUP_WORDS` (what to tell a person when its database stops the server at
+start; dberrors.RULES, if its driver words its errors in a way of its own).
+config.DURABILITY_LEVELS then needs its settings in words (a test says so).
 """
 
 from __future__ import annotations

@@ -98,6 +98,14 @@ class Store(ABC):
     title: ClassVar[str]  # the database's name, for people: "SQLite"
     # The peewee class a URL's scheme must map to (playhouse.db_url) for this backend.
     database_class: ClassVar[type[peewee.Database]]
+    # What to say when a cause (dberrors) stops the server at start: a template of {where}
+    # (`shown`), {text} (the error's own words) and {pid} (the holder's), by cause; a
+    # backend adds its own to these. Any other cause: "cannot use the database ...".
+    STARTUP_WORDS: ClassVar[dict[str, str]] = {
+        IN_USE: "the database {where} is in use by another storypulse server (pid {pid}): stop "
+                "that one, or point --db at another database",
+        FULL: "no room for the database {where} ({text}): free some disk space",
+    }
 
     def __init__(self, db: peewee.Database):
         self.db = db
@@ -167,14 +175,9 @@ class Store(ABC):
     def startup_words(cls, cause: Cause, spec: str | None, text: str) -> str:
         """The line the server logs when `cause` stops it at start: what is wrong with the
         database and what to do. `text` is the error's own words, without a password."""
-        where = cls.shown(spec)
-        if cause.what == IN_USE:
-            return (f"the database {where} is in use by another storypulse server (pid "
-                    f"{cause.error.pid or 'unknown'}): stop that one, or point --db at another "
-                    "database")
-        if cause.what == FULL:
-            return f"no room for the database {where} ({text}): free some disk space"
-        return f"cannot use the database {where} ({text})"
+        template = cls.STARTUP_WORDS.get(cause.what, "cannot use the database {where} ({text})")
+        return template.format(where=cls.shown(spec), text=text,
+                               pid=getattr(cause.error, "pid", "") or "unknown")
 
     # -- opening and closing ---------------------------------------------------
     @classmethod

@@ -18,7 +18,7 @@ import logging
 import peewee
 
 from ..dberrors import (CONNECTION_LOST, LOGIN_REFUSED, NO_DATABASE, NOT_OURS, NOT_PERMITTED,
-                       READ_ONLY, SERVER_TROUBLE, BadURL, Cause)
+                       READ_ONLY, SERVER_TROUBLE, BadURL)
 from .base import Batch, Store
 from .pgsql import STORY_TYPES, TASK_TYPES, array, insert_rows, tallied
 from .schema import STORY_COLUMNS, TASK_COLUMNS
@@ -185,28 +185,23 @@ class PostgresStore(Store):
         return True
 
     # -- at start --------------------------------------------------------------------
-    @classmethod
-    def startup_words(cls, cause: Cause, spec: str | None, text: str) -> str:
-        where = cls.shown(spec)
-        if cause.what == NOT_OURS:
-            return (f"the database {where} is not storypulse's ({text}): give storypulse a "
-                    "database of its own (createdb), or drop the table that is in the way")
-        if cause.what == LOGIN_REFUSED:
-            return (f"PostgreSQL refused the login to {where} ({text}): check the user and "
-                    "password in the URL, and that pg_hba.conf lets this host in")
-        if cause.what == NO_DATABASE:
-            return (f"the database {where} does not exist ({text}): create it (createdb -O USER "
-                    "NAME), or fix its name in the URL")
-        if cause.what == NOT_PERMITTED:
-            return (f"the PostgreSQL user of {where} may not create or write storypulse's tables "
-                    f"({text}): grant it those rights, or use a database it owns")
-        if cause.what == READ_ONLY:
-            return (f"the database {where} is read-only ({text}): point the URL at the primary, "
-                    "not a standby")
-        if cause.what in (CONNECTION_LOST, SERVER_TROUBLE):
-            return (f"cannot reach PostgreSQL at {where} ({text}): start PostgreSQL, or fix the "
+    _UNREACHABLE = ("cannot reach PostgreSQL at {where} ({text}): start PostgreSQL, or fix the "
                     "host and port in the URL")
-        return super().startup_words(cause, spec, text)
+    STARTUP_WORDS = {
+        **Store.STARTUP_WORDS,
+        NOT_OURS: "the database {where} is not storypulse's ({text}): give storypulse a database "
+                  "of its own (createdb), or drop the table that is in the way",
+        LOGIN_REFUSED: "PostgreSQL refused the login to {where} ({text}): check the user and "
+                       "password in the URL, and that pg_hba.conf lets this host in",
+        NO_DATABASE: "the database {where} does not exist ({text}): create it (createdb -O USER "
+                     "NAME), or fix its name in the URL",
+        NOT_PERMITTED: "the PostgreSQL user of {where} may not create or write storypulse's "
+                       "tables ({text}): grant it those rights, or use a database it owns",
+        READ_ONLY: "the database {where} is read-only ({text}): point the URL at the primary, "
+                   "not a standby",
+        CONNECTION_LOST: _UNREACHABLE,
+        SERVER_TROUBLE: _UNREACHABLE,
+    }
 
 
 def _require_psycopg2() -> None:

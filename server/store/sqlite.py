@@ -15,8 +15,8 @@ from pathlib import Path
 
 import peewee
 
-from ..dberrors import (CANNOT_OPEN, DAMAGED, IN_USE, LOCKED, NO_ACCESS, NOT_OURS, READ_ONLY, BadURL,
-                       Cause, NotStorypulse)
+from ..dberrors import (CANNOT_OPEN, DAMAGED, IN_USE, LOCKED, NO_ACCESS, NOT_A_DATABASE, NOT_OURS,
+                       READ_ONLY, BadURL, Cause)
 from .base import Batch, Store, chunks
 from .schema import MODELS, STORY_COLUMNS, STORY_TALLY, TALLY_COLUMNS, TASK_COLUMNS, TASK_TALLY
 
@@ -222,24 +222,24 @@ class SqliteStore(Store):
     def shown(cls, spec: str | None) -> str:
         return str(cls.path_of(spec))
 
+    STARTUP_WORDS = {
+        **Store.STARTUP_WORDS,
+        IN_USE: "the database {where} is in use by another storypulse server (pid {pid}): stop "
+                "that one, or point --db at another file",
+        NOT_OURS: "the file {where} is not a storypulse database ({text}): point --db at a "
+                  "storypulse database, or at a new file",
+        NOT_A_DATABASE: "the file {where} is not a SQLite database ({text}): point --db at a "
+                        "storypulse database, or at a new file",
+        DAMAGED: "the database {where} is damaged ({text}): restore it from a backup, or point "
+                 "--db at a new file (the sqlite3 shell's .recover may salvage what is left)",
+        LOCKED: "the database {where} is locked by another process ({text}): stop it (another "
+                "storypulse server?), or point --db at another file",
+    }
+
     @classmethod
     def startup_words(cls, cause: Cause, spec: str | None, text: str) -> str:
-        path = cls.path_of(spec)
-        if cause.what == IN_USE:
-            return (f"the database {path} is in use by another storypulse server (pid "
-                    f"{cause.error.pid or 'unknown'}): stop that one, or point --db at another file")
-        if cause.what == NOT_OURS:
-            what = "storypulse" if isinstance(cause.error, NotStorypulse) else "SQLite"
-            return (f"the file {path} is not a {what} database ({text}): point --db at a storypulse "
-                    "database, or at a new file")
-        if cause.what == DAMAGED:
-            return (f"the database {path} is damaged ({text}): restore it from a backup, or point "
-                    "--db at a new file (the sqlite3 shell's .recover may salvage what is left)")
-        if cause.what == LOCKED:
-            return (f"the database {path} is locked by another process ({text}): stop it "
-                    "(another storypulse server?), or point --db at another file")
-        if cause.what in (NO_ACCESS, READ_ONLY, CANNOT_OPEN):
-            return _no_access(path, text)
+        if cause.what in (NO_ACCESS, READ_ONLY, CANNOT_OPEN):  # which file or folder, and why
+            return _no_access(cls.path_of(spec), text)
         return super().startup_words(cause, spec, text)
 
 
