@@ -9,7 +9,6 @@ own way (`window`), and knows how to get its connection back after a failure.
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable, Sequence
@@ -18,11 +17,9 @@ import peewee
 
 from ..claim import Claim
 from ..config import DEFAULTS
-from ..dberrors import (FULL, IN_USE, Cause, classify, hide_password, outage_message)
+from ..dberrors import FULL, IN_USE, Cause, classify, hide_password, outage_message
 from . import schema
 from .schema import MODELS, STORY_SELECT, TALLY_COLUMNS, TASK_SELECT
-
-log = logging.getLogger(__name__)
 
 DEFAULT_DURABILITY = DEFAULTS["durability"]
 IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
