@@ -8,9 +8,10 @@ Modules, one job each:
   loop       the one poll loop over the sockets it is given: timers, group commit, shutdown
   service    what requests and worker reports do (no sockets); effects the loop takes
   state      the work in memory: the queue window, live tasks, open stories
-  store      Peewee models and the bulk SQL of a turn (SQLite or PostgreSQL)
+  store/     one class per database behind one interface (base); the tables in one place
+             (schema); sqlite, postgres (+ pgsql, the text of its bulk writes)
   outage     a database that refuses writes, as a state with a backoff (pure)
-  dberrors   why the database cannot be opened, in one line (start-up)
+  dberrors   why the database refused: one classifier, rendered at start-up and in an outage
   faults     what is dropped or failed on: counted, logged without flooding
   flow       lead and cycle times over a sliding window (pure)
   stats      sliding rate windows, stats history, timer cadence (pure)
