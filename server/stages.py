@@ -14,7 +14,10 @@ Two deques: `queue` holds the tasks of stories in progress (those that started t
 first, then those that finished their earlier stages, in the order they did), `fresh` the
 tasks of stories not started at all whose first task is in this stage, in creation order.
 In progress goes first (finish before starting), and a new story waiting for the system's
-WIP limit never stands in front of a story in progress (that could wait forever). In the
+WIP limit never stands in front of a story in progress (that could wait forever). Each
+deque keeps the tasks of the stories that count in the stage at its front (they started
+from the front, or went back there), so a look at each front tells whether anything in
+it may start; a front that must wait does not stop the other deque. In the
 first stage no story is ever in progress without having started there, so `fresh` is
 `queue` itself: one deque, exactly the queue of a server without stages.
 """

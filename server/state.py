@@ -76,14 +76,15 @@ class WorkState(WorkMemory):
         return self.stages[stage].ready > 0 and not self.held(stage)
 
     def held(self, stage: int = 0) -> bool:
-        """A WIP limit keeps every queued task of the stage waiting (see above): its front task's
-        story has not started the stage, and the stage is full, or the story has not started at
-        all and the system is. Drops dead ids at the front on the way."""
+        """A WIP limit keeps every queued task of the stage waiting (see above): at the front of
+        each of its queues is a story that has not started the stage, and the stage is full, or
+        the story has not started at all and the system is. Drops dead ids at the front on the way."""
         st = self.stages[stage]
         stage_full = st.wip_limit and st.stories >= st.wip_limit
         if not stage_full and (not self.wip_limit or self.in_progress < self.wip_limit):
             return False
         live = self.live
+        fronts = False
         for queue in st.queues():
             while queue:
                 task = live.get(queue[0])
@@ -93,8 +94,11 @@ class WorkState(WorkMemory):
                 story = self.stories.get(task.story_id)
                 if story is None or story.counted is st:
                     return False
-                return bool(stage_full) or story.started_at is None
-        return self.backlog_tasks > 0  # next comes a backlog story: not started
+                if not stage_full and story.started_at is not None:
+                    return False  # in progress: the system's limit does not apply
+                fronts = True
+                break
+        return fronts or self.backlog_tasks > 0  # next comes a backlog story: not started
 
     def set_wip_limit(self, limit: int) -> None:
         self.wip_limit = limit
@@ -153,6 +157,7 @@ class WorkState(WorkMemory):
         last_story = 0  # a story's tasks come together: look each story up once
         queue = st.queue
         while True:  # the stage's queue, then (a later stage's) new stories: see stages.py
+            waits = False  # the front story waits for a WIP limit
             while queue and len(lease) < max_tasks:
                 task_id = queue[0]
                 task = live.get(task_id)
@@ -167,9 +172,11 @@ class WorkState(WorkMemory):
                     if story is not None:
                         if story.counted is not st:  # it starts the stage
                             if st.wip_limit and st.stories >= st.wip_limit:
-                                break  # it waits, and so does everything behind it
+                                waits = True  # it waits, and so does everything behind it
+                                break
                             if story.started_at is None:
                                 if wip_limit and self.in_progress >= wip_limit:
+                                    waits = True
                                     break
                                 story.started_at = wall
                                 self.in_progress += 1
@@ -200,9 +207,10 @@ class WorkState(WorkMemory):
                 if total_ms > limit_ms:
                     break  # a real task: alone
             else:
-                if queue is not st.fresh and len(lease) < max_tasks:
-                    queue = st.fresh
-                    continue
+                waits = True  # this queue is done with: the next may go on
+            if waits and queue is not st.fresh and len(lease) < max_tasks:
+                queue, last_story = st.fresh, 0  # its front may have started the stage already
+                continue
             break
         for task_id, estimate in lease:
             task = live[task_id]
