@@ -149,7 +149,7 @@ class WorkState(WorkMemory):
         st = self.stages[stage]
         limit_ms = max_s * 1000 / time_scale if time_scale > 0 else float("inf")
         live, stories = self.live, self.stories
-        wip_limit = self.wip_limit
+        wip_limit, stage_limit, staged = self.wip_limit, st.wip_limit, self.staged
         lease: list[tuple[int, int]] = []
         leased: list[OpenStory] = []
         self.leased = leased
@@ -171,7 +171,7 @@ class WorkState(WorkMemory):
                     story = stories.get(task.story_id)
                     if story is not None:
                         if story.counted is not st:  # it starts the stage
-                            if st.wip_limit and st.stories >= st.wip_limit:
+                            if stage_limit and st.stories >= stage_limit:
                                 waits = True  # it waits, and so does everything behind it
                                 break
                             if story.started_at is None:
@@ -185,7 +185,7 @@ class WorkState(WorkMemory):
                                 story.counted.stories -= 1  # it moves on from its last stage
                             story.counted = st
                             st.stories += 1
-                            if self.staged:
+                            if staged:
                                 self.entered.append((task.story_id, st.index))
                         if story.blocks:
                             last_story = 0  # look at each of its tasks: one may block
