@@ -144,15 +144,21 @@ def single(min_workers: int, max_workers: int, wip_limit: int = 0) -> Workflow:
     return Workflow((StageSpec(DEFAULT_STAGE, min_workers, max_workers, wip_limit),))
 
 
-def _parts(text: object, option: str) -> Iterable[str]:
+def _pairs(text: object, option: str, sep: str, form: str,
+           example: str) -> Iterable[tuple[str, str, str]]:
+    """(name, value, where) of each `NAME<sep>VALUE` part (`form`) of an option's comma-separated
+    text; `where` names the part for an error message."""
     if not isinstance(text, str) or not text.strip():
-        raise WorkflowError(f"{option}: empty; expected e.g. "
-                            + ("analysis:1-2,build:1-6,test:1-2" if option == "--stages" else "build=3,test=2"))
+        raise WorkflowError(f"{option}: empty; expected e.g. {example}")
     for part in text.split(","):
         part = part.strip()
         if not part:
             raise WorkflowError(f"{option} {text!r}: an empty part (two commas, or one at an end)")
-        yield part
+        name, found, value = part.partition(sep)
+        where = f"{option} part {part!r}"
+        if not found:
+            raise WorkflowError(f"{where}: expected {form}, e.g. {example.split(',')[0]}")
+        yield name.strip(), value, where
 
 
 def _whole(text: str, what: str) -> int:
@@ -164,12 +170,8 @@ def _whole(text: str, what: str) -> int:
 def parse_stages(text: str) -> Workflow:
     """`analysis:1-2,build:1-6,test:1-2` (NAME:MIN-MAX or NAME:N each, in workflow order)."""
     stages = []
-    for part in _parts(text, "--stages"):
-        name, colon, bounds = part.partition(":")
-        name = name.strip()
-        where = f"--stages part {part!r}"
-        if not colon:
-            raise WorkflowError(f"{where}: expected NAME:MIN-MAX, e.g. build:1-6")
+    for name, bounds, where in _pairs(text, "--stages", ":", "NAME:MIN-MAX",
+                                          "analysis:1-2,build:1-6,test:1-2"):
         check_stage_name(name, f"{where}: stage name")
         low, dash, high = bounds.partition("-")
         low_n = _whole(low, f"{where}: min workers")
@@ -184,12 +186,7 @@ def parse_stages(text: str) -> Workflow:
 def parse_stage_wip(text: str, workflow: Workflow) -> dict[str, int]:
     """`build=3,test=2`: a WIP limit per stage of `workflow` (0 lifts one)."""
     limits: dict[str, int] = {}
-    for part in _parts(text, "--stage-wip"):
-        name, equals, value = part.partition("=")
-        name = name.strip()
-        where = f"--stage-wip part {part!r}"
-        if not equals:
-            raise WorkflowError(f"{where}: expected NAME=N, e.g. build=3")
+    for name, value, where in _pairs(text, "--stage-wip", "=", "NAME=N", "build=3,test=2"):
         if name in limits:
             raise WorkflowError(f"{where}: stage {name!r} is given twice")
         try:
