@@ -18,7 +18,7 @@ from typing import Any
 
 from . import protocol
 from .client import Client, RequestError
-from .loadgen import Pacer, StoryGenerator
+from .loadgen import Pacer, StageLoad, StoryGenerator
 from .percentiles import nearest_rank
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0  # seconds before a story refused as busy is sent again
@@ -33,6 +33,13 @@ class LoadSettings:
     estimate_ms: tuple[int, int] = (0, 1000)  # each task's estimate, a range
     arrivals: str = "steady"  # or "poisson"
     estimates: str = "uniform"  # or "lognormal"
+    # A per-stage load (a scenario's): then tasks, estimate_ms and estimates are not used.
+    stages: tuple[StageLoad, ...] | None = None
+
+    @classmethod
+    def of_scenario(cls, scenario: Any) -> LoadSettings:
+        """A scenario's load (storypulse.scenario.Scenario)."""
+        return cls(rate=scenario.rate, arrivals=scenario.arrivals, stages=scenario.stages)
 
 
 @dataclass
@@ -74,7 +81,10 @@ class LoadRun:
 
     def retune(self, settings: LoadSettings, now: float) -> None:
         """New settings for the stories from `now` on; those in flight or waiting keep theirs."""
-        self.generator.retune(settings.tasks, settings.estimate_ms, settings.estimates)
+        if settings.stages is not None:
+            self.generator.retune_stages(settings.stages)
+        else:
+            self.generator.retune(settings.tasks, settings.estimate_ms, settings.estimates)
         if settings.arrivals != self.pacer.arrivals:
             self.pacer = Pacer(settings.rate, now, settings.arrivals)
         else:

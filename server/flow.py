@@ -37,6 +37,7 @@ class Completed(NamedTuple):
     completed_at: float  # wall clock
     lead_s: float
     cycle_s: float
+    work_s: float | None = None  # time one of its tasks ran on a worker; None: not known
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class FlowFigures:
     cycle_p50_s: float | None
     cycle_p85_s: float | None
     cycle_p95_s: float | None
+    # work time / cycle time of the stories in the window whose work time is known
+    flow_efficiency: float | None = None
 
 
 class FlowWindow:
@@ -65,23 +68,28 @@ class FlowWindow:
         self.cycle = SortedList()
         # in microseconds, so that adding and taking away leaves no rounding behind
         self._lead_sum_us = 0
+        self._work_sum_us = 0  # of the stories whose work time is known
+        self._worked_cycle_sum_us = 0  # their cycle times
 
     def __len__(self) -> int:
         return len(self.live)
 
     def add(self, at: float, story_id: int, completed_at: float, lead_s: float,
-            cycle_s: float) -> None:
+            cycle_s: float, work_s: float | None = None) -> None:
         """A story completed at `at`; completions must come in time order (an earlier one is
         clamped to the last). Expiry waits for the next look (figures, recent)."""
         entries = self.entries
         if entries and at < entries[-1].at:
             at = entries[-1].at
-        entry = Completed(at, story_id, completed_at, lead_s, cycle_s)
+        entry = Completed(at, story_id, completed_at, lead_s, cycle_s, work_s)
         entries.append(entry)
         self.live[story_id] = entry
         self.lead.add(lead_s)
         self.cycle.add(cycle_s)
         self._lead_sum_us += round(lead_s * 1e6)
+        if work_s is not None:
+            self._work_sum_us += round(work_s * 1e6)
+            self._worked_cycle_sum_us += round(cycle_s * 1e6)
         if len(entries) > self.samples_max:
             self._drop(entries.popleft())
 
@@ -99,6 +107,9 @@ class FlowWindow:
         self.lead.remove(entry.lead_s)
         self.cycle.remove(entry.cycle_s)
         self._lead_sum_us -= round(entry.lead_s * 1e6)
+        if entry.work_s is not None:
+            self._work_sum_us -= round(entry.work_s * 1e6)
+            self._worked_cycle_sum_us -= round(entry.cycle_s * 1e6)
 
     def discard(self, story_id: int) -> bool:
         """Take a (deleted) story out of the window; True if it was there."""
@@ -128,6 +139,8 @@ class FlowWindow:
             cycle_p50_s=nearest_rank(cycle, 50),
             cycle_p85_s=nearest_rank(cycle, 85),
             cycle_p95_s=nearest_rank(cycle, 95),
+            flow_efficiency=(min(1.0, self._work_sum_us / self._worked_cycle_sum_us)
+                             if self._worked_cycle_sum_us > 0 else None),
         )
 
     def recent(self, now: float, limit: int) -> list[Completed]:

@@ -440,3 +440,19 @@ def test_load_with_poisson_arrivals_and_lognormal_estimates(server):
     assert all(10 <= t["estimate_ms"] <= 1000 for t in story["tasks"])
     bad = storypulse("load", "--arrivals", "bursty", *at(server))
     assert bad.returncode == 2 and "invalid choice: 'bursty'" in bad.stderr
+
+
+def test_load_with_a_scenario_by_name_or_file(server, tmp_path):
+    summary = ok_json("load", "--scenario", "single", "--rate", "20", "--duration", "1", "--seed", "2",
+                      *at(server))
+    assert summary["scenario"] == "single" and summary["arrivals"] == "poisson"  # the scenario's
+    assert summary["stories_created"] > 5 and summary["errors"] == 0 and summary["estimates"] == "per stage"
+    story = ok_json("show", str(ok_json("list", "--limit", "1", *at(server))["stories"][0]["story_id"]),
+                    *at(server))
+    assert 1 <= story["tasks_total"] <= 6 and all(100 <= t["estimate_ms"] <= 5000 for t in story["tasks"])
+    broken = tmp_path / "broken.toml"
+    broken.write_text('name = "x"\n[load]\nrate = 1\n[[stage]]\nname = "a"\ntasks = "3-1"\n')
+    done = storypulse("load", "--scenario", str(broken), *at(server))
+    assert done.returncode == 2 and f"{broken}, line 6: stage 'a': tasks '3-1'" in done.stderr, done.stderr
+    done = storypulse("load", "--scenario", "bottleneck", "--estimates", "uniform", *at(server))
+    assert done.returncode == 2 and "--estimates: the scenario sets each stage's tasks" in done.stderr

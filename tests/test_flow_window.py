@@ -130,3 +130,15 @@ def test_figures_equal_a_brute_force_reference_under_a_fake_clock(steps, window)
         if kept:
             assert f.lead_mean_s == pytest.approx(sum(leads) / len(leads), abs=1e-6)
         assert [c.story_id for c in w.recent(now, 1_000)] == [s for s, _, _ in kept]
+
+
+def test_flow_efficiency_is_work_time_over_cycle_time_of_the_window():
+    w = FlowWindow(60.0)
+    assert w.figures(0.0).flow_efficiency is None
+    w.add(1.0, 1, 1_001.0, lead_s=10.0, cycle_s=8.0, work_s=2.0)
+    w.add(2.0, 2, 1_002.0, lead_s=5.0, cycle_s=2.0, work_s=2.0)
+    w.add(3.0, 3, 1_003.0, lead_s=5.0, cycle_s=4.0)  # work time not known (e.g. read back after a restart)
+    assert w.figures(3.0).flow_efficiency == pytest.approx(4.0 / 10.0)
+    w.discard(2)
+    assert w.figures(3.0).flow_efficiency == pytest.approx(0.25)
+    assert w.figures(61.5).flow_efficiency is None  # story 1 left the window
