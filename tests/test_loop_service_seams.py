@@ -11,6 +11,7 @@ from storypulse.server.config import ServerConfig
 from storypulse.server.pool import Pool
 from storypulse.server.service import Service
 from storypulse.server.state import WorkState
+from storypulse.server.store import Store
 
 
 def test_clearing_the_queue_keeps_every_figure_consistent():
@@ -29,10 +30,19 @@ def test_clearing_the_queue_keeps_every_figure_consistent():
     assert state.queued == 0 and state.open_stories == 2  # the stories stay open, on disk
 
 
-def test_a_service_cannot_be_built_without_the_loop_behind_it(tmp_path):
+def test_a_service_is_built_and_answers_without_a_loop_behind_it(tmp_path):
+    """Config, a store, the pool's bookkeeping and `now`: nothing of the loop, no callback."""
+    store = Store.open(str(tmp_path / "alone.db"))
     pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=0, max_workers=1, quiet_window=5)
-    with pytest.raises(TypeError):
-        Service(ServerConfig.from_options({}), None, pool, 0.0)
+    try:
+        service = Service(ServerConfig.from_options({}), store, pool, 0.0)
+        service.handle_request([b"c"], b'{"op": "ping", "id": 7}', 0.0, 1000.0)
+        assert not service.effects.replies  # answers wait for the turn's commit
+        assert service.commit(0.0, 1000.0)
+        ((envelope, payload),) = service.effects.replies
+        assert envelope == [b"c"] and protocol.decode_reply(payload).id == 7
+    finally:
+        store.close()
 
 
 def test_the_loop_keeps_time_by_the_clock_it_is_given(tmp_path):
