@@ -5,10 +5,19 @@ Modules, one job each:
   config     the settings table (defaults + validate); configfile layers TOML/env under it
   sockets    the three sockets with their options; `listen` binds them (CURVE beyond loopback)
   clock      the loop's clocks, one object a test can replace
-  loop       the one poll loop over the sockets it is given: timers, group commit, shutdown
-  service    what requests and worker reports do (no sockets); effects the loop takes
+  loop       the one poll loop over the sockets it is given: timers, group commit, shutdown;
+             the only place the service's effects become I/O
+  service    the sans-I/O state machine: requests, worker reports and timers in, with the
+             time; effects out; requests that must read committed data wait for the commit
+  ops        what each request op does: one handler each, and the table that routes to them
+  commit     the group commit: a turn's batch, the replies and events that wait on it, and
+             what a refused commit answers (the outage path)
+  effects    what the service hands the loop: replies, numbered events, messages to
+             workers, a resize
+  figures    the counts and rates behind the stats and the autoscaler, kept in step
   state      the work in memory: the queue window, live tasks, open stories
   store      Peewee models and the bulk SQL of a turn (SQLite or PostgreSQL)
+  claim      one server per SQLite file: the lock beside it, naming its holder
   outage     a database that refuses writes, as a state with a backoff (pure)
   dberrors   why the database cannot be opened, in one line (start-up)
   faults     what is dropped or failed on: counted, logged without flooding

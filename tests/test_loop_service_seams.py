@@ -92,3 +92,35 @@ def test_set_pool_resizes_in_the_turn_that_answers_it(tmp_path):
     finally:
         sock.close(linger=0)
         srv.close()
+
+
+def test_a_pipelining_client_gets_its_replies_in_order_and_reads_its_own_writes(tmp_path):
+    """create, get_story (of that story), ping and snapshot sent at once: the get waits for the
+    create's commit (the loop commits, then serves it), and the replies come back in order."""
+    srv = InprocServer(tmp_path / "order.db", workers=0, max_workers=1, clock=FakeClock())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(srv.endpoints.requests)
+    sent = [{"op": "create_story", "id": 1, "name": "s", "tasks": [{"estimate_ms": 5}]},
+            {"op": "get_story", "id": 2, "story_id": 1},
+            {"op": "ping", "id": 3},
+            {"op": "snapshot", "id": 4, "history_seconds": 0},
+            {"op": "list_stories", "id": 5}]
+    try:
+        for body in sent:
+            sock.send(protocol.encode(body))
+        replies: list[protocol.Reply] = []
+
+        def all_in() -> bool:
+            while sock.poll(0):
+                replies.append(protocol.decode_reply(sock.recv()))
+            return len(replies) == len(sent)
+        srv.turn_until(all_in, what="every reply")
+        assert [r.id for r in replies] == [1, 2, 3, 4, 5] and all(r.ok for r in replies)
+        assert replies[1].result["story_id"] == 1 and replies[1].result["status"] == "open"
+        assert replies[3].result["stats"]["open_stories"] == 1
+        assert replies[4].result["total"] == 1 and len(replies[4].result["stories"]) == 1
+        assert not srv.service.deferred
+    finally:
+        sock.close(linger=0)
+        srv.close()
