@@ -66,12 +66,9 @@ class GroupCommit:
         self.acks.append((len(self.replies), request_id, created))
         self.replies.append((envelope, protocol.ok(request_id, result)))
 
-    def refuse_writes(self, envelope: Envelope, request_id: Any) -> bool:
-        """True (and the reply added) while the database refuses writes."""
-        if self.outage is None:
-            return False
+    def refuse_write(self, envelope: Envelope, request_id: Any) -> None:
+        """The answer to a write while the database refuses writes (during an outage)."""
         self.reply_error(envelope, request_id, UNAVAILABLE, unavailable(self.outage.cause))
-        return True
 
     # -- the commit ----------------------------------------------------------------------
     def commit(self, now: float, force: bool = False) -> bool:

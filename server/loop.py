@@ -39,8 +39,8 @@ from storypulse import protocol
 
 from .clock import Clock
 from .config import HEARTBEAT_LIVENESS, ServerConfig
-from .faults import RateLimitedLog
 from .effects import Resize
+from .faults import RateLimitedLog
 from .pool import Pool, Worker
 from .service import Service
 from .sockets import ServerSockets

@@ -7,11 +7,13 @@ answers through `service.group`: `acknowledge` for a write (the reply goes out
 only with its commit), `reply` or `reply_error` otherwise. It sends nothing,
 commits nothing and reads no clock.
 
-`reads_committed` says whether a request must read the database as committed:
-then, while writes of the turn wait for their commit, it waits too (the service
-defers it until the loop has committed: a client that pipelines create + get
-must find its story). None: the op never reads the database. A reply's data
-may come from memory (which is ahead of the disk) or from the database.
+Each op's row in OPS says, besides its handler:
+- `reads_committed`: whether a request must read the database as committed.
+  Then, while writes of the turn wait for their commit, it waits too (the
+  service defers it until the loop has committed: a client that pipelines
+  create + get must find its story). None: the op never reads the database.
+- `writes`: while the database refuses writes (an outage) the service answers
+  it `unavailable` without calling the handler.
 
 To add an op: its request and result Structs in protocol.py (and an example in
 docs/protocol.md), a handler here, and its row in OPS.
@@ -72,8 +74,6 @@ def ping(service: Service, envelope: Envelope, req: Ping, now: float, wall: floa
 def create_story(service: Service, envelope: Envelope, req: CreateStory, now: float,
                  wall: float) -> None:
     group = service.group
-    if group.refuse_writes(envelope, req.id):
-        return
     tasks = req.tasks
     count = len(tasks)
     state = service.state
@@ -104,8 +104,6 @@ def create_story(service: Service, envelope: Envelope, req: CreateStory, now: fl
 def delete_story(service: Service, envelope: Envelope, req: DeleteStory, now: float,
                  wall: float) -> None:
     group = service.group
-    if group.refuse_writes(envelope, req.id):
-        return
     story_id = req.story_id
     state, figures = service.state, service.figures
     story = state.delete_story(story_id)
@@ -230,6 +228,7 @@ Handler = Callable[["Service", Envelope, Any, float, float], None]
 class Op(NamedTuple):
     handler: Handler
     reads_committed: Callable[[Service, Any], bool] | None = None
+    writes: bool = False  # refused `unavailable` while the database refuses writes
 
 
 def always(service: Service, req: Any) -> bool:
@@ -244,8 +243,8 @@ def story_not_in_memory(service: Service, req: DeleteStory) -> bool:
 OPS: dict[type, Op] = {
     Invalid: Op(invalid),
     Ping: Op(ping),
-    CreateStory: Op(create_story),
-    DeleteStory: Op(delete_story, story_not_in_memory),
+    CreateStory: Op(create_story, writes=True),
+    DeleteStory: Op(delete_story, story_not_in_memory, writes=True),
     GetStory: Op(get_story, always),
     ListStories: Op(list_stories, always),
     Snapshot: Op(snapshot, always),  # its seq must cover the turn's published events

@@ -182,6 +182,9 @@ class Service:
             self.reply_error(envelope, request.id, INVALID,
                              f"op {request.__struct_config__.tag!r} is not served by this server")
             return
+        if op.writes and self.group.outage is not None:
+            self.group.refuse_write(envelope, request.id)
+            return
         try:
             op.handler(self, envelope, request, now, wall)
         except Unavailable as exc:  # a read the database did not answer

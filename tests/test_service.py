@@ -52,20 +52,13 @@ class Alone:
 
 
 @pytest.fixture
-def alone(tmp_path):
-    made: list[Alone] = []
-
-    def make(**options) -> Alone:
-        made.append(Alone(tmp_path / "service.db", **options))
-        return made[-1]
-
-    yield make
-    for a in made:
-        a.close()
+def a(tmp_path):
+    service = Alone(tmp_path / "service.db")
+    yield service
+    service.close()
 
 
-def test_create_lease_complete_and_the_story_is_done_only_after_each_commit(alone):
-    a = alone()
+def test_create_lease_complete_and_the_story_is_done_only_after_each_commit(a):
     service = a.service
     a.worker(b"w1", protocol.Ready(pid=4242, host="elsewhere"), now=0.0)
     assert a.pending().to_workers == []  # welcome, and idle
@@ -104,8 +97,7 @@ def test_create_lease_complete_and_the_story_is_done_only_after_each_commit(alon
     assert a.pool.workers[b"w1"].state == "idle"
 
 
-def test_a_story_deleted_while_it_runs_ignores_its_late_done_and_keeps_the_counts(alone):
-    a = alone()
+def test_a_story_deleted_while_it_runs_ignores_its_late_done_and_keeps_the_counts(a):
     service = a.service
     for identity in (b"w1", b"w2"):
         a.worker(identity, protocol.Ready(pid=1), now=0.0)
@@ -135,8 +127,7 @@ def test_a_story_deleted_while_it_runs_ignores_its_late_done_and_keeps_the_count
     assert (start.open_count, start.completed_stories, start.tasks_completed) == (0, 0, 0)
 
 
-def test_an_outage_refuses_creates_holds_deletes_and_answers_them_when_a_retry_succeeds(alone):
-    a = alone()
+def test_an_outage_refuses_creates_holds_deletes_and_answers_them_when_a_retry_succeeds(a):
     service = a.service
     a.store.db.execute_sql("PRAGMA busy_timeout = 20")
     a.request({"op": "create_story", "id": 1, "name": "kept", "tasks": [{"estimate_ms": 5}]},
@@ -187,8 +178,7 @@ def test_an_outage_refuses_creates_holds_deletes_and_answers_them_when_a_retry_s
     assert after.result["story_id"] == 3  # ids are never reused, not even a refused one's
 
 
-def test_reads_of_committed_data_wait_for_the_commit_and_replies_keep_their_order(alone):
-    a = alone()
+def test_reads_of_committed_data_wait_for_the_commit_and_replies_keep_their_order(a):
     service = a.service
     a.request({"op": "create_story", "id": 1, "name": "s", "tasks": [{"estimate_ms": 5}]}, now=0.0)
     a.request({"op": "get_story", "id": 2, "story_id": 1}, now=0.0)  # must see the create
@@ -209,8 +199,7 @@ def test_reads_of_committed_data_wait_for_the_commit_and_replies_keep_their_orde
     assert snap.result["stats"]["open_stories"] == 1
 
 
-def test_a_read_with_nothing_uncommitted_is_served_at_once(alone):
-    a = alone()
+def test_a_read_with_nothing_uncommitted_is_served_at_once(a):
     a.request({"op": "list_stories", "id": 1}, now=0.0)
     a.request({"op": "delete_story", "id": 2, "story_id": 99}, now=0.0)
     assert not a.service.deferred
@@ -219,8 +208,7 @@ def test_a_read_with_nothing_uncommitted_is_served_at_once(alone):
     assert (answers[1].id, answers[1].error.code) == (2, protocol.NOT_FOUND)
 
 
-def test_a_frame_that_does_not_decode_is_answered_in_its_place(alone):
-    a = alone()
+def test_a_frame_that_does_not_decode_is_answered_in_its_place(a):
     a.request({"op": "create_story", "id": 1, "name": "s", "tasks": [{"estimate_ms": 5}]}, now=0.0)
     a.request({"op": "list_stories", "id": 2}, now=0.0)
     a.service.handle_request([b"c"], b'{"op": "nope", "id": 3}', 0.0, WALL)
@@ -229,8 +217,7 @@ def test_a_frame_that_does_not_decode_is_answered_in_its_place(alone):
     assert answers[1].result["total"] == 1 and answers[2].error.code == protocol.INVALID
 
 
-def test_worker_reports_out_of_turn_get_stop_and_a_bad_one_is_counted(alone):
-    a = alone()
+def test_worker_reports_out_of_turn_get_stop_and_a_bad_one_is_counted(a):
     a.worker(b"ghost", protocol.Done(task_ids=[5]), now=0.0)
     a.worker(b"ghost", protocol.Heartbeat(), now=0.0)
     assert [m for _, m in a.pending().to_workers] == [protocol.Stop(), protocol.Stop()]
@@ -238,8 +225,7 @@ def test_worker_reports_out_of_turn_get_stop_and_a_bad_one_is_counted(alone):
     assert a.service.faults.dropped_messages == 1
 
 
-def test_timers_and_the_scaler_are_numbered_in_the_order_they_are_published(alone):
-    a = alone()
+def test_timers_and_the_scaler_are_numbered_in_the_order_they_are_published(a):
     service = a.service
     service.publish_stats(0.0, WALL)
     service.pool_changed(0, 1, "more work", WALL)
