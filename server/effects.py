@@ -48,9 +48,6 @@ class Effects:
         self.resize: Resize | None = None
         self.seq = 0  # of the last message numbered for publishing
 
-    def __bool__(self) -> bool:
-        return bool(self.to_workers or self.replies or self.published)
-
     def send_worker(self, identity: bytes, payload: bytes) -> None:
         self.to_workers.append((identity, payload))
 
