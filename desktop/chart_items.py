@@ -31,6 +31,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPaint
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
 
 from .diagnostics import Diagnostics
+from . import ranges
 from .viewbox_fast import scroll_x
 
 # The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
@@ -458,17 +459,6 @@ class Dots(QGraphicsItem):
         p.restore()
 
 
-def nice_ceiling(value: float) -> float:
-    """The next 1, 2, 5 × 10^n at or above `value` (at least 1): round axis tops."""
-    if value <= 1:
-        return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)
-
-
 def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
                   diagnostics: Diagnostics | None = None) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
@@ -496,6 +486,13 @@ def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = 
     plot.setMouseEnabled(x=False, y=False)
     plot.setYRange(0, 1, padding=0)
     return plot, axis, grid
+
+
+def fit_y(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -> None:
+    """Give `plot` the y range that ranges.y_range picks for data from `low` to `high` (if it picks a new one)."""
+    wanted = ranges.y_range(tuple(plot.viewRange()[1]), low, high, zero_based)
+    if wanted is not None:
+        plot.setYRange(*wanted, padding=0)
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:

@@ -20,11 +20,11 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QFrame, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .chart_items import (
-    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, nice_ceiling,
-    scroll_chart,
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, fit_y, scroll_chart,
 )
 from .diagnostics import Diagnostics
 from .live import live_layout, may_draw, readout_label, timer
+from .ranges import time_span
 from .series import FIELDS, SeriesBuffer, ServerClock, peak_decimate
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("1 h", 3600))
@@ -226,7 +226,8 @@ class Dashboard(QWidget):
     def _scroll(self, now: float | None = None) -> None:
         now = self._now() if now is None else now
         self._drawn_at = now
-        lo = now - self.window_s
+        first = self.buffer.first_ts
+        lo, now = time_span(now, self.window_s, first)
         for plot, grid, axis in zip(self.plots, self.grids, self.time_axes):
             scroll_chart(plot, axis, grid, lo, now, stock=self.diagnostics.scroll_mode == "stock")
 
@@ -245,7 +246,8 @@ class Dashboard(QWidget):
         # no data came; cheaper, but the time axis then moves in jumps.
         if self.diagnostics.scroll_mode == "skip" and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
             # Scrolling by less than a pixel changes nothing on screen: skip the frame.
-            pixels_per_s = max(self.plots[0].vb.width(), 1.0) / self.window_s
+            left, right = self.plots[0].viewRange()[0]
+            pixels_per_s = max(self.plots[0].vb.width(), 1.0) / max(right - left, 1e-9)
             if abs(now - self._drawn_at) * pixels_per_s < 1.0:
                 return
         if self._dirty:
@@ -286,11 +288,7 @@ class Dashboard(QWidget):
         start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
         for plot, names in zip(self.plots, self.groups):
             top = max((float(self.buffer.column(n)[start:end].max(initial=0)) for n in names), default=0.0)
-            top = nice_ceiling(top * 1.1)
-            current = plot.viewRange()[1][1]
-            # Resize when the data leaves the range or uses under a third of it: no jitter.
-            if top > current or top < current / 3:
-                plot.setYRange(0, top, padding=0)
+            fit_y(plot, 0.0, top)
 
     # -- values under the mouse -----------------------------------------------
     def _on_mouse(self, event) -> None:

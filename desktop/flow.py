@@ -26,15 +26,16 @@ from PySide6.QtWidgets import (
 from storypulse import protocol
 from storypulse.format import duration
 
-from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
+from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, fit_y, scroll_chart
 from .dashboard import BigNumber
 from .diagnostics import Diagnostics
 from .flow_math import (
     COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, PERCENTILES, WAITING, Aging, CompletionBuffer,
-    LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
+    FlowCoverage, LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
 )
 from .requests import Requests
 from .live import live_layout, may_draw, readout_label, timer
+from .ranges import time_span
 from .series import SeriesBuffer, ServerClock, peak_decimate
 
 PLOT_HZ = 25
@@ -78,7 +79,9 @@ def format_littles(law: LittlesLaw | None) -> str:
     if law.predicted is None:
         return (f"Little's law: WIP {law.wip:,} open stories; throughput × mean lead time needs stories "
                 "completed in the flow window")
-    return (f"Little's law over the last {law.window_s:g} s: WIP {law.wip:,} open stories  ≈  throughput "
+    over = (f"the first {law.covered_s:,.0f} s (the {law.window_s:g} s flow window is filling)" if law.filling
+            else f"the last {law.window_s:g} s")
+    return (f"Little's law over {over}: WIP {law.wip:,} open stories  ≈  throughput "
             f"{law.throughput_per_s:,.2f}/s × mean lead time {format_seconds(law.mean_lead_s)} = {law.predicted:,.1f}")
 
 
@@ -124,6 +127,7 @@ class FlowTab(QWidget):
         self.pages = pages  # the aging page
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE, fields=FLOW_FIELDS)
         self.completions = CompletionBuffer(COMPLETIONS_KEPT)
+        self.coverage = FlowCoverage()  # how much of the flow window the server has counted: Little's law
         self.clock = ServerClock()
         self.window_s = 300
         self.paused = False
@@ -257,11 +261,17 @@ class FlowTab(QWidget):
             snap = batch.snapshot
             self.buffer.extend(snap.history)
             self.buffer.append(snap.stats)
+            for stats in (*snap.history, snap.stats):
+                self.coverage.observe(stats.ts, stats.flow_window_s)
+            if snap.completions:
+                self.coverage.saw_completion(snap.completions[0].completed_at)
             self.completions.merge_snapshot(snap.completions)
             self._take_stats(snap.stats, initial=True)
             self._dirty = self._dots_dirty = True
         if batch.stats:
             self.buffer.extend(batch.stats)
+            for stats in batch.stats:
+                self.coverage.observe(stats.ts, stats.flow_window_s)
             self._take_stats(batch.stats[-1])
             self._dirty = True
         done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events
@@ -331,11 +341,7 @@ class FlowTab(QWidget):
         calm = ~state.at_risk
         self.aging_dots.set_data(state.x[calm], state.age_s[calm])
         self.risk_dots.set_data(state.x[state.at_risk], state.age_s[state.at_risk])
-        top = max(float(state.age_s.max(initial=0.0)), p85 or 0.0)
-        current = self.aging_plot.viewRange()[1][1]
-        wanted = nice_ceiling(top * 1.1)
-        if wanted > current or wanted < current / 3:
-            self.aging_plot.setYRange(0, wanted, padding=0)
+        fit_y(self.aging_plot, 0.0, max(float(state.age_s.max(initial=0.0)), p85 or 0.0))
         if p85 is not None:
             self.p85_line.setLine(QLineF(-0.6, p85, 1.6, p85))
         self.p85_line.setVisible(p85 is not None)
@@ -376,7 +382,7 @@ class FlowTab(QWidget):
             self.dots.set_data(rows[:, COMPLETED_AT], rows[:, LEAD])
             self._dots_dirty = False
             self._dots_at = time.monotonic()
-        lo = now - self.window_s
+        lo, now = time_span(now, self.window_s, self.buffer.first_ts)
         for plot, axis, grid in self.time_charts:
             scroll_chart(plot, axis, grid, lo, now)
 
@@ -398,8 +404,7 @@ class FlowTab(QWidget):
         series = {
             "open_stories": col("open_stories")[first:last],
             "stories_in_progress": col("stories_in_progress")[first:last],
-            "predicted_wip": predicted_wip(col("stories_completed_in_window")[first:last],
-                                           col("flow_window_s")[first:last], col("lead_time_mean_s")[first:last]),
+            "predicted_wip": self._predicted(first, last),
             "wip_limit": np.where(col("wip_limit")[first:last] > 0, col("wip_limit")[first:last], np.nan),
         }
         for name, curve in self.little_curves.items():
@@ -412,7 +417,7 @@ class FlowTab(QWidget):
         stats = self.clock.latest
         if stats is None:
             return
-        self.littles = littles_law(stats)
+        self.littles = littles_law(stats, float(self.coverage.covered(stats.ts, stats.flow_window_s or math.nan)))
         limit = f" / {stats.wip_limit:,}" if stats.wip_limit else ""
         self.numbers["open"].set_text(f"{stats.open_stories:,}")
         self.numbers["progress"].set_text(f"{stats.stories_in_progress:,}{limit}")
@@ -427,6 +432,13 @@ class FlowTab(QWidget):
                 self.readout.setText(text)
             self._update_y_ranges()
 
+    def _predicted(self, first: int, last: int) -> np.ndarray:
+        """Throughput × mean lead time for the buffered rows first..last, the throughput over the time counted."""
+        col = self.buffer.column
+        ts, window = col("ts")[first:last], col("flow_window_s")[first:last]
+        return predicted_wip(col("stories_completed_in_window")[first:last], self.coverage.covered(ts, window),
+                             col("lead_time_mean_s")[first:last])
+
     def _update_y_ranges(self) -> None:
         if not len(self.buffer):
             return
@@ -440,21 +452,18 @@ class FlowTab(QWidget):
                                      col("open_stories")[start:end])
         # The cumulative chart from just under its lowest point: the bands, not the
         # thousands done long ago, are what it is for.
-        low, high = float(done.min()), float(arrived.max())
-        margin = max(1.0, 0.05 * (high - low))
-        _fit(self.cfd, max(0.0, low - margin), high + margin, zero_based=False)
+        fit_y(self.cfd, float(done.min()), float(arrived.max()), zero_based=False)
 
         completed = self.completions.column(COMPLETED_AT)
         since = np.searchsorted(completed, left)
         leads = self.completions.column(LEAD)[since:]
         p95 = col("lead_time_p95_s")[start:end]
         top = max(float(np.nanmax(leads, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
-        _fit(self.lead_plot, 0.0, top * 1.1)
+        fit_y(self.lead_plot, 0.0, top)
 
         little = [col(n)[start:end] for n in ("open_stories", "stories_in_progress", "wip_limit")]
-        little.append(predicted_wip(col("stories_completed_in_window")[start:end], col("flow_window_s")[start:end],
-                                    col("lead_time_mean_s")[start:end]))
-        _fit(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little) * 1.1)
+        little.append(self._predicted(start, end))
+        fit_y(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little))
 
 
 def _chart_view() -> pg.GraphicsLayoutWidget:
@@ -471,16 +480,3 @@ def _squeezable(plot: pg.PlotItem) -> None:
     """The two columns share the width equally, whatever their titles (short enough to fit at 1280 px:
     pyqtgraph sets a title's minimum width to its text's at every resize)."""
     plot.titleLabel.setMinimumWidth(10)
-
-
-def _fit(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -> None:
-    """A new y range only when the data leaves the current one or uses under a third of it: no jitter."""
-    current_low, current_high = plot.viewRange()[1]
-    if zero_based:
-        high = nice_ceiling(high)
-        if high > current_high or high < current_high / 3:
-            plot.setYRange(0, high, padding=0)
-        return
-    span = max(high - low, 1.0)
-    if low < current_low or high > current_high or span < (current_high - current_low) / 3:
-        plot.setYRange(low, high + span * 0.1, padding=0)  # headroom: fewer resizes as it climbs
