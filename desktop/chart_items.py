@@ -28,16 +28,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText
-from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
+from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem, QGraphicsView
 
 from .diagnostics import Diagnostics
-from . import ranges
+from . import ranges, theme
 from .viewbox_fast import scroll_x
 
-# The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
-# and drawn under the curves so that it never hides one running along a line.
-GRID_COLOUR = QColor(224, 224, 224)
 TEXT_GAP = 4  # pixels between a label and its axis line
+TITLE_SIZE = "9pt"
 LABEL_CACHE_MAX = 400  # laid-out labels kept; the set starts afresh past this
 
 # Time steps a time axis may use, seconds; the smallest whose labels do not crowd wins.
@@ -119,6 +117,14 @@ class ChartAxis(pg.AxisItem):
 
     def _forget_bounds(self) -> None:
         self._bounds = None
+
+    def setPen(self, *args, **kwargs) -> None:
+        super().setPen(*args, **kwargs)
+        self._line_pen = None  # taken afresh at the next paint
+
+    def setTextPen(self, *args, **kwargs) -> None:
+        super().setTextPen(*args, **kwargs)
+        self._line_pen = None
 
     def boundingRect(self) -> QRectF:
         # Qt asks several times a frame; the base class maps the geometry anew each time.
@@ -312,11 +318,15 @@ class ChartGrid(QGraphicsPathItem):
         self.diagnostics = diagnostics
         self.time_axis = time_axis
         self.value_axis = value_axis
-        pen = QPen(GRID_COLOUR, 1)
-        pen.setCosmetic(True)
-        self.setPen(pen)
+        self.set_colour(theme.current().grid)
         self._key = None
         self._covers = (0.0, -1.0)
+
+    def set_colour(self, colour: str) -> None:
+        # Opaque, and under the curves, so that it never hides one running along a line.
+        pen = QPen(QColor(colour), 1)
+        pen.setCosmetic(True)
+        self.setPen(pen)
 
     def follow(self, x_range, y_range, width: float, height: float) -> None:
         lo, hi = x_range
@@ -357,11 +367,15 @@ class LiveCurve(QGraphicsPathItem):
 
     def __init__(self, pen: QPen):
         super().__init__()
+        self.legend_proxy = pg.PlotCurveItem()
+        self.set_pen(pen)
+        self.legend_proxy.visibleChanged.connect(self._follow_legend)
+
+    def set_pen(self, pen: QPen) -> None:
         pen = QPen(pen)
         pen.setCosmetic(True)  # one pixel wide whatever the view's scale
         self.setPen(pen)
-        self.legend_proxy = pg.PlotCurveItem(pen=pen)
-        self.legend_proxy.visibleChanged.connect(self._follow_legend)
+        self.legend_proxy.setPen(pen)
 
     def _follow_legend(self) -> None:
         self.setVisible(self.legend_proxy.isVisible())
@@ -378,10 +392,15 @@ class LiveCurve(QGraphicsPathItem):
 class Band(QGraphicsPathItem):
     """A filled band between two curves over the same times (a cumulative flow diagram's layer)."""
 
-    def __init__(self, colour: str, alpha: int = 150):
+    def __init__(self, colour: QColor | str, alpha: int = 150):
         super().__init__()
+        self.alpha = alpha
+        self.set_colour(colour)
+
+    def set_colour(self, colour: QColor | str) -> None:
+        """The edge in `colour`, the fill in `colour` at the band's alpha."""
         fill = QColor(colour)
-        fill.setAlpha(alpha)
+        fill.setAlpha(self.alpha)
         self.setBrush(QBrush(fill))
         pen = QPen(QColor(colour), 1)
         pen.setCosmetic(True)
@@ -410,12 +429,12 @@ class Dots(QGraphicsItem):
     cut the dots at the edges of a bounding rect that is in data units.)
     """
 
-    def __init__(self, colour: str, size: float = 5.0, round_: bool = False, diagnostics: Diagnostics | None = None):
+    def __init__(self, colour: QColor | str, size: float = 5.0, round_: bool = False,
+                 diagnostics: Diagnostics | None = None):
         super().__init__()
         self.diagnostics = diagnostics  # counts "dot paints"
-        pen = QPen(QColor(colour), size)
-        pen.setCapStyle(Qt.PenCapStyle.RoundCap if round_ else Qt.PenCapStyle.SquareCap)
-        self._pen = pen
+        self.size, self.round = size, round_
+        self.set_colour(colour)
         self._antialias = round_  # squares at whole pixels stay crisp without it
         self._bounds = QRectF()
         self._device = pg.functions.create_qpolygonf(0)
@@ -437,6 +456,15 @@ class Dots(QGraphicsItem):
         else:
             self._bounds = QRectF()
         self.update()
+
+    def set_colour(self, colour: QColor | str) -> None:
+        pen = QPen(QColor(colour), self.size)
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap if self.round else Qt.PenCapStyle.SquareCap)
+        self._pen = pen
+        self.update()
+
+    def colour(self) -> QColor:
+        return self._pen.color()
 
     def boundingRect(self) -> QRectF:
         return self._bounds
@@ -464,9 +492,9 @@ def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = 
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
     axis = TimeAxis(orientation="bottom")
     plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
-    plot.setTitle(title, size="9pt")
+    plot.setTitle(title, size=TITLE_SIZE)
     left = plot.getAxis("left")
-    left.setWidth(52)  # a fixed width: no relayout when labels grow
+    left.setWidth(value_axis_width(left))  # a fixed width: no relayout when labels grow
     grid = ChartGrid(axis, left, diagnostics)
     plot.vb.addItem(grid, ignoreBounds=True)
     grid.setZValue(-1)  # under the curves
@@ -493,6 +521,38 @@ def fit_y(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -
     wanted = ranges.y_range(tuple(plot.viewRange()[1]), low, high, zero_based)
     if wanted is not None:
         plot.setYRange(*wanted, padding=0)
+
+
+def value_axis_width(axis: ChartAxis) -> int:
+    """Room for labels up to "000,000" in the axis's font: it grows with the font, not with the values."""
+    return math.ceil(axis.metrics().horizontalAdvance("000,000") + 2 * TEXT_GAP + 4)
+
+
+def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None = None,
+                title: str | None = None) -> None:
+    """A chart's axes, title, legend and grid in a theme's colours; its series are its owner's to colour.
+
+    `title`: a new title (one with colours of its own); else the one it has, in the theme's text colour.
+    """
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(QColor(colours.axis))
+        axis.setTextPen(QColor(colours.muted))
+    plot.setTitle(plot.titleLabel.text if title is None else title, size=TITLE_SIZE, color=colours.text)
+    legend = plot.legend
+    if legend is not None:
+        for sample, label in legend.items:
+            label.setText(label.text, color=colours.text)
+            sample.update()
+    if grid is not None:
+        grid.set_colour(colours.grid)
+
+
+def name_chart(view: QGraphicsView, name: str, description: str) -> None:
+    """What a chart view is called for screen readers; it takes no keyboard focus (it has no keys)."""
+    view.setAccessibleName(name)
+    view.setAccessibleDescription(description)
+    view.setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:
@@ -525,11 +585,14 @@ class HoverLine(QGraphicsLineItem):
 
     def __init__(self):
         super().__init__()
-        pen = QPen(QColor("#999999"), 1, Qt.PenStyle.DotLine)
-        pen.setCosmetic(True)
-        self.setPen(pen)
+        self.set_colour(theme.current().muted)
         self.setVisible(False)
         self.setZValue(5)
+
+    def set_colour(self, colour: str) -> None:
+        pen = QPen(QColor(colour), 1, Qt.PenStyle.DotLine)
+        pen.setCosmetic(True)
+        self.setPen(pen)
 
     def place(self, at: float, y_range) -> None:
         ylo, yhi = y_range
@@ -537,7 +600,9 @@ class HoverLine(QGraphicsLineItem):
         self.setVisible(True)
 
 
-MARK_SIZE = 9  # pixels
+def mark_size() -> float:
+    """Marks as big as about two thirds of a line of text: they grow with the font."""
+    return max(7.0, round(0.6 * QFontMetricsF(QApplication.font()).height()))
 
 
 class ResizeMarks:
@@ -550,20 +615,26 @@ class ResizeMarks:
     def __init__(self, view: pg.ViewBox):
         self.view = view
         self.items: list[QGraphicsPathItem] = []
-        half = MARK_SIZE / 2
+        half = mark_size() / 2
         self._up, self._down = QPainterPath(), QPainterPath()
         self._up.addPolygon(QPolygonF([QPointF(-half, half), QPointF(half, half), QPointF(0, -half)]))
         self._down.addPolygon(QPolygonF([QPointF(-half, -half), QPointF(half, -half), QPointF(0, half)]))
         self._up.closeSubpath()
         self._down.closeSubpath()
-        self._brushes = {True: QBrush(QColor("#27ae60")), False: QBrush(QColor("#c0392b"))}
+        self._marks: list = []
+        self.set_colours(theme.current())
+
+    def set_colours(self, colours: theme.Theme) -> None:
+        self._brushes = {True: QBrush(colours.colour("grown")), False: QBrush(colours.colour("shrunk"))}
+        self.set_marks(self._marks)
 
     def set_marks(self, marks) -> None:
         """`marks`: (ts, old size, new size) tuples."""
+        self._marks = list(marks)
         for item in self.items:
             self.view.removeItem(item)
         self.items = []
-        for ts, old, new, *_ in marks:
+        for ts, old, new, *_ in self._marks:
             grown = new > old
             item = QGraphicsPathItem(self._up if grown else self._down)
             item.setBrush(self._brushes[grown])

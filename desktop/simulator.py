@@ -26,6 +26,7 @@ from storypulse.endpoints import Endpoints
 from storypulse.loadgen import StoryGenerator
 from storypulse.loadrun import LoadRun, Tally
 
+from .live import muted
 from .simulator_settings import DEFAULTS, SimulatorSettings
 from .threads import stop_thread
 
@@ -157,8 +158,7 @@ class SimulatorPanel(QGroupBox):
         self.button = QPushButton("Start")
         self.button.setCheckable(True)
         self.button.toggled.connect(self._on_toggled)
-        self.status = QLabel("stopped")
-        self.status.setStyleSheet("color: #555;")
+        self.status = muted(QLabel("stopped"))
         self.status.setWordWrap(True)
 
         form = QFormLayout()

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QButtonGroup, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
     QRadioButton, QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
@@ -23,8 +22,9 @@ from PySide6.QtWidgets import (
 from storypulse import protocol
 from storypulse.format import clock, duration
 
+from . import theme
 from .requests import Requests
-from .story_model import CYCLE_COLUMN, DONE_COLOUR, LEAD_COLUMN, OPEN_COLOUR, StoryTableModel
+from .story_model import CYCLE_COLUMN, LEAD_COLUMN, STATUS_ROLES, StoryTableModel
 
 
 class StoryDetails(QWidget):
@@ -80,9 +80,10 @@ class StoryDetails(QWidget):
         if story_id != self.story_id:
             return
         self.story = story
-        colour = DONE_COLOUR if story.status == "done" else OPEN_COLOUR
+        colours = theme.current()
+        colour = colours.text_colour("done" if story.status == "done" else "open")
         took = f" in {duration(story.completed_at - story.created_at)}" if story.completed_at else ""
-        description = (f"<br><span style='color:#555'>{html.escape(story.description)}</span>"
+        description = (f"<br><span style='color:{colours.muted}'>{html.escape(story.description)}</span>"
                        if story.description else "")
         self.header.setText(
             f"<b>#{story.story_id} {html.escape(story.name)}</b> — "
@@ -107,7 +108,7 @@ class StoryDetails(QWidget):
                     self.tasks.setItem(row, col, item)
                 item.setText(value)
                 if col == 2:
-                    item.setForeground({"done": DONE_COLOUR, "running": QColor("#2f7ed8")}.get(task.state, OPEN_COLOUR))
+                    item.setForeground(colours.text_colour(STATUS_ROLES.get(task.state, "open")))
 
     def _on_error(self, story_id: int, code: str, message: str) -> None:
         self._loading = False

@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (
 
 from storypulse import protocol
 
+from . import theme
+
 
 def validate_story(name: str, description: str, tasks: list[tuple[str, str]]) -> list[str]:
     """Problems with a story as typed (task estimates still text); empty when it can be sent."""
@@ -78,7 +80,6 @@ class AddStoryDialog(QDialog):
             task_buttons.addWidget(widget)
 
         self.problems = QLabel()
-        self.problems.setStyleSheet("color: #c0392b;")
         self.problems.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Add story")
@@ -100,6 +101,10 @@ class AddStoryDialog(QDialog):
         self.description.textChanged.connect(self._validate)
         self.tasks.itemChanged.connect(self._validate)
         self.add_task("task 1", 1000)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        theme.set_text_colour(self.problems, colours.text_colour("alert"))
 
     def add_task(self, name: str = "", estimate_ms: int = 1000) -> None:
         row = self.tasks.rowCount()

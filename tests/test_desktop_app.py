@@ -228,7 +228,7 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("time,ts,stories_produced_per_s") and len(lines) >= 4
 
-    assert window.pause_action.shortcut().toString() == "Space"
+    assert window.pause_action.shortcut().toString() == "P"  # and Space (tests/test_desktop_access.py)
     assert window.add_action.shortcut().toString() == "Ctrl+N"
     assert window.export_png_action.shortcut().toString() == "Ctrl+E"
     window.pause_action.trigger()
@@ -239,11 +239,14 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
     window.window_choice.setCurrentIndex(window.window_choice.findData(900))
     assert window.dashboard.window_s == 900
     window.simulator_panel.rate.setValue(7.5)
+    window.set_theme("dark")
+    window.show_notes(False)
     window.close()
     settings = QSettings(str(tmp_path / "settings-0.ini"), QSettings.Format.IniFormat)
     assert int(settings.value("dashboard/window_s")) == 900
     assert float(settings.value("simulator/rate")) == 7.5
     assert settings.value("window/geometry") is not None
+    assert settings.value("view/theme") == "dark" and settings.value("view/annotations") in (False, "false")
 
 
 def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,97 @@
+"""Cards above the charts: a big number with its title, or a small form, on a panel with a coloured edge.
+
+Drawn from the theme (theme.py), not from style sheets: a card paints its own
+panel, border and edge, and its labels take their colours from palettes set
+in `apply_theme`, so a change of theme is a repaint, and a test can read the
+colours a card shows. Sizes follow the application font, so that a larger
+font or a scale factor never clips a number.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QApplication, QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from . import theme
+
+VALUE_SCALE = 2.2  # a big number's type against the application font
+
+
+class Card(QFrame):
+    """A panel with a border and a coloured left edge in the colour of a series role.
+
+    A subclass adds its widgets to `layout_`, then calls theme.follow(self, self.apply_theme).
+    """
+
+    def __init__(self, role: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.role = role
+        self._colours = theme.current()
+        self.layout_ = QVBoxLayout(self)
+        height = self.fontMetrics().height()
+        self.edge = max(4, round(0.3 * height))
+        self.layout_.setContentsMargins(self.edge + round(0.5 * height), round(0.3 * height), round(0.7 * height),
+                                        round(0.3 * height))
+        self.layout_.setSpacing(0)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        self._colours = colours
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        c = self._colours
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        outline = QPainterPath()
+        outline.addRoundedRect(rect, 4, 4)
+        p.fillPath(outline, QColor(c.surface))
+        p.setClipPath(outline)
+        p.fillRect(QRectF(rect.left(), rect.top(), self.edge, rect.height()), c.colour(self.role))
+        p.setClipping(False)
+        p.strokePath(outline, QPen(QColor(c.border), 1))
+        p.end()
+
+
+class BigNumber(Card):
+    """A figure in large type under its title; screen readers hear "title: value"."""
+
+    def __init__(self, title: str, role: str, parent: QWidget | None = None, scale: float = VALUE_SCALE):
+        super().__init__(role, parent)
+        self.title = QLabel(title)
+        self.value = QLabel("–")
+        font = QFont(QApplication.font())
+        font.setPointSizeF(font.pointSizeF() * scale)
+        font.setWeight(QFont.Weight.DemiBold)
+        self.value.setFont(font)
+        for label in (self.title, self.value):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
+            self.layout_.addWidget(label)
+        self._announce()
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        theme.set_text_colour(self.title, colours.muted)
+        theme.set_text_colour(self.value, colours.text_colour(self.role))
+        super().apply_theme(colours)
+
+    def set_text(self, text: str) -> None:
+        if self.value.text() != text:
+            self.value.setText(text)
+            self._announce()
+
+    def squeezable(self) -> None:
+        """Shrink rather than widen the window (the labels clip instead)."""
+        for label in (self.title, self.value):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(20)
+
+    def setToolTip(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setToolTip(text)
+        self.setAccessibleDescription(text)
+
+    def _announce(self) -> None:
+        name = f"{self.title.text()}: {self.value.text()}"
+        self.setAccessibleName(name)
+        self.value.setAccessibleName(name)
