@@ -26,13 +26,17 @@ from PySide6.QtWidgets import QGraphicsPathItem, QToolTip
 
 from . import theme
 
-# kind -> (series role of its line, the word a tooltip starts with)
+# kind -> (series role of its line, the word a tooltip starts with, whether it is drawn as a line).
+# The autoscaler resizes the pool every few seconds under a changing load: a line for each would
+# hide the charts, and the pool's chart marks them already (chart_items.ResizeMarks); they show in
+# the tooltips over that chart only.
 KINDS = {
-    "simulator": ("note", "Simulator"),
-    "limit": ("note", "Limit"),
-    "pool": ("note", "Pool"),
-    "scenario": ("note", "Scenario"),
-    "outage": ("alert", "Database"),
+    "simulator": ("note", "Simulator", True),
+    "limit": ("note", "Limit", True),
+    "pool": ("note", "Pool", True),  # its bounds changed
+    "scenario": ("note", "Scenario", True),
+    "outage": ("alert", "Database", True),
+    "autoscale": ("note", "Autoscaler", False),
 }
 NOTES_KEPT = 500
 HOVER_PX = 5  # a note answers the mouse this many pixels either side of its line
@@ -47,7 +51,12 @@ class Note:
 
     @property
     def role(self) -> str:
-        return KINDS.get(self.kind, ("note", ""))[0]
+        return KINDS.get(self.kind, ("note",))[0]
+
+    @property
+    def drawn(self) -> bool:
+        """Drawn as a line on every time chart (else only in the tooltips over the pool's chart)."""
+        return KINDS.get(self.kind, ("", "", True))[2]
 
     def describe(self) -> str:
         word = KINDS.get(self.kind, ("", self.kind.capitalize()))[1]
@@ -98,7 +107,7 @@ class NoteLayer:
         view.sigYRangeChanged.connect(self._rebuild)
 
     def set_notes(self, notes: list[Note]) -> None:
-        self._notes = notes
+        self._notes = [note for note in notes if note.drawn]
         self._rebuild()
 
     def set_visible(self, on: bool) -> None:
@@ -136,8 +145,10 @@ class NoteLayer:
 class NoteTips:
     """The notes under the mouse as a tooltip, over any of a scene's time charts."""
 
-    def __init__(self, scene, plots: list[pg.PlotItem], log: NoteLog | None = None):
+    def __init__(self, scene, plots: list[pg.PlotItem], log: NoteLog | None = None,
+                 pool_plots: frozenset = frozenset()):
         self.plots = plots
+        self.pool_plots = pool_plots  # where notes that are not drawn as lines show too
         self.log = log
         self.enabled = True
         self.shown = False
@@ -151,7 +162,8 @@ class NoteTips:
             if plot.isVisible() and plot.vb.sceneBoundingRect().contains(scene_pos):
                 left, right = plot.vb.viewRange()[0]
                 per_pixel = (right - left) / max(plot.vb.width(), 1.0)
-                return self.log.near(plot.vb.mapSceneToView(scene_pos).x(), HOVER_PX * per_pixel)
+                notes = self.log.near(plot.vb.mapSceneToView(scene_pos).x(), HOVER_PX * per_pixel)
+                return notes if plot in self.pool_plots else [note for note in notes if note.drawn]
         return []
 
     def _on_mouse(self, event) -> None:
@@ -165,15 +177,19 @@ class NoteTips:
 
 
 class ChartNotes(QObject):
-    """A tab's notes: a layer on each of its time charts and tooltips over them, drawn at the tab's next frame."""
+    """A tab's notes: a layer on each of its time charts and tooltips over them, drawn at the tab's next frame.
 
-    def __init__(self, plots: list[pg.PlotItem], parent: QObject | None = None):
+    `pool_plots`: the charts that show the pool, whose tooltips show every kind of note.
+    """
+
+    def __init__(self, plots: list[pg.PlotItem], parent: QObject | None = None, pool_plots=()):
         super().__init__(parent)
         self.layers = [NoteLayer(plot.vb) for plot in plots]
         by_scene: dict[int, list[pg.PlotItem]] = {}
         for plot in plots:
             by_scene.setdefault(id(plot.scene()), []).append(plot)
-        self.tips = [NoteTips(group[0].scene(), group) for group in by_scene.values()]
+        self.tips = [NoteTips(group[0].scene(), group, pool_plots=frozenset(pool_plots))
+                     for group in by_scene.values()]
         self.log: NoteLog | None = None
         self.visible = True
         self.dirty = False

@@ -402,7 +402,7 @@ class Band(QGraphicsPathItem):
         fill = QColor(colour)
         fill.setAlpha(self.alpha)
         self.setBrush(QBrush(fill))
-        pen = QPen(QColor(colour), 1)
+        pen = QPen(QColor(colour), theme.line_width())
         pen.setCosmetic(True)
         self.setPen(pen)
 
@@ -541,6 +541,9 @@ def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None 
     plot.setTitle(plot.titleLabel.text if title is None else title, size=TITLE_SIZE, color=colours.text)
     legend = plot.legend
     if legend is not None:
+        backdrop = QColor(colours.surface)
+        backdrop.setAlpha(215)  # lines running under it stay visible, its text stays readable
+        legend.setBrush(backdrop)
         for sample, label in legend.items:
             label.setText(label.text, color=colours.text)
             sample.update()
@@ -590,7 +593,7 @@ class HoverLine(QGraphicsLineItem):
         self.setZValue(5)
 
     def set_colour(self, colour: str) -> None:
-        pen = QPen(QColor(colour), 1, Qt.PenStyle.DotLine)
+        pen = QPen(QColor(colour), theme.line_width(), Qt.PenStyle.DotLine)
         pen.setCosmetic(True)
         self.setPen(pen)
 

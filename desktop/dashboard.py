@@ -122,7 +122,7 @@ class Dashboard(QWidget):
             self.groups.append([name for name, _, _ in curves])
         pool = self.plots[-1]
         self.resize_marks = ResizeMarks(pool.vb)
-        self.notes = ChartNotes(self.plots, self)
+        self.notes = ChartNotes(self.plots, self, pool_plots=[pool])
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         name_chart(self.charts, "Dashboard charts", "; ".join(title for title, _, _ in CHARTS))
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)

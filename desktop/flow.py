@@ -95,9 +95,9 @@ def format_littles(law: LittlesLaw | None) -> str:
     if law.predicted is None:
         return (f"Little's law: WIP {law.wip:,} open stories; throughput × mean lead time needs stories "
                 "completed in the flow window")
-    over = (f"the first {law.covered_s:,.0f} s (the {law.window_s:g} s flow window is filling)" if law.filling
+    over = (f"{law.covered_s:,.0f} s (the {law.window_s:g} s window fills)" if law.filling
             else f"the last {law.window_s:g} s")
-    return (f"Little's law over {over}: WIP {law.wip:,} open stories  ≈  throughput "
+    return (f"Little's law over {over}: WIP {law.wip:,} open stories ≈ throughput "
             f"{law.throughput_per_s:,.2f}/s × mean lead time {format_seconds(law.mean_lead_s)} = {law.predicted:,.1f}")
 
 

@@ -3,7 +3,8 @@
 - its own actions: the simulator started, stopped or changed rate; a WIP
   limit or pool bounds set from this app (once the server took them);
 - the stream: the pool's resizes (the `pool` topic, with the autoscaler's
-  reason) and the database turning unavailable and back (the `database`
+  reason, or new bounds set by any client) and the database turning
+  unavailable and back (the `database`
   field of stats, from the snapshot's history on, so an outage of the last
   hour shows too).
 
@@ -71,7 +72,9 @@ class NoteSources(QObject):
             if note is not None:
                 self.log.add(note)
         for event in batch.pool_events:
-            self._add("pool", f"{event.old_size} → {event.new_size} workers: {event.reason}", event.ts)
+            # A resize the autoscaler chose, or one that new bounds forced (set by any client).
+            kind = "pool" if event.reason.startswith("bounds") else "autoscale"
+            self._add(kind, f"{event.old_size} → {event.new_size} workers: {event.reason}", event.ts)
 
     # -- this app's actions -----------------------------------------------------------
     @Slot(bool)

@@ -95,7 +95,7 @@ class Theme:
 
     def pen(self, role: str, width: float = 1.0) -> QPen:
         """A cosmetic pen (the same pixels whatever a view's scale) in the role's colour and line style."""
-        pen = QPen(self.colour(role), width, SERIES[role][1])
+        pen = QPen(self.colour(role), width * line_width(), SERIES[role][1])
         pen.setCosmetic(True)
         return pen
 
@@ -165,6 +165,13 @@ def set_text_colour(widget, colour: QColor | str) -> None:
     palette = widget.palette()
     palette.setColor(QPalette.ColorRole.WindowText, QColor(colour))
     widget.setPalette(palette)
+
+
+def line_width() -> int:
+    """Device pixels in a chart line: a cosmetic pen's width is in device pixels, so at 200 % a line
+    of 1 would be half as thick as the text beside it. The app's highest device pixel ratio, rounded."""
+    app = QGuiApplication.instance()
+    return max(1, round(app.devicePixelRatio())) if app is not None else 1
 
 
 def system_is_dark() -> bool:

@@ -15,7 +15,7 @@ from datetime import datetime
 from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractButton, QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QScrollArea, QStyle, QTabWidget, QToolBar,
+    QAbstractButton, QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QScrollArea, QTabWidget, QToolBar,
     QVBoxLayout, QWidget,
 )
 
@@ -37,6 +37,7 @@ from .story_dialog import AddStoryDialog
 TABS = ("dashboard", "stories", "flow")  # in tab order: Ctrl+1, Ctrl+2, Ctrl+3
 STATE_ROLES = {CONNECTED: "connected", CONNECTING: "connecting", RECONNECTING: "reconnecting",
                DISCONNECTED: "disconnected"}  # the series role (theme.SERIES) of each state's colour
+SIDE_WIDTH_LINES = 20  # the side panel's width in lines of text
 THEME_LABELS = {"system": "&Follow the system", "light": "&Light", "dark": "&Dark"}
 
 
@@ -90,9 +91,8 @@ class MainWindow(QMainWindow):
         side_scroll.setWidgetResizable(True)
         side_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # As wide as its forms want in this font (at any scale), and the scroll bar's room.
-        side_scroll.setFixedWidth(max(side.sizeHint().width(), 22 * self.fontMetrics().averageCharWidth())
-                                  + self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent))
+        # 300 pixels at the usual 9-10 pt, and wider with a larger font (a scale factor needs nothing).
+        side_scroll.setFixedWidth(round(SIDE_WIDTH_LINES * self.fontMetrics().height()))
 
         central = QWidget()
 
