@@ -556,6 +556,7 @@ def name_chart(view: QGraphicsView, name: str, description: str) -> None:
     view.setAccessibleName(name)
     view.setAccessibleDescription(description)
     view.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    view.viewport().setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:

@@ -22,7 +22,10 @@ class PoolPanel(QGroupBox):
         self.min_workers.setRange(0, protocol.WORKERS_MAX)
         self.max_workers = QSpinBox()
         self.max_workers.setRange(1, protocol.WORKERS_MAX)
+        self.min_workers.setAccessibleName("Min workers")
+        self.max_workers.setAccessibleName("Max workers")
         self.apply = QPushButton("Apply")
+        self.apply.setAccessibleName("Apply the pool bounds")
         self.apply.clicked.connect(self.submit)
         self.now = muted(QLabel("–\n"))
         # Two fixed lines, no word wrap: a wrapped label that changes its line count

@@ -155,7 +155,13 @@ class SimulatorPanel(QGroupBox):
         _select(self.estimates, DEFAULTS.estimates)
         self.estimates.setToolTip("Uniform within the range, or log-normal: the median at the "
                                   "geometric middle of the range, most tasks short, a few long.")
+        for box, name in ((self.rate, "Simulated stories per second"), (self.tasks_min, "Fewest tasks per story"),
+                          (self.tasks_max, "Most tasks per story"), (self.estimate_min, "Shortest task estimate"),
+                          (self.estimate_max, "Longest task estimate"), (self.estimates, "Spread of the estimates"),
+                          (self.arrivals, "Arrivals of the stories")):
+            box.setAccessibleName(name)
         self.button = QPushButton("Start")
+        self.button.setAccessibleDescription("Start or stop the simulator (Ctrl+R)")
         self.button.setCheckable(True)
         self.button.toggled.connect(self._on_toggled)
         self.status = muted(QLabel("stopped"))

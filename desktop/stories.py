@@ -41,6 +41,7 @@ class StoryDetails(QWidget):
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.tasks = QTableWidget(0, 6)
+        self.tasks.setAccessibleName("Tasks of the selected story")
         self.tasks.setHorizontalHeaderLabels(["Task", "Estimate", "State", "Attempts", "Started", "Took"])
         header = self.tasks.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -159,6 +160,8 @@ class StoriesPanel(QWidget):
         self.export_button.clicked.connect(self.export_requested)
 
         self.table = QTableView()
+        self.table.setAccessibleName("Stories")
+        self.table.setAccessibleDescription("Newest first; Delete removes the selected stories")
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)

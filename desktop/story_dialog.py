@@ -54,6 +54,7 @@ class AddStoryDialog(QDialog):
         self.description.setMaximumHeight(80)
 
         self.tasks = QTableWidget(0, 2)
+        self.tasks.setAccessibleName("Tasks")
         self.tasks.setHorizontalHeaderLabels(["Task", "Estimate (ms)"])
         self.tasks.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.tasks.verticalHeader().setVisible(False)
@@ -69,6 +70,8 @@ class AddStoryDialog(QDialog):
         self.fill_estimate.setSingleStep(100)
         self.fill_estimate.setValue(1000)
         self.fill_estimate.setSuffix(" ms")
+        self.fill_count.setAccessibleName("Number of tasks to fill in")
+        self.fill_estimate.setAccessibleName("Estimate of each task filled in")
         fill = QPushButton("Fill")
         fill.setToolTip("Replace the tasks with this many, each with this estimate")
         fill.clicked.connect(self._fill)

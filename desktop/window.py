@@ -15,7 +15,7 @@ from datetime import datetime
 from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractButton, QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QScrollArea, QTabWidget, QToolBar,
+    QAbstractButton, QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget, QToolBar,
     QVBoxLayout, QWidget,
 )
 
@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         side_scroll.setWidget(side)
         side_scroll.setWidgetResizable(True)
         side_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        side_scroll.setAccessibleName("Simulator and worker pool")
         side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         # 300 pixels at the usual 9-10 pt, and wider with a larger font (a scale factor needs nothing).
         side_scroll.setFixedWidth(round(SIDE_WIDTH_LINES * self.fontMetrics().height()))
@@ -147,9 +148,14 @@ class MainWindow(QMainWindow):
         toolbar.setObjectName("main-toolbar")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
-        bar = self.menuBar()
-        file_menu, view_menu = bar.addMenu("&File"), bar.addMenu("&View")
-        run_menu, help_menu = bar.addMenu("&Run"), bar.addMenu("&Help")
+        # Menus made with the window as their parent and kept here: PySide then never takes one
+        # for its own to delete (a submenu made by addMenu(title) was seen to lose its wrapper).
+        self.menus = {name: QMenu(title, self) for name, title in (
+            ("file", "&File"), ("view", "&View"), ("windows", "Time &window"), ("themes", "&Theme"),
+            ("run", "&Run"), ("help", "&Help"))}
+        file_menu, view_menu, windows, themes, run_menu, help_menu = self.menus.values()
+        for menu in (file_menu, view_menu, run_menu, help_menu):
+            self.menuBar().addMenu(menu)
 
         def action(menu, text: str, shortcut, slot, tip: str = "", checkable: bool = False) -> QAction:
             act = QAction(text, self)
@@ -186,7 +192,7 @@ class MainWindow(QMainWindow):
                                    "Pause or resume the charts (P or Space)")
         # Space pauses too, unless a button has the focus: Space is how a keyboard presses it.
         QShortcut(QKeySequence(Qt.Key.Key_Space), self, self._space)
-        windows = view_menu.addMenu("Time &window")
+        view_menu.addMenu(windows)
         self.window_actions = QActionGroup(self)
         for label, seconds in WINDOWS:
             act = action(windows, label, None, lambda on, s=seconds: on and self.set_window_length(s),
@@ -199,7 +205,7 @@ class MainWindow(QMainWindow):
                "A shorter time window")
         self.notes_action = action(view_menu, "&Annotations", QKeySequence("Ctrl+Shift+A"), self.show_notes,
                                    "Mark on the charts what happened: simulator, limits, pool, database", checkable=True)
-        themes = view_menu.addMenu("&Theme")
+        view_menu.addMenu(themes)
         self.theme_actions = QActionGroup(self)
         for choice in theme.CHOICES:
             act = action(themes, THEME_LABELS[choice], None, lambda on, c=choice: on and self.set_theme(c),
