@@ -10,7 +10,7 @@ font or a scale factor never clips a number.
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from . import theme
@@ -55,16 +55,21 @@ class Card(QFrame):
 
 
 class BigNumber(Card):
-    """A figure in large type under its title; screen readers hear "title: value"."""
+    """A figure in large type under its title; screen readers hear "title: value".
+
+    Squeezed (a large font, a narrow window), the figure's type shrinks to fit,
+    down to the size of the text around it, and the title is cut with an ellipsis.
+    """
 
     def __init__(self, title: str, role: str, parent: QWidget | None = None, scale: float = VALUE_SCALE):
         super().__init__(role, parent)
+        self.full_title = title
         self.title = QLabel(title)
         self.value = QLabel("–")
-        font = QFont(QApplication.font())
-        font.setPointSizeF(font.pointSizeF() * scale)
-        font.setWeight(QFont.Weight.DemiBold)
-        self.value.setFont(font)
+        self.value_font = QFont(QApplication.font())
+        self.value_font.setPointSizeF(self.value_font.pointSizeF() * scale)
+        self.value_font.setWeight(QFont.Weight.DemiBold)
+        self.value.setFont(self.value_font)
         for label in (self.title, self.value):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
             self.layout_.addWidget(label)
@@ -79,7 +84,29 @@ class BigNumber(Card):
     def set_text(self, text: str) -> None:
         if self.value.text() != text:
             self.value.setText(text)
+            self._fit()
             self._announce()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.value.contentsRect().width()
+        if width <= 0:
+            return
+        needed = QFontMetricsF(self.value_font).horizontalAdvance(self.value.text())
+        smallest = QApplication.font().pointSizeF()
+        # (a little under: type sizes round to whole pixels)
+        size = max(smallest, self.value_font.pointSizeF() * min(1.0, 0.95 * width / needed if needed else 1.0))
+        if abs(self.value.font().pointSizeF() - size) > 0.05:
+            font = QFont(self.value_font)
+            font.setPointSizeF(size)
+            self.value.setFont(font)
+        title = self.title.fontMetrics().elidedText(self.full_title, Qt.TextElideMode.ElideRight,
+                                                     self.title.contentsRect().width())
+        if title != self.title.text():
+            self.title.setText(title)
 
     def squeezable(self) -> None:
         """Shrink rather than widen the window (the labels clip instead)."""
@@ -92,6 +119,6 @@ class BigNumber(Card):
         self.setAccessibleDescription(text)
 
     def _announce(self) -> None:
-        name = f"{self.title.text()}: {self.value.text()}"
+        name = f"{self.full_title}: {self.value.text()}"
         self.setAccessibleName(name)
         self.value.setAccessibleName(name)

@@ -91,6 +91,16 @@ def local_offset(step: float, at: float) -> float:
 
 
 def value_label(value: float, step: float) -> str:
+    """A value axis label with the decimals its step needs. Round steps of large values in thousands (k)
+    or millions (M): "140k", "1.04M"; a fine step shows every digit (a cumulative chart's narrow range)."""
+    if abs(value) >= 1e6 and step >= 1e4:
+        return _fixed(value / 1e6, step / 1e6) + "M"
+    if abs(value) >= 1e5 and step >= 1e3:
+        return _fixed(value / 1e3, step / 1e3) + "k"
+    return _fixed(value, step)
+
+
+def _fixed(value: float, step: float) -> str:
     if step >= 1:
         return f"{value:,.0f}"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
@@ -524,8 +534,8 @@ def fit_y(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -
 
 
 def value_axis_width(axis: ChartAxis) -> int:
-    """Room for labels up to "000,000" in the axis's font: it grows with the font, not with the values."""
-    return math.ceil(axis.metrics().horizontalAdvance("000,000") + 2 * TEXT_GAP + 4)
+    """Room for labels up to "0,000,000" in the axis's font: it grows with the font, not with the values."""
+    return math.ceil(axis.metrics().horizontalAdvance("0,000,000") + 2 * TEXT_GAP)
 
 
 def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None = None,
