@@ -22,9 +22,10 @@ from datetime import datetime
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QCursor, QPainterPath
-from PySide6.QtWidgets import QGraphicsPathItem, QToolTip
+from PySide6.QtWidgets import QToolTip
 
 from . import theme
+from .chart_items import HairlinePath
 
 # kind -> (series role of its line, the word a tooltip starts with, whether it is drawn as a line).
 # The autoscaler resizes the pool every few seconds under a changing load: a line for each would
@@ -100,7 +101,7 @@ class NoteLayer:
 
     def __init__(self, view: pg.ViewBox):
         self.view = view
-        self.items: dict[str, QGraphicsPathItem] = {}
+        self.items: dict[str, HairlinePath] = {}
         self._notes: list[Note] = []
         self._visible = True
         self._colours = theme.current()
@@ -120,10 +121,10 @@ class NoteLayer:
         for role, item in self.items.items():
             item.setPen(colours.pen(role))
 
-    def _item(self, role: str) -> QGraphicsPathItem:
+    def _item(self, role: str) -> HairlinePath:
         item = self.items.get(role)
         if item is None:
-            item = QGraphicsPathItem()
+            item = HairlinePath()
             item.setPen(self._colours.pen(role))
             item.setZValue(1)  # over the grid and bands, under the hover line
             item.setVisible(self._visible)
