@@ -22,9 +22,10 @@ from PySide6.QtWidgets import QGraphicsView, QHBoxLayout, QWidget
 from . import theme
 from .annotations import ChartNotes
 from .cards import BigNumber
+from .chart_axes import TimeAxis
 from .chart_items import (
-    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, fit_y, name_chart,
-    scroll_chart, theme_chart,
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart,
+    theme_chart,
 )
 from .diagnostics import Diagnostics
 from .live import live_layout, may_draw, readout_label, timer

@@ -27,9 +27,9 @@ from storypulse.format import duration
 from . import theme
 from .annotations import ChartNotes
 from .cards import BigNumber, Card
+from .chart_axes import ValueAxis, value_axis_width
 from .chart_items import (
-    Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart, theme_chart,
-    value_axis_width,
+    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart, theme_chart,
 )
 from .diagnostics import Diagnostics
 from .flow_math import (

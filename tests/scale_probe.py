@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QGraphicsItem  # noqa: E402
 
 from storypulse.desktop import theme  # noqa: E402
 from storypulse.desktop.app import ensure_app  # noqa: E402
-from storypulse.desktop.chart_items import TEXT_GAP, TimeAxis, ValueAxis  # noqa: E402
+from storypulse.desktop.chart_axes import TEXT_GAP, TimeAxis, ValueAxis  # noqa: E402
 from storypulse.desktop.flow_math import FLOW_FIELDS  # noqa: E402
 from storypulse.desktop.series import FIELDS  # noqa: E402
 

@@ -215,11 +215,15 @@ def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, se
 def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "storypulse.desktop", "--server", str(server.endpoints), "--quit-after", "3",
-         "--settings", str(tmp_path / "s.ini")],
+         "--settings", str(tmp_path / "s.ini"), "--theme", "dark"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("view/theme") == "dark"
+    wrong = subprocess.run([sys.executable, "-m", "storypulse", "demo", "--theme", "purple"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "--theme: invalid choice: 'purple'" in wrong.stderr
 
 
 def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, tmp_path):

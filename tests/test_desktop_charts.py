@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from storypulse.desktop.chart_items import nice_step, ticks_between, time_format, time_step, value_label
+from storypulse.desktop.chart_axes import nice_step, ticks_between, time_format, time_step, value_label
 from storypulse.desktop.series import FIELDS
 
 

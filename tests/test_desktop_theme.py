@@ -70,6 +70,21 @@ def test_system_follows_the_desktop_and_a_bad_choice_is_refused(monkeypatch):
     assert CLI_THEMES == theme.CHOICES
 
 
+def test_the_window_follows_the_system_only_while_told_to(qtbot, window, monkeypatch):
+    monkeypatch.setattr(theme, "system_is_dark", lambda: True)
+    window.set_theme("system")
+    assert theme.current() is theme.DARK
+    monkeypatch.setattr(theme, "system_is_dark", lambda: False)
+    window._on_system_scheme()  # the desktop turned light (Qt's colorSchemeChanged)
+    assert theme.current() is theme.LIGHT
+    window.set_theme("dark")
+    window._on_system_scheme()  # a chosen theme stays
+    assert theme.current() is theme.DARK
+    window._next_theme()  # Ctrl+Shift+T: dark, then the system's, then light
+    assert window.theme_choice == "system" and theme.current() is theme.LIGHT
+    assert [a.data() for a in window.theme_actions.actions() if a.isChecked()] == ["system"]
+
+
 # -- the app as built ---------------------------------------------------------------------------
 def _row(ts: float, i: int, fields):
     values = {name: float(3 + (i * 7) % 11) for name in fields}
