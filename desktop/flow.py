@@ -288,6 +288,8 @@ class FlowTab(QWidget):
             curve = LiveCurve(theme.current().pen(role))
             self.little_plot.vb.addItem(curve)
             self.little_curves[name] = curve
+        # WIP is never below the stories in progress and often equal to them: drawn last, it stays in view.
+        self.little_curves["open_stories"].setZValue(1)
 
     # -- data in ------------------------------------------------------------------
     @Slot(object)

@@ -246,7 +246,7 @@ def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "") -> Q
     box.setValue(value)
     box.setSingleStep(step)
     box.setSuffix(suffix)
-    box.setMinimumWidth(80)
+    box.setMinimumWidth(box.fontMetrics().horizontalAdvance("00000 ms") + 24)  # the digits and the arrows
     return box
 
 

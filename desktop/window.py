@@ -37,7 +37,7 @@ from .story_dialog import AddStoryDialog
 TABS = ("dashboard", "stories", "flow")  # in tab order: Ctrl+1, Ctrl+2, Ctrl+3
 STATE_ROLES = {CONNECTED: "connected", CONNECTING: "connecting", RECONNECTING: "reconnecting",
                DISCONNECTED: "disconnected"}  # the series role (theme.SERIES) of each state's colour
-SIDE_WIDTH_LINES = 20  # the side panel's width in lines of text
+SIDE_WIDTH_LINES = 21.5  # the side panel's width in lines of text (300 pixels at a 14-pixel line)
 THEME_LABELS = {"system": "&Follow the system", "light": "&Light", "dark": "&Dark"}
 
 
@@ -93,7 +93,8 @@ class MainWindow(QMainWindow):
         side_scroll.setAccessibleName("Simulator and worker pool")
         side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         # 300 pixels at the usual 9-10 pt, and wider with a larger font (a scale factor needs nothing).
-        side_scroll.setFixedWidth(round(SIDE_WIDTH_LINES * self.fontMetrics().height()))
+        side_scroll.setFixedWidth(max(round(SIDE_WIDTH_LINES * self.fontMetrics().height()),
+                                      side.minimumSizeHint().width()))
 
         central = QWidget()
 

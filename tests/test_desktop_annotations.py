@@ -16,7 +16,7 @@ from PySide6.QtCore import QPointF, QSettings
 from storypulse.desktop import theme
 from storypulse.desktop.annotations import KINDS, Note, NoteLog
 from storypulse.desktop.note_sources import NoteSources, OutageWatch
-from storypulse.desktop.series import FIELDS
+from desktop_support import shown_dashboard, stats_row
 
 
 def test_the_log_keeps_notes_in_time_order_and_finds_those_near_a_time():
@@ -85,12 +85,6 @@ def test_the_apps_own_actions_become_notes_stamped_with_the_servers_clock(qtbot)
         ("autoscale", "2 → 4 workers: grow 2 -> 4: 5 queued tasks"), ("pool", "4 → 3 workers: bounds now 1..3: 4 -> 3")]
 
 
-def _row(ts: float, i: int):
-    row = {name: float(i % 5) for name in FIELDS}
-    row.update(ts=ts, seq=i)
-    return SimpleNamespace(**row)
-
-
 def _lines(layer, role: str) -> list[float]:
     """The x of every vertical line of a layer's path in a role's colour."""
     item = layer.items.get(role)
@@ -102,17 +96,8 @@ def _lines(layer, role: str) -> list[float]:
 
 
 def test_every_time_chart_draws_the_notes_and_shows_them_under_the_mouse(qtbot):
-    from storypulse.desktop.dashboard import Dashboard
-
-    dashboard = Dashboard()
-    qtbot.addWidget(dashboard)
-    dashboard.resize(1000, 700)
-    dashboard.show()
-    qtbot.waitExposed(dashboard)
     now = time.time()
-    history = [_row(now - 120 + k, k) for k in range(121)]
-    dashboard.apply_batch(SimpleNamespace(snapshot=SimpleNamespace(history=history, stats=history[-1]),
-                                          stats=[], pool_events=[]))
+    dashboard = shown_dashboard(qtbot, [stats_row(now - 120 + k, k) for k in range(121)])
     log = NoteLog()
     dashboard.notes.set_log(log)
     log.add(Note(now - 60, "simulator", "started, 5 stories/s"))

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from desktop_support import shown_dashboard, snapshot_batch, stats_row
 from storypulse.desktop.ranges import MIN_SPAN_S, nice_ceiling, time_span, y_range
-from storypulse.desktop.series import FIELDS
 
 
 # -- time ---------------------------------------------------------------------------
@@ -90,28 +89,11 @@ def test_the_range_always_holds_the_data_and_is_stable(current_top, a, b, zero_b
 
 
 # -- the charts follow both rules ------------------------------------------------------------
-def _stats(ts: float, i: int):
-    row = {name: float(i % 7) for name in FIELDS}
-    row.update(ts=ts, seq=i)
-    return SimpleNamespace(**row)
-
-
-def _snapshot(history):
-    return SimpleNamespace(snapshot=SimpleNamespace(history=history, stats=history[-1], completions=[]),
-                           stats=[], pool_events=[], story_events=[])
-
-
 def test_the_dashboard_spans_a_young_servers_data_and_an_old_ones_window(qtbot):
-    from storypulse.desktop.dashboard import Dashboard
-
-    dashboard = Dashboard()
-    qtbot.addWidget(dashboard)
-    dashboard.resize(1000, 700)
-    dashboard.show()
-    qtbot.waitExposed(dashboard)
+    dashboard = shown_dashboard(qtbot)
     dashboard.set_paused(True)  # the test's clock, not the timer, moves the charts
     now = time.time()
-    dashboard.apply_batch(_snapshot([_stats(now - 40 + k, k) for k in range(41)]))
+    dashboard.apply_batch(snapshot_batch([stats_row(now - 40 + k, k) for k in range(41)]))
     dashboard.set_window(300)
     dashboard._scroll(now)
     for plot in dashboard.plots:
