@@ -24,7 +24,7 @@ from storypulse.format import clock, duration
 
 from . import theme
 from .requests import Requests
-from .story_model import CYCLE_COLUMN, LEAD_COLUMN, STATUS_ROLES, StoryTableModel
+from .story_model import COLUMNS, CYCLE_COLUMN, LEAD_COLUMN, STATUS_ROLES, StoryTableModel
 
 
 class StoryDetails(QWidget):
@@ -120,6 +120,11 @@ class StoryDetails(QWidget):
                 self.story_id = None
 
 
+# The widest text expected in each column, by which its width is set.
+COLUMN_SAMPLES = {0: "0000000", 1: "Redesign onboarding #00", 2: "open", 3: "00/00", 4: "00-00 00:00:00",
+                  5: "00-00 00:00:00", LEAD_COLUMN: "00 min 00 s", CYCLE_COLUMN: "00 min 00 s"}
+
+
 class StoriesPanel(QWidget):
     """Filter buttons, the table, the selected story's details; add and delete actions."""
 
@@ -169,14 +174,16 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         # Fixed row heights: the view never measures a million rows.
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(22)
+        metrics = self.table.fontMetrics()
+        self.table.verticalHeader().setDefaultSectionSize(metrics.height() + 8)
         header = self.table.horizontalHeader()
         # The name keeps a readable width (a stretched column shrinks to nothing when the
         # fixed ones fill the pane); the last column takes what is left, else it scrolls.
+        # Widths are what the widest expected text needs in this font, so they grow with it.
         header.setStretchLastSection(True)
-        for col, width in ((0, 60), (1, 170), (2, 55), (3, 50), (4, 112), (5, 112), (LEAD_COLUMN, 78),
-                           (CYCLE_COLUMN, 78)):
-            self.table.setColumnWidth(col, width)
+        for col, widest in COLUMN_SAMPLES.items():
+            text = max(metrics.horizontalAdvance(widest), metrics.horizontalAdvance(COLUMNS[col]))
+            self.table.setColumnWidth(col, text + 2 * metrics.averageCharWidth())
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.model.rowsInserted.connect(self._on_scrolled)
