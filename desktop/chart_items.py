@@ -299,7 +299,7 @@ def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None 
     legend = plot.legend
     if legend is not None:
         backdrop = QColor(colours.surface)
-        backdrop.setAlpha(215)  # lines running under it stay visible, its text stays readable
+        backdrop.setAlpha(150)  # lines running under it stay visible, its text readable
         legend.setBrush(backdrop)
         for sample, label in legend.items:
             label.setText(label.text, color=colours.text)
