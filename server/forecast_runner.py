@@ -72,11 +72,11 @@ class ForecastRunner:
             if finished is not None:
                 envelope, request_id, result = finished
                 if isinstance(result, BaseException):
-                    service.faults.internal("a forecast", result)
+                    service.faults.internal("a forecast", result, now=now)
                     service.reply_error(envelope, request_id, protocol.INTERNAL,
                                         f"the forecast failed ({type(result).__name__}); it was logged")
                 else:
-                    service.reply(envelope, request_id, result)
+                    service.group.reply(envelope, request_id, result)
         self.forecasts.tick(now, open_stories)
         for job in self.forecasts.take_jobs():
             self.forecasts.started(job)
