@@ -24,13 +24,14 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from storypulse.format import duration
 
+from . import theme
+from .chart_items import theme_chart
 from .live import may_draw, timer
 from .series import SeriesBuffer, ServerClock
 
 REDRAW_HZ = 2
 MAX_POINTS = 600  # of the completed curve
-DONE_COLOUR = "#8e44ad"
-LEVEL_COLOURS = {50: "#1aa34a", 85: "#e67e22", 95: "#c0392b"}
+LEVEL_ROLES = {50: "p50", 85: "p85", 95: "p95"}  # theme.SERIES roles, as the lead-time percentiles
 AHEAD_MIN_S = 10.0  # the chart looks at least this far ahead
 
 
@@ -40,8 +41,9 @@ def cone(done: float, open_stories: int, seconds: tuple[float, float, float]) ->
     return {level: ([0.0, s], [done, target]) for level, s in zip((50, 85, 95), seconds)}
 
 
-def side_text(stats) -> str:
-    """The figures beside the chart (rich text)."""
+def side_text(stats, colours: theme.Theme | None = None) -> str:
+    """The figures beside the chart (rich text), keyed in the theme's colours."""
+    colours = colours or theme.current()
     if stats is None:
         return "Waiting for stats…"
     lines = ["<b>Backlog forecast</b>"]
@@ -51,7 +53,8 @@ def side_text(stats) -> str:
     else:
         lines.append(f"{stats.open_stories:,} open, all done")
         for level, s in zip((50, 85, 95), seconds):
-            lines.append(f"<span style='color:{LEVEL_COLOURS[level]}'>■</span> {level} % within {duration(s)}")
+            key = colours.text_colour(LEVEL_ROLES[level]).name()
+            lines.append(f"<span style='color:{key}'>■</span> {level} % within {duration(s)}")
     lines.append("")
     lines.append("<b>Forecasts that came true</b>")
     rate = stats.forecast_hit_rate_p85
@@ -63,7 +66,7 @@ def side_text(stats) -> str:
                   ((50, stats.forecast_hit_rate_p50), (95, stats.forecast_hit_rate_p95)) if value is not None]
         if others:
             lines.append(" · ".join(others))
-        lines.append("<span style='color:#777'>(well calibrated: about<br>50 % · 85 % · 95 %)</span>")
+        lines.append(f"<span style='color:{colours.muted}'>(well calibrated: about<br>50 % · 85 % · 95 %)</span>")
     return "<br>".join(lines)
 
 
@@ -87,28 +90,44 @@ class BurnUp(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.getAxis("bottom").setLabel("seconds from now")
         self.plot.getAxis("left").setWidth(52)
-        self.done_curve = pg.PlotDataItem(pen=pg.mkPen(DONE_COLOUR, width=2))
+        self.done_curve = pg.PlotDataItem()
         self.band_low = pg.PlotDataItem(pen=None)
         self.band_high = pg.PlotDataItem(pen=None)
-        band = pg.FillBetweenItem(self.band_low, self.band_high, brush=pg.mkBrush(230, 126, 34, 40))
-        self.lines = {level: pg.PlotDataItem(pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine))
-                      for level, colour in LEVEL_COLOURS.items()}
-        self.target = pg.PlotDataItem(pen=pg.mkPen("#7f8c8d", width=1, style=Qt.PenStyle.DotLine))
-        self.now_line = pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen("#333", width=1),
-                                        label="now", labelOpts={"position": 0.95, "color": "#333"})
-        for item in (band, self.band_low, self.band_high, self.done_curve, self.target, *self.lines.values(),
-                     self.now_line):
+        self.band = pg.FillBetweenItem(self.band_low, self.band_high)
+        self.lines = {level: pg.PlotDataItem() for level in LEVEL_ROLES}
+        self.target = pg.PlotDataItem()
+        self.now_line = pg.InfiniteLine(0.0, angle=90, label="now", labelOpts={"position": 0.95})
+        for item in (self.band, self.band_low, self.band_high, self.done_curve, self.target,
+                     *self.lines.values(), self.now_line):
             self.plot.addItem(item)
         self.side = QLabel(side_text(None))
         self.side.setTextFormat(Qt.TextFormat.RichText)
         self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.side.setStyleSheet("color: #333; padding: 6px;")
+        self.side.setStyleSheet("padding: 6px;")
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.view, 1)
         row.addWidget(self.side)
         self.timer = timer(self, 1000 // REDRAW_HZ, self.redraw)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        self.colours = colours
+        self.view.setBackground(colours.surface)
+        theme_chart(self.plot, colours)
+        self.done_curve.setPen(colours.pen("done", 2))
+        for level, role in LEVEL_ROLES.items():
+            pen = colours.pen(role)
+            pen.setStyle(theme.DASH)  # ahead of now: a forecast, not a measure
+            self.lines[level].setPen(pen)
+        band = colours.colour("p85")
+        band.setAlpha(45)
+        self.band.setBrush(pg.mkBrush(band))
+        self.target.setPen(colours.pen("target"))
+        self.now_line.setPen(pg.mkPen(colours.text, width=1))
+        self.now_line.label.setColor(colours.text)
+        self.side.setText(side_text(self.clock.latest, colours))
 
     @Slot()
     def redraw(self) -> None:
@@ -144,6 +163,6 @@ class BurnUp(QWidget):
         low = float(np.min(done)) if done.size else done_now
         self.plot.setXRange(-window, ahead, padding=0)
         self.plot.setYRange(low, max(top, low + 1.0) + max(1.0, 0.05 * (top - low)), padding=0)
-        text = side_text(stats)
+        text = side_text(stats, self.colours)
         if self.side.text() != text:
             self.side.setText(text)
