@@ -41,11 +41,22 @@ def cone(done: float, open_stories: int, seconds: tuple[float, float, float]) ->
     return {level: ([0.0, s], [done, target]) for level, s in zip((50, 85, 95), seconds)}
 
 
+class _Forecast:
+    """The forecast fields of a stats message; None (0 scored) for one that lacks them."""
+
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def __getattr__(self, name: str):
+        return getattr(self.stats, name, 0 if name == "forecast_scored" else None)
+
+
 def side_text(stats, colours: theme.Theme | None = None) -> str:
     """The figures beside the chart (rich text), keyed in the theme's colours."""
     colours = colours or theme.current()
     if stats is None:
         return "Waiting for stats…"
+    stats = _Forecast(stats)
     lines = ["<b>Backlog forecast</b>"]
     seconds = (stats.forecast_open_p50_s, stats.forecast_open_p85_s, stats.forecast_open_p95_s)
     if seconds[1] is None:
@@ -104,7 +115,7 @@ class BurnUp(QWidget):
         self.side.setTextFormat(Qt.TextFormat.RichText)
         self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.side.setStyleSheet("padding: 6px;")
+        self.side.setMargin(6)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.view, 1)
@@ -127,6 +138,7 @@ class BurnUp(QWidget):
         self.target.setPen(colours.pen("target"))
         self.now_line.setPen(pg.mkPen(colours.text, width=1))
         self.now_line.label.setColor(colours.text)
+        theme.set_text_colour(self.side, colours.text)
         self.side.setText(side_text(self.clock.latest, colours))
 
     @Slot()
@@ -142,7 +154,7 @@ class BurnUp(QWidget):
         done = self.buffer.column("completed_stories")[first:last:step]
         self.done_curve.setData(ts, done)
         done_now = float(stats.completed_stories)
-        seconds = (stats.forecast_open_p50_s, stats.forecast_open_p85_s, stats.forecast_open_p95_s)
+        seconds = tuple(getattr(stats, f"forecast_open_p{level}_s", None) for level in LEVEL_ROLES)
         ahead = AHEAD_MIN_S
         if seconds[2] is not None and all(math.isfinite(s) for s in seconds):
             lines = cone(done_now, stats.open_stories, seconds)
