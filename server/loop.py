@@ -30,6 +30,7 @@ import zmq
 from storypulse import protocol
 
 from .clock import Clock
+from .ops import Operations
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .faults import RateLimitedLog
 from .pool import Pool, Worker
@@ -80,9 +81,12 @@ class Publisher:
 
 class Server:
     def __init__(self, config: ServerConfig, store: Store, sockets: ServerSockets,
-                 parent_pipe: int | None = None, clock: Clock | None = None):
-        """Serve on `sockets` (bound already; closed with the server)."""
+                 parent_pipe: int | None = None, clock: Clock | None = None,
+                 ops: Operations | None = None):
+        """Serve on `sockets` (bound already; closed with the server). `ops`: health, metrics
+        and systemd (server/ops.py), called at the lines marked `ops:`."""
         self.config = config
+        self.ops = ops or Operations(config)
         self.store = store
         self.stopping = False
         self.clock = clock or Clock()
@@ -153,6 +157,7 @@ class Server:
     def run(self) -> int:
         try:
             self.restore()
+            self.ops.ready(self.service)  # ops: READY=1 (sockets bound, database open, restored)
             log.info("serving requests on %s, events on %s, workers on %s",
                      self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
                      self.workers.LAST_ENDPOINT.decode())
@@ -164,6 +169,7 @@ class Server:
         return 0
 
     def close(self) -> None:
+        self.ops.close()  # ops
         self.pool.terminate_all()
         self.sockets.close()
         self.store.close()
@@ -195,6 +201,7 @@ class Server:
         self.service.dispatch(now, wall, self._send_worker)
         self.flush()
         self._timers(now, wall)
+        self.ops.turned()  # ops: liveness heartbeat and systemd watchdog
 
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
@@ -369,6 +376,7 @@ class Server:
             stats = self.service.stats(now, wall, 0)
             self.publisher.stats(stats)
             self.service.history.offer(now, stats)
+            self.ops.publish(stats, self.service)  # ops: the snapshot /metrics and /readyz read
 
     def _heartbeats(self, now: float, wall: float) -> None:
         for worker in self.pool.expired(now):
@@ -391,7 +399,8 @@ class Server:
             change = self.pool.decide(self.service.load(now))
         if change is not None:
             old, new, reason = change
-            log.info("pool target %d -> %d: %s", old, new, reason)
+            log.info("pool target %d -> %d: %s", old, new, reason,
+                     extra={"event": "pool.target", "old": old, "new": new, "reason": reason})
             self.publisher.pool(old, new, reason, wall)
         before = self.pool.size
         for worker in self.pool.resize(now, self._send_worker):
@@ -400,13 +409,15 @@ class Server:
         if change is None and after != before:  # the first start, or a lost worker replaced
             reason = (f"start at the target of {self.pool.target}" if not self._started
                       else f"back to the target of {self.pool.target}")
-            log.info("pool size %d -> %d: %s", before, after, reason)
+            log.info("pool size %d -> %d: %s", before, after, reason,
+                     extra={"event": "pool.size", "old": before, "new": after, "reason": reason})
             self.publisher.pool(before, after, reason, wall)
         self._started = True
 
     # -- shutdown -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Stop taking requests; let busy workers report within the grace; keep the rest queued."""
+        self.ops.stopping()  # ops: STOPPING=1
         log.info("stopping: no new requests; waiting up to %.1f s for busy workers",
                  self.config.shutdown_grace)
         self.poller.unregister(self.requests)

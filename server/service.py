@@ -53,6 +53,7 @@ from storypulse.protocol import (
 
 from .config import ServerConfig
 from .flow import FlowWindow
+from .metrics import Meters
 from .outage import Outage
 from .faults import Faults
 from .pool import Load, Pool, Worker
@@ -96,6 +97,7 @@ class Service:
         self._events: list[StoryNote] = []
         self._resize: Resize | None = None
         self.faults = Faults()  # what was dropped or failed, for the logs and the stats
+        self.meters = Meters()  # ops: counts since start and histograms, for /metrics
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
         self.stories_out = RateWindow(window, now)
@@ -192,6 +194,7 @@ class Service:
     def take_events(self) -> list[StoryNote]:
         """The story events of the writes; take them only after `commit()` returned True."""
         events, self._events = self._events, []
+        self.meters.published(events)  # ops
         return events
 
     def take_resize(self) -> Resize | None:
@@ -408,6 +411,7 @@ class Service:
         tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
         if not tasks:
             return False
+        self.meters.leased(state, tasks, starts)  # ops: task queue wait
         if state.started:
             self._record_started(starts, state.started)
             state.started = []
@@ -455,6 +459,7 @@ class Service:
         for (attempts, started), ids in groups.items():
             batch.completions.append((attempts, started or wall, wall, ids))
         self.tasks_completed += count
+        self.meters.tasks_completed += count  # ops
         self.tasks_out.add(now, count)
         if finished_stories:
             batch.done_stories.append((wall, finished_stories))
@@ -509,7 +514,9 @@ class Service:
         if outage is not None:
             log.warning("the database accepts writes again after %.1f s and %d tries; "
                         "%d held replies go out", outage.lasted(now), outage.failures,
-                        len(self.held))
+                        len(self.held), extra={"event": "database.resumed", "cause": outage.cause,
+                                               "outage_s": round(outage.lasted(now), 3),
+                                               "tries": outage.failures})
             self._replies[:0] = self.held
             self.held = []
             self.outage = None
@@ -520,7 +527,8 @@ class Service:
     def _refused(self, cause: str, now: float) -> None:
         if self.outage is None:
             log.error("the database refuses writes (%s): nothing of it is acknowledged, new "
-                      "writes get `unavailable`, retrying", cause)
+                      "writes get `unavailable`, retrying", cause,
+                      extra={"event": "database.outage", "cause": cause})
             self.outage = Outage(cause, now)
             self._answer_refused_batch(cause, now)
         else:
