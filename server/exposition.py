@@ -103,12 +103,15 @@ OTHER_GAUGES = (
 )
 
 
-def metric_names() -> set[str]:
-    """Every family this collector can show (the names in the exposition, before suffixes)."""
-    names = [m for m, _, _ in STATS_GAUGES + STATS_COUNTERS + EVENT_COUNTERS + HISTOGRAMS]
-    names += [QUEUE_WAIT[0]] + [m for m, _, _ in FLOW_QUANTILES + STAGE_GAUGES]
-    names += [m for m, _ in OTHER_GAUGES]
-    return {PREFIX + name for name in names}
+def catalogue() -> dict[str, str]:
+    """Every metric this collector can show, by its name in the exposition (a counter's with
+    `_total`; a histogram's before `_bucket`, `_sum`, `_count`), with its type."""
+    kinds = {name: "gauge" for name, _, _ in STATS_GAUGES + FLOW_QUANTILES + STAGE_GAUGES}
+    kinds.update((name, "gauge") for name, _ in OTHER_GAUGES)
+    kinds.update((name + "_total", "counter") for name, _, _ in STATS_COUNTERS + EVENT_COUNTERS)
+    kinds.update((name, "histogram") for name, _, _ in HISTOGRAMS)
+    kinds[QUEUE_WAIT[0]] = "histogram"
+    return {PREFIX + name: kind for name, kind in kinds.items()}
 
 
 class SnapshotCollector(Collector):
