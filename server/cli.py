@@ -139,11 +139,16 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
              describe(store.db), config.durability, in_force,
              extra={"event": "start", "version": __version__, "database": describe(store.db),
                     "durability": config.durability, "in_force": in_force})
+    sockets = ops = None
     try:
-        server = Server(config, store, listen(config), parent_pipe, ops=Operations.open(config))
+        sockets = listen(config)
+        ops = Operations.open(config)
+        server = Server(config, store, sockets, parent_pipe, ops=ops)
     except Exception as exc:  # typically: a port is taken
         log.critical("cannot start: %s", exc, extra=_start_failed(str(exc), 1))
-        store.close()
+        for part in (ops, sockets, store):
+            if part is not None:
+                part.close()
         return 1
     server.install_signal_handlers()
     try:

@@ -57,7 +57,8 @@ class Operations:
 
     @classmethod
     def open(cls, config: ServerConfig, environ: Mapping[str, str] | None = None) -> Operations:
-        """Bind the HTTP port (OSError if it cannot be) and find systemd's notify socket."""
+        """Bind the HTTP port (OSError if it cannot be) and serve it at once (`/livez` says
+        "starting" until the loop turns), and find systemd's notify socket."""
         listener = None
         if config.http_port:
             from .http import listen
@@ -67,16 +68,17 @@ class Operations:
                 log.warning("HTTP endpoint on %s:%d beyond loopback: /metrics, /livez and /readyz "
                             "need no key, so anyone who reaches the port can read them",
                             config.http_bind, config.http_port)
-        return cls(config, notifier=Notifier.from_environ(environ), http_listener=listener)
-
-    # -- the loop's hooks ----------------------------------------------------------------
-    def ready(self, service) -> None:
-        if self.http is not None:
-            self.http.start()
-            host, port = self.http.address[:2]
+        ops = cls(config, notifier=Notifier.from_environ(environ), http_listener=listener)
+        if ops.http is not None:
+            ops.http.start()
+            host, port = ops.http.address[:2]
             log.info("serving /metrics, /livez and /readyz on http://%s/",
                      f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                      extra={"event": "http.listening", "http_port": port})
+        return ops
+
+    # -- the loop's hooks ----------------------------------------------------------------
+    def ready(self, service) -> None:
         if self.notifier is not None:
             self.notifier.ready(f"serving: {service.state.open_stories} open stories, "
                                 f"{service.completed_stories} completed (restored)")
