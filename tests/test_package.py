@@ -132,7 +132,8 @@ def test_the_desktop_bundle_leaves_out_the_qt_it_does_not_use(root):
 
 def test_the_service_unit_verifies_and_stops_the_server_gently(root, tmp_path):
     unit = (root / "lib/systemd/system/storypulse-server.service").read_text()
-    for line in ("User=storypulse", "StateDirectory=storypulse", "Restart=on-failure", "KillMode=mixed",
+    for line in ("Type=notify", "WatchdogSec=30s", "NotifyAccess=main",
+                 "User=storypulse", "StateDirectory=storypulse", "Restart=on-failure", "KillMode=mixed",
                  "KillSignal=SIGTERM", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                  "PrivateTmp=yes",
                  "ExecStart=/opt/storypulse/storypulse/storypulse server --config /etc/storypulse/server.toml"):
