@@ -13,14 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from support import REPO, free_port_block, wait_for
+from support import free_port_block, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,36 +29,6 @@ pytestmark = [
 ]
 
 OPT = Path("opt/storypulse")
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    given = os.environ.get("STORYPULSE_DIST")
-    if given:
-        return Path(given).resolve()
-    try:
-        import psycopg2  # noqa: F401  (the CLI bundle carries it)
-        import PyInstaller  # noqa: F401
-    except ImportError as exc:
-        pytest.fail(f"{exc.name} is missing: `make test-package` installs it "
-                    "(or pip install -e '.[desktop,package,postgres]')")
-    out = tmp_path_factory.mktemp("dist")
-    # zstd: the same package as the release's xz, compressed in seconds instead of minutes.
-    start = time.monotonic()
-    build = subprocess.run(
-        [sys.executable, str(REPO / "packaging" / "build.py"), "--dist", str(out), "--compression", "zstd"],
-        cwd=REPO, capture_output=True, text=True, timeout=840,
-    )
-    assert build.returncode == 0, f"build failed:\n{build.stdout}\n{build.stderr[-4000:]}"
-    print(f"\nbuilt in {time.monotonic() - start:.0f} s:\n{build.stdout}")
-    return out
-
-
-@pytest.fixture(scope="module")
-def deb(dist) -> Path:
-    debs = sorted(dist.glob("storypulse_*.deb"))
-    assert debs, f"no storypulse_*.deb in {dist}"
-    return debs[-1]
 
 
 @pytest.fixture(scope="module")
