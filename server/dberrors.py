@@ -100,8 +100,8 @@ def explain(spec: str | None, exc: BaseException) -> str:
 def _sqlite(path: Path, exc: BaseException, text: str) -> str:
     lower = text.lower()
     if isinstance(exc, InUse):
-        return Passing(f"the database {path} is in use by another storypulse server (pid "
-                       f"{exc.pid or 'unknown'}): stop that one, or point --db at another file")
+        return Passing(f"the database {path} is in use by another storypulse server ({exc.holder}): "
+                       "stop that one, or point --db at another file")
     if isinstance(exc, OSError):  # from the file system, whose message holds paths: no word matching
         if exc.errno == errno.ENOSPC:
             return _no_room(path, text)
@@ -149,6 +149,12 @@ def _sqlite_access(path: Path, exc: BaseException, text: str) -> str:
 
 def _postgres(where: str, exc: BaseException, text: str) -> str:
     lower = text.lower()
+    if isinstance(exc, InUse):
+        return Passing(f"the database {where} is in use by another storypulse server ({exc.holder}): "
+                       "stop that one, or point --db at another database")
+    if type(exc).__name__ == "SessionNotKept":  # claim_postgres.py, imported only with PostgreSQL
+        return (f"{text}: connect to PostgreSQL directly, or through a pooler in session mode "
+                "(PgBouncer: pool_mode = session)")
     if isinstance(exc, NotStorypulse):
         return (f"the database {where} is not storypulse's ({text}): give storypulse a database "
                 "of its own (createdb), or drop the table that is in the way")

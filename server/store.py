@@ -508,7 +508,7 @@ class Store:
         store = cls(connect(spec, durability))
         try:
             if exclusive:
-                store.claim = Claim.take(store.db)
+                store.claim = Claim.take(store.db, store.where)
             store.db.connect(reuse_if_open=True)
             check_schema(store.db)
             # A tally is only good for the tables it was kept with (they may have been dropped).
@@ -522,6 +522,7 @@ class Store:
             for model in MODELS:
                 model._schema.create_indexes(safe=True)
             _count_tally(store.db, recount or made)
+            store.claim.record(store.db)  # the holder's row (PostgreSQL): server/claim_postgres.py
         except BaseException:
             store.close()
             raise
