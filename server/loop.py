@@ -30,9 +30,9 @@ import zmq
 from storypulse import protocol
 
 from .clock import Clock
-from .ops import Operations
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .faults import RateLimitedLog
+from .ops import Operations
 from .pool import Pool, Worker
 from .service import Resize, Service
 from .sockets import ServerSockets

@@ -80,16 +80,21 @@ class Meters:
 
     def published(self, events: Iterable[tuple]) -> None:
         """The story events of a commit: (event, story_id[, lead_s, cycle_s])."""
+        created = completed = deleted = 0
+        lead, cycle = self.lead_time.observe, self.cycle_time.observe
         for event in events:
             kind = event[0]
-            if kind == "completed":
-                self.stories_completed += 1
-                self.lead_time.observe(event[2])
-                self.cycle_time.observe(event[3])
-            elif kind == "created":
-                self.stories_created += 1
+            if kind == "created":
+                created += 1
+            elif kind == "completed":
+                completed += 1
+                lead(event[2])
+                cycle(event[3])
             elif kind == "deleted":
-                self.stories_deleted += 1
+                deleted += 1
+        self.stories_created += created
+        self.stories_completed += completed
+        self.stories_deleted += deleted
 
     def leased(self, state, tasks: list[tuple[int, int]], started: float,
                stage: str = DEFAULT_STAGE) -> None:
@@ -97,22 +102,23 @@ class Meters:
         starting at `started` (wall clock): each task's first run waited since its story was
         created (its tasks are enqueued with it). A re-run after a lost worker is left out:
         when it went back to the queue is not kept."""
-        live, stories = state.live, state.stories
         histogram = self.queue_wait.get(stage)
         if histogram is None:
             histogram = self.queue_wait[stage] = Histogram()
+        task_of, story_of = state.live.get, state.stories.get
         story_id, created, count = None, 0.0, 0
         for task_id, _ in tasks:
-            task = live.get(task_id)
+            task = task_of(task_id)
             if task is None or task.attempts != 1:
                 continue
-            if task.story_id != story_id:
-                if count:
-                    histogram.observe(max(0.0, started - created), count)
-                story_id, count = task.story_id, 0
-                story = stories.get(story_id)
-                created = story.created_at if story is not None else started
-            count += 1
+            if task.story_id == story_id:
+                count += 1
+                continue
+            if count:
+                histogram.observe(max(0.0, started - created), count)
+            story_id, count = task.story_id, 1
+            story = story_of(story_id)
+            created = story.created_at if story is not None else started
         if count:
             histogram.observe(max(0.0, started - created), count)
 
