@@ -34,7 +34,7 @@ import pytest
 from storypulse.client import Client
 from storypulse.endpoints import Endpoints
 from httpget import get, status
-from support import REPO, free_port_block, wait_for
+from support import REPO, end_session, free_port_block, session_gone, wait_for
 
 sys.path.insert(0, str(REPO / "tools"))
 from debianroot import Booted, Chroot, clean_env  # noqa: E402
@@ -195,16 +195,11 @@ def test_the_installed_server_runs_as_its_unit_says_answers_and_stops_on_sigterm
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0, log_path.read_text()
         assert notify.seen("STOPPING")
-        wait_for(lambda: _gone(server.pid), 15, what="its workers to exit with it")
+        wait_for(lambda: session_gone(server.pid), 15, what="its workers to exit with it")
         assert status(http_port, "/livez", timeout=1) is None  # nothing left listening
         assert "Traceback" not in log_path.read_text()
     finally:
-        if server.poll() is None or not _gone(server.pid):
-            try:
-                os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            server.wait(10)
+        end_session(server)
         notify.close()
 
 
@@ -295,14 +290,6 @@ def _pings(client) -> bool:
         return bool(client.ping().server_version)
     except Exception:
         return False
-
-
-def _gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return False
-    except ProcessLookupError:
-        return True
 
 
 def test_the_host_mirror_is_read_from_apt_sources_of_both_formats(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from support import free_port_block, wait_for
+from support import end_session, free_port_block, session_gone, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -173,14 +173,9 @@ def test_the_bundled_server_and_cli_work_a_story_to_the_end(root, tmp_path):
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0, (tmp_path / "server.log").read_text()
 
-        wait_for(lambda: _gone(server.pid), 15, what="the server's workers to exit with it")
+        wait_for(lambda: session_gone(server.pid), 15, what="the server's workers to exit with it")
     finally:
-        if server.poll() is None or not _gone(server.pid):
-            try:
-                os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            server.wait(10)
+        end_session(server)
 
 
 def test_the_desktop_bundle_runs_the_demo_with_its_own_server(root, tmp_path):
@@ -195,12 +190,3 @@ def test_the_desktop_bundle_runs_the_demo_with_its_own_server(root, tmp_path):
     assert "server stopped (exit code 0)" in demo.stderr, demo.stderr[-3000:]
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from story").fetchone()[0] > 0, "the simulator made no story"
-
-
-def _gone(pgid: int) -> bool:
-    """No process is left in the server's session (it was started as the leader of a new one)."""
-    try:
-        os.killpg(pgid, 0)
-        return False
-    except ProcessLookupError:
-        return True
