@@ -131,7 +131,9 @@ class HttpEndpoint:
                 time.sleep(0.05)
 
     def _round(self) -> None:
-        for key, mask in self._selector.select(timeout=0.25):
+        # Idle (nothing open, accepting): sleep until a connection or close(), not wake to sweep.
+        idle = not self._connections and not self._accept_paused_until
+        for key, mask in self._selector.select(timeout=None if idle else 0.25):
             if key.data == "accept":
                 self._accept(time.monotonic())
             elif key.data == "wake":
