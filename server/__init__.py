@@ -19,7 +19,7 @@ Modules, one job each:
   worker     the worker process
   claim      one server per database: a lock file (SQLite); claim_postgres: an advisory
              lock and a holder row (PostgreSQL)
-  ops        what operators see, wired to the loop at a few marked lines: health, metrics,
+  daemon     what operators see, wired to the loop at a few marked lines: health, metrics,
              systemd; http (the bounded endpoint), health (livez/readyz answers), metrics
              (counts and histograms the loop keeps, the snapshot), exposition (Prometheus
              text by prometheus_client), notify (sd_notify), logs (text or JSON lines)

@@ -120,7 +120,7 @@ def command(argv: Sequence[str] | None = None) -> int:
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .dberrors import database_errors, exit_code, explain
     from .loop import Server
-    from .ops import Operations
+    from .daemon import Daemon
     from .sockets import listen
     from .store import Store, describe
 
@@ -139,14 +139,14 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
              describe(store.db), config.durability, in_force,
              extra={"event": "start", "version": __version__, "database": describe(store.db),
                     "durability": config.durability, "in_force": in_force})
-    sockets = ops = None
+    sockets = daemon = None
     try:
         sockets = listen(config)
-        ops = Operations.open(config)
-        server = Server(config, store, sockets, parent_pipe, ops=ops)
+        daemon = Daemon.open(config)
+        server = Server(config, store, sockets, parent_pipe, daemon=daemon)
     except Exception as exc:  # typically: a port is taken
         log.critical("cannot start: %s", exc, extra=_start_failed(str(exc), 1))
-        for part in (ops, sockets, store):
+        for part in (daemon, sockets, store):
             if part is not None:
                 part.close()
         return 1

@@ -32,7 +32,7 @@ from storypulse import protocol
 from .clock import Clock
 from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .faults import RateLimitedLog
-from .ops import Operations
+from .daemon import Daemon
 from .pool import Pool, Worker
 from .service import Resize, Service
 from .sockets import ServerSockets
@@ -82,11 +82,11 @@ class Publisher:
 class Server:
     def __init__(self, config: ServerConfig, store: Store, sockets: ServerSockets,
                  parent_pipe: int | None = None, clock: Clock | None = None,
-                 ops: Operations | None = None):
-        """Serve on `sockets` (bound already; closed with the server). `ops`: health, metrics
-        and systemd (server/ops.py), called at the lines marked `ops:`."""
+                 daemon: Daemon | None = None):
+        """Serve on `sockets` (bound already; closed with the server). `daemon`: health,
+        metrics and systemd (server/daemon.py), called at the lines marked `daemon:`."""
         self.config = config
-        self.ops = ops or Operations(config)
+        self.daemon = daemon or Daemon(config)
         self.store = store
         self.stopping = False
         self.clock = clock or Clock()
@@ -157,7 +157,7 @@ class Server:
     def run(self) -> int:
         try:
             self.restore()
-            self.ops.ready(self.service)  # ops: READY=1 (sockets bound, database open, restored)
+            self.daemon.ready(self.service)  # daemon: READY=1 (sockets bound, database open, restored)
             log.info("serving requests on %s, events on %s, workers on %s",
                      self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
                      self.workers.LAST_ENDPOINT.decode())
@@ -169,7 +169,7 @@ class Server:
         return 0
 
     def close(self) -> None:
-        self.ops.close()  # ops
+        self.daemon.close()  # daemon
         self.pool.terminate_all()
         self.sockets.close()
         self.store.close()
@@ -201,7 +201,7 @@ class Server:
         self.service.dispatch(now, wall, self._send_worker)
         self.flush()
         self._timers(now, wall)
-        self.ops.turned()  # ops: liveness heartbeat and systemd watchdog
+        self.daemon.turned()  # daemon: liveness heartbeat and systemd watchdog
 
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
@@ -376,7 +376,7 @@ class Server:
             stats = self.service.stats(now, wall, 0)
             self.publisher.stats(stats)
             self.service.history.offer(now, stats)
-            self.ops.publish(stats, self.service)  # ops: the snapshot /metrics and /readyz read
+            self.daemon.publish(stats, self.service)  # daemon: the snapshot /metrics and /readyz read
 
     def _heartbeats(self, now: float, wall: float) -> None:
         for worker in self.pool.expired(now):
@@ -417,7 +417,7 @@ class Server:
     # -- shutdown -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Stop taking requests; let busy workers report within the grace; keep the rest queued."""
-        self.ops.stopping()  # ops: STOPPING=1
+        self.daemon.stopping()  # daemon: STOPPING=1
         log.info("stopping: no new requests; waiting up to %.1f s for busy workers",
                  self.config.shutdown_grace)
         self.poller.unregister(self.requests)

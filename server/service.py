@@ -97,7 +97,7 @@ class Service:
         self._events: list[StoryNote] = []
         self._resize: Resize | None = None
         self.faults = Faults()  # what was dropped or failed, for the logs and the stats
-        self.meters = Meters()  # ops: counts since start and histograms, for /metrics
+        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
         self.stories_out = RateWindow(window, now)
@@ -194,7 +194,7 @@ class Service:
     def take_events(self) -> list[StoryNote]:
         """The story events of the writes; take them only after `commit()` returned True."""
         events, self._events = self._events, []
-        self.meters.published(events)  # ops
+        self.meters.published(events)  # daemon
         return events
 
     def take_resize(self) -> Resize | None:
@@ -411,7 +411,7 @@ class Service:
         tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
         if not tasks:
             return False
-        self.meters.leased(state, tasks, starts)  # ops: task queue wait
+        self.meters.leased(state, tasks, starts)  # daemon: task queue wait
         if state.started:
             self._record_started(starts, state.started)
             state.started = []
@@ -459,7 +459,7 @@ class Service:
         for (attempts, started), ids in groups.items():
             batch.completions.append((attempts, started or wall, wall, ids))
         self.tasks_completed += count
-        self.meters.tasks_completed += count  # ops
+        self.meters.tasks_completed += count  # daemon
         self.tasks_out.add(now, count)
         if finished_stories:
             batch.done_stories.append((wall, finished_stories))

@@ -1,7 +1,7 @@
 """server/http.py on real sockets: what it answers, and that abuse costs it nothing lasting.
 
 The endpoint alone (with small limits, so the timeouts pass quickly) for the
-protocol and each kind of abuse; tests/test_ops.py runs the same abuse against a
+protocol and each kind of abuse; tests/test_daemon.py runs the same abuse against a
 whole server and watches its ZeroMQ side.
 """
 

@@ -79,10 +79,10 @@ def test_ready_status_watchdog_and_stopping_from_a_real_server(server_factory, s
 def test_no_watchdog_kick_while_the_loop_is_stuck(inproc_factory, systemd, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.where)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    from storypulse.server.ops import Operations
+    from storypulse.server.daemon import Daemon
 
     server = inproc_factory(stats_interval=0.05, heartbeat=0.05, scale_interval=0.05)
-    server.server.ops = ops = Operations(server.config, notifier=Notifier.from_environ())
+    server.server.daemon = daemon = Daemon(server.config, notifier=Notifier.from_environ())
     server.start()
     wait_for(lambda: len(systemd.seen("WATCHDOG")) >= 3, 5, what="kicks while turning")
     server.pause()
@@ -93,7 +93,7 @@ def test_no_watchdog_kick_while_the_loop_is_stuck(inproc_factory, systemd, monke
     assert len(systemd.seen("WATCHDOG")) == before, "a kick without a turn"
     server.start()
     wait_for(lambda: len(systemd.seen("WATCHDOG")) > before, 5, what="kicks again")
-    ops.close()
+    daemon.close()
 
 
 def test_nothing_is_sent_without_notify_socket(monkeypatch):

@@ -34,7 +34,7 @@ STATUS_EVERY_S = 5.0  # a STATUS= line at most this often (sooner when the datab
 RENDER_MAX_AGE_S = 1.0  # a /metrics body is reused for the same snapshot at most this long
 
 
-class Operations:
+class Daemon:
     def __init__(self, config: ServerConfig, *, notifier: Notifier | None = None,
                  http_listener=None):
         self.config = config
@@ -56,7 +56,7 @@ class Operations:
                 "/metrics": self._metrics, "/livez": self._livez, "/readyz": self._readyz})
 
     @classmethod
-    def open(cls, config: ServerConfig, environ: Mapping[str, str] | None = None) -> Operations:
+    def open(cls, config: ServerConfig, environ: Mapping[str, str] | None = None) -> Daemon:
         """Bind the HTTP port (OSError if it cannot be) and serve it at once (`/livez` says
         "starting" until the loop turns), and find systemd's notify socket."""
         listener = None
@@ -68,14 +68,14 @@ class Operations:
                 log.warning("HTTP endpoint on %s:%d beyond loopback: /metrics, /livez and /readyz "
                             "need no key, so anyone who reaches the port can read them",
                             config.http_bind, config.http_port)
-        ops = cls(config, notifier=Notifier.from_environ(environ), http_listener=listener)
-        if ops.http is not None:
-            ops.http.start()
-            host, port = ops.http.address[:2]
+        daemon = cls(config, notifier=Notifier.from_environ(environ), http_listener=listener)
+        if daemon.http is not None:
+            daemon.http.start()
+            host, port = daemon.http.address[:2]
             log.info("serving /metrics, /livez and /readyz on http://%s/",
                      f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                      extra={"event": "http.listening", "http_port": port})
-        return ops
+        return daemon
 
     # -- the loop's hooks ----------------------------------------------------------------
     def ready(self, service) -> None:
