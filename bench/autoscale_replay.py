@@ -11,7 +11,7 @@ start-up time before they can take work -- measured here, on this machine,
 the way the server starts its workers (a forkserver with preloaded modules).
 
 The policies:
-- ours: server.autoscale.Autoscaler, asked every 0.2 s;
+- ours: storypulse.server.autoscale.Autoscaler, asked every 0.2 s;
 - seed: every 4 s, +1 worker when workers/pending < 0.33, -1 when > 0.77
   (pending = tasks not yet done: queued + running);
 - celery: celery/worker/autoscale.py's rule, asked every 1 s: grow at once to

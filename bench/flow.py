@@ -38,7 +38,7 @@ from storypulse import protocol  # noqa: E402
 from storypulse.cli.load import run as run_load  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
-from storypulse.server.flow import nearest_rank  # noqa: E402
+from storypulse.percentiles import nearest_rank  # noqa: E402
 from support import ServerProcess, wait_for  # noqa: E402
 
 TASKS = (1, 6)

@@ -11,8 +11,8 @@
     directory) and, side by side, on PostgreSQL: the database of --postgres
     URL, else of $STORYPULSE_BENCH_POSTGRES, else postgresql://127.0.0.1/storypulse_bench
     if a local server lets us in (libpq's PGUSER/PGPASSWORD apply). The
-    benchmark DROPS the tables story, task and counter of that database: give
-    it one of its own. Each database is measured with each --durability level
+    benchmark DROPS the tables story, task, counter and tally of that database:
+    give it one of its own. Each database is measured with each --durability level
     in every run, the order alternating from run to run so that drift in the
     machine's load does not favour one: power-loss (SQLite synchronous=FULL,
     PostgreSQL synchronous_commit=on; the default) and crash

@@ -1,8 +1,8 @@
 """The live figures as `storypulse watch` keeps and prints them, apart from any socket.
 
-`Figures` follows the Clone pattern through the core's SeqTracker (one rule for
-gaps and restarts, shared with the desktop app); `render` draws the panel and
-`flow_lines` the flow part, which `storypulse flow` prints too.
+`Figures` holds what the core's feed session (storypulse.feed_session, one set
+of rules shared with the desktop app) says to apply and to load; `render` draws
+the panel and `flow_lines` the flow part, which `storypulse flow` prints too.
 """
 
 from __future__ import annotations
@@ -11,46 +11,47 @@ from collections import deque
 
 from storypulse import format as fmt
 from storypulse import protocol
-from storypulse.clone import APPLY, SeqTracker
 
 HISTORY_POINTS = 120  # one a second: what the sparklines can show
 SPARK_WIDTH = 40
 
 
 class Figures:
-    """The latest stats, recent history and last pool decision, with the seq they are good to."""
+    """The latest stats, recent history and last pool decision, with the seq of the newest shown."""
 
     def __init__(self) -> None:
-        self.tracker = SeqTracker()
+        self.seq: int | None = None  # None until the first snapshot
         self.stats: protocol.Stats | None = None
         self.pool: protocol.PoolEvent | None = None
         self.history: deque[protocol.Stats] = deque(maxlen=HISTORY_POINTS)
 
-    @property
-    def seq(self) -> int | None:
-        """The seq the figures are good to; None until the first snapshot."""
-        return self.tracker.seq
-
     def load_snapshot(self, snap: protocol.SnapshotResult) -> None:
-        self.tracker.reset(snap.seq, snap.stats.ts)
-        self.stats = snap.stats
+        """Take a snapshot's history and, unless newer ones were applied, its stats.
+
+        A snapshot that repairs a gap may be older than the events applied while
+        it was on its way (feed_session's gap rule): it must not move the figures back."""
+        later = [h for h in self.history if h.ts > snap.stats.ts]
         self.history.clear()
         self.history.extend(snap.history)
+        if self.stats is None or snap.stats.ts >= self.stats.ts:
+            self.stats = snap.stats
+            self.seq = snap.seq
+        for stats in later:
+            self._keep(stats)
 
-    def apply(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> str:
-        """The tracker's verdict: APPLY (done here), STALE (already in the snapshot: dropped),
-        GAP or RESTARTED (ask for a new snapshot)."""
-        verdict = self.tracker.classify(event.seq, event.ts)
-        if verdict != APPLY:
-            return verdict
+    def apply(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> None:
+        """An event the session says to apply, in order."""
+        self.seq = event.seq
         if isinstance(event, protocol.Stats):
             self.stats = event
-            # Keep the history at one point a second, like the snapshot's.
-            if not self.history or event.ts >= self.history[-1].ts + 1.0:
-                self.history.append(event)
+            self._keep(event)
         elif isinstance(event, protocol.PoolEvent):
             self.pool = event
-        return verdict
+
+    def _keep(self, stats: protocol.Stats) -> None:
+        # Keep the history at one point a second, like the snapshot's.
+        if not self.history or stats.ts >= self.history[-1].ts + 1.0:
+            self.history.append(stats)
 
 
 def render(figures: Figures, server: str, state: str, now: float) -> list[str]:

@@ -18,6 +18,8 @@ from storypulse import protocol
 from storypulse.client import Client
 from storypulse.loadgen import ARRIVALS, ESTIMATES, StoryGenerator, parse_range
 from storypulse.loadrun import LoadRun, Tally
+from storypulse.scenario import ScenarioError, builtin_names
+from storypulse.scenario import load as load_scenario
 
 from .options import client_parser, no_reply, positive_float, print_json, talk
 
@@ -28,16 +30,22 @@ def load(argv: list[str]) -> int:
     """The simulator: random stories at a rate, with a progress line."""
     parser = client_parser("load", "The simulator: random stories at a rate, steady or Poisson (pipelined), "
                                    "a progress line on stderr, a summary at the end.")
-    parser.add_argument("--rate", type=positive_float, default=10.0, help="stories per second (default 10)")
+    parser.add_argument("--scenario", metavar="NAME-or-FILE",
+                        help="a scenario's load: its rate, arrivals and per-stage tasks, estimates and "
+                             f"blocks (one that comes with storypulse: {', '.join(builtin_names())}; or a "
+                             "TOML file, see docs/flow.md); --rate and --arrivals still override it")
+    parser.add_argument("--rate", type=positive_float,
+                        help="stories per second (default 10, or the scenario's)")
     parser.add_argument("--duration", type=positive_float, default=10.0, metavar="S",
                         help="seconds to run (default 10; Ctrl-C stops early)")
-    parser.add_argument("--tasks", default="1-5", metavar="A-B", help="tasks per story (default 1-5)")
-    parser.add_argument("--estimate-ms", default="0-1000", metavar="A-B",
+    parser.add_argument("--tasks", metavar="A-B", help="tasks per story (default 1-5)")
+    parser.add_argument("--estimate-ms", metavar="A-B",
                         help="estimate of each task in ms (default 0-1000)")
-    parser.add_argument("--arrivals", choices=ARRIVALS, default="steady",
+    parser.add_argument("--arrivals", choices=ARRIVALS,
                         help="steady: one story every 1/rate s; poisson: independent arrivals at that "
-                             "mean rate, with the bursts and lulls of real demand (default steady)")
-    parser.add_argument("--estimates", choices=ESTIMATES, default="uniform",
+                             "mean rate, with the bursts and lulls of real demand (default steady, or "
+                             "the scenario's)")
+    parser.add_argument("--estimates", choices=ESTIMATES,
                         help="uniform within --estimate-ms, or lognormal: the median at the geometric "
                              "middle of the range, which holds the middle 90 %%, drawn again outside it "
                              "(most tasks short, a few long; default uniform)")
@@ -46,20 +54,36 @@ def load(argv: list[str]) -> int:
                         help="requests awaiting a reply at most (default 100)")
     args = parser.parse_args(argv)
     try:
-        tasks = parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
-        estimates = parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
         if args.max_in_flight < 1:
             raise ValueError("--max-in-flight: must be at least 1")
-    except ValueError as exc:
+        if args.scenario is not None:
+            scenario = load_scenario(args.scenario)
+            for option in ("tasks", "estimate_ms", "estimates"):
+                if getattr(args, option) is not None:
+                    raise ValueError(f"--{option.replace('_', '-')}: the scenario sets each stage's "
+                                     "tasks; leave it out, or leave out --scenario")
+            generator = scenario.generator(args.seed)
+            rate, arrivals, spread = scenario.rate, scenario.arrivals, "per stage"
+        else:
+            scenario = None
+            tasks = parse_range(args.tasks or "1-5", name="--tasks", low=1, high=protocol.TASKS_MAX)
+            estimates = parse_range(args.estimate_ms or "0-1000", name="--estimate-ms", low=0,
+                                    high=protocol.ESTIMATE_MS_MAX)
+            spread = args.estimates or "uniform"
+            generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed, estimates=spread)
+            rate, arrivals = 10.0, "steady"
+    except (ValueError, ScenarioError) as exc:
         parser.error(str(exc))
-    generator = StoryGenerator(tasks=tasks, estimate_ms=estimates, seed=args.seed,
-                               estimates=args.estimates)
+    rate = args.rate if args.rate is not None else rate
+    arrivals = args.arrivals or arrivals
 
     def body(client: Client) -> int:
         client.ping()  # fail fast and clearly when nobody is there
-        tally, sending, ended = run(client, generator, rate=args.rate, duration=args.duration,
-                                    max_in_flight=args.max_in_flight, arrivals=args.arrivals)
-        result = summary(tally, sending, ended, args.rate, args.max_in_flight, args.arrivals, args.estimates)
+        tally, sending, ended = run(client, generator, rate=rate, duration=args.duration,
+                                    max_in_flight=args.max_in_flight, arrivals=arrivals)
+        result = summary(tally, sending, ended, rate, args.max_in_flight, arrivals, spread)
+        if scenario is not None:
+            result["scenario"] = scenario.name
         if args.json:
             print_json(result)
         else:
@@ -151,7 +175,7 @@ def summary(tally: Tally, sending: float, ended: str, rate: float, max_in_flight
         "max_in_flight": max_in_flight,
         "ack_latency_ms": {
             name: (None if v is None else round(v * 1000, 2))
-            for name, v in (("p50", tally.percentile(0.5)), ("p95", tally.percentile(0.95)),
+            for name, v in (("p50", tally.latency_percentile(50)), ("p95", tally.latency_percentile(95)),
                             ("max", max(tally.latencies) if tally.latencies else None))
         },
     }
@@ -164,7 +188,8 @@ def summary_text(s: dict[str, Any]) -> str:
         return "-" if v is None else fmt.duration(v / 1000)
 
     return "\n".join([
-        f"load ended ({s['ended']}) after {fmt.duration(s['seconds'])}",
+        f"load ended ({s['ended']}) after {fmt.duration(s['seconds'])}"
+        + (f", scenario {s['scenario']}" if s.get("scenario") else ""),
         f"  stories created  {s['stories_created']:>8}   {s['created_per_s']:.1f}/s (target {s['target_rate']:g}/s, {s.get('arrivals', 'steady')})",
         f"  tasks created    {s['tasks_created']:>8}",
         f"  busy replies     {s['busy_replies']:>8}   resent {s['resent']}, still waiting at the end {s['gave_up']}",

@@ -1,9 +1,10 @@
 """`storypulse watch`: the live figures in a terminal, kept current with the Clone pattern.
 
-A late joiner subscribes to the PUB socket first, then asks for a snapshot
-(which carries the seq of the last message published before it), then applies
-only events with a higher seq (figures.py). A gap in seq, or a server that
-restarted, makes it ask again; so does a silence longer than the stats interval.
+The rules are the core's feed session (storypulse.feed_session, shared with the
+desktop app): subscribe first, then ask for a snapshot, apply only what follows
+it; a gap is repaired by a new snapshot while the figures carry on; a server
+that restarted, or a silence of a few stats intervals (2 s at least), makes it
+join afresh. This module owns only the sockets and the drawing.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import zmq
 
 from storypulse import format as fmt
 from storypulse import protocol
 from storypulse.client import Client, PendingRequest, RequestError, ServerUnavailable
-from storypulse.clone import APPLY, GAP, RESTARTED
 from storypulse.endpoints import Endpoints
-from storypulse.events import ready_events, subscriber
+from storypulse.events import ready_events, subscriber, wait_for_input
+from storypulse.feed_session import CONNECTED, RECONNECTING, Apply, AskSnapshot, Decision, FeedSession, Load
 from storypulse.security import MissingKey
 
 from .figures import HISTORY_POINTS, Figures, render
@@ -48,24 +49,43 @@ def watch(argv: list[str]) -> int:
         return 0
 
 
+def show(figures: Figures, decisions: Iterable[Decision],
+         on_stats: Callable[[protocol.Stats], Any] | None = None) -> list[AskSnapshot]:
+    """Apply the session's decisions to the figures; the snapshots it asks for are returned.
+
+    `on_stats` sees every stats event applied, and the first snapshot's stats."""
+    asks = []
+    for decision in decisions:
+        if isinstance(decision, Apply):
+            figures.apply(decision.event)
+            if on_stats and isinstance(decision.event, protocol.Stats):
+                on_stats(decision.event)
+        elif isinstance(decision, Load):
+            first = figures.stats is None
+            figures.load_snapshot(decision.snapshot)
+            if on_stats and first:
+                on_stats(decision.snapshot.stats)
+        elif isinstance(decision, AskSnapshot):
+            asks.append(decision)
+    return asks
+
+
 class Feed:
-    """Owns the SUB socket and the snapshot request; keeps `figures` current."""
+    """Owns the SUB socket and the snapshot request; keeps `figures` current through a FeedSession."""
 
     def __init__(self, endpoints: Endpoints, figures: Figures, *, timeout: float,
                  context: zmq.Context | None = None,
                  on_stats: Callable[[protocol.Stats], Any] | None = None):
         self.endpoints = endpoints
         self.figures = figures
-        self.timeout = timeout
         self.on_stats = on_stats
         ctx = context or zmq.Context.instance()
         # Subscribe before the first snapshot, so nothing published after it is missed.
         self.client = Client(endpoints, timeout=timeout, context=ctx)  # raises MissingKey first
         self.sub = subscriber(endpoints, b"", ctx)
-        self.need_snapshot = True
+        self.session = FeedSession(history_seconds=HISTORY_POINTS, now=time.monotonic())
         self.snapshot: PendingRequest | None = None
         self.failed_snapshots = 0  # requests that got no reply in time
-        self.last_stats = 0.0  # monotonic time of the last applied stats event
         self.bad_events = 0  # malformed events dropped (a broken or newer server)
 
     def close(self) -> None:
@@ -73,71 +93,53 @@ class Feed:
         self.client.close()
 
     def pump(self, until: float) -> None:
-        """Handle events and replies until the monotonic deadline `until`."""
+        """Handle events, replies and the session's timer until the monotonic deadline `until`."""
         while True:
-            if self.need_snapshot and self.snapshot is None:
-                self.snapshot = self.client.request("snapshot", history_seconds=HISTORY_POINTS)
-            wait = until - time.monotonic()
-            if wait <= 0:
+            now = time.monotonic()
+            self._follow(self.session.tick(now))
+            if until <= now:
                 return
-            poller = zmq.Poller()
-            poller.register(self.sub, zmq.POLLIN)
-            if self.snapshot is not None:
-                poller.register(self.client.socket, zmq.POLLIN)
-                wait = min(wait, self.snapshot.remaining())
-            ready = dict(poller.poll(wait * 1000))
+            events = wait_for_input(self.sub, self.snapshot, min(until, self.session.next_tick()) - now)
             if self.snapshot is not None:
                 self._take_snapshot()
-            if self.sub in ready:
-                self._drain_events()
+            if events:
+                for event in ready_events(self.sub):
+                    if event is None:
+                        self.bad_events += 1
+                    else:
+                        self._follow(self.session.event(event, time.monotonic()))
+
+    def _follow(self, decisions: list[Decision]) -> None:
+        for ask in show(self.figures, decisions, self.on_stats):
+            self.snapshot = self.client.request("snapshot", history_seconds=ask.history_seconds)
 
     def _take_snapshot(self) -> None:
         assert self.snapshot is not None
         try:
             done, result = self.snapshot.take(0)
-        except ServerUnavailable:  # the socket is gone with it; ask again on the next turn
+        except (ServerUnavailable, RequestError) as exc:  # no reply in time (the socket went with it), or an error
             self.snapshot = None
-            self.failed_snapshots += 1
+            if isinstance(exc, ServerUnavailable):
+                self.failed_snapshots += 1
+            self._follow(self.session.snapshot_failed(str(exc), time.monotonic()))
             return
-        except RequestError:  # an error reply; ask again on the next turn
+        if done:
             self.snapshot = None
-            return
-        if not done:
-            return
-        self.snapshot = None
-        if isinstance(result, protocol.SnapshotResult):
-            self.figures.load_snapshot(result)
-            self.need_snapshot = False
-            self.last_stats = time.monotonic()
-            if self.on_stats:
-                self.on_stats(result.stats)
+            self._follow(self.session.snapshot_reply(result, time.monotonic()))
 
-    def _drain_events(self) -> None:
-        for event in ready_events(self.sub):
-            if event is None:
-                self.bad_events += 1
-                continue
-            verdict = self.figures.apply(event)
-            if verdict in (GAP, RESTARTED):
-                self.need_snapshot = True
-            elif verdict == APPLY and isinstance(event, protocol.Stats):
-                self.last_stats = time.monotonic()
-                if self.on_stats:
-                    self.on_stats(event)
-
-    def state(self, now: float, stale_after: float) -> str:
-        if self.figures.seq is None:
-            return "waiting for server…"
-        if now - self.last_stats > stale_after:
-            # Quiet too long: ask for a fresh snapshot; it tells "restarted" from "gone".
-            self.need_snapshot = True
-            return f"reconnecting… (no figures for {fmt.duration(now - self.last_stats)})"
-        return "live"
+    def state(self, now: float) -> str:
+        session = self.session
+        if session.state == CONNECTED:
+            return "live"
+        if session.state == RECONNECTING:
+            if session.quiet:
+                return f"reconnecting… (no figures for {fmt.duration(now - session.last_event_at)})"
+            return f"reconnecting… ({session.reason})"
+        return "waiting for server…"
 
 
 def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: float,
-        timeout: float, as_json: bool, stale_after: float = 2.0,
-        out: TextIO = sys.stdout) -> int:
+        timeout: float, as_json: bool, out: TextIO = sys.stdout) -> int:
     """The watch loop; returns an exit code. Raises ServerUnavailable when `once` gets no snapshot."""
     figures = Figures()
     def emit_json(stats: protocol.Stats) -> None:
@@ -167,10 +169,8 @@ def run(endpoints: Endpoints, *, once: bool, duration: float | None, refresh: fl
             feed.pump(next_frame)
             now = time.monotonic()
             if not as_json:
-                lines = render(figures, str(endpoints), feed.state(now, stale_after), time.time())
+                lines = render(figures, str(endpoints), feed.state(now), time.time())
                 drawn = _draw(out, lines, drawn if tty else 0, tty)
-            else:
-                feed.state(now, stale_after)
             if end is not None and now >= end:
                 break
         if once:

@@ -2,7 +2,8 @@
 
 The request socket's counterpart (client.py): the same CURVE rule off loopback,
 the same IPv6 switch. `ready_events` drains what is waiting without blocking,
-bounded so a flood cannot starve the caller's other work.
+bounded so a flood cannot starve the caller's other work; `wait_for_input` is
+a live client's one wait, on its events and on the reply it awaits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Iterator
 import zmq
 
 from . import protocol
+from .client import PendingRequest
 from .endpoints import Endpoints
 from .security import client_security_for
 
@@ -50,3 +52,14 @@ def ready_events(sub: zmq.Socket, limit: int = 10_000) -> Iterator[Event | None]
         except protocol.ProtocolError:
             event = None
         yield event
+
+
+def wait_for_input(sub: zmq.Socket, request: PendingRequest | None, timeout: float) -> bool:
+    """Wait up to `timeout` s (no longer than `request`'s deadline) for events on `sub` or a
+    reply to `request`; True when events are waiting."""
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    if request is not None:
+        poller.register(request.client.socket, zmq.POLLIN)
+        timeout = min(timeout, request.remaining())
+    return sub in dict(poller.poll(max(0.0, timeout) * 1000))

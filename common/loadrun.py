@@ -18,7 +18,8 @@ from typing import Any
 
 from . import protocol
 from .client import Client, RequestError
-from .loadgen import Pacer, StoryGenerator
+from .loadgen import Pacer, StageLoad, StoryGenerator
+from .percentiles import nearest_rank
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0  # seconds before a story refused as busy is sent again
 
@@ -32,6 +33,13 @@ class LoadSettings:
     estimate_ms: tuple[int, int] = (0, 1000)  # each task's estimate, a range
     arrivals: str = "steady"  # or "poisson"
     estimates: str = "uniform"  # or "lognormal"
+    # A per-stage load (a scenario's): then tasks, estimate_ms and estimates are not used.
+    stages: tuple[StageLoad, ...] | None = None
+
+    @classmethod
+    def of_scenario(cls, scenario: Any) -> LoadSettings:
+        """A scenario's load (storypulse.scenario.Scenario)."""
+        return cls(rate=scenario.rate, arrivals=scenario.arrivals, stages=scenario.stages)
 
 
 @dataclass
@@ -49,11 +57,9 @@ class Tally:
     last_error: str = ""  # the latest error's message
     latencies: list[float] | None = field(default_factory=list)  # send -> ack, seconds; None: not kept
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    def latency_percentile(self, p: float) -> float | None:
+        """The p-th percentile (0 < p <= 100) of the latencies kept, by nearest rank; None without any."""
+        return nearest_rank(sorted(self.latencies or ()), p)
 
 
 class LoadRun:
@@ -75,7 +81,10 @@ class LoadRun:
 
     def retune(self, settings: LoadSettings, now: float) -> None:
         """New settings for the stories from `now` on; those in flight or waiting keep theirs."""
-        self.generator.retune(settings.tasks, settings.estimate_ms, settings.estimates)
+        if settings.stages is not None:
+            self.generator.retune_stages(settings.stages)
+        else:
+            self.generator.retune(settings.tasks, settings.estimate_ms, settings.estimates)
         if settings.arrivals != self.pacer.arrivals:
             self.pacer = Pacer(settings.rate, now, settings.arrivals)
         else:

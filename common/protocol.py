@@ -37,6 +37,11 @@ COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
 MAX_DEPTH = 32  # levels of JSON nesting in any frame; deeper is refused before it is parsed
 MESSAGE_MAX = 1_000  # characters of an error message (msgspec's can quote a whole field name)
 TIMESTAMP_MAX = 32_503_680_000  # 3000-01-01: a later time from a server is broken, not news
+# -- workflow stages (issue 16) --
+STAGES_MAX = 16  # stages in one workflow
+STAGE_NAME_MAX = 32  # characters in a stage name
+STAGE_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_-]*$"  # a letter, then letters, digits, _ and -
+# -- end workflow stages --
 
 Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
 TaskName = Annotated[str, Meta(max_length=NAME_MAX)]
@@ -49,12 +54,21 @@ Timestamp = Annotated[float, Meta(ge=0, le=TIMESTAMP_MAX)]
 CorrelationId = Union[int, Annotated[str, Meta(max_length=CORRELATION_MAX)], None]
 StoryStatus = Literal["open", "done"]
 TaskState = Literal["queued", "running", "done"]
+# -- workflow stages (issue 16) --
+StageName = Annotated[str, Meta(min_length=1, max_length=STAGE_NAME_MAX, pattern=STAGE_NAME_PATTERN)]
+BlockedMs = Annotated[int, Meta(ge=0, le=ESTIMATE_MS_MAX)]  # a block lasts at most as long as an estimate may
+StageWip = Annotated[int, Meta(ge=0, le=WIP_LIMIT_MAX)]  # 0: no limit
+# -- end workflow stages --
 
 
 # -- requests: client DEALER/REQ -> server ROUTER ---------------------------
 class TaskSpec(Struct, forbid_unknown_fields=True):
     estimate_ms: EstimateMs
     name: TaskName = ""
+    # -- workflow stages (issue 16) --
+    stage: StageName | None = None  # a stage of the server's workflow; None: the first
+    blocked_ms: BlockedMs = 0  # blocked this long when it first starts (its worker is free meanwhile)
+    # -- end workflow stages --
 
 
 class _Request(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
@@ -92,11 +106,18 @@ class Snapshot(_Request, tag="snapshot", kw_only=True):
 class SetPool(_Request, tag="set_pool", kw_only=True):
     min_workers: WorkerCount | None = None
     max_workers: Annotated[int, Meta(ge=1, le=WORKERS_MAX)] | None = None
+    # -- workflow stages (issue 16) --
+    stage: StageName | None = None  # whose pool; None: the first stage's
+    # -- end workflow stages --
 
 
 class SetFlow(_Request, tag="set_flow", kw_only=True):
     wip_limit: Annotated[int, Meta(ge=0, le=WIP_LIMIT_MAX)] | None = None  # 0: no limit
     flow_window_s: Annotated[float, Meta(gt=0, le=FLOW_WINDOW_MAX_S)] | None = None
+    # -- workflow stages (issue 16) --
+    # per stage: stories in the stage at once (0 lifts that stage's limit); stages left out keep theirs
+    stage_wip_limits: Annotated[dict[StageName, StageWip], Meta(max_length=STAGES_MAX)] | None = None
+    # -- end workflow stages --
 
 
 Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool, SetFlow]
@@ -123,6 +144,13 @@ class TaskView(Struct):
     created_at: Timestamp
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # its stage (a server older than stages leaves it out)
+    blocked_ms: int = 0  # the block it was created with
+    # when its block ends (or ended); null until it first started. While it is in the future the
+    # task is blocked (`state` stays "queued": the states older clients know)
+    blocked_until: Timestamp | None = None
+    # -- end workflow stages --
 
 
 class StoryView(Struct, omit_defaults=True):
@@ -138,6 +166,10 @@ class StoryView(Struct, omit_defaults=True):
     started_at: Timestamp | None = None  # when its first task started
     lead_time_s: float | None = None  # created -> completed, once done
     cycle_time_s: float | None = None  # started -> completed, once done
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # the stage it counts in (from its first task there until its next stage starts)
+    blocked_ms: int | None = None  # the blocks of its tasks, summed; left out when none
+    # -- end workflow stages --
 
 
 class ListStoriesResult(Struct):
@@ -145,16 +177,22 @@ class ListStoriesResult(Struct):
     total: int
 
 
-class PoolResult(Struct):
+class PoolResult(Struct, omit_defaults=True):
     min_workers: int
     max_workers: int
     workers: int
     target: int
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # whose pool (left out by a server older than stages)
+    # -- end workflow stages --
 
 
-class FlowResult(Struct):
+class FlowResult(Struct, omit_defaults=True):
     wip_limit: int
     flow_window_s: float
+    # -- workflow stages (issue 16) --
+    stage_wip_limits: dict[str, int] | None = None  # every stage's limit in force (0: none)
+    # -- end workflow stages --
 
 
 class Empty(Struct):
@@ -162,6 +200,27 @@ class Empty(Struct):
 
 
 # -- events: server PUB, two frames [topic, json] ---------------------------
+# -- workflow stages (issue 16) --
+class StageStats(Struct, kw_only=True):
+    """One stage of the workflow in a `stats` event: its pool, its work, its WIP."""
+
+    name: str
+    workers: int
+    workers_busy: int
+    min_workers: int
+    max_workers: int
+    tasks_queued: int  # its tasks not started, wherever they wait (the totals are the sums)
+    tasks_running: int
+    tasks_blocked: int
+    stories: int  # stories in the stage: from their first task's start here until the next stage starts
+    wip_limit: int  # 0: none
+    tasks_ready: int = 0  # of tasks_queued, those in the stage's own queue now (earlier stages done)
+    # the ready work its workers may start now (not held back by a WIP limit), per worker,
+    # time scale applied: how long a task joining the queue now waits for a worker
+    wait_s: float = 0.0
+# -- end workflow stages --
+
+
 class Stats(Struct, kw_only=True):
     seq: int
     ts: Timestamp  # server wall clock, seconds since the epoch
@@ -200,6 +259,14 @@ class Stats(Struct, kw_only=True):
     # Added later, with defaults, so stats from an older server still decode.
     internal_errors: int = 0  # messages whose handling failed inside the server (answered `internal`)
     dropped_messages: int = 0  # messages dropped unanswered: bad envelopes, bad worker messages
+    # -- workflow stages (issue 16) --
+    stages: list[StageStats] = []  # one per stage, in workflow order (an older server: none)
+    tasks_blocked: int = 0  # tasks started and blocked now: the stages' sum
+    # work time / cycle time of the stories completed in the flow window (null when none):
+    # a story works while one of its tasks runs on a worker
+    flow_efficiency: float | None = None
+    bottleneck: str | None = None  # the stage with the longest wait_s; null when none waits
+    # -- end workflow stages --
 
 
 class StoryEvent(Struct, kw_only=True):

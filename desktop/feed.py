@@ -1,11 +1,11 @@
 """The feed thread: the SUB socket, snapshots, decoding and coalescing, off the UI thread.
 
 `FeedWorker` is a QObject moved to its own QThread. Its loop owns the SUB
-socket and a request Client of its own (ZeroMQ sockets belong to one thread),
-follows the Clone pattern (the core's SeqTracker, storypulse.clone, as `watch`
-does), and hands the UI one `FeedBatch` at most every 1/`max_rate` seconds,
-however many messages arrived: one signal per message would flood the UI
-thread's event queue.
+socket and a request Client of its own (ZeroMQ sockets belong to one thread);
+what to apply and when to ask for a snapshot is the core's FeedSession
+(storypulse.feed_session, the rules `watch` follows too). It hands the UI one
+`FeedBatch` at most every 1/`max_rate` seconds, however many messages
+arrived: one signal per message would flood the UI thread's event queue.
 """
 
 from __future__ import annotations
@@ -19,16 +19,20 @@ import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from storypulse import protocol
-from storypulse.client import Client, RequestError, ServerUnavailable
-from storypulse.clone import APPLY, GAP, RESTARTED, SeqTracker
+from storypulse.client import Client, PendingRequest, RequestError, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from storypulse.events import ready_events, subscriber
+from storypulse.events import ready_events, subscriber, wait_for_input
+from storypulse.feed_session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, Apply, AskSnapshot,
+                                     Decision, FeedSession, Load, StateChanged)
 from storypulse.security import MissingKey
 
 from .threads import stop_thread
 
-CONNECTING, CONNECTED, RECONNECTING, DISCONNECTED = "connecting", "connected", "reconnecting", "disconnected"
+__all__ = ["CONNECTED", "CONNECTING", "DISCONNECTED", "RECONNECTING", "Feed", "FeedBatch", "FeedWorker"]
+
 MAX_STORY_EVENTS = 5_000  # per batch; beyond this the UI only needs to know it missed some
+REQUEST_TIMEOUT_S = 1.5
+IDLE_POLL_S = 0.1  # the longest poll: how soon a stop is noticed
 
 
 @dataclass
@@ -46,18 +50,28 @@ class FeedBatch:
     def __bool__(self) -> bool:
         return bool(self.snapshot or self.stats or self.story_events or self.pool_events or self.story_events_dropped)
 
+    def add(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> None:
+        self.messages += 1
+        if isinstance(event, protocol.Stats):
+            self.stats.append(event)
+        elif isinstance(event, protocol.StoryEvent):
+            if len(self.story_events) < MAX_STORY_EVENTS:
+                self.story_events.append(event)
+            else:
+                self.story_events_dropped += 1
+        else:
+            self.pool_events.append(event)
+
 
 class FeedWorker(QObject):
     batch_ready = Signal(object)  # FeedBatch
     state_changed = Signal(str, str)  # state, detail (server version or reason)
 
-    def __init__(self, endpoints: Endpoints, *, history_seconds: int = 3600, max_rate: float = 30.0,
-                 silence_s: float = 2.0):
+    def __init__(self, endpoints: Endpoints, *, history_seconds: int = 3600, max_rate: float = 30.0):
         super().__init__()
         self.endpoints = endpoints
         self.history_seconds = history_seconds
         self.min_emit_gap = 1.0 / max_rate
-        self.min_silence_s = silence_s
         self.decode_thread_id: int | None = None
         self.messages_total = 0
         self.snapshots_taken = 0
@@ -75,125 +89,115 @@ class FeedWorker(QObject):
     def run(self) -> None:
         self.decode_thread_id = threading.get_ident()
         try:  # CURVE keys are needed off loopback
-            client = Client(self.endpoints, timeout=1.5)
-            # Subscribe before the snapshot (Clone pattern), with room for bursts
-            # while the snapshot request is in flight.
+            client = Client(self.endpoints, timeout=REQUEST_TIMEOUT_S)
+            # Subscribe before the snapshot (Clone pattern), with room for bursts.
             sub = subscriber(self.endpoints, b"", rcvhwm=200_000)
         except MissingKey as exc:
             self._set_state(DISCONNECTED, str(exc))
             return
         try:
-            self._loop(sub, client)
+            _Loop(self, sub, client).run()
         finally:
             client.close()
             sub.close(linger=0)
             self._set_state(DISCONNECTED, "stopped")
 
-    def _loop(self, sub: zmq.Socket, client: Client) -> None:
-        tracker = SeqTracker()
-        pending = FeedBatch(decoded_in_thread=self.decode_thread_id or 0)
-        need_snapshot, next_attempt = True, 0.0
-        last_emit = last_message = time.monotonic()
-        interval = 0.25  # stats interval, learnt from the stream
-        last_stats_ts: float | None = None
-        last_data_at: float | None = None  # wall clock of the last stats applied
-        version = ""
-        self._set_state(CONNECTING, str(self.endpoints))
-
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if need_snapshot and now >= next_attempt:
-                try:
-                    if not version or self._state != CONNECTED:
-                        ping = self._request(client, "ping")
-                        if ping is None:
-                            break  # stopping
-                        version = ping.server_version
-                    # The full history only when the charts have nothing; after a gap or an
-                    # outage, just the missing part (a full hour is a megabyte to send).
-                    history = self.history_seconds
-                    if last_data_at is not None:
-                        history = int(min(history, max(0.0, time.time() - last_data_at) + 5))
-                    snap = self._request(client, "snapshot", history_seconds=history)
-                    if snap is None:
-                        break  # stopping
-                except (ServerUnavailable, RequestError, msgspec.MsgspecError, zmq.ZMQError) as exc:
-                    next_attempt = time.monotonic() + 1.0
-                    if self._state in (CONNECTING, DISCONNECTED):
-                        self._set_state(DISCONNECTED, f"{self.endpoints}: {exc}")
-                    else:
-                        self._set_state(RECONNECTING, str(self.endpoints))
-                else:
-                    tracker.reset(snap.seq, snap.stats.ts)
-                    last_data_at = time.time()
-                    self.snapshots_taken += 1
-                    need_snapshot = False
-                    pending = FeedBatch(snapshot=snap, decoded_in_thread=self.decode_thread_id or 0)
-                    last_message = time.monotonic()
-                    last_emit = 0.0  # show it at once
-                    self._set_state(CONNECTED, version)
-
-            wait = self.min_emit_gap if pending else 0.1
-            if sub.poll(int(wait * 1000)):
-                for event in ready_events(sub):  # bounded, so a flood cannot starve the emit below
-                    if event is None:
-                        self.bad_messages += 1
-                        continue
-                    last_message = time.monotonic()
-                    self.messages_total += 1
-                    verdict = tracker.classify(event.seq, event.ts)
-                    if verdict == GAP:
-                        # Keep showing data meanwhile; a snapshot repairs counts and the table.
-                        tracker.skip_to(event.seq)
-                        if not need_snapshot:
-                            need_snapshot = True
-                            next_attempt = max(next_attempt, time.monotonic())
-                        verdict = APPLY
-                    elif verdict == RESTARTED:
-                        need_snapshot, next_attempt = True, 0.0
-                        continue
-                    if verdict != APPLY:
-                        continue
-                    pending.messages += 1
-                    if isinstance(event, protocol.Stats):
-                        if last_stats_ts is not None and event.ts > last_stats_ts:
-                            interval = 0.8 * interval + 0.2 * min(event.ts - last_stats_ts, 5.0)
-                        last_stats_ts = event.ts
-                        last_data_at = time.time()
-                        pending.stats.append(event)
-                    elif isinstance(event, protocol.StoryEvent):
-                        if len(pending.story_events) < MAX_STORY_EVENTS:
-                            pending.story_events.append(event)
-                        else:
-                            pending.story_events_dropped += 1
-                    else:
-                        pending.pool_events.append(event)
-
-            now = time.monotonic()
-            if pending and now - last_emit >= self.min_emit_gap:
-                self.batch_ready.emit(pending)
-                pending = FeedBatch(decoded_in_thread=self.decode_thread_id or 0)
-                last_emit = now
-            silence_limit = max(self.min_silence_s, 3 * interval)
-            if self._state == CONNECTED and now - last_message > silence_limit:
-                # Quiet is not dead: stats come every interval, so this long without any is.
-                self._set_state(RECONNECTING, str(self.endpoints))
-                need_snapshot, next_attempt = True, 0.0
-                version = ""
-
-    def _request(self, client: Client, op: str, **fields):
-        """One request, waiting in short slices so that a stop is noticed at once; None if stopped."""
-        pending = client.request(op, **fields)
-        while not self._stop.is_set():
-            done, result = pending.take(0.1)
-            if done:
-                return result
-        return None
-
     def _set_state(self, state: str, detail: str) -> None:
         if state != self._state:
             self._state = state
             self.state_changed.emit(state, detail)
+
+
+class _Loop:
+    """One run of the feed thread: the sockets and the batching around a FeedSession."""
+
+    def __init__(self, worker: FeedWorker, sub: zmq.Socket, client: Client):
+        self.worker, self.sub, self.client = worker, sub, client
+        self.session = FeedSession(history_seconds=worker.history_seconds, now=time.monotonic())
+        self.pending = self._new_batch()
+        self.last_emit = time.monotonic()
+        self.request: PendingRequest | None = None  # the ping or snapshot in flight
+        self.snapshot_history = 0  # the snapshot to ask for once the ping is answered
+        self.version = ""
+
+    def _new_batch(self, snapshot: protocol.SnapshotResult | None = None) -> FeedBatch:
+        return FeedBatch(snapshot=snapshot, decoded_in_thread=self.worker.decode_thread_id or 0)
+
+    def run(self) -> None:
+        worker, session, sub = self.worker, self.session, self.sub
+        worker._set_state(CONNECTING, str(worker.endpoints))
+        while not worker._stop.is_set():
+            now = time.monotonic()
+            self._follow(session.tick(now))
+            wait = min(worker.min_emit_gap if self.pending else IDLE_POLL_S, session.next_tick() - now)
+            events = wait_for_input(sub, self.request, wait)
+            if self.request is not None:
+                self._take_reply()
+            if events:
+                for event in ready_events(sub):  # bounded, so a flood cannot starve the emit below
+                    if event is None:
+                        worker.bad_messages += 1
+                        continue
+                    worker.messages_total += 1
+                    self._follow(session.event(event, time.monotonic()))
+            now = time.monotonic()
+            if self.pending and now - self.last_emit >= worker.min_emit_gap:
+                self._emit(now)
+
+    def _emit(self, now: float) -> None:
+        self.worker.batch_ready.emit(self.pending)
+        self.pending = self._new_batch()
+        self.last_emit = now
+
+    def _follow(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, Apply):
+                self.pending.add(decision.event)
+            elif isinstance(decision, Load):
+                if self.pending:  # what was applied before it goes first, in its own batch
+                    self._emit(time.monotonic())
+                self.pending = self._new_batch(decision.snapshot)
+                self.last_emit = 0.0  # show it at once
+                self.worker.snapshots_taken += 1
+            elif isinstance(decision, AskSnapshot):
+                self._ask(decision.history_seconds)
+            elif isinstance(decision, StateChanged):
+                self._show_state(decision)
+
+    def _show_state(self, change: StateChanged) -> None:
+        endpoints = self.worker.endpoints
+        if change.state == CONNECTED:
+            self.worker._set_state(CONNECTED, self.version)
+        else:
+            self.worker._set_state(change.state, f"{endpoints}: {change.reason}")
+
+    def _ask(self, history_seconds: int) -> None:
+        # The server's version is shown while connected: ask for it first when (re)connecting.
+        self.snapshot_history = history_seconds
+        try:
+            if not self.version or self.session.state != CONNECTED:
+                self.request = self.client.request("ping")
+            else:
+                self.request = self.client.request("snapshot", history_seconds=history_seconds)
+        except zmq.ZMQError as exc:
+            self._follow(self.session.snapshot_failed(str(exc), time.monotonic()))
+
+    def _take_reply(self) -> None:
+        request = self.request
+        assert request is not None
+        try:
+            done, result = request.take(0)
+            if done and request.op == "ping":
+                self.version = result.server_version
+                self.request = self.client.request("snapshot", history_seconds=self.snapshot_history)
+                return
+        except (ServerUnavailable, RequestError, msgspec.MsgspecError, zmq.ZMQError) as exc:
+            self.request = None
+            self._follow(self.session.snapshot_failed(str(exc), time.monotonic()))
+            return
+        if done:
+            self.request = None
+            self._follow(self.session.snapshot_reply(result, time.monotonic()))
 
 
 class Feed(QObject):

@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--no-deb", action="store_true", help="bundles only")
     parser.add_argument("--compression", choices=["xz", "zstd", "gzip", "none"],
                         default=os.environ.get("STORYPULSE_DEB_COMPRESSION", "xz"),
-                        help="of the .deb: xz (default; every dpkg reads it, ~2 min here) or "
-                             "zstd (seconds, ~30%% larger, dpkg >= 1.21.18: Debian 12, Ubuntu 22.04)")
+                        help="of the .deb: xz (default; every dpkg reads it; minutes on two cores) "
+                             "or zstd (seconds, ~40%% larger, dpkg >= 1.21.18: Debian 12, Ubuntu 22.04)")
     args = parser.parse_args()
 
     start = time.monotonic()

@@ -21,7 +21,8 @@ from storypulse.security import (ClientSecurity, MissingKey, client_security_for
                              default_key_dir)
 
 from . import logs
-from .config import DEFAULTS, DURABILITY_LEVELS, LOG_FORMATS, LOG_LEVELS, ConfigError, ServerConfig
+from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_FORMATS, LOG_LEVELS, ConfigError, ServerConfig,
+                     meaning_of_choices)
 
 log = logging.getLogger("storypulse.server")
 
@@ -67,10 +68,7 @@ def server_parser() -> argparse.ArgumentParser:
         help="queued tasks held in memory; the rest of the backlog stays in the database and is "
              f"read in as memory runs low (default {d['queue_window']})")
     add("--durability", choices=DURABILITY_LEVELS,
-        help="power-loss: a story is acknowledged only once it is flushed to disk, so it survives "
-             "a power cut (SQLite synchronous=FULL, PostgreSQL synchronous_commit=on); crash: it "
-             "survives a crash of the server, but the last commits may be lost with the power "
-             f"(synchronous=NORMAL / synchronous_commit=off) (default {d['durability']})")
+        help=f"{meaning_of_choices('durability')} (default {d['durability']})")
     add("--flow-window", type=float, metavar="S",
         help="lead and cycle times (p50, p85, p95) are taken over the stories completed in the "
              f"last S seconds (default {d['flow_window']:g})")
@@ -118,9 +116,9 @@ def command(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
-    from .dberrors import database_errors, exit_code, explain
-    from .loop import Server
+    from .dberrors import database_errors, startup_failure
     from .daemon import Daemon
+    from .loop import Server
     from .sockets import listen
     from .store import Store, describe
 
@@ -131,9 +129,10 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
         store = Store.open(config.db, config.durability, exclusive=True)
     except Exception as exc:  # anything the file, the URL or the database server can do
         log.debug("opening the database failed", exc_info=True)
-        cause = explain(config.db, exc)
-        log.critical("cannot start: %s", cause, extra=_start_failed(cause, exit_code(cause)))
-        return exit_code(cause)
+        failure = startup_failure(config.db, exc)
+        log.critical("cannot start: %s", failure.message,
+                     extra=_start_failed(failure.message, failure.exit_code))
+        return failure.exit_code
     in_force = store.durability_in_force()
     log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
              describe(store.db), config.durability, in_force,
@@ -155,10 +154,10 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
         return server.run()
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
-        cause = explain(config.db, exc)
-        log.critical("stopped: %s", cause, extra={"event": "stopped", "cause": cause,
-                                                  "exit_code": exit_code(cause)})
-        return exit_code(cause)
+        failure = startup_failure(config.db, exc)
+        log.critical("stopped: %s", failure.message, extra={
+            "event": "stopped", "cause": failure.message, "exit_code": failure.exit_code})
+        return failure.exit_code
 
 
 def _start_failed(cause: str, code: int) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from storypulse import protocol
@@ -21,10 +21,17 @@ from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")  # json: one object a line (server/logs.py)
-# power-loss: every commit is flushed to disk before its reply (SQLite synchronous=FULL,
-# PostgreSQL synchronous_commit=on); crash: it survives a crash of the server process, but
-# the last commits may be lost with the power (synchronous=NORMAL / synchronous_commit=off).
-DURABILITY_LEVELS = ("power-loss", "crash")
+# What each --durability level promises, and what it asks of each database: the one text of
+# it. `storypulse server --help` is made from it; tests hold docs/install.md, the packaged
+# server.toml and each store's settings (store/sqlite.py, store/postgres.py) to it.
+DURABILITY_LEVELS = {
+    "power-loss": "a story is acknowledged only once it is flushed to disk, so it survives a "
+                  "power cut or an OS crash (SQLite synchronous=FULL, PostgreSQL "
+                  "synchronous_commit=on)",
+    "crash": "it survives a crash of the server, but the last commits before a power cut may be "
+             "lost (SQLite synchronous=NORMAL; PostgreSQL synchronous_commit=off, which also "
+             "loses them in a crash of the database server)",
+}
 
 
 class ConfigError(ValueError):
@@ -58,7 +65,8 @@ class ServerConfig:
     queue_window: int = 20_000  # queued tasks held in memory; the rest is read from the database
     lease_max_tasks: int = 256  # tasks in one lease of tiny tasks
     lease_max_s: float = 0.005  # scaled estimate-seconds in one lease of tiny tasks
-    durability: str = "power-loss"  # an acknowledged story survives power loss, not only a crash
+    durability: str = field(default="power-loss", metadata={
+        "choices": DURABILITY_LEVELS, "note": "the server logs the setting in force at start"})
     flow_window: float = 60.0  # lead and cycle times are taken over the stories completed this recently
     wip_limit: int = 0  # stories in progress at once; 0: no limit
     log_level: str = "info"
@@ -129,3 +137,11 @@ class ServerConfig:
 
 # The defaults by name (the command line's help shows them).
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+
+
+def meaning_of_choices(name: str) -> str:
+    """What each value of the setting `name` means, from its field's metadata: the text of
+    its --help and of its row in docs/install.md."""
+    metadata = next(f for f in dataclasses.fields(ServerConfig) if f.name == name).metadata
+    text = "; ".join(f"{value}: {meaning}" for value, meaning in metadata["choices"].items())
+    return f"{text}; {metadata['note']}" if "note" in metadata else text

@@ -81,7 +81,7 @@ class Daemon:
     def ready(self, service) -> None:
         if self.notifier is not None:
             self.notifier.ready(f"serving: {service.state.open_stories} open stories, "
-                                f"{service.completed_stories} completed (restored)")
+                                f"{service.figures.completed_stories} completed (restored)")
             if self.notifier.watchdog_s:
                 log.info("systemd watchdog: %g s; kicked from the loop every %g s",
                          self.notifier.watchdog_s, self.notifier.kick_every)

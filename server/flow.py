@@ -3,11 +3,9 @@
 Pure: every method takes `now` (monotonic seconds), so tests drive it with a
 fake clock. A completion at `at` is in the window while `now - at < window`.
 
-Percentiles are exact, by the nearest-rank definition: of n values sorted
-ascending, the p-th percentile is the value at rank ceil(p/100 * n) (1-based),
-the smallest value that at least p % of the values do not exceed. It is
-always one of the observed values, so a client that collects the same lead
-times gets the very same number.
+Percentiles are exact, by nearest rank (storypulse.percentiles, the one rule
+every side ranks by): always one of the observed values, so a client that
+collects the same lead times gets the very same number.
 
 The values are kept in two `sortedcontainers.SortedList`s (insert, remove and
 index in O(log n)); expiry walks a deque in completion order, and a deleted
@@ -22,12 +20,13 @@ beyond it the oldest completions leave the window early.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from sortedcontainers import SortedList
+
+from storypulse.percentiles import nearest_rank
 
 SAMPLES_MAX = 250_000
 
@@ -38,6 +37,7 @@ class Completed(NamedTuple):
     completed_at: float  # wall clock
     lead_s: float
     cycle_s: float
+    work_s: float | None = None  # time one of its tasks ran on a worker; None: not known
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,8 @@ class FlowFigures:
     cycle_p50_s: float | None
     cycle_p85_s: float | None
     cycle_p95_s: float | None
-
-
-def nearest_rank(ordered, p: float) -> float | None:
-    """The p-th percentile (0 < p <= 100) of values sorted ascending; None if there are none."""
-    n = len(ordered)
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(p / 100 * n - 1e-9))  # 1e-9: 0.95 * 20 is 19.000000000000004
-    return ordered[rank - 1]
+    # work time / cycle time of the stories in the window whose work time is known
+    flow_efficiency: float | None = None
 
 
 class FlowWindow:
@@ -75,23 +68,28 @@ class FlowWindow:
         self.cycle = SortedList()
         # in microseconds, so that adding and taking away leaves no rounding behind
         self._lead_sum_us = 0
+        self._work_sum_us = 0  # of the stories whose work time is known
+        self._worked_cycle_sum_us = 0  # their cycle times
 
     def __len__(self) -> int:
         return len(self.live)
 
     def add(self, at: float, story_id: int, completed_at: float, lead_s: float,
-            cycle_s: float) -> None:
+            cycle_s: float, work_s: float | None = None) -> None:
         """A story completed at `at`; completions must come in time order (an earlier one is
         clamped to the last). Expiry waits for the next look (figures, recent)."""
         entries = self.entries
         if entries and at < entries[-1].at:
             at = entries[-1].at
-        entry = Completed(at, story_id, completed_at, lead_s, cycle_s)
+        entry = Completed(at, story_id, completed_at, lead_s, cycle_s, work_s)
         entries.append(entry)
         self.live[story_id] = entry
         self.lead.add(lead_s)
         self.cycle.add(cycle_s)
         self._lead_sum_us += round(lead_s * 1e6)
+        if work_s is not None:
+            self._work_sum_us += round(work_s * 1e6)
+            self._worked_cycle_sum_us += round(cycle_s * 1e6)
         if len(entries) > self.samples_max:
             self._drop(entries.popleft())
 
@@ -109,6 +107,9 @@ class FlowWindow:
         self.lead.remove(entry.lead_s)
         self.cycle.remove(entry.cycle_s)
         self._lead_sum_us -= round(entry.lead_s * 1e6)
+        if entry.work_s is not None:
+            self._work_sum_us -= round(entry.work_s * 1e6)
+            self._worked_cycle_sum_us -= round(entry.cycle_s * 1e6)
 
     def discard(self, story_id: int) -> bool:
         """Take a (deleted) story out of the window; True if it was there."""
@@ -138,6 +139,8 @@ class FlowWindow:
             cycle_p50_s=nearest_rank(cycle, 50),
             cycle_p85_s=nearest_rank(cycle, 85),
             cycle_p95_s=nearest_rank(cycle, 95),
+            flow_efficiency=(min(1.0, self._work_sum_us / self._worked_cycle_sum_us)
+                             if self._worked_cycle_sum_us > 0 else None),
         )
 
     def recent(self, now: float, limit: int) -> list[Completed]:

@@ -1,23 +1,8 @@
-"""The work in memory: a window onto the queue, the live tasks, the open stories in memory.
+"""The scheduling rules: which task starts next, in which stage, within which WIP limits.
 
-Pure bookkeeping (no I/O, no clock): the service decides what to write and what
-to read, this module keeps the figures that stats and the scheduler need in step.
+Pure (no I/O, no clock: every time is passed in), on top of the work in memory
+(backlog.py: the live tasks, the stories, the queues, the window onto the disk).
 
-The backlog does not live in memory. The queue in task id order (creation
-order) is: the tasks in memory (`queue`), then the stories that are only on
-disk (the *backlog*: every task id above `cursor`, in whole stories). Of the
-backlog only counts are kept (`backlog_tasks`, `backlog_ms`, `backlog_stories`);
-`refill` takes the next stories from the database in id order when fewer than
-half a `window` of tasks wait in memory. A new story goes to memory while the
-backlog is empty and the window has room, else to the backlog; so the two
-never overlap, and memory holds at most about a window of waiting tasks plus
-the running ones and the stories they belong to.
-
-- `queue` holds queued task ids in creation order; a task put back after a
-  worker died goes to the front. Removal is lazy: an id whose task is no
-  longer live (deleted, done) or is running is skipped when it reaches the front.
-- `live` holds every task that is not done, queued or running.
-- `stories` holds every open story with the count of its unfinished tasks.
 - `in_progress` counts the open stories one of whose tasks has started (been
   handed to a worker). With a WIP limit (`wip_limit` > 0) a story starts only
   while fewer than that are in progress; tasks of started stories always go.
@@ -30,292 +15,323 @@ before every queued task of a waiting one. So when the limit is reached and
 the front task belongs to a waiting story, nothing queued may start (`held`):
 a look at the front of the queue tells, with no scan (with nothing waiting in
 memory, the next task is the backlog's: of a waiting story).
+
+**Stages** (docs/flow.md). With a workflow of several stages each stage has its own
+queue (stages.py: the first stage's is `queue`) that its own workers lease from
+(`take_lease(..., stage=i)`). A story's tasks of its *current* stage are live; those of
+its later stages wait on the story (`later`, parked) and go live, at the back of their
+stage's queue, when the last task of the stage before is done: so no task starts
+before every task of the story's earlier stages is done, and a stage where the story
+has no task is skipped. A story *counts in* a stage (`counted`) from the start of its
+first task there until it starts its next stage or is done; a stage's WIP limit bounds
+the stories that count in it, so a full stage downstream stops the stages before it
+from pulling. The same front-of-queue argument holds per stage, with one more queue
+per later stage for new stories that skip the stages before (stages.py).
+
+**Blocked work**: a task created with a block (`block_ms`) is blocked when it first
+starts: it leaves the queue, its worker takes the next task, and at `blocked_until` (a
+wall time, stored, so a restart keeps it) `release_blocks` puts it at the front of its
+stage's queue; it then runs its estimate. A blocked task has `running` None.
+
+**Work time** (flow efficiency): a story works while one of its tasks is on a worker.
+`take_lease` counts, per story, the leases that hold its tasks (`leased` lists them for
+the caller to keep with the lease); `lease_ended` closes them and adds the time since the
+first opened to the story's `work_s`: the union of its tasks' run times.
+
+With one stage every path is the one above: the per-stage task counts are not kept
+(the totals are that stage's). Per task nothing more is done than before stages; per
+story in a lease, a few counts more (its stage, its work time).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Iterable
+from heapq import heappop, heappush
+from typing import Iterable, Sequence
+
+from storypulse.workflow import DEFAULT_STAGE
+
+from .backlog import WINDOW_DEFAULT, WorkMemory
+from .records import LiveTask, OpenStory
+from .stages import Stage, StageFigures
+
+__all__ = ["WINDOW_DEFAULT", "LiveTask", "OpenStory", "WorkState"]
 
 
-class LiveTask:
-    __slots__ = ("story_id", "estimate_ms", "attempts", "running", "started_at")
-
-    def __init__(self, story_id: int, estimate_ms: int, attempts: int = 0):
-        self.story_id = story_id
-        self.estimate_ms = estimate_ms
-        self.attempts = attempts  # dispatches so far; written at completion
-        self.running = False
-        self.started_at = 0.0  # wall clock of the lease that runs it
-
-
-class OpenStory:
-    __slots__ = ("remaining", "total", "task_ids", "created_at", "started_at")
-
-    def __init__(self, total: int, task_ids: Iterable[int], remaining: int | None = None,
-                 created_at: float = 0.0, started_at: float | None = None):
-        self.total = total
-        self.task_ids = task_ids  # a range for new stories; a list after a restart
-        self.remaining = total if remaining is None else remaining
-        self.created_at = created_at  # wall clock
-        self.started_at = started_at  # wall clock of its first task's start; None: waiting
-
-
-WINDOW_DEFAULT = 20_000  # waiting tasks held in memory
-
-
-class WorkState:
-    def __init__(self, window: int = WINDOW_DEFAULT) -> None:
-        self.queue: deque[int] = deque()
-        self.live: dict[int, LiveTask] = {}
-        self.stories: dict[int, OpenStory] = {}
-        self.window = window
-        self.queued = 0  # tasks waiting: in memory and in the backlog
-        self.queued_ms = 0  # sum of unscaled estimates of queued tasks
-        # live tasks waiting in memory (the queue may hold more ids: lazy removal)
-        self.mem_queued = 0
-        self.backlog_tasks = 0  # tasks of the stories only on disk (all waiting)
-        self.backlog_ms = 0
-        self.backlog_stories = 0
-        self.cursor = 0  # every task id above it is in the backlog (or not yet created)
-        self.running = 0
-        self.in_progress = 0  # open stories with a started task
-        self.wip_limit = 0  # 0: none
-        self.started: list[int] = []  # stories started by leases since the caller last took them
+class WorkState(WorkMemory):
+    def __init__(self, window: int = WINDOW_DEFAULT, stages: Sequence[str] = (DEFAULT_STAGE,)) -> None:
+        super().__init__(window, stages)
+        if self.staged:
+            self.complete = self._complete_staged  # type: ignore[method-assign]
 
     @property
     def dispatchable(self) -> bool:
-        """Something queued may be handed out now."""
-        return self.mem_queued > 0 and not self.held()
+        """Something queued may be handed out now (in some stage)."""
+        if not self.staged:
+            return self.mem_queued > 0 and not self.held()
+        return any(self.dispatchable_in(i) for i in range(len(self.stages)))
 
-    @property
-    def open_stories(self) -> int:
-        return len(self.stories) + self.backlog_stories
+    def dispatchable_in(self, stage: int) -> bool:
+        if not self.staged:
+            return self.mem_queued > 0 and not self.held()
+        return self.stages[stage].ready > 0 and not self.held(stage)
 
-    def wants_refill(self) -> bool:
-        """The backlog has stories and memory runs low: read the next ones (`refill`)."""
-        return self.backlog_tasks > 0 and self.mem_queued <= self.window // 2
-
-    def held(self) -> bool:
-        """The WIP limit keeps every queued task waiting (see above): the limit is reached and
-        the first queued task's story has not started. Drops dead ids at the front on the way."""
-        if not self.wip_limit or self.in_progress < self.wip_limit:
+    def held(self, stage: int = 0) -> bool:
+        """A WIP limit keeps every queued task of the stage waiting (see above): at the front of
+        each of its queues is a story that has not started the stage, and the stage is full, or
+        the story has not started at all and the system is. Drops dead ids at the front on the way."""
+        st = self.stages[stage]
+        stage_full = st.wip_limit and st.stories >= st.wip_limit
+        if not stage_full and (not self.wip_limit or self.in_progress < self.wip_limit):
             return False
-        queue, live = self.queue, self.live
-        while queue:
-            task = live.get(queue[0])
-            if task is None or task.running:
-                queue.popleft()  # lazy removal, as take_lease does
-                continue
-            story = self.stories.get(task.story_id)
-            return story is not None and story.started_at is None
-        return self.backlog_tasks > 0  # next comes a backlog story: not started
+        live = self.live
+        fronts = False
+        for queue in st.queues():
+            while queue:
+                task = live.get(queue[0])
+                if task is None or task.running:
+                    queue.popleft()  # lazy removal, as take_lease does
+                    continue
+                story = self.stories.get(task.story_id)
+                if story is None or story.counted is st:
+                    return False
+                if not stage_full and story.started_at is not None:
+                    return False  # in progress: the system's limit does not apply
+                fronts = True
+                break
+        return fronts or self.backlog_tasks > 0  # next comes a backlog story: not started
 
     def set_wip_limit(self, limit: int) -> None:
         self.wip_limit = limit
 
-    # -- adding work --------------------------------------------------------------
-    def add_story(self, story_id: int, first_task_id: int, estimates: list[int],
-                  created_at: float = 0.0) -> range:
-        """A new story: into memory while the backlog is empty and the window has room (a
-        story bigger than the window too, into an empty one), else into the backlog."""
-        count = len(estimates)
-        ids = range(first_task_id, first_task_id + count)
-        work = sum(estimates)
-        self.queued += count
-        self.queued_ms += work
-        if self.backlog_tasks or (self.mem_queued and self.mem_queued + count > self.window):
-            self.backlog_tasks += count
-            self.backlog_ms += work
-            self.backlog_stories += 1
-            return ids
-        live = self.live
-        for task_id, estimate in zip(ids, estimates):
-            live[task_id] = LiveTask(story_id, estimate)
-        self.queue.extend(ids)
-        self.stories[story_id] = OpenStory(count, ids, created_at=created_at)
-        self.mem_queued += count
-        self.cursor = ids[-1] if count else self.cursor
-        return ids
+    def set_stage_wip_limit(self, stage: int, limit: int) -> None:
+        self.stages[stage].wip_limit = limit
 
-    def set_backlog(self, stories: int, tasks: int, work_ms: int, cursor: int = 0) -> None:
-        """After a restart: what is queued beyond what `restore_story` put in memory."""
-        self.backlog_stories, self.backlog_tasks, self.backlog_ms = stories, tasks, work_ms
-        self.queued += tasks
-        self.queued_ms += work_ms
-        self.cursor = cursor
+    def demand(self, stage: int = 0) -> tuple[int, int]:
+        """(tasks, unscaled ms) the stage's workers could start now, for its autoscaler: none
+        while a WIP limit holds the stage (more workers would only stand idle). The backlog
+        counts for the first stage, where stories start."""
+        if self.held(stage):
+            return 0, 0
+        if not self.staged:
+            return self.queued, self.queued_ms
+        st = self.stages[stage]
+        if stage == 0:
+            return st.ready + st.backlog, st.ready_ms + st.backlog_ms
+        return st.ready, st.ready_ms
 
-    def refill(self, rows: list[tuple], complete: bool) -> tuple[int, int]:
-        """Whole stories read from the backlog in id order: (task_id, story_id, estimate_ms,
-        attempts, tasks_total, created_at, started_at) of their queued tasks, ids above
-        `cursor`. `complete`: the read reached the end of the table. A story already in memory
-        (a started one read at start-up, ahead of the cursor) is skipped.
-
-        Returns (tasks taken in, backlog stories the end of the table showed were not there,
-        such as an open story with no queued task: 0 unless the database was repaired by hand)."""
-        live, stories, queue = self.live, self.stories, self.queue
-        taken = taken_ms = 0
-        story_id = 0
-        story: OpenStory | None = None
-        for task_id, sid, estimate, attempts, total, created, started in rows:
-            self.cursor = max(self.cursor, task_id)
-            if sid != story_id:
-                story_id = sid
-                if sid in stories:
-                    story = None  # in memory already
-                    continue
-                story = OpenStory(total, [], remaining=0, created_at=created, started_at=started)
-                stories[sid] = story
-                self.backlog_stories -= 1
-                if started is not None:  # cannot happen (started ones are read first); keep true
-                    self.in_progress += 1
-            if story is None:
-                continue
-            live[task_id] = LiveTask(sid, estimate, attempts)
-            queue.append(task_id)
-            story.task_ids.append(task_id)
-            story.remaining += 1
-            taken += 1
-            taken_ms += estimate
-        self.backlog_tasks -= taken
-        self.backlog_ms -= taken_ms
-        self.mem_queued += taken
-        missing = 0
-        if complete and (self.backlog_tasks or self.backlog_stories):
-            # What the counts said is not on disk: trust the disk (and tell).
-            missing = self.backlog_stories
-            self.queued -= self.backlog_tasks
-            self.queued_ms -= self.backlog_ms
-            self.backlog_tasks = self.backlog_ms = self.backlog_stories = 0
-        return taken, missing
-
-    def clear_queue(self) -> int:
-        """Shutting down: take every waiting task off (each stays queued on disk), so nothing
-        more is handed out or read in. Running tasks stay and may still complete; a late Done
-        for a task taken off is ignored (it runs again after a restart). The stories stay
-        open. Returns the tasks taken off."""
-        live = self.live
-        for task_id in self.queue:
-            task = live.get(task_id)
-            if task is not None and not task.running:
-                del live[task_id]
-        self.queue.clear()
-        taken = self.queued
-        self.queued = self.queued_ms = self.mem_queued = 0
-        self.backlog_tasks = self.backlog_ms = 0
-        return taken
-
-    def forget_backlog_story(self, tasks: int, work_ms: int) -> None:
-        """A backlog story is gone (deleted, or its creation refused): `tasks` of it waited."""
-        self.backlog_stories -= 1
-        self.backlog_tasks -= tasks
-        self.backlog_ms -= work_ms
-        self.queued -= tasks
-        self.queued_ms -= work_ms
-
-    def restore_story(self, story_id: int, total: int, tasks: list[tuple[int, int, int]],
-                      created_at: float = 0.0, started_at: float | None = None) -> None:
-        """After a restart: (task_id, estimate_ms, attempts) of its unfinished tasks, by id."""
-        for task_id, estimate, attempts in tasks:
-            self.live[task_id] = LiveTask(story_id, estimate, attempts)
-            self.queue.append(task_id)
-            self.queued_ms += estimate
-        self.queued += len(tasks)
-        self.mem_queued += len(tasks)
-        self.stories[story_id] = OpenStory(total, [t[0] for t in tasks], remaining=len(tasks),
-                                           created_at=created_at, started_at=started_at)
-        if started_at is not None:
-            self.in_progress += 1
-
-    def order_queue(self) -> None:
-        """After a restart: started stories' tasks first, then by id (creation order)."""
-        live, stories = self.live, self.stories
-
-        def waiting(task_id: int) -> bool:
-            story = stories.get(live[task_id].story_id)
-            return story is not None and story.started_at is None
-
-        self.queue = deque(sorted(self.queue, key=lambda task_id: (waiting(task_id), task_id)))
+    def figures(self) -> list[StageFigures]:
+        """Each stage's counts, in workflow order (the totals are their sums)."""
+        if not self.staged:
+            st = self.stages[0]
+            tasks, ms = self.demand(0)
+            return [StageFigures(st.name, self.queued, self.mem_queued, self.running, self.blocked,
+                                 st.stories, st.wip_limit, self.held(0), tasks, ms)]
+        figures = []
+        for st in self.stages:
+            tasks, ms = self.demand(st.index)
+            figures.append(StageFigures(st.name, st.queued, st.ready, st.running, st.blocked,
+                                        st.stories, st.wip_limit, self.held(st.index), tasks, ms))
+        return figures
 
     # -- leases ---------------------------------------------------------------------
     def take_lease(self, time_scale: float, max_tasks: int, max_s: float,
-                   wall: float = 0.0) -> list[tuple[int, int]]:
-        """The next lease: [(task_id, estimate_ms)], or [] if nothing may start.
+                   wall: float = 0.0, stage: int = 0) -> list[tuple[int, int]]:
+        """The next lease of the stage: [(task_id, estimate_ms)], or [] if nothing may start.
 
         A task whose scaled estimate exceeds `max_s` goes alone; tiny tasks go
         together, up to `max_tasks` and `max_s` scaled seconds in all, in queue
         order (a lease stops at the first task that does not fit, or whose story
-        the WIP limit keeps waiting). `wall` is when the lease starts: its tasks'
+        a WIP limit keeps waiting). `wall` is when the lease starts: its tasks'
         `started_at`, and that of the stories it starts (listed in `started`).
+        A task whose block has not started blocks instead (`blocks_started`), and
+        the lease goes on with the next.
         """
-        queue, live, stories = self.queue, self.live, self.stories
+        st = self.stages[stage]
         limit_ms = max_s * 1000 / time_scale if time_scale > 0 else float("inf")
-        wip_limit = self.wip_limit
+        live, stories = self.live, self.stories
+        wip_limit, stage_limit, staged = self.wip_limit, st.wip_limit, self.staged
         lease: list[tuple[int, int]] = []
+        leased: list[OpenStory] = []
+        self.leased = leased
         total_ms = 0
         last_story = 0  # a story's tasks come together: look each story up once
-        while queue and len(lease) < max_tasks:
-            task_id = queue[0]
-            task = live.get(task_id)
-            if task is None or task.running:
-                queue.popleft()  # lazy removal of a deleted or done task
+        queue = st.queue
+        while True:  # the stage's queue, then (a later stage's) new stories: see stages.py
+            waits = False  # the front story waits for a WIP limit
+            while queue and len(lease) < max_tasks:
+                task_id = queue[0]
+                task = live.get(task_id)
+                if task is None or task.running:
+                    queue.popleft()  # lazy removal of a deleted or done task
+                    continue
+                estimate = task.estimate_ms
+                if lease and total_ms + estimate > limit_ms:
+                    break
+                if task.story_id != last_story:
+                    story = stories.get(task.story_id)
+                    if story is not None:
+                        if story.counted is not st:  # it starts the stage
+                            if stage_limit and st.stories >= stage_limit:
+                                waits = True  # it waits, and so does everything behind it
+                                break
+                            if story.started_at is None:
+                                if wip_limit and self.in_progress >= wip_limit:
+                                    waits = True
+                                    break
+                                story.started_at = wall
+                                self.in_progress += 1
+                                self.started.append(task.story_id)
+                            if story.counted is not None:
+                                story.counted.stories -= 1  # it moves on from its last stage
+                            story.counted = st
+                            st.stories += 1
+                            if staged:
+                                self.entered.append((task.story_id, st.index))
+                        if story.blocks:
+                            last_story = 0  # look at each of its tasks: one may block
+                            if task.blocked_until is None and task.block_ms:
+                                queue.popleft()
+                                self._block(task_id, task, story, st, wall, time_scale)
+                                continue
+                        else:
+                            last_story = task.story_id
+                        if not story.leases:
+                            story.active_since = wall
+                        story.leases += 1
+                        leased.append(story)
+                    else:
+                        last_story = task.story_id
+                queue.popleft()
+                lease.append((task_id, estimate))
+                total_ms += estimate
+                if total_ms > limit_ms:
+                    break  # a real task: alone
+            else:
+                waits = True  # this queue is done with: the next may go on
+            if waits and queue is not st.fresh and len(lease) < max_tasks:
+                queue, last_story = st.fresh, 0  # its front may have started the stage already
                 continue
-            estimate = task.estimate_ms
-            if lease and total_ms + estimate > limit_ms:
-                break
-            if task.story_id != last_story:
-                story = stories.get(task.story_id)
-                if story is not None and story.started_at is None:
-                    if wip_limit and self.in_progress >= wip_limit:
-                        break  # it waits, and so does everything behind it
-                    story.started_at = wall
-                    self.in_progress += 1
-                    self.started.append(task.story_id)
-                last_story = task.story_id
-            queue.popleft()
-            lease.append((task_id, estimate))
-            total_ms += estimate
-            if total_ms > limit_ms:
-                break  # a real task: alone
+            break
         for task_id, estimate in lease:
             task = live[task_id]
             task.running = True
             task.attempts += 1
             task.started_at = wall
-        self.queued -= len(lease)
-        self.mem_queued -= len(lease)
-        self.running += len(lease)
+        n = len(lease)
+        self.queued -= n
+        self.mem_queued -= n
+        self.running += n
         self.queued_ms -= total_ms
+        if self.staged:
+            st.running += n
+            st.counts(n, total_ms, ready=-1)
         return lease
 
+    @staticmethod
+    def _count_in(story: OpenStory, st: Stage) -> None:
+        """A story read back in progress counts in stage `st` (as take_lease does it)."""
+        story.counted = st
+        st.stories += 1
+
+    def _block(self, task_id: int, task: LiveTask, story: OpenStory, st: Stage, wall: float,
+               time_scale: float) -> None:
+        until = wall + task.block_ms * time_scale / 1000.0
+        task.blocked_until = until
+        task.running = None
+        story.blocks -= 1
+        heappush(self._blocks, (until, task_id))
+        self.blocks_started.append((task_id, until))
+        estimate = task.estimate_ms
+        self.blocked += 1
+        self.queued -= 1
+        self.mem_queued -= 1
+        self.queued_ms -= estimate
+        if self.staged:
+            st.blocked += 1
+            st.counts(1, estimate, ready=-1)
+
+    def next_unblock(self) -> float | None:
+        """When the next block ends (wall clock), or None if no task is blocked."""
+        heap, live = self._blocks, self.live
+        while heap:
+            until, task_id = heap[0]
+            task = live.get(task_id)
+            if task is not None and task.running is None and task.blocked_until == until:
+                return until
+            heappop(heap)  # its task was deleted or taken off
+        return None
+
+    def release_blocks(self, wall: float) -> list[int]:
+        """The tasks whose block has ended by `wall`, back at the front of their stage's queue
+        (the earliest ended first): their ids."""
+        released: list[int] = []
+        while (until := self.next_unblock()) is not None and until <= wall:
+            released.append(heappop(self._blocks)[1])
+        if not released:
+            return released
+        live, stories = self.live, self.stories
+        fronts: dict[Stage, list[int]] = {}
+        for task_id in released:
+            task = live[task_id]
+            task.running = False
+            story = stories.get(task.story_id)
+            st = story.stage if story is not None and story.stage is not None else self.stages[0]
+            fronts.setdefault(st, []).append(task_id)
+            estimate = task.estimate_ms
+            self.queued_ms += estimate
+            if self.staged:
+                st.blocked -= 1
+                st.counts(1, estimate, ready=1)
+        for st, ids in fronts.items():
+            st.queue.extendleft(reversed(ids))
+        n = len(released)
+        self.blocked -= n
+        self.queued += n
+        self.mem_queued += n
+        return released
+
+    def lease_ended(self, stories: Iterable[OpenStory], wall: float) -> None:
+        """A lease was done or lost at `wall`: the stories `leased` listed when it was taken."""
+        for story in stories:
+            story.leases -= 1
+            if not story.leases:
+                story.work_s += max(0.0, wall - story.active_since)
+
     def requeue_front(self, task_ids: Iterable[int]) -> int:
-        """Put the still-running tasks of a lost lease back at the front, in order."""
-        back = []
+        """Put the still-running tasks of a lost lease back at the front of their stage's queue, in order."""
+        live, stories = self.live, self.stories
+        fronts: dict[Stage, list[int]] = {}
         for task_id in task_ids:
-            task = self.live.get(task_id)
+            task = live.get(task_id)
             if task is not None and task.running:
                 task.running = False
-                back.append(task_id)
+                story = stories.get(task.story_id)
+                st = story.stage if story is not None and story.stage is not None else self.stages[0]
+                fronts.setdefault(st, []).append(task_id)
                 self.queued_ms += task.estimate_ms
-        self.queue.extendleft(reversed(back))
-        self.queued += len(back)
-        self.mem_queued += len(back)
-        self.running -= len(back)
-        return len(back)
+                if self.staged:
+                    st.running -= 1
+                    st.counts(1, task.estimate_ms, ready=1)
+        back = 0
+        for st, ids in fronts.items():
+            st.queue.extendleft(reversed(ids))
+            back += len(ids)
+        self.queued += back
+        self.mem_queued += back
+        self.running -= back
+        return back
 
     # -- completion and deletion ------------------------------------------------------
     def complete(self, task_id: int) -> tuple[LiveTask | None, OpenStory | None]:
         """Record one task done: (its LiveTask, or None if unknown or already done;
-        its story if this finished it, else None)."""
+        its story if this finished it, else None). (With stages: `_complete_staged`.)"""
         task = self.live.pop(task_id, None)
         if task is None:
             return None, None  # unknown, already done, or its story was deleted
         if task.running:
             self.running -= 1
-        else:  # completed by a worker we had given up on, while it waited in the queue
-            self.queued -= 1
-            self.mem_queued -= 1
-            self.queued_ms -= task.estimate_ms
+        elif not self._done_unleased(task_id, task):
+            return None, None
         story = self.stories.get(task.story_id)
         if story is None:
             return task, None
@@ -326,10 +342,72 @@ class WorkState:
             return task, story
         return task, None
 
+    def _complete_staged(self, task_id: int) -> tuple[LiveTask | None, OpenStory | None]:
+        """`complete` with stages: the stage's running count, and the story's next stage when
+        this was the last task of its current one."""
+        task = self.live.pop(task_id, None)
+        if task is None:
+            return None, None
+        story = self.stories.get(task.story_id)
+        if task.running:
+            self.running -= 1
+            if story is not None and story.stage is not None:
+                story.stage.running -= 1
+        elif not self._done_unleased(task_id, task):
+            return None, None
+        if story is None:
+            return task, None
+        story.remaining -= 1
+        if story.remaining > story.parked:
+            return task, None
+        if story.remaining:
+            self._advance(task.story_id, story)
+            return task, None
+        del self.stories[task.story_id]
+        self._stopped(story)
+        return task, story
+
+    def _done_unleased(self, task_id: int, task: LiveTask) -> bool:
+        """A Done for a task no worker holds. One waiting in a queue was finished by a worker we
+        had given up on: it counts (and leaves the queue lazily). One blocked was never handed
+        out: the report is wrong, the task stays blocked."""
+        if task.running is None:
+            self.live[task_id] = task
+            return False
+        estimate = task.estimate_ms
+        self.queued -= 1
+        self.mem_queued -= 1
+        self.queued_ms -= estimate
+        story = self.stories.get(task.story_id)
+        if story is not None:
+            if task.block_ms and task.blocked_until is None:
+                story.blocks -= 1
+            if self.staged and story.stage is not None:
+                story.stage.counts(1, estimate, ready=-1)
+        return True
+
+    def _advance(self, story_id: int, story: OpenStory) -> None:
+        """The story's current stage is done: its next stage's tasks go live at the back of that
+        stage's queue. It still counts in the stage it was in until one of them starts."""
+        later = story.later
+        assert later
+        (index, rows), story.later = later[0], later[1:] or None
+        st = self.stages[index]
+        n, ms = len(rows), sum(r[1] for r in rows)
+        story.parked -= n
+        story.stage = st
+        ready, _ = self._go_live(story_id, story, rows, None)
+        (st.queue if story.started_at is not None else st.fresh).extend(ready)
+        self.mem_queued += n
+        st.counts(n, ms, ready=1, parked=-1)
+
     def _stopped(self, story: OpenStory) -> None:
-        """A story left the open ones (done or deleted): its WIP slot is free."""
+        """A story left the open ones (done or deleted): its WIP slots are free."""
         if story.started_at is not None:
             self.in_progress -= 1
+        if story.counted is not None:
+            story.counted.stories -= 1
+            story.counted = None
 
     def delete_story(self, story_id: int) -> OpenStory | None:
         """Forget an open story and its unfinished tasks; None if it is not open."""
@@ -337,6 +415,7 @@ class WorkState:
         if story is None:
             return None
         self._stopped(story)
+        st, staged = story.stage, self.staged
         for task_id in story.task_ids:
             task = self.live.get(task_id)
             if task is None or task.story_id != story_id:
@@ -344,8 +423,22 @@ class WorkState:
             del self.live[task_id]
             if task.running:
                 self.running -= 1  # its later Done is ignored
+                if staged and st is not None:
+                    st.running -= 1
+            elif task.running is None:
+                self.blocked -= 1  # its heap entry is dropped when it comes up
+                if staged and st is not None:
+                    st.blocked -= 1
             else:
                 self.queued -= 1
                 self.mem_queued -= 1
                 self.queued_ms -= task.estimate_ms
+                if staged and st is not None:
+                    st.counts(1, task.estimate_ms, ready=-1)
+        for index, rows in story.later or ():
+            n, ms = len(rows), sum(r[1] for r in rows)
+            self.queued -= n
+            self.queued_ms -= ms
+            if staged:
+                self.stages[index].counts(n, ms, parked=-1)
         return story

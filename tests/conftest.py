@@ -46,6 +46,17 @@ def inproc_factory(tmp_path):
         srv.close()
 
 
+@pytest.fixture(autouse=True)
+def light_theme_after():
+    """A test that switches the desktop app's theme (a process-wide setting) leaves it light again."""
+    yield
+    import sys
+
+    theme = sys.modules.get("storypulse.desktop.theme")
+    if theme is not None and theme.current() is not theme.LIGHT:
+        theme.use(theme.LIGHT)
+
+
 # -- the installers, built once per session for tests/test_package.py and tests/test_installed.py
 @pytest.fixture(scope="session")
 def dist(tmp_path_factory):

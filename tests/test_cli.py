@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 from storypulse import protocol
 from storypulse.cli.figures import Figures, render
-from storypulse.clone import APPLY, GAP, RESTARTED, STALE
-from support import REPO, free_port_block, wait_for
+from storypulse.cli.watch import Feed, show
+from storypulse.feed_session import AskSnapshot, FeedSession
+from support import REPO, StandInServer, free_port_block, wait_for
 
 
 def storypulse(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -292,25 +295,92 @@ def story(seq: int) -> protocol.StoryEvent:
     return protocol.StoryEvent(seq=seq, ts=100.0, event="created", story_id=seq)
 
 
-def test_figures_apply_only_events_after_the_snapshot():
-    figures = Figures()
-    assert figures.apply(stats(1)) == STALE and figures.stats is None  # nothing to apply to before a snapshot
-    figures.load_snapshot(protocol.SnapshotResult(seq=10, stats=stats(9, completed=5), history=[]))
-    assert figures.apply(stats(8)) == STALE and figures.apply(story(10)) == STALE  # already in the snapshot
-    assert figures.stats.completed_stories == 5
-    assert figures.apply(story(11)) == APPLY
-    assert figures.apply(stats(12, 101.0, completed=6)) == APPLY
+def test_watch_shows_only_events_after_the_snapshot():
+    figures, session = Figures(), FeedSession(history_seconds=120, now=0.0)
+    assert show(figures, session.tick(0.0)) == [AskSnapshot(120)]
+    # Before the snapshot nothing is shown; what came meanwhile waits for it.
+    assert show(figures, session.event(stats(8), 0.1)) == [] and figures.stats is None
+    assert show(figures, session.event(story(10), 0.1)) == []
+    show(figures, session.event(story(11), 0.1))
+    show(figures, session.snapshot_reply(protocol.SnapshotResult(seq=10, stats=stats(9, completed=5), history=[]),
+                                         0.2))
+    assert figures.seq == 11 and figures.stats.completed_stories == 5  # 8 and 10 were in the snapshot
+    show(figures, session.event(stats(12, 101.0, completed=6), 0.3))
     assert figures.seq == 12 and figures.stats.completed_stories == 6
-    assert figures.apply(stats(14)) == GAP  # 13 went missing
+    # 13 went missing: 14 is shown all the same (a stats message is whole), and a snapshot is due.
+    show(figures, session.event(stats(14, 101.5, completed=8), 0.4))
+    assert figures.stats.completed_stories == 8 and session.wanted
 
 
-def test_figures_see_a_restarted_server():
+def test_watch_sees_a_restarted_server():
+    figures, session = Figures(), FeedSession(history_seconds=120, now=0.0)
+    show(figures, session.tick(0.0))
+    show(figures, session.snapshot_reply(protocol.SnapshotResult(seq=500, stats=stats(500), history=[]), 0.1))
+    show(figures, session.event(stats(501, 100.5), 0.2))
+    asks = show(figures, session.event(stats(1, 102.0), 1.5))  # numbering started again
+    assert asks == [AskSnapshot(7)] and figures.seq == 501  # 1.3 s without figures, and a margin
+    show(figures, session.snapshot_reply(protocol.SnapshotResult(seq=3, stats=stats(3, 102.1), history=[]), 1.6))
+    show(figures, session.event(stats(4, 102.2), 1.7))
+    assert figures.seq == 4 and figures.stats.ts == 102.2
+
+
+class QuietServer:
+    """A stand-in server's behaviour (support.StandInServer): stats every turn, until told to be quiet."""
+
+    def __init__(self):
+        self.seq = 0
+        self.quiet = threading.Event()
+
+    def answer(self, request: protocol.Request) -> list[bytes]:
+        return [protocol.ok(request.id, protocol.SnapshotResult(self.seq, stats(self.seq, time.time()), []))]
+
+    def cycle(self) -> list[list[bytes]]:
+        if self.quiet.is_set():
+            return []
+        self.seq += 1
+        return [[protocol.TOPIC_STATS, protocol.encode(stats(self.seq, time.time(), completed=self.seq))]]
+
+
+def test_watch_says_reconnecting_while_the_stream_is_quiet_and_goes_on_after():
+    behaviour = QuietServer()
+    with StandInServer(behaviour.answer, behaviour.cycle) as stand_in:
+        figures = Figures()
+        feed = Feed(stand_in.endpoints, figures, timeout=2)
+        shown: list[str] = []
+
+        def pumped_and_shows(state: str) -> bool:
+            feed.pump(time.monotonic() + 0.05)
+            shown.append(feed.state(time.monotonic()))
+            return shown[-1].startswith(state)
+
+        try:
+            wait_for(lambda: pumped_and_shows("live") and figures.seq > 5, 10, 0, "live figures")
+            behaviour.quiet.set()
+            quiet_at = time.monotonic()
+            wait_for(lambda: pumped_and_shows("reconnecting… (no figures for"), 10, 0, "reconnecting")
+            assert time.monotonic() - quiet_at >= 2.0  # the floor of the silence rule
+            # The stand-in still answers snapshots: they are taken, and the state does not flap.
+            since, taken = len(shown), feed.session.snapshots
+            wait_for(lambda: pumped_and_shows("reconnecting") and feed.session.snapshots >= taken + 2, 10, 0,
+                     "snapshots while quiet")
+            assert all(state.startswith("reconnecting… (no figures for") for state in shown[since:])
+            seen = figures.seq
+            behaviour.quiet.clear()
+            wait_for(lambda: pumped_and_shows("live") and figures.seq > seen, 10, 0, "live again")
+            assert feed.failed_snapshots == 0
+        finally:
+            feed.close()
+
+
+def test_a_snapshot_older_than_the_figures_fills_in_history_and_moves_nothing_back():
     figures = Figures()
-    figures.load_snapshot(protocol.SnapshotResult(seq=500, stats=stats(500), history=[]))
-    assert figures.apply(stats(501)) == APPLY
-    assert figures.apply(stats(1)) == RESTARTED  # numbering started again
-    figures.load_snapshot(protocol.SnapshotResult(seq=3, stats=stats(3), history=[]))
-    assert figures.apply(stats(4)) == APPLY
+    figures.load_snapshot(protocol.SnapshotResult(seq=1, stats=stats(1, 100.0), history=[stats(1, 100.0)]))
+    figures.apply(stats(5, 103.0, completed=5))
+    repair = protocol.SnapshotResult(seq=3, stats=stats(3, 102.0, completed=3),
+                                      history=[stats(1, 100.0), stats(2, 101.0), stats(3, 102.0)])
+    figures.load_snapshot(repair)
+    assert figures.seq == 5 and figures.stats.completed_stories == 5
+    assert [h.ts for h in figures.history] == [100.0, 101.0, 102.0, 103.0]
 
 
 def test_figures_keep_history_at_one_point_a_second_and_the_last_pool_event():
@@ -370,3 +440,19 @@ def test_load_with_poisson_arrivals_and_lognormal_estimates(server):
     assert all(10 <= t["estimate_ms"] <= 1000 for t in story["tasks"])
     bad = storypulse("load", "--arrivals", "bursty", *at(server))
     assert bad.returncode == 2 and "invalid choice: 'bursty'" in bad.stderr
+
+
+def test_load_with_a_scenario_by_name_or_file(server, tmp_path):
+    summary = ok_json("load", "--scenario", "single", "--rate", "20", "--duration", "1", "--seed", "2",
+                      *at(server))
+    assert summary["scenario"] == "single" and summary["arrivals"] == "poisson"  # the scenario's
+    assert summary["stories_created"] > 5 and summary["errors"] == 0 and summary["estimates"] == "per stage"
+    story = ok_json("show", str(ok_json("list", "--limit", "1", *at(server))["stories"][0]["story_id"]),
+                    *at(server))
+    assert 1 <= story["tasks_total"] <= 6 and all(100 <= t["estimate_ms"] <= 5000 for t in story["tasks"])
+    broken = tmp_path / "broken.toml"
+    broken.write_text('name = "x"\n[load]\nrate = 1\n[[stage]]\nname = "a"\ntasks = "3-1"\n')
+    done = storypulse("load", "--scenario", str(broken), *at(server))
+    assert done.returncode == 2 and f"{broken}, line 6: stage 'a': tasks '3-1'" in done.stderr, done.stderr
+    done = storypulse("load", "--scenario", "bottleneck", "--estimates", "uniform", *at(server))
+    assert done.returncode == 2 and "--estimates: the scenario sets each stage's tasks" in done.stderr

@@ -41,3 +41,38 @@ def test_config_validation_names_the_option(options, names):
     with pytest.raises(ConfigError) as err:
         ServerConfig.from_options(options)
     assert names in str(err.value)
+
+
+# -- what durability means: one text, in config.DURABILITY_LEVELS -----------------------
+
+
+def test_each_store_keeps_each_durability_level_as_its_text_says():
+    from storypulse.server.config import DEFAULTS, DURABILITY_LEVELS
+    from storypulse.server.store import BACKENDS
+
+    assert DEFAULTS["durability"] == "power-loss"
+    for backend in BACKENDS:
+        for level, meaning in DURABILITY_LEVELS.items():
+            assert f"{backend.title} {backend.durability_setting(level)}" in meaning, (backend, level)
+
+
+def test_the_help_the_install_guide_and_the_packaged_file_say_what_the_config_says():
+    """The meaning of --durability is written once (the config field's metadata)."""
+    from storypulse.server.cli import server_parser
+    from storypulse.server.config import meaning_of_choices
+    from support import REPO
+
+    meaning = meaning_of_choices("durability")
+    assert meaning.startswith("power-loss: a story is acknowledged only once it is flushed")
+    assert meaning in " ".join(server_parser().format_help().split())
+    (row,) = [line for line in (REPO / "docs" / "install.md").read_text().splitlines()
+              if line.startswith("| `durability` |")]
+    assert row.split(" | ")[-1].rstrip(" |").replace("`", "") == meaning
+    lines = (REPO / "packaging" / "linux" / "server.toml").read_text().splitlines()
+    above = lines[:lines.index('durability = "power-loss"')]
+    comment = []
+    for line in reversed(above):  # the comment block just above the key
+        if not line.startswith("#"):
+            break
+        comment.insert(0, line.lstrip("# "))
+    assert meaning in " ".join(comment)

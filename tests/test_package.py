@@ -124,6 +124,9 @@ def test_the_service_unit_verifies_and_stops_the_server_gently(root, tmp_path):
 def test_the_bundled_server_and_cli_work_a_story_to_the_end(root, tmp_path):
     version = run(cli(root), "server", "--version")
     assert version.returncode == 0 and version.stdout.startswith("storypulse "), version
+    # The scenarios that come with storypulse are in the bundle, found by name.
+    scenario = run(cli(root), "load", "--scenario", "nowhere")
+    assert scenario.returncode == 2 and "(bottleneck, single)" in scenario.stderr, scenario
 
     # The three layers, as the service uses them: the file gives the database and
     # the port, the environment the pool floor, an option the time scale.

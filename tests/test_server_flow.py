@@ -15,7 +15,7 @@ import zmq
 
 from storypulse import protocol
 from storypulse.client import RequestError
-from storypulse.server.flow import nearest_rank
+from storypulse.percentiles import nearest_rank
 from support import EventTap, wait_for
 
 STATS_INTERVAL = 0.1  # the test servers' --stats-interval

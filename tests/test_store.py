@@ -1,20 +1,51 @@
-"""server/store.py: a round trip through SQLite, migrations, error causes, PostgreSQL statements."""
+"""server/store/: the interface on every backend, then what is particular to each.
+
+The interface tests take the `spec` (or `store`) fixture, which gives a new SQLite
+file and, when STORYPULSE_TEST_POSTGRES is set, the test PostgreSQL database emptied:
+a new backend listed in store.BACKENDS gets a param here and passes these.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from storypulse.server.store import Batch, Store, Unavailable
+from storypulse.server.store import (Batch, BadURL, NotStorypulse, PostgresStore, SqliteStore,
+                                     Store, Unavailable, backend_for)
+from support import empty_postgres
+
+POSTGRES = os.environ.get("STORYPULSE_TEST_POSTGRES")
+NEEDS_POSTGRES = pytest.mark.skipif(not POSTGRES, reason="set STORYPULSE_TEST_POSTGRES to a database URL")
 
 
-# -- the store ------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRES)])
+def spec(request, tmp_path) -> str:
+    """A database of each backend with none of storypulse's tables in it yet."""
+    return str(tmp_path / "s.db") if request.param == "sqlite" else empty_postgres(POSTGRES)
 
 
-def test_store_round_trip_and_restart_load(tmp_path):
-    store = Store.open(str(tmp_path / "s.db"))
-    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # full: the default durability, power-loss
+@pytest.fixture
+def store(spec):
+    opened = Store.open(spec)
+    yield opened
+    opened.close()
+
+
+def story_rows(first: int, last: int, tasks: int = 1) -> tuple[list[tuple], list[tuple]]:
+    """Stories first..last, each with `tasks` queued tasks of ids tasks*id + k."""
+    stories = [(s, f"s{s}", "", "open", float(s), tasks) for s in range(first, last + 1)]
+    rows = [(tasks * s + k, s, "", 10 + k, "queued", 0, float(s))
+            for s in range(first, last + 1) for k in range(tasks)]
+    return stories, rows
+
+
+# -- the interface, on every backend ---------------------------------------------------
+
+
+def test_a_turn_round_trips_and_start_up_reads_it_back(spec):
+    store = Store.open(spec)
+    assert type(store) is backend_for(spec)
     batch = Batch()
     batch.stories += [(1, "a", "", "open", 1.0, 2), (2, "b", "d", "open", 2.0, 1),
                       (3, "c", "", "open", 3.0, 1)]
@@ -27,10 +58,11 @@ def test_store_round_trip_and_restart_load(tmp_path):
     store.apply(batch)
     store.close()
 
-    store = Store.open(str(tmp_path / "s.db"))
+    store = Store.open(spec)
     start = store.load()
     assert start.next_story_id == 4 and start.next_task_id == 5  # 3 was deleted, not reused
     assert start.completed_stories == 1 and start.tasks_completed == 1
+    assert start.open_count == 1 and start.queued_count == 2 and start.queued_ms == 5
     assert start.open_stories == {1: (2, 1.0, 9.0)}  # started_at is kept
     assert start.recent_done == []  # only asked for with done_since
     assert store.load(done_since=11.0).recent_done == [(2, 2.0, 9.0, 11.0)]
@@ -42,6 +74,104 @@ def test_store_round_trip_and_restart_load(tmp_path):
     assert [r[0] for r in store.stories("open", 0, 10)] == [1]
     assert store.integrity_ok()
     store.close()
+
+
+def test_the_window_reads_whole_stories_in_id_order(store):
+    stories, tasks = story_rows(1, 6, tasks=3)
+    store.apply(Batch(stories=stories, tasks=tasks))
+    store.apply(Batch(completions=[(1, 1.0, 2.0, [3, 4, 5])], done_stories=[(2.0, [1])],
+                      deleted_stories=[4]))
+    rows, ended = store.window(0, 4)  # 4 tasks asked: the second story comes whole
+    assert [r[0] for r in rows] == [6, 7, 8, 9, 10, 11] and not ended
+    assert rows[0] == (6, 2, 10, 0, 3, 2.0, None)
+    rows, ended = store.window(11, 4)  # story 4 is gone
+    assert [r[1] for r in rows] == [5, 5, 5, 6, 6, 6] and not ended
+    rows, ended = store.window(20, 4)
+    assert rows == [] and ended
+    assert store.load().backlog_after == 5  # before the first task of the oldest open story
+
+
+def test_reads_page_newest_first_and_count_a_storys_queued_work(store):
+    stories, tasks = story_rows(1, 5, tasks=2)
+    store.apply(Batch(stories=stories, tasks=tasks))
+    store.apply(Batch(completions=[(1, 1.0, 2.0, [4, 5])], done_stories=[(2.0, [2])]))
+    assert [r[0] for r in store.stories(None, 1, 2)] == [4, 3]
+    assert [r[0] for r in store.stories("done", 0, 10)] == [2]
+    assert store.open_story_ids() == [1, 3, 4, 5]
+    assert store.queued_of(3) == (2, 21) and store.queued_of(2) == (0, 0)
+
+
+def test_a_commit_retried_after_an_unseen_success_stores_each_row_once(store):
+    """A refusal can hide a commit that happened (the connection dropped before the answer)."""
+    batch = Batch(stories=[(1, "a", "", "open", 1.0, 1)], tasks=[(1, 1, "", 5, "queued", 0, 1.0)])
+    store.apply(batch)
+    batch.completions.append((1, 2.0, 3.0, [1]))
+    batch.done_stories.append((3.0, [1]))
+    with pytest.raises(Unavailable):
+        store.apply(batch)  # the same inserts again: refused as it should be
+    store.apply(batch, again=True)
+    assert store.story(1)[3] == "done" and store.tasks_of(1)[0][3] == "done"
+    assert store.db.execute_sql("SELECT COUNT(*) FROM task").fetchone()[0] == 1
+    start = store.load()
+    assert (start.completed_stories, start.tasks_completed, start.queued_count) == (1, 1, 0)
+
+
+def test_a_refused_write_says_where_stores_none_of_its_rows_and_the_next_goes_in(store):
+    store.apply(Batch(stories=[(1, "a", "", "open", 1.0, 1)], tasks=[(1, 1, "", 5, "queued", 0, 1.0)]))
+    stories, tasks = story_rows(2, 3)
+    with pytest.raises(Unavailable) as refused:
+        store.apply(Batch(stories=stories + [(1, "again", "", "open", 1.0, 1)], tasks=tasks))
+    assert refused.value.cause.startswith(f"database error on {store.where}: ")
+    assert store.story(2) is None  # the whole turn or nothing
+    store.apply(Batch(stories=stories, tasks=tasks))  # the connection is usable again
+    assert store.open_story_ids() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("level", ["power-loss", "crash"])
+def test_each_durability_level_is_in_force_as_the_backend_says(spec, level):
+    store = Store.open(spec, level)
+    try:
+        assert store.durability_in_force() == type(store).durability_setting(level)
+    finally:
+        store.close()
+
+
+def test_the_path_or_url_picks_the_backend():
+    assert backend_for(None) is SqliteStore and backend_for("/var/sp.db") is SqliteStore
+    assert backend_for("sqlite:///sp.db") is SqliteStore
+    assert backend_for("postgresql://u@h/db") is PostgresStore
+    assert backend_for("POSTGRES://u@h/db") is PostgresStore
+    with pytest.raises(BadURL, match="storypulse runs on SQLite or PostgreSQL"):
+        backend_for("mysql://u@h/db")
+    with pytest.raises(BadURL, match="has no database name"):
+        Store.open("postgresql://u@localhost")
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def test_sqlite_pragmas_come_with_every_connection(tmp_path):
+    store = Store.open(str(tmp_path / "s.db"))
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # full: the default durability, power-loss
+    store.close()
+
+
+def test_store_accepts_a_sqlite_url(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'u.db'}")
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.load().next_story_id == 1
+    store.close()
+
+
+def test_a_sqlite_file_may_hold_only_our_tables(tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "other.db") as con:
+        con.execute("CREATE TABLE invoice (id INTEGER PRIMARY KEY)")
+    with pytest.raises(NotStorypulse, match="other tables: invoice"):
+        Store.open(str(tmp_path / "other.db"))
 
 
 def test_a_database_of_an_earlier_version_gets_started_at(tmp_path):
@@ -61,64 +191,38 @@ def test_a_database_of_an_earlier_version_gets_started_at(tmp_path):
     assert Store.open(str(path)).story(1)[-1] is None  # opening again changes nothing
 
 
-def test_store_accepts_a_sqlite_url(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'u.db'}")
-    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.load().next_story_id == 1
-    store.close()
-
-
-def test_failures_are_explained_with_the_cause_and_the_place():
-    from storypulse.server.store import explain
-
-    full = sqlite3_error("database or disk is full")
-    try:
-        try:
-            raise full
-        except Exception:
-            raise RuntimeError("cannot rollback - no transaction is active")
-    except RuntimeError as masked:
-        assert explain(masked, "/data/s.db") == "database is full: /data/s.db"
-    assert explain(sqlite3_error("attempt to write a readonly database"), "/x.db") == \
-        "database is read-only: /x.db"
-    lost = explain(OSError("server closed the connection unexpectedly\n\tThis probably..."),
-                   "postgresql://u@h:5432/d")
-    assert lost == ("database connection lost: postgresql://u@h:5432/d "
-                    "(server closed the connection unexpectedly)")
-    assert explain(ValueError("odd"), "/x.db") == "database error on /x.db: ValueError: odd"
-
-
-def sqlite3_error(message: str) -> Exception:
-    import sqlite3
-
-    return sqlite3.OperationalError(message)
+# -- PostgreSQL --------------------------------------------------------------------------
 
 
 def test_postgres_rows_go_as_arrays_and_a_shared_value_goes_once():
-    from storypulse.server.store import TASK_COLUMNS, TASK_TYPES, _array, _insert_rows
+    from storypulse.server.store.pgsql import TASK_TYPES, array, insert_rows
+    from storypulse.server.store.schema import TASK_COLUMNS
 
     rows = [(1, 7, "", 0, "queued", 0, 5.5), (2, 7, 'a"b\\c', 3, "queued", 0, 5.5)]
-    sql, params = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows)
+    sql, params = insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows)
     assert sql == ("INSERT INTO task (id, story_id, name, estimate_ms, status, attempts, created_at) "
                    "SELECT u.id, %s::bigint, u.name, u.estimate_ms, %s::text, %s::int, %s::float8 "
                    "FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS u(id, name, estimate_ms)")
     assert params == [7, "queued", 0, 5.5, "{1,2}", '{"","a\\"b\\\\c"}', "{0,3}"]
-    one, _ = _insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows[:1])  # the id is always an array
+    one, _ = insert_rows("task", TASK_COLUMNS, TASK_TYPES, rows[:1])  # the id is always an array
     assert one.endswith("FROM unnest(%s::bigint[]) AS u(id)")
-    assert _array([0.1, 1e300, None]) == "{0.1,1e+300,NULL}"
-    assert _array(["x", None], "text") == '{"x",NULL}'
+    assert array([0.1, 1e300, None]) == "{0.1,1e+300,NULL}"
+    assert array(["x", None], "text") == '{"x",NULL}'
 
 
-def test_a_commit_retried_after_an_unseen_success_stores_each_row_once(tmp_path):
-    """A refusal can hide a commit that happened (the connection dropped before the answer)."""
-    store = Store.open(str(tmp_path / "twice.db"))
-    batch = Batch(stories=[(1, "a", "", "open", 1.0, 1)], tasks=[(1, 1, "", 5, "queued", 0, 1.0)])
-    store.apply(batch)
-    batch.completions.append((1, 2.0, 3.0, [1]))
-    batch.done_stories.append((3.0, [1]))
-    with pytest.raises(Unavailable):
-        store.apply(batch)  # the same inserts again: refused as it should be
-    store.apply(batch, again=True)
-    assert store.story(1)[3] == "done" and store.tasks_of(1)[0][3] == "done"
-    assert store.db.execute_sql("SELECT COUNT(*) FROM task").fetchone()[0] == 1
-    store.close()
+@NEEDS_POSTGRES
+def test_a_postgresql_database_may_hold_others_tables_but_not_a_story_table_of_its_own():
+    from playhouse.db_url import connect
+
+    other = connect(empty_postgres(POSTGRES))
+    other.execute_sql("CREATE TABLE IF NOT EXISTS sp_test_invoice (id int)")
+    try:
+        Store.open(POSTGRES).close()
+        other.execute_sql("DROP TABLE story CASCADE")
+        other.execute_sql("CREATE TABLE story (title text)")
+        with pytest.raises(NotStorypulse, match="table story has no column id"):
+            Store.open(POSTGRES)
+    finally:
+        other.execute_sql("DROP TABLE IF EXISTS sp_test_invoice, story")
+        other.close()
+        empty_postgres(POSTGRES)

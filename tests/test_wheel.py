@@ -55,7 +55,8 @@ def test_the_wheel_holds_only_the_storypulse_namespace(wheel):
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"storypulse"} and len(dist_info) == 1, sorted(tops)
     for module in ("storypulse/protocol.py", "storypulse/server/loop.py", "storypulse/desktop/window.py",
-                   "storypulse/__main__.py", "storypulse/server/__main__.py"):
+                   "storypulse/__main__.py", "storypulse/server/__main__.py",
+                   "storypulse/scenarios/single.toml", "storypulse/scenarios/bottleneck.toml"):
         assert module in names, f"{module} missing from the wheel"
 
 
@@ -71,6 +72,10 @@ def test_the_installed_wheel_runs_its_commands_and_a_server(installed, tmp_path)
     assert top.returncode == 0 and "server" in top.stdout and "watch" in top.stdout, top
     server_help = run(installed / "storypulse", "server", "--help")
     assert server_help.returncode == 0 and "--db" in server_help.stdout, server_help
+    # The scenarios that come with storypulse are found by name, away from the source tree.
+    scenarios = run(installed / "python", "-c", "from storypulse import scenario; "
+                    "print(scenario.load('bottleneck').workflow.describe())")
+    assert scenarios.returncode == 0 and scenarios.stdout.strip() == "analysis:1-2,build:1-6,test:1-2", scenarios
     # Without the desktop extra the app says what is missing instead of a traceback.
     desktop = run(installed / "storypulse", "desktop")
     assert desktop.returncode != 0 and "Traceback" not in desktop.stderr, desktop

@@ -30,6 +30,7 @@ import zmq
 
 from storypulse import protocol
 from storypulse.endpoints import Endpoints
+from storypulse.percentiles import nearest_rank
 from ports import bind_server_sockets, free_port_block
 
 RATE_WINDOW_S = 5.0
@@ -40,13 +41,6 @@ class _Story:
     story_id: int
     created_at: float
     started_at: float | None = None
-
-
-def nearest_rank(sorted_values: list[float], q: float) -> float | None:
-    """The q-th percentile by nearest rank: the smallest value with at least q % of them at or below it."""
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, math.ceil(q / 100 * len(sorted_values)) - 1)]
 
 
 class FlowModel:

@@ -68,7 +68,7 @@ def test_watch_drops_garbage_events_and_keeps_the_figures(broken):
                     and feed.bad_events >= 2 * len(fuzzing.BROKEN_EVENTS))
         wait_for(seen, 15, interval=0, what="valid stats past the garbage")
         # The valid stats carry absurd but legal figures (2**62 tasks, 1e300 per second): they draw.
-        lines = render(figures, "stand-in", feed.state(time.monotonic(), 2.0), time.time())
+        lines = render(figures, "stand-in", feed.state(time.monotonic()), time.time())
         assert any("stories produced" in line for line in lines)
     finally:
         feed.close()

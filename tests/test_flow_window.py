@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storypulse.server.flow import FlowWindow, nearest_rank
+from storypulse.server.flow import FlowWindow
 
 
-def reference_percentile(values: list[float], p: float) -> float | None:
-    """Nearest rank, the textbook way: sort, take the value at rank ceil(p/100 * n)."""
+def reference_percentile(values: list[float], p: int) -> float | None:
+    """Nearest rank, the textbook way: sort, take the value at rank ceil(p/100 * n), in whole numbers.
+
+    (The rule itself is tested in test_percentiles.py.)"""
     if not values:
         return None
     ordered = sorted(values)
-    rank = math.ceil(round(p / 100 * len(ordered), 9))
-    return ordered[max(rank, 1) - 1]
-
-
-def test_nearest_rank_is_an_observed_value_at_rank_ceil_p_n():
-    values = list(range(1, 21))  # 1..20
-    assert nearest_rank(values, 50) == 10  # ceil(10) = 10
-    assert nearest_rank(values, 85) == 17  # ceil(17) = 17
-    assert nearest_rank(values, 95) == 19  # 0.95 * 20 is 19.000000000000004 in floating point
-    assert nearest_rank(values, 100) == 20
-    assert nearest_rank([7.5], 50) == nearest_rank([7.5], 95) == 7.5
-    assert nearest_rank([1, 2, 3], 50) == 2 and nearest_rank([1, 2, 3, 4], 50) == 2
-    assert nearest_rank([], 50) is None
+    return ordered[-(-p * len(ordered) // 100) - 1]
 
 
 def test_completions_leave_the_window_as_the_clock_passes_them():
@@ -142,3 +130,15 @@ def test_figures_equal_a_brute_force_reference_under_a_fake_clock(steps, window)
         if kept:
             assert f.lead_mean_s == pytest.approx(sum(leads) / len(leads), abs=1e-6)
         assert [c.story_id for c in w.recent(now, 1_000)] == [s for s, _, _ in kept]
+
+
+def test_flow_efficiency_is_work_time_over_cycle_time_of_the_window():
+    w = FlowWindow(60.0)
+    assert w.figures(0.0).flow_efficiency is None
+    w.add(1.0, 1, 1_001.0, lead_s=10.0, cycle_s=8.0, work_s=2.0)
+    w.add(2.0, 2, 1_002.0, lead_s=5.0, cycle_s=2.0, work_s=2.0)
+    w.add(3.0, 3, 1_003.0, lead_s=5.0, cycle_s=4.0)  # work time not known (e.g. read back after a restart)
+    assert w.figures(3.0).flow_efficiency == pytest.approx(4.0 / 10.0)
+    w.discard(2)
+    assert w.figures(3.0).flow_efficiency == pytest.approx(0.25)
+    assert w.figures(61.5).flow_efficiency is None  # story 1 left the window

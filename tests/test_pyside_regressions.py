@@ -1,4 +1,4 @@
-"""Regression tests for the PySide6 pitfalls in DESIGN.md, each in fresh processes so a crash is seen, not suffered.
+"""PySide6 pitfalls (docs/pitfalls.md) as regression tests, in fresh processes so a crash is seen, not suffered.
 
 - PySide6 6.12.0 on Python 3.11 aborts after ~2,200 Signal.emit() calls.
 - PySide6 6.11.3 segfaults in ~4% of process starts when a QThread's `started`

@@ -1,4 +1,4 @@
-"""Pure parts of the desktop app, tested directly: time series buffer, Clone bookkeeping, dialog validation."""
+"""desktop/series.py tested directly: the bounded time series buffer the charts draw from, and peak decimation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from storypulse import protocol
 from storypulse.desktop.series import FIELDS, SeriesBuffer, peak_decimate
 
 
@@ -58,18 +57,3 @@ def test_peak_decimation_keeps_spikes():
     assert ys.max() == 50.0 and xs[ys.argmax()] == 517
     assert ys.min() == -7.0
     assert np.all(np.diff(xs) >= 0)
-
-
-def test_story_validation_uses_the_protocol_limits():
-    from storypulse.desktop.story_dialog import validate_story
-
-    assert validate_story("Checkout", "", [("a", "100"), ("", "0")]) == []
-    assert validate_story(" ", "", [("a", "1")]) == ["The story needs a name."]
-    assert "at most" in validate_story("x" * (protocol.NAME_MAX + 1), "", [("a", "1")])[0]
-    assert "description" in validate_story("x", "d" * (protocol.DESCRIPTION_MAX + 1), [("a", "1")])[0]
-    assert validate_story("x", "", []) == ["A story needs at least one task."]
-    assert "at most" in validate_story("x", "", [("t", "1")] * (protocol.TASKS_MAX + 1))[0]
-    assert "whole number" in validate_story("x", "", [("t", "1.5")])[0]
-    assert "within" in validate_story("x", "", [("t", str(protocol.ESTIMATE_MS_MAX + 1))])[0]
-    assert "within" in validate_story("x", "", [("t", "-1")])[0]
-    assert validate_story("x", "", [("t", str(protocol.ESTIMATE_MS_MAX))]) == []
