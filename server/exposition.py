@@ -44,6 +44,7 @@ STATS_GAUGES = (
     ("workers_min", "min_workers", "The pool's lower bound."),
     ("workers_max", "max_workers", "The pool's upper bound."),
     ("wip_limit", "wip_limit", "Stories allowed in progress at once; 0: no limit."),
+    ("tasks_blocked", "tasks_blocked", "Tasks started and blocked now (the stages' sum)."),
     ("flow_window_seconds", "flow_window_s",
      "The window the flow_* quantiles are taken over, in seconds."),
 )
@@ -93,6 +94,10 @@ STAGE_GAUGES = (
     ("stage_tasks_blocked", "tasks_blocked", "Tasks of the stage blocked."),
     ("stage_stories", "stories", "Stories counted in the stage (its WIP)."),
     ("stage_wip_limit", "wip_limit", "The stage's WIP limit; 0: none."),
+    ("stage_tasks_ready", "tasks_ready",
+     "Of the stage's queued tasks, those in its own queue now (earlier stages done)."),
+    ("stage_wait_seconds", "wait_s",
+     "How long a task joining the stage's queue now waits for a worker, time scale applied."),
 )
 OTHER_GAUGES = (
     ("database_up", "1 while the database accepts writes, 0 during an outage (full disk, "
@@ -100,6 +105,10 @@ OTHER_GAUGES = (
     ("oldest_open_story_age_seconds",
      "Age of the oldest open story (now minus its creation); 0 with none open."),
     ("build_info", "Always 1; the labels say which storypulse this is."),
+    ("flow_efficiency", "Work time over cycle time of the stories completed in the flow window; "
+                        "absent while none were."),
+    ("stage_bottleneck", "1 for the stage whose tasks wait longest for a worker (the stats "
+                         "event's bottleneck), 0 for the others."),
 )
 
 
@@ -147,6 +156,10 @@ class SnapshotCollector(Collector):
         for stage, figures in snapshot.queue_wait:
             _add_histogram(family, [stage], figures)
         yield family
+        efficiency = getattr(stats, "flow_efficiency", None)
+        if efficiency is not None:
+            yield GaugeMetricFamily(PREFIX + "flow_efficiency", dict(OTHER_GAUGES)["flow_efficiency"],
+                                    value=efficiency)
         for name, fields, text in FLOW_QUANTILES:
             family = GaugeMetricFamily(PREFIX + name, text, labels=["quantile"])
             for quantile, field in fields:
@@ -154,7 +167,8 @@ class SnapshotCollector(Collector):
                 if value is not None:
                     family.add_metric([quantile], value)
             yield family
-        yield from _stage_families(getattr(stats, "stages", None) or ())
+        yield from _stage_families(getattr(stats, "stages", None) or (),
+                                   getattr(stats, "bottleneck", None))
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], figures: HistogramFigures) -> None:
@@ -167,7 +181,7 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
-def _stage_families(stages) -> Iterator[GaugeMetricFamily]:
+def _stage_families(stages, bottleneck: str | None) -> Iterator[GaugeMetricFamily]:
     if not stages:
         return
     for name, attribute, text in STAGE_GAUGES:
@@ -177,6 +191,11 @@ def _stage_families(stages) -> Iterator[GaugeMetricFamily]:
             if value is not None:
                 family.add_metric([str(stage.name)], value)
         yield family
+    family = GaugeMetricFamily(PREFIX + "stage_bottleneck", dict(OTHER_GAUGES)["stage_bottleneck"],
+                               labels=["stage"])
+    for stage in stages:
+        family.add_metric([str(stage.name)], 1 if stage.name == bottleneck else 0)
+    yield family
 
 
 def _build_info() -> GaugeMetricFamily:

@@ -25,13 +25,12 @@ from typing import Iterable, NamedTuple
 import msgspec
 
 from storypulse import protocol
+from storypulse.workflow import DEFAULT_STAGE
 
 # Upper bounds (seconds) shared by the three histograms: a simulated task lasts from
 # milliseconds (a time scale of 0.01) to hours, so the buckets go 1-2.5-5 over that.
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
              25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
-# The queue of a server without workflow stages (one stage, as DESIGN.md names it).
-DEFAULT_STAGE = "work"
 OLDEST_SCAN = 64  # open stories looked at for the oldest (see `oldest_open_created`)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,18 +148,22 @@ def test_before_the_first_snapshot_only_the_build_info_is_shown():
 
 
 def test_per_stage_figures_carry_a_stage_label_once_the_stats_event_has_stages():
-    """The workflow's `stages` (one object per stage) need nothing more here than to be there."""
-    stages = [SimpleNamespace(name="build", workers=3, workers_busy=2, min_workers=1, max_workers=6,
-                              tasks_queued=7, tasks_running=2, tasks_blocked=1, stories=4, wip_limit=3),
-              SimpleNamespace(name="test", workers=1, workers_busy=1, min_workers=1, max_workers=2,
-                              tasks_queued=0, tasks_running=1, tasks_blocked=0, stories=2, wip_limit=0)]
-    snapshot = Snapshot.take(stats(), Meters(), WorkState(), started_at=0.0)
-    with_stages = SimpleNamespace(**{f: getattr(snapshot.stats, f) for f in snapshot.stats.__struct_fields__},
-                                  stages=stages)
-    seen = scrape(Snapshot(**{**snapshot.__dict__, "stats": with_stages}))
+    stages = [protocol.StageStats(name="build", workers=3, workers_busy=2, min_workers=1, max_workers=6,
+                                  tasks_queued=7, tasks_running=2, tasks_blocked=1, stories=4,
+                                  wip_limit=3, tasks_ready=5, wait_s=1.5),
+              protocol.StageStats(name="test", workers=1, workers_busy=1, min_workers=1, max_workers=2,
+                                  tasks_queued=0, tasks_running=1, tasks_blocked=0, stories=2,
+                                  wip_limit=0)]
+    staged = stats(stages=stages, bottleneck="build", flow_efficiency=0.25, tasks_blocked=1)
+    seen = scrape(Snapshot.take(staged, Meters(), WorkState(), started_at=0.0))
     assert seen[PREFIX + "stage_tasks_queued"] == {(("stage", "build"),): 7, (("stage", "test"),): 0}
     assert seen[PREFIX + "stage_wip_limit"][(("stage", "build"),)] == 3
-    assert PREFIX + "stage_workers" not in scrape(snapshot)  # no stages: no per-stage series
+    assert seen[PREFIX + "stage_wait_seconds"][(("stage", "build"),)] == 1.5
+    assert seen[PREFIX + "stage_bottleneck"] == {(("stage", "build"),): 1, (("stage", "test"),): 0}
+    assert seen[PREFIX + "flow_efficiency"][()] == 0.25 and seen[PREFIX + "tasks_blocked"][()] == 1
+    plain = scrape(Snapshot.take(stats(), Meters(), WorkState(), started_at=0.0))
+    assert PREFIX + "stage_workers" not in plain  # no stages: no per-stage series
+    assert PREFIX + "flow_efficiency" not in plain  # null: absent
 
 
 def test_every_metric_listed_is_shown_and_none_other():
@@ -170,7 +173,8 @@ def test_every_metric_listed_is_shown_and_none_other():
     shown = {family.name + ("_total" if family.type == "counter" else ""): family.type
              for family in text_string_to_metric_families(text.decode())
              if family.name.startswith(PREFIX)}
-    listed = {name: kind for name, kind in catalogue().items() if "_stage_" not in name}
+    listed = {name: kind for name, kind in catalogue().items()
+              if "_stage_" not in name and not name.endswith("flow_efficiency")}  # absent: null
     assert shown == listed
 
 
