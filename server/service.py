@@ -38,6 +38,7 @@ from .config import ServerConfig
 from .effects import Effects, Envelope, Resize
 from .faults import Faults
 from .figures import Figures
+from .metrics import Meters
 from .forecasting import Forecasts
 from .ops import OPS, Invalid, Op
 from .outage import Outage
@@ -59,6 +60,7 @@ class Service:
         self.state.set_wip_limit(config.wip_limit)
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
         self.figures = Figures(config, now)
+        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
         self.forecasts = Forecasts(config.forecast_history, now)  # forecasting.py, forecast_runner.py
         self.effects = Effects()
         self.ops: dict[type, Op] = dict(OPS)
@@ -240,6 +242,7 @@ class Service:
         tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
         if not tasks:
             return False
+        self.meters.leased(state, tasks, starts)  # daemon: task queue wait
         if state.started:
             self._record_started(starts, state.started)
             state.started = []
@@ -288,6 +291,7 @@ class Service:
         for (attempts, started), ids in groups.items():
             batch.completions.append((attempts, started or wall, wall, ids))
         figures.tasks_completed += count
+        self.meters.tasks_completed += count  # daemon
         figures.tasks_out.add(now, count)
         if finished_stories:
             batch.done_stories.append((wall, finished_stories))
@@ -333,6 +337,8 @@ class Service:
         committed = group.commit(now, force)
         if group.refused:
             self._forget_refused(now)
+        if committed:
+            self.meters.published(group.events)  # daemon: the story events, now stored
         group.release(self.effects, committed, wall)
         if committed and self.state.wants_refill():
             self.refill(wall)
@@ -364,11 +370,12 @@ class Service:
             setattr(stats, name, value)
         return stats
 
-    def publish_stats(self, now: float, wall: float) -> None:
+    def publish_stats(self, now: float, wall: float) -> Stats:
         """The stats timer: publish the figures, and keep one a second for snapshots."""
         stats = self.stats(now, wall)
         self.effects.publish(protocol.TOPIC_STATS, stats)
         self.figures.history.offer(now, stats)
+        return stats
 
     def pool_changed(self, old: int, new: int, reason: str, wall: float) -> None:
         """The pool's target or size changed (the loop's scaler, a lost worker): publish it."""
