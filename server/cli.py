@@ -75,6 +75,9 @@ def server_parser() -> argparse.ArgumentParser:
     add("--wip-limit", type=int, metavar="N",
         help="at most N stories in progress: a story's tasks start only while fewer are; "
              f"0: no limit (default {d['wip_limit']})")
+    add("--forecast-history", type=float, metavar="S",
+        help="forecasts resample the stories completed per second over the last S seconds the "
+             f"server ran (default {d['forecast_history']:g})")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
     add("--log-format", choices=LOG_FORMATS,
         help="text: a line for people; json: one JSON object a line (time, level, logger, "

@@ -35,6 +35,7 @@ from storypulse.protocol import (
     DeleteStory,
     Empty,
     FlowResult,
+    Forecast,
     GetStory,
     ListStories,
     Ping,
@@ -221,6 +222,16 @@ def set_flow(service: Service, envelope: Envelope, req: SetFlow, now: float,
     service.group.reply(envelope, req.id, FlowResult(state.wip_limit, flow.window))
 
 
+def forecast(service: Service, envelope: Envelope, req: Forecast, now: float,
+             wall: float) -> None:
+    # Simulated off the loop (forecast_runner.py): the reply comes in a later turn.
+    answer = service.forecasts.ask(req, envelope, now)
+    if isinstance(answer, str):
+        service.group.reply_error(envelope, req.id, BUSY, answer)
+    elif answer is not None:
+        service.group.reply(envelope, req.id, answer)
+
+
 # -- the table -------------------------------------------------------------------------
 Handler = Callable[["Service", Envelope, Any, float, float], None]
 
@@ -250,4 +261,5 @@ OPS: dict[type, Op] = {
     Snapshot: Op(snapshot, always),  # its seq must cover the turn's published events
     SetPool: Op(set_pool),
     SetFlow: Op(set_flow),
+    Forecast: Op(forecast),
 }
