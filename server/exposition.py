@@ -54,6 +54,9 @@ STATS_COUNTERS = (
      "Messages whose handling failed inside the server (answered `internal`), since start."),
     ("dropped_messages", "dropped_messages",
      "Messages dropped unanswered (bad envelopes, bad worker messages), since start."),
+    ("forecast_scored", "forecast_scored",
+     "The server's own backlog forecasts that matured (came true or not by their p85 time), "
+     "since start: what forecast_hit_rate is over."),
 )
 # (metric, Snapshot attribute, help): counted by the loop since start.
 EVENT_COUNTERS = (
@@ -82,6 +85,17 @@ FLOW_QUANTILES = (
      (("0.5", "cycle_time_p50_s"), ("0.85", "cycle_time_p85_s"), ("0.95", "cycle_time_p95_s")),
      "Cycle time percentiles (nearest rank) over the stories completed in the flow window; "
      "absent while none were."),
+)
+# (metric, stats fields by quantile, help): the forecasts (docs/forecasts.md), as `stats` has them.
+FORECAST_QUANTILES = (
+    ("forecast_open_seconds",
+     (("0.5", "forecast_open_p50_s"), ("0.85", "forecast_open_p85_s"), ("0.95", "forecast_open_p95_s")),
+     "Seconds until as many more stories are done as are open now, with that confidence "
+     "(Monte Carlo from the throughput history); absent without history."),
+    ("forecast_hit_rate",
+     (("0.5", "forecast_hit_rate_p50"), ("0.85", "forecast_hit_rate_p85"), ("0.95", "forecast_hit_rate_p95")),
+     "Share of the server's own matured backlog forecasts that came true by their time at that "
+     "level, since start (well calibrated: about the level); absent until one matured."),
 )
 # (metric, attribute of each entry of the stats event's `stages`, help): one series per stage.
 STAGE_GAUGES = (
@@ -115,7 +129,7 @@ OTHER_GAUGES = (
 def catalogue() -> dict[str, str]:
     """Every metric this collector can show, by its name in the exposition (a counter's with
     `_total`; a histogram's before `_bucket`, `_sum`, `_count`), with its type."""
-    kinds = {name: "gauge" for name, _, _ in STATS_GAUGES + FLOW_QUANTILES + STAGE_GAUGES}
+    kinds = {name: "gauge" for name, _, _ in STATS_GAUGES + FLOW_QUANTILES + FORECAST_QUANTILES + STAGE_GAUGES}
     kinds.update((name, "gauge") for name, _ in OTHER_GAUGES)
     kinds.update((name + "_total", "counter") for name, _, _ in STATS_COUNTERS + EVENT_COUNTERS)
     kinds.update((name, "histogram") for name, _, _ in HISTOGRAMS)
@@ -160,7 +174,7 @@ class SnapshotCollector(Collector):
         if efficiency is not None:
             yield GaugeMetricFamily(PREFIX + "flow_efficiency", dict(OTHER_GAUGES)["flow_efficiency"],
                                     value=efficiency)
-        for name, fields, text in FLOW_QUANTILES:
+        for name, fields, text in FLOW_QUANTILES + FORECAST_QUANTILES:
             family = GaugeMetricFamily(PREFIX + name, text, labels=["quantile"])
             for quantile, field in fields:
                 value = getattr(stats, field)
