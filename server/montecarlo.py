@@ -1,23 +1,38 @@
 """Monte Carlo forecasts from a throughput history: "when will N more be done?" and
 "how many will be done within T?". Pure numpy; no clock, no I/O.
 
-The model is the one the offline tools use: the completions counted in each
-past sampling interval are independent draws of what a future interval will
-complete (resampling with replacement). Within an interval, completions are
-taken to fall at uniform random moments (see `_walk`), so answers are not rounded to
-whole intervals.
+The model (docs/forecasts.md says why each part, and how near nominal it lands):
 
-Two methods, chosen by cost (docs/forecasts.md says how close the second one is):
+- **Blocks.** A future is made of the history's intervals in runs of `block` consecutive
+  ones, each run starting at a random interval (a circular block bootstrap): whatever
+  ties neighbouring intervals together — a slow spell, a burst and the quiet after it —
+  comes along. The block length is read from the history's autocorrelation
+  (dependence.py); intervals that look independent get blocks of one, single draws:
+  the model of the offline tools.
+- **The rate is estimated, not known.** Every future runs at the history's pace times a
+  factor f ~ Gamma(a, 1/a) (mean 1) whose variance is that of the history's mean rate
+  as an estimate: the long-run variance of an interval over the history's length, over
+  the mean squared (the block bootstrap of the mean, in closed form; for independent
+  Poisson counts it is the Bayesian posterior of the rate). A future completes f times
+  what its blocks hold, rounded at random: it adds about k/H to the variance of a forecast
+  k intervals ahead of H intervals of history, which matters for long questions. (Blocks
+  cut from a finite history vary a little less about its mean than the process does
+  about its own — by the same mechanism, b/H — and the factor makes that up too: see
+  `Sample.pace_var`.)
+- Within an interval, completions fall at uniform random moments (see `_walk`), so
+  answers are not rounded to whole intervals.
 
-- ``simulated``: the resampling itself, `trials` random futures drawn interval by
-  interval (vectorised over the trials). Exact for the model, up to Monte Carlo
-  noise. Used while trials x intervals stays within DRAWS_BUDGET (about 10 ms).
-- ``normal``: beyond that, a forecast spans hundreds of intervals or more, and the
-  sum S_k of k resampled intervals is close to normal (central limit theorem).
-  Counts are never negative, so "N done within k intervals" is exactly "S_k >= N":
-  the percentiles of the time to N follow from the quantiles of S_k, solved in closed
-  form, with the skewness of the counts as a first-order (Cornish-Fisher) correction.
-  No random draws: cost is microseconds, whatever N.
+Two methods, chosen by cost:
+
+- ``simulated``: `trials` random futures drawn block by block (vectorised over the
+  trials). Exact for the model, up to Monte Carlo noise. Used while trials x blocks
+  stays within DRAWS_BUDGET (about 10 ms).
+- ``normal``: beyond that, a forecast spans hundreds of blocks or more, and the sum S_k of
+  k intervals is close to normal given the rate factor: mean k*mu, variance k times the
+  long-run variance, its skewness as a first-order (Edgeworth) correction, averaged over
+  the rate factor's quantiles. Counts are never negative, so "N done within k intervals"
+  is exactly "f * S_k >= N": the percentiles of the time to N follow by bisection on k.
+  No random draws: well under a millisecond, whatever N.
 """
 
 from __future__ import annotations
@@ -29,36 +44,75 @@ from typing import Literal
 
 import numpy as np
 
+from . import dependence
+
 LEVELS = (0.50, 0.85, 0.95)  # the confidence levels every answer carries
-DRAWS_BUDGET = 600_000  # trials x intervals simulated at most (about 10 ms on a shared core)
-CHUNK_FIRST = 16  # intervals drawn in the first chunk of a "when" walk; each next chunk doubles
+DRAWS_BUDGET = 600_000  # trials x blocks simulated at most (about 10 ms on a shared core)
+CHUNK_FIRST = 16  # blocks drawn in the first chunk of a "when" walk; each next chunk doubles
+RATE_FLOOR = 1.0 / 64  # the slowest pace a future may run at, against the history's
+RATE_NODES = 64  # quantiles of the rate factor the normal method averages over
 
 Method = Literal["simulated", "normal"]
 _Z = NormalDist()
+# standard normal quantiles at (i + 1/2) / RATE_NODES: where the rate factor is taken
+_NODE_Z = np.array([_Z.inv_cdf((i + 0.5) / RATE_NODES) for i in range(RATE_NODES)])
 
 
 @dataclass(frozen=True)
 class Sample:
-    """The interval counts a forecast resamples, with the moments the normal method needs."""
+    """The interval counts a forecast resamples, their block length, and the moments the
+    normal method needs."""
 
-    counts: np.ndarray  # int64, one per interval
+    counts: np.ndarray  # int64, one per interval, oldest first
     interval_s: float
     mean: float
-    std: float
-    skew: float  # third standardised moment; 0 when std is 0
+    std: float  # of single intervals
+    skew: float  # of single intervals (third standardised moment; 0 when std is 0)
+    block: int  # intervals per resampled run
+    run_var: float  # long-run variance per interval: Var(a block's sum) / block
+    run_k3: float  # third central moment of a block's sum / block
+    rate_known: bool  # True: no rate factor (the model of the offline tools)
+    prefix: np.ndarray  # completions in the first i intervals of counts + counts[:block]
 
     @classmethod
-    def of(cls, counts, interval_s: float) -> Sample:
+    def of(cls, counts, interval_s: float, block: int | None = None,
+           rate_uncertainty: bool = True) -> Sample:
+        """`block` None: read from the counts' autocorrelation. `block=1,
+        rate_uncertainty=False` is the independent model with the rate taken as known."""
         values = np.asarray(counts, dtype=np.int64)
         if values.ndim != 1 or values.size == 0 or (values < 0).any():
             raise ValueError("counts must be a non-empty list of counts >= 0")
         if not interval_s > 0:
             raise ValueError("interval_s must be positive")
+        n = values.size
         mean = float(values.mean())
         centred = values - mean
         std = float(np.sqrt((centred ** 2).mean()))
         skew = float((centred ** 3).mean() / std ** 3) if std > 0 else 0.0
-        return cls(values, interval_s, mean, std, skew)
+        if block is None:
+            block = dependence.block_length(values)
+        block = max(1, min(int(block), n))
+        # circular: a block may run past the newest interval on into the oldest, so every
+        # interval is in as many blocks as every other and the blocks' mean is the history's
+        prefix = np.concatenate(([0], np.cumsum(np.concatenate((values, values[:block])))))
+        sums = (prefix[block:block + n] - prefix[:n]) - block * mean
+        run_var = float((sums ** 2).mean()) / block
+        run_k3 = float((sums ** 3).mean()) / block
+        if run_var < 1e-12 * max(1.0, mean * mean):
+            run_var = run_k3 = 0.0  # rounding error of a constant history
+        known = not rate_uncertainty or run_var == 0.0 or mean == 0.0
+        return cls(values, interval_s, mean, std, skew, block, run_var, run_k3, known, prefix)
+
+    def pace_var(self, k: float) -> float:
+        """The variance of the rate factor for a forecast k intervals ahead: Var(history's mean)
+        / mean^2 = run_var / (n mean^2) — and as much again times min(k, block) / k, for the
+        blocks: a stretch cut from the history varies about the history's mean less than the
+        process varies about its own, by k * min(k, block) * run_var / n, which a factor on
+        the mean puts back (for single draws, 1/k: nothing to speak of)."""
+        if self.rate_known:
+            return 0.0
+        k = max(k, 1.0)
+        return self.run_var * (1.0 + min(k, self.block) / k) / (self.counts.size * self.mean ** 2)
 
 
 @dataclass(frozen=True)
@@ -92,13 +146,14 @@ def when(sample: Sample, stories: int, trials: int, rng: np.random.Generator,
         raise ValueError("stories and trials must be >= 1")
     if sample.mean <= 0:
         raise ValueError("no completions in the sample: it never gets there")
+    pace_var = sample.pace_var(stories / sample.mean)  # at the expected horizon
     if method is None:
-        method = "simulated" if trials * _walk_length(sample, stories) <= DRAWS_BUDGET else "normal"
+        method = "simulated" if trials * _walk_blocks(sample, stories, pace_var) <= DRAWS_BUDGET else "normal"
     if method == "simulated":
-        times = np.sort(_walk(sample, stories, trials, rng))
+        times = np.sort(_walk(sample, stories, trials, rng, share=max(LEVELS), pace_var=pace_var))
         seconds = tuple(float(nearest_rank(times, p)) for p in LEVELS)
     else:
-        seconds = tuple(_normal_when(sample, stories, p) for p in LEVELS)
+        seconds = _normal_when(sample, stories, pace_var)
     return When(seconds, method)
 
 
@@ -109,107 +164,209 @@ def within(sample: Sample, seconds: float, trials: int, rng: np.random.Generator
         raise ValueError("seconds must be positive and trials >= 1")
     k = seconds / sample.interval_s
     if method is None:
-        method = "simulated" if trials * math.ceil(k) <= DRAWS_BUDGET else "normal"
+        method = "simulated" if trials * math.ceil(k / sample.block) <= DRAWS_BUDGET else "normal"
     if method == "simulated":
         totals = np.sort(_sums(sample, k, trials, rng))
         # "at least v with confidence p": the (1 - p) quantile from below
         stories = tuple(int(nearest_rank(totals, 1.0 - p)) for p in LEVELS)
     else:
-        stories = tuple(_normal_within(sample, k, p) for p in LEVELS)
+        stories = _normal_within(sample, k, sample.pace_var(k))
     return HowMany(stories, method)
 
 
 # -- simulated ---------------------------------------------------------------------------------
-def _walk_length(sample: Sample, stories: int) -> int:
-    """Intervals a "when" walk draws per trial: its doubling chunks must reach well past the
-    mean time to N (by 6 standard deviations, so almost never a chunk more)."""
-    k = stories / sample.mean
-    far = k + 6.0 * sample.std * math.sqrt(k) / sample.mean + 1.0
+def _paces(pace_var: float, trials: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each future's rate factor f ~ Gamma(1/v, v) (mean 1, variance v) and the uniform that
+    rounds f * (completions) at random; drawn first, so that every answer of one seed shares
+    them (common random numbers)."""
+    paces = rng.gamma(1.0 / pace_var, pace_var, trials) if pace_var > 0 else np.ones(trials)
+    return np.maximum(paces, RATE_FLOOR), rng.random(trials)
+
+
+def _walk_blocks(sample: Sample, stories: int, pace_var: float) -> int:
+    """Blocks a "when" walk draws per trial: its doubling chunks must reach past the time
+    by which 95 % of the futures are done (well past: 4 standard deviations of it)."""
+    mu = sample.mean
+    k = stories / mu
+    spread = math.sqrt(sample.run_var * k + pace_var * (mu * k) ** 2) / mu
+    far = (k + 4.0 * spread) / sample.block + 1.0
     total = CHUNK_FIRST
     while total < far:
         total *= 2
     return total
 
 
-def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator) -> np.ndarray:
-    """Seconds until `stories` are done, one per trial.
+def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator,
+          share: float = 1.0, pace_var: float | None = None) -> np.ndarray:
+    """Seconds until `stories` are done, one per trial (inf for those not done when the walk
+    stopped: it stops once `share` of the trials are, and the rest come later than all of those).
 
-    Every trial draws the same chunks (16, 16, 32, 64, ... intervals) until all have
-    arrived, so a trial's whole intervals do not depend on `stories`: with one seed the
-    interval that reaches N can only come later with N (common random numbers). Within
-    that interval its c completions fall at independent uniform moments, as in "how many"
-    (and as they do in a Poisson process): the j-th comes at the j-th smallest of c
-    uniforms, a Beta(j, c - j + 1) share of the interval, drawn from a stream of its own.
+    A future with rate factor f is done when its blocks hold ceil((N - u) / f) completions
+    (f * completions, rounded at random by u, reaches N). Every trial draws the same chunks
+    (16, 16, 32, 64, ... blocks) whatever N, so with one seed the interval that reaches N can
+    only come later with N (common random numbers). Within that interval its c completions
+    fall at independent uniform moments (as they do in a Poisson process): the j-th comes at
+    the j-th smallest of c uniforms, a Beta(j, c - j + 1) share of the interval, drawn from a
+    stream of its own.
     """
-    counts = sample.counts
+    if pace_var is None:
+        pace_var = sample.pace_var(stories / sample.mean)
+    paces, rounding = _paces(pace_var, trials, rng)
     inside = np.random.default_rng(rng.integers(2**63))  # one draw from `rng`, whatever N
-    arrived = np.full(trials, np.nan)
+    targets = np.maximum(1, np.ceil((stories - rounding) / paces)).astype(np.int64)
+    prefix, block, size = sample.prefix, sample.block, sample.counts.size
+    needed = max(1, math.ceil(share * trials - 1e-9))
+    arrived = np.full(trials, np.inf)
+    pending = np.ones(trials, dtype=bool)
     done = np.zeros(trials, dtype=np.int64)  # completions before the current chunk
-    start = 0  # intervals before the current chunk
+    start = 0  # blocks before the current chunk
     chunk = CHUNK_FIRST
     while True:
-        draws = counts[rng.integers(0, counts.size, size=(trials, chunk), dtype=np.int32)]
-        cum = np.cumsum(draws, axis=1) + done[:, None]
-        reached = cum[:, -1] >= stories
-        pending = np.isnan(arrived)
-        hit = pending & reached
+        starts = rng.integers(0, size, size=(trials, chunk))
+        cum = np.cumsum(prefix[starts + block] - prefix[starts], axis=1) + done[:, None]
+        hit = pending & (cum[:, -1] >= targets)
         if hit.any():
             rows = np.nonzero(hit)[0]
-            index = np.argmax(cum[rows] >= stories, axis=1)  # the interval that reaches N
-            before = np.where(index > 0, cum[rows, index - 1], done[rows])
-            j = stories - before  # the j-th completion of the interval is the N-th
-            share = inside.beta(j, draws[rows, index] - j + 1)
-            arrived[rows] = (start + index + share) * sample.interval_s
-        if not np.isnan(arrived).any():
-            return arrived
+            goal = targets[rows]
+            index = np.argmax(cum[rows] >= goal[:, None], axis=1)  # the block that reaches it
+            before = np.where(index > 0, cum[rows, np.maximum(index - 1, 0)], done[rows])
+            first = starts[rows, index]
+            left = goal - before  # completions still wanted from that block: 1.. its sum
+            offset = _interval_reaching(prefix, first, left, block)
+            base = prefix[first + offset] - prefix[first]
+            count = prefix[first + offset + 1] - prefix[first + offset]
+            j = left - base  # the j-th completion of the interval is the one
+            moment = inside.beta(j, count - j + 1)
+            arrived[rows] = ((start + index) * block + offset + moment) * sample.interval_s
+            pending[rows] = False
+            needed -= rows.size
+            if needed <= 0:
+                return arrived
         done = cum[:, -1]
         start += chunk
         if start > CHUNK_FIRST:
             chunk *= 2
 
 
+def _interval_reaching(prefix: np.ndarray, first: np.ndarray, left: np.ndarray, block: int) -> np.ndarray:
+    """For blocks starting at `first`, the offset of the interval in which the block's running
+    count reaches `left` (binary search over the block's prefix sums)."""
+    lo = np.zeros(first.size, dtype=np.int64)
+    hi = np.full(first.size, block - 1, dtype=np.int64)
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        enough = prefix[first + mid + 1] - prefix[first] >= left
+        hi = np.where(enough, mid, hi)
+        lo = np.where(enough, lo, mid + 1)
+    return lo
+
+
 def _sums(sample: Sample, k: float, trials: int, rng: np.random.Generator) -> np.ndarray:
-    """Completions within k intervals, one per trial: floor(k) whole intervals, and of the
-    last, partial one each completion counts with the share of it that is inside."""
-    counts = sample.counts
+    """Completions within k intervals, one per trial: the whole intervals of the trial's
+    blocks and, of a last, partial one, each completion with the share of it that is
+    inside (binomial thinning); then times the trial's rate factor, rounded at random."""
+    paces, rounding = _paces(sample.pace_var(k), trials, rng)
+    inside = np.random.default_rng(rng.integers(2**63))
+    prefix, block, size = sample.prefix, sample.block, sample.counts.size
     whole = int(math.floor(k + 1e-9))
     part = k - whole
+    full, rest = divmod(whole, block)
+    blocks = full + (1 if rest or part > 1e-9 else 0)
     total = np.zeros(trials, dtype=np.int64)
-    # Intervals in steps of `step` rows of one draw per trial (bounded memory); the same
-    # steps whatever k, so with one seed a longer T only adds draws (common random numbers).
+    # Blocks in steps of `step` rows of one draw per trial (bounded memory); the same steps
+    # whatever k, so with one seed a longer T only adds draws (common random numbers).
     step = max(1, DRAWS_BUDGET // trials)
-    for first in range(0, whole, step):
-        rows = min(step, whole - first)
-        total += counts[rng.integers(0, counts.size, size=(rows, trials), dtype=np.int32)].sum(axis=0)
-    if part > 1e-9:
-        last = counts[rng.integers(0, counts.size, size=trials)]
-        total += rng.binomial(last, part)
-    return total
+    for first in range(0, blocks, step):
+        rows = min(step, blocks - first)
+        starts = rng.integers(0, size, size=(rows, trials))
+        whole_rows = min(rows, full - first)
+        if whole_rows > 0:
+            total += (prefix[starts[:whole_rows] + block] - prefix[starts[:whole_rows]]).sum(axis=0)
+        if whole_rows < rows:  # the last, partial block: `rest` whole intervals and a share
+            last = starts[rows - 1]
+            total += prefix[last + rest] - prefix[last]
+            if part > 1e-9:
+                total += inside.binomial(prefix[last + rest + 1] - prefix[last + rest], part)
+    return np.floor(total * paces + rounding).astype(np.int64)
 
 
 # -- normal ------------------------------------------------------------------------------------
-def _shift(sample: Sample, z: float) -> float:
-    """The Cornish-Fisher term of a quantile of S_k: sigma * skew * (z^2 - 1) / 6, the same
-    for every k (the skew of S_k falls as 1/sqrt(k) while its sd grows as sqrt(k))."""
-    return sample.std * sample.skew * (z * z - 1.0) / 6.0
+def _pace_nodes(pace_var: float) -> np.ndarray:
+    """The rate factor at RATE_NODES equally likely quantiles (Wilson-Hilferty: the cube root
+    of a Gamma variable is close to normal), or just 1 when the rate is taken as known."""
+    if pace_var <= 0:
+        return np.ones(1)
+    spread = pace_var / 9.0
+    base = 1.0 - spread + _NODE_Z * math.sqrt(spread)
+    return np.maximum(np.maximum(base, 0.0) ** 3, RATE_FLOOR)
 
 
-def _normal_when(sample: Sample, stories: int, level: float) -> float:
-    """The smallest k (intervals) whose (1 - level) quantile of S_k reaches N, in seconds:
-    P(done by k) = P(S_k >= N) >= level. With q(k) = k*mu + sqrt(k)*sigma*z + c (z the
-    (1 - level) normal quantile), q(k) = N is a quadratic in sqrt(k)."""
-    mu, sigma = sample.mean, sample.std
-    z = _Z.inv_cdf(1.0 - level) if level < 1 else -8.0
-    c = _shift(sample, z)
-    # N - 0.5: S_k is whole, so "S_k >= N" is "S_k > N - 1/2" on the continuous scale
-    target = stories - 0.5 - c
-    b = sigma * z
-    root = (-b + math.sqrt(max(0.0, b * b + 4.0 * mu * target))) / (2.0 * mu)
-    return max(0.0, root * root) * sample.interval_s
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function (Abramowitz and Stegun 7.1.26: within 1.5e-7)."""
+    t = 1.0 / (1.0 + 0.3275911 * np.abs(x))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    tail = poly * np.exp(-x * x)
+    return np.where(x >= 0, tail, 2.0 - tail)
 
 
-def _normal_within(sample: Sample, k: float, level: float) -> int:
-    """The largest v with P(S_k >= v) >= level under the normal approximation."""
-    z = _Z.inv_cdf(1.0 - level) if level < 1 else -8.0
-    q = k * sample.mean + math.sqrt(k) * sample.std * z + _shift(sample, z)
-    return max(0, math.ceil(q - 0.5))
+def _reach(sample: Sample, k: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """P(S_k > need), S_k the completions in k intervals at the history's pace: normal with
+    the long-run variance and a first-order Edgeworth correction for its skewness, which
+    falls as 1/sqrt(k). Broadcasts k against need."""
+    mean = sample.mean * k
+    var = sample.run_var * k
+    sd = np.sqrt(var)
+    skew = sample.run_k3 * k / np.maximum(var, 1e-300) / np.maximum(sd, 1e-300)
+    u = (need - mean) / np.maximum(sd, 1e-300)
+    # the correction bends back beyond |u| = 3 / |skew|: hold it there (probability ~0 or ~1)
+    u = np.where(skew > 0, np.minimum(u, 3.0 / np.maximum(skew, 1e-300)), u)
+    u = np.where(skew < 0, np.maximum(u, 3.0 / np.minimum(skew, -1e-300)), u)
+    w = u - skew * (u * u - 1.0) / 6.0
+    return 0.5 * _erfc(w / math.sqrt(2.0))
+
+
+def _done_by(sample: Sample, k, stories, nodes: np.ndarray) -> np.ndarray:
+    """P(f * S_k >= stories), per pair of k and stories (arrays of one shape): averaged over
+    the rate factor's quantiles. S_k is a whole number, so the threshold is taken half a
+    story lower (a continuity correction)."""
+    k = np.asarray(k, dtype=np.float64)[..., None]
+    need = (np.asarray(stories, dtype=np.float64)[..., None] - 0.5) / nodes
+    return _reach(sample, k, need).mean(axis=-1)
+
+
+def _normal_when(sample: Sample, stories: int, pace_var: float) -> tuple[float, float, float]:
+    """The smallest k (intervals) with P(done within k) >= level, in seconds, per level."""
+    mu = sample.mean
+    if sample.run_var == 0.0:  # a constant history: the N-th at (N - 1/2) / mu, whatever the level
+        return ((stories - 0.5) / mu * sample.interval_s,) * 3
+    nodes = _pace_nodes(pace_var)
+    levels = np.array(LEVELS)
+    lo = np.zeros(3)
+    hi = np.full(3, 2.0 * stories / mu + 16.0)
+    for _ in range(64):  # P(done by k) tends to 1: double until every level is inside
+        short = _done_by(sample, hi, stories, nodes) < levels
+        if not short.any():
+            break
+        lo, hi = np.where(short, hi, lo), np.where(short, 2.0 * hi, hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        there = _done_by(sample, mid, stories, nodes) >= levels
+        lo, hi = np.where(there, lo, mid), np.where(there, mid, hi)
+    return tuple(float(v) * sample.interval_s for v in hi)
+
+
+def _normal_within(sample: Sample, k: float, pace_var: float) -> tuple[int, int, int]:
+    """The largest v with P(f * S_k >= v) >= level, per level."""
+    mu = sample.mean
+    if sample.run_var == 0.0:
+        return (max(0, math.floor(mu * k + 0.5)),) * 3
+    nodes = _pace_nodes(pace_var)
+    levels = np.array(LEVELS)
+    spread = math.sqrt(sample.run_var * k)
+    lo = np.zeros(3)
+    hi = np.full(3, (mu * k + 10.0 * spread) * float(nodes.max()) + 10.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        reached = _done_by(sample, np.full(3, k), mid, nodes) >= levels
+        lo, hi = np.where(reached, mid, lo), np.where(reached, hi, mid)
+    return tuple(max(0, math.floor(v)) for v in lo)
