@@ -10,15 +10,13 @@ The model (docs/forecasts.md says why each part, and how near nominal it lands):
   (dependence.py); intervals that look independent get blocks of one, single draws:
   the model of the offline tools.
 - **The rate is estimated, not known.** Every future runs at the history's pace times a
-  factor f ~ Gamma(a, 1/a) (mean 1) whose variance is that of the history's mean rate
+  factor f ~ Gamma(a, 1/a) (mean 1; by Wilson-Hilferty's cube-root normal approximation)
+  whose variance is that of the history's mean rate
   as an estimate: the long-run variance of an interval over the history's length, over
   the mean squared (the block bootstrap of the mean, in closed form; for independent
   Poisson counts it is the Bayesian posterior of the rate). A future completes f times
   what its blocks hold, rounded at random: it adds about k/H to the variance of a forecast
-  k intervals ahead of H intervals of history, which matters for long questions. (Blocks
-  cut from a finite history vary a little less about its mean than the process does
-  about its own — by the same mechanism, b/H — and the factor makes that up too: see
-  `Sample.pace_var`.)
+  k intervals ahead of H intervals of history, which matters for long questions.
 - Within an interval, completions fall at uniform random moments (see `_walk`), so
   answers are not rounded to whole intervals.
 
@@ -51,6 +49,7 @@ DRAWS_BUDGET = 600_000  # trials x blocks simulated at most (about 10 ms on a sh
 CHUNK_FIRST = 16  # blocks drawn in the first chunk of a "when" walk; each next chunk doubles
 RATE_FLOOR = 1.0 / 64  # the slowest pace a future may run at, against the history's
 RATE_NODES = 64  # quantiles of the rate factor the normal method averages over
+BISECTIONS = 40  # halvings of the normal method's bracket: to 1e-12 of it
 
 Method = Literal["simulated", "normal"]
 _Z = NormalDist()
@@ -103,16 +102,15 @@ class Sample:
         known = not rate_uncertainty or run_var == 0.0 or mean == 0.0
         return cls(values, interval_s, mean, std, skew, block, run_var, run_k3, known, prefix)
 
-    def pace_var(self, k: float) -> float:
-        """The variance of the rate factor for a forecast k intervals ahead: Var(history's mean)
-        / mean^2 = run_var / (n mean^2) — and as much again times min(k, block) / k, for the
-        blocks: a stretch cut from the history varies about the history's mean less than the
-        process varies about its own, by k * min(k, block) * run_var / n, which a factor on
-        the mean puts back (for single draws, 1/k: nothing to speak of)."""
+    @property
+    def pace_var(self) -> float:
+        """The variance of the rate factor: that of the history's mean rate as an estimate,
+        over the mean squared, Var(m) / m^2 = run_var / (n m^2); 0 when the rate is taken as
+        known. The same whatever the question, so that with one seed a larger N or T only
+        adds to every future (common random numbers)."""
         if self.rate_known:
             return 0.0
-        k = max(k, 1.0)
-        return self.run_var * (1.0 + min(k, self.block) / k) / (self.counts.size * self.mean ** 2)
+        return self.run_var / (self.counts.size * self.mean ** 2)
 
 
 @dataclass(frozen=True)
@@ -146,14 +144,13 @@ def when(sample: Sample, stories: int, trials: int, rng: np.random.Generator,
         raise ValueError("stories and trials must be >= 1")
     if sample.mean <= 0:
         raise ValueError("no completions in the sample: it never gets there")
-    pace_var = sample.pace_var(stories / sample.mean)  # at the expected horizon
     if method is None:
-        method = "simulated" if trials * _walk_blocks(sample, stories, pace_var) <= DRAWS_BUDGET else "normal"
+        method = "simulated" if trials * _walk_blocks(sample, stories) <= DRAWS_BUDGET else "normal"
     if method == "simulated":
-        times = np.sort(_walk(sample, stories, trials, rng, share=max(LEVELS), pace_var=pace_var))
+        times = np.sort(_walk(sample, stories, trials, rng, share=max(LEVELS)))
         seconds = tuple(float(nearest_rank(times, p)) for p in LEVELS)
     else:
-        seconds = _normal_when(sample, stories, pace_var)
+        seconds = _normal_when(sample, stories)
     return When(seconds, method)
 
 
@@ -170,7 +167,7 @@ def within(sample: Sample, seconds: float, trials: int, rng: np.random.Generator
         # "at least v with confidence p": the (1 - p) quantile from below
         stories = tuple(int(nearest_rank(totals, 1.0 - p)) for p in LEVELS)
     else:
-        stories = _normal_within(sample, k, sample.pace_var(k))
+        stories = _normal_within(sample, k)
     return HowMany(stories, method)
 
 
@@ -178,17 +175,17 @@ def within(sample: Sample, seconds: float, trials: int, rng: np.random.Generator
 def _paces(pace_var: float, trials: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Each future's rate factor f ~ Gamma(1/v, v) (mean 1, variance v) and the uniform that
     rounds f * (completions) at random; drawn first, so that every answer of one seed shares
-    them (common random numbers)."""
-    paces = rng.gamma(1.0 / pace_var, pace_var, trials) if pace_var > 0 else np.ones(trials)
-    return np.maximum(paces, RATE_FLOOR), rng.random(trials)
+    them (common random numbers). f is drawn as the normal method takes it (`_gamma_at`)
+    from a standard normal draw: the distribution the normal method averages over."""
+    return _gamma_at(pace_var, rng.standard_normal(trials)), rng.random(trials)
 
 
-def _walk_blocks(sample: Sample, stories: int, pace_var: float) -> int:
+def _walk_blocks(sample: Sample, stories: int) -> int:
     """Blocks a "when" walk draws per trial: its doubling chunks must reach past the time
     by which 95 % of the futures are done (well past: 4 standard deviations of it)."""
     mu = sample.mean
     k = stories / mu
-    spread = math.sqrt(sample.run_var * k + pace_var * (mu * k) ** 2) / mu
+    spread = math.sqrt(sample.run_var * k + sample.pace_var * (mu * k) ** 2) / mu
     far = (k + 4.0 * spread) / sample.block + 1.0
     total = CHUNK_FIRST
     while total < far:
@@ -197,7 +194,7 @@ def _walk_blocks(sample: Sample, stories: int, pace_var: float) -> int:
 
 
 def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator,
-          share: float = 1.0, pace_var: float | None = None) -> np.ndarray:
+          share: float = 1.0) -> np.ndarray:
     """Seconds until `stories` are done, one per trial (inf for those not done when the walk
     stopped: it stops once `share` of the trials are, and the rest come later than all of those).
 
@@ -209,9 +206,7 @@ def _walk(sample: Sample, stories: int, trials: int, rng: np.random.Generator,
     the j-th smallest of c uniforms, a Beta(j, c - j + 1) share of the interval, drawn from a
     stream of its own.
     """
-    if pace_var is None:
-        pace_var = sample.pace_var(stories / sample.mean)
-    paces, rounding = _paces(pace_var, trials, rng)
+    paces, rounding = _paces(sample.pace_var, trials, rng)
     inside = np.random.default_rng(rng.integers(2**63))  # one draw from `rng`, whatever N
     targets = np.maximum(1, np.ceil((stories - rounding) / paces)).astype(np.int64)
     prefix, block, size = sample.prefix, sample.block, sample.counts.size
@@ -265,7 +260,7 @@ def _sums(sample: Sample, k: float, trials: int, rng: np.random.Generator) -> np
     """Completions within k intervals, one per trial: the whole intervals of the trial's
     blocks and, of a last, partial one, each completion with the share of it that is
     inside (binomial thinning); then times the trial's rate factor, rounded at random."""
-    paces, rounding = _paces(sample.pace_var(k), trials, rng)
+    paces, rounding = _paces(sample.pace_var, trials, rng)
     inside = np.random.default_rng(rng.integers(2**63))
     prefix, block, size = sample.prefix, sample.block, sample.counts.size
     whole = int(math.floor(k + 1e-9))
@@ -291,14 +286,20 @@ def _sums(sample: Sample, k: float, trials: int, rng: np.random.Generator) -> np
 
 
 # -- normal ------------------------------------------------------------------------------------
-def _pace_nodes(pace_var: float) -> np.ndarray:
-    """The rate factor at RATE_NODES equally likely quantiles (Wilson-Hilferty: the cube root
-    of a Gamma variable is close to normal), or just 1 when the rate is taken as known."""
+def _gamma_at(pace_var: float, z: np.ndarray) -> np.ndarray:
+    """The Gamma(1/v, v) rate factor at standard normal quantiles z (Wilson-Hilferty: the cube
+    root of a Gamma variable is close to normal), floored at RATE_FLOOR; 1 when v is 0."""
     if pace_var <= 0:
-        return np.ones(1)
+        return np.ones(z.shape)
     spread = pace_var / 9.0
-    base = 1.0 - spread + _NODE_Z * math.sqrt(spread)
+    base = 1.0 - spread + z * math.sqrt(spread)
     return np.maximum(np.maximum(base, 0.0) ** 3, RATE_FLOOR)
+
+
+def _pace_nodes(pace_var: float) -> np.ndarray:
+    """The rate factor at RATE_NODES equally likely quantiles, or just 1 when the rate is
+    taken as known."""
+    return _gamma_at(pace_var, _NODE_Z) if pace_var > 0 else np.ones(1)
 
 
 def _erfc(x: np.ndarray) -> np.ndarray:
@@ -334,12 +335,12 @@ def _done_by(sample: Sample, k, stories, nodes: np.ndarray) -> np.ndarray:
     return _reach(sample, k, need).mean(axis=-1)
 
 
-def _normal_when(sample: Sample, stories: int, pace_var: float) -> tuple[float, float, float]:
+def _normal_when(sample: Sample, stories: int) -> tuple[float, float, float]:
     """The smallest k (intervals) with P(done within k) >= level, in seconds, per level."""
     mu = sample.mean
     if sample.run_var == 0.0:  # a constant history: the N-th at (N - 1/2) / mu, whatever the level
         return ((stories - 0.5) / mu * sample.interval_s,) * 3
-    nodes = _pace_nodes(pace_var)
+    nodes = _pace_nodes(sample.pace_var)
     levels = np.array(LEVELS)
     lo = np.zeros(3)
     hi = np.full(3, 2.0 * stories / mu + 16.0)
@@ -348,24 +349,24 @@ def _normal_when(sample: Sample, stories: int, pace_var: float) -> tuple[float, 
         if not short.any():
             break
         lo, hi = np.where(short, hi, lo), np.where(short, 2.0 * hi, hi)
-    for _ in range(60):
+    for _ in range(BISECTIONS):
         mid = (lo + hi) / 2.0
         there = _done_by(sample, mid, stories, nodes) >= levels
         lo, hi = np.where(there, lo, mid), np.where(there, mid, hi)
     return tuple(float(v) * sample.interval_s for v in hi)
 
 
-def _normal_within(sample: Sample, k: float, pace_var: float) -> tuple[int, int, int]:
+def _normal_within(sample: Sample, k: float) -> tuple[int, int, int]:
     """The largest v with P(f * S_k >= v) >= level, per level."""
     mu = sample.mean
     if sample.run_var == 0.0:
         return (max(0, math.floor(mu * k + 0.5)),) * 3
-    nodes = _pace_nodes(pace_var)
+    nodes = _pace_nodes(sample.pace_var)
     levels = np.array(LEVELS)
     spread = math.sqrt(sample.run_var * k)
     lo = np.zeros(3)
     hi = np.full(3, (mu * k + 10.0 * spread) * float(nodes.max()) + 10.0)
-    for _ in range(60):
+    for _ in range(BISECTIONS):
         mid = (lo + hi) / 2.0
         reached = _done_by(sample, np.full(3, k), mid, nodes) >= levels
         lo, hi = np.where(reached, mid, lo), np.where(reached, hi, mid)

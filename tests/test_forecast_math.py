@@ -11,6 +11,7 @@ the normal method's p-time must be within 0.02 of p.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -217,7 +218,7 @@ histories = st.lists(st.integers(0, 60), min_size=1, max_size=80).filter(any)
 methods = st.sampled_from(["simulated", "normal"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get('FORECAST_EXAMPLES', 60)), deadline=None)
 @given(histories, st.integers(1, 300), st.integers(0, 200), st.integers(0, 2**32 - 1), methods)
 def test_when_is_ordered_by_level_and_grows_with_n(counts, stories, more, seed, method):
     sample = mc.Sample.of(counts, 1.0)
@@ -233,7 +234,7 @@ def test_when_is_ordered_by_level_and_grows_with_n(counts, stories, more, seed, 
     assert first[0] > 0 if method == "simulated" else first[0] >= 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get('FORECAST_EXAMPLES', 60)), deadline=None)
 @given(histories, st.integers(1, 300), st.integers(0, 200), st.integers(0, 2**32 - 1), methods)
 def test_how_many_is_ordered_by_level_and_grows_with_t(counts, seconds, more, seed, method):
     sample = mc.Sample.of(counts, 1.0)
