@@ -1,7 +1,8 @@
 """Where the app's annotations come from: its own actions, and what the stream it receives shows.
 
 - its own actions: the simulator started, stopped or changed rate; a WIP
-  limit or pool bounds set from this app (once the server took them);
+  limit (the system's or a stage's) or pool bounds (a stage's) set from this
+  app (once the server took them);
 - the stream: the pool's resizes (the `pool` topic, with the autoscaler's
   reason, or new bounds set by any client) and the database turning
   unavailable and back (the `database`
@@ -103,6 +104,11 @@ class NoteSources(QObject):
     def wip_limit_set(self, limit: int) -> None:
         self._add("limit", f"WIP limit set to {limit:,}" if limit else "WIP limit lifted")
 
-    @Slot(int, int)
-    def pool_bounds_set(self, low: int, high: int) -> None:
-        self._add("pool", f"bounds set to {low}–{high} workers")
+    @Slot(str, int)
+    def stage_limit_set(self, stage: str, limit: int) -> None:
+        self._add("limit", f"WIP limit of {stage} set to {limit:,}" if limit else f"WIP limit of {stage} lifted")
+
+    @Slot(int, int, str)
+    def pool_bounds_set(self, low: int, high: int, stage: str = "") -> None:
+        whose = f"pool of {stage}: " if stage else ""
+        self._add("pool", f"{whose}bounds set to {low}–{high} workers")

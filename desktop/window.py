@@ -126,6 +126,7 @@ class MainWindow(QMainWindow):
         self.simulator_panel.running_changed.connect(self.note_sources.simulator_toggled)
         self.simulator_panel.rate.valueChanged.connect(self.note_sources.simulator_rate)
         self.flow.wip_limit_set.connect(self.note_sources.wip_limit_set)
+        self.flow.stage_limit_set.connect(self.note_sources.stage_limit_set)
         self.pool_panel.bounds_set.connect(self.note_sources.pool_bounds_set)
         self.stories.message.connect(self._status_message)
         self.pool_panel.message.connect(self._status_message)
