@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QWidget
 
@@ -64,10 +64,29 @@ class StageBands:
         return self.bands[::-1]
 
 
-def _squeezed(label: QLabel) -> QLabel:
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    label.setMinimumWidth(20)
-    return label
+class Elided(QLabel):
+    """A label that never widens its card: a text too long for it is cut with an ellipsis (the whole of
+    it in `full`, and in the tooltip its owner sets)."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.full = text
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(20)
+
+    def set_full(self, text: str) -> None:
+        if text != self.full:
+            self.full = text
+            self._elide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self.full, Qt.TextElideMode.ElideRight, self.contentsRect().width())
+        if shown != self.text():
+            self.setText(shown)
 
 
 class EfficiencyCard(BigNumber):
@@ -75,11 +94,13 @@ class EfficiencyCard(BigNumber):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Flow efficiency", "efficiency", parent)
-        self.squeezable()
+        # As wide as its title (never squeezed to nothing beside the stages' cards); the bottleneck's name
+        # is cut with an ellipsis beyond that.
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance("Flow efficiency") + 3 * self.edge)
         self.setToolTip("Of the stories completed in the flow window: the time they were worked on over their "
                         "cycle time. The rest they waited: in a queue, blocked, or done with a stage and waiting "
                         "for the next.")
-        self.detail = _squeezed(QLabel(""))
+        self.detail = Elided()
         self.layout_.addWidget(self.detail)
         self.apply_theme(theme.current())  # (BigNumber follows the theme, with this method, from its start)
 
@@ -90,9 +111,7 @@ class EfficiencyCard(BigNumber):
 
     def show_stats(self, stats) -> None:
         self.set_text(format_efficiency(getattr(stats, "flow_efficiency", None)))
-        text = bottleneck_text(stats)
-        if self.detail.text() != text:
-            self.detail.setText(text)
+        self.detail.set_full(bottleneck_text(stats))
         self.detail.setToolTip(bottleneck_detail(stats))
 
 
@@ -104,13 +123,13 @@ class StageCard(Card):
     def __init__(self, index: int, name: str, parent: QWidget | None = None):
         super().__init__(stage_role(index), parent)
         self.name = name
-        self.title = _squeezed(QLabel(name))
+        self.title = Elided(name)
         font = QFont(self.title.font())
         font.setWeight(QFont.Weight.DemiBold)
         self.title.setFont(font)
         self.badge = QLabel("◆ bottleneck")
         self.badge.setVisible(False)
-        self.pool = _squeezed(QLabel("–"))
+        self.pool = Elided("–")
         self.stories = QLabel("–")
         self.spin = QSpinBox()
         self.spin.setRange(0, protocol.WIP_LIMIT_MAX)
@@ -140,9 +159,10 @@ class StageCard(Card):
         super().apply_theme(colours)
 
     def show_stage(self, stage, bottleneck: bool, initial: bool = False) -> None:
-        for label, text in ((self.pool, pool_text(stage)), (self.stories, stories_text(stage))):
-            if label.text() != text:
-                label.setText(text)
+        self.pool.set_full(pool_text(stage))
+        text = stories_text(stage)
+        if self.stories.text() != text:
+            self.stories.setText(text)
         detail = pool_detail(stage)
         if self.pool.toolTip() != detail:
             self.pool.setToolTip(detail)
