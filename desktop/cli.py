@@ -58,6 +58,10 @@ def desktop_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="storypulse desktop", description="The storypulse desktop app.")
     parser.add_argument("--server", metavar="HOST[:PORT]",
                         help="the server to watch (default: the last one used, else 127.0.0.1:5555)")
+    parser.add_argument("--scenario", metavar="NAME-or-FILE",
+                        help="the simulator's load: a scenario that comes with storypulse (bottleneck, single) or "
+                             "a TOML file, its stages' tasks, estimates and blocks (the server needs the same "
+                             "stages: storypulse server --scenario); not started until asked")
     _common_options(parser)
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:
@@ -67,6 +71,8 @@ def desktop_command(argv: list[str]) -> int:
             parse_server(args.server)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.scenario is not None:
+        args.scenario = _checked_scenario(parser, args.scenario)
     if (missing := no_display()) is not None:
         print(f"storypulse desktop: {missing}", file=sys.stderr)
         return 2
@@ -76,7 +82,20 @@ def desktop_command(argv: list[str]) -> int:
     from .app import run_app
 
     return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings,
-                   screenshot=args.screenshot, tab=args.tab, theme=args.theme)
+                   screenshot=args.screenshot, tab=args.tab, theme=args.theme, scenario=args.scenario)
+
+
+def _checked_scenario(parser: argparse.ArgumentParser, name_or_path: str) -> str:
+    """A scenario refused here, naming the line, rather than in the window; a file by its absolute path."""
+    from pathlib import Path
+
+    from storypulse import scenario
+
+    try:
+        scenario.load(name_or_path)
+    except scenario.ScenarioError as exc:
+        parser.error(f"--scenario: {exc}")
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
 
 
 def demo_command(argv: list[str]) -> int:

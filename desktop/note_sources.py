@@ -1,6 +1,7 @@
 """Where the app's annotations come from: its own actions, and what the stream it receives shows.
 
-- its own actions: the simulator started, stopped or changed rate; a WIP
+- its own actions: the simulator started, stopped, changed rate or took a
+  scenario's load; a WIP
   limit (the system's or a stage's) or pool bounds (a stage's) set from this
   app (once the server took them);
 - the stream: the pool's resizes (the `pool` topic, with the autoscaler's
@@ -99,6 +100,10 @@ class NoteSources(QObject):
         if self._running and self._rate != self._rate_noted:
             self._rate_noted = self._rate
             self._add("simulator", f"rate now {self._rate:g} stories/s")
+
+    @Slot(str)
+    def simulator_scenario(self, name: str) -> None:
+        self._add("scenario", f"simulator load: scenario {name}" if name else "simulator load: one range, no stages")
 
     @Slot(int)
     def wip_limit_set(self, limit: int) -> None:

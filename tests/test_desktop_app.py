@@ -215,12 +215,18 @@ def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, se
 def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "storypulse.desktop", "--server", str(server.endpoints), "--quit-after", "3",
-         "--settings", str(tmp_path / "s.ini"), "--theme", "dark"],
+         "--settings", str(tmp_path / "s.ini"), "--theme", "dark", "--scenario", "bottleneck"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("view/theme") == "dark"
+    saved = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    assert saved.value("view/theme") == "dark" and saved.value("simulator/scenario") == "bottleneck"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[load]\nrate = -1\n[[stage]]\nname = "dev"\n')
+    refused = subprocess.run([sys.executable, "-m", "storypulse", "desktop", "--scenario", str(bad)], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--scenario: " in refused.stderr and "line 3" in refused.stderr
     wrong = subprocess.run([sys.executable, "-m", "storypulse", "demo", "--theme", "purple"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "--theme: invalid choice: 'purple'" in wrong.stderr
