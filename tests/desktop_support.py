@@ -15,6 +15,18 @@ def stats_row(ts: float, i: int, **fields):
     return SimpleNamespace(**row)
 
 
+def workflow_stages(i: int = 0, names=("analysis", "build", "test")) -> list:
+    """The `stages` of a stats row from a server with a workflow: build holds the most, one blocked, test the
+    bottleneck (wait_s), build under a WIP limit of 3."""
+    from storypulse import protocol
+
+    return [protocol.StageStats(name=name, workers=2, workers_busy=2, min_workers=1, max_workers=2, tasks_queued=4,
+                                tasks_ready=2, tasks_running=2, tasks_blocked=int(name == "build"),
+                                stories=1 + (i % 3) * (name == "build"), wip_limit=3 * (name == "build"),
+                                wait_s=2.0 * (name == "test"))
+            for name in names]
+
+
 def snapshot_batch(history: list):
     """A FeedBatch with a snapshot of `history`, its last row the current stats."""
     return SimpleNamespace(snapshot=SimpleNamespace(history=history, stats=history[-1], completions=[]),

@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QLabel, QWidget
 
 from colour_vision import least_distance
+from desktop_support import workflow_stages
 from storypulse import protocol
 from storypulse.desktop import theme
 from storypulse.desktop.annotations import Note
@@ -93,12 +94,7 @@ def _row(ts: float, i: int, fields):
                   stories_in_progress=float(3 + i % 3), wip_limit=6.0, flow_window_s=60.0,
                   stories_completed_in_window=float(min(i, 60)), database="ok", database_error=None,
                   flow_efficiency=0.4, bottleneck="test")
-    # A workflow of three stages, so that its bands, aging columns and cards are checked too.
-    values["stages"] = [
-        protocol.StageStats(name=name, workers=2, workers_busy=2, min_workers=1, max_workers=2, tasks_queued=4,
-                            tasks_ready=2, tasks_running=2, tasks_blocked=int(name == "build"), stories=stories,
-                            wip_limit=3 * (name == "build"), wait_s=2.0 * (name == "test"))
-        for name, stories in (("analysis", 1), ("build", 1 + i % 3), ("test", 1))]
+    values["stages"] = workflow_stages(i)  # three stages: their bands, aging columns and cards are checked too
     return SimpleNamespace(**values)
 
 
