@@ -20,18 +20,11 @@ from storypulse.endpoints import parse_server
 from storypulse.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
-from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_LEVELS, ConfigError, ServerConfig,
+from . import logs
+from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_FORMATS, LOG_LEVELS, ConfigError, ServerConfig,
                      meaning_of_choices)
 
 log = logging.getLogger("storypulse.server")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -83,6 +76,15 @@ def server_parser() -> argparse.ArgumentParser:
         help="at most N stories in progress: a story's tasks start only while fewer are; "
              f"0: no limit (default {d['wip_limit']})")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
+    add("--log-format", choices=LOG_FORMATS,
+        help="text: a line for people; json: one JSON object a line (time, level, logger, "
+             f"message and the record's fields), for log shippers (default {d['log_format']})")
+    add("--http-port", type=int, metavar="P",
+        help="serve Prometheus metrics on http://BIND:P/metrics, and /livez and /readyz for "
+             f"probes; 0: no HTTP (default {d['http_port']})")
+    add("--http-bind", metavar="ADDR",
+        help=f"the address of --http-port (default {d['http_bind']}); the endpoint has no "
+             "authentication, so beyond loopback anyone who reaches it can read it")
     add("--parent-pipe", type=int, metavar="FD",
         help="stop (as on SIGTERM) when this file descriptor, the read end of a pipe whose write "
              "end only the starting process holds, reaches end of file: the server goes "
@@ -109,12 +111,13 @@ def command(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"storypulse server: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    logs.setup(config.log_level, config.log_format)
     return serve(config, args.parent_pipe)
 
 
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .dberrors import database_errors, startup_failure
+    from .daemon import Daemon
     from .loop import Server
     from .sockets import listen
     from .store import Store, describe
@@ -127,15 +130,24 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     except Exception as exc:  # anything the file, the URL or the database server can do
         log.debug("opening the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)
-        log.critical("cannot start: %s", failure.message)
+        log.critical("cannot start: %s", failure.message,
+                     extra=_start_failed(failure.message, failure.exit_code))
         return failure.exit_code
+    in_force = store.durability_in_force()
     log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
-             describe(store.db), config.durability, store.durability_in_force())
+             describe(store.db), config.durability, in_force,
+             extra={"event": "start", "version": __version__, "database": describe(store.db),
+                    "durability": config.durability, "in_force": in_force})
+    sockets = daemon = None
     try:
-        server = Server(config, store, listen(config), parent_pipe)
-    except Exception as exc:  # typically: the port is taken
-        log.critical("cannot start: %s", exc)
-        store.close()
+        sockets = listen(config)
+        daemon = Daemon.open(config)
+        server = Server(config, store, sockets, parent_pipe, daemon=daemon)
+    except Exception as exc:  # typically: a port is taken
+        log.critical("cannot start: %s", exc, extra=_start_failed(str(exc), 1))
+        for part in (daemon, sockets, store):
+            if part is not None:
+                part.close()
         return 1
     server.install_signal_handlers()
     try:
@@ -143,8 +155,14 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)
-        log.critical("stopped: %s", failure.message)
+        log.critical("stopped: %s", failure.message, extra={
+            "event": "stopped", "cause": failure.message, "exit_code": failure.exit_code})
         return failure.exit_code
+
+
+def _start_failed(cause: str, code: int) -> dict:
+    """The structured fields of the line that says why the server did not start."""
+    return {"event": "start.failed", "cause": cause, "exit_code": code}
 
 
 # -- storypulse worker ---------------------------------------------------------------
@@ -163,6 +181,8 @@ def worker_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat", type=float, default=DEFAULTS["heartbeat"], metavar="S",
                         help="must match the server's --heartbeat (default %(default)g)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text, or json: one JSON object a line (default %(default)s)")
     parser.add_argument("--version", action="version", version=f"storypulse {__version__}")
     return parser
 
@@ -179,7 +199,7 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--processes must be within 1-{protocol.WORKERS_MAX}")
     if args.heartbeat <= 0:
         parser.error("--heartbeat must be > 0")
-    _setup_logging(args.log_level)
+    logs.setup(args.log_level, args.log_format)
     from .worker import process_context
 
     endpoint = endpoints.workers
@@ -209,6 +229,5 @@ def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | N
     from . import worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s worker %(process)d: %(message)s")
+    logs.setup_from_environ("info")
     worker.run(endpoint, None, heartbeat, reconnect=True, security=security)

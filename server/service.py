@@ -38,6 +38,7 @@ from .config import ServerConfig
 from .effects import Effects, Envelope, Resize
 from .faults import Faults
 from .figures import Figures
+from .metrics import Meters
 from .ops import OPS, Invalid, Op
 from .outage import Outage
 from .pool import Pool, Worker
@@ -58,6 +59,7 @@ class Service:
         self.state.set_wip_limit(config.wip_limit)
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
         self.figures = Figures(config, now)
+        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
         self.effects = Effects()
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit
@@ -236,6 +238,7 @@ class Service:
         tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
         if not tasks:
             return False
+        self.meters.leased(state, tasks, starts)  # daemon: task queue wait
         if state.started:
             self._record_started(starts, state.started)
             state.started = []
@@ -284,6 +287,7 @@ class Service:
         for (attempts, started), ids in groups.items():
             batch.completions.append((attempts, started or wall, wall, ids))
         figures.tasks_completed += count
+        self.meters.tasks_completed += count  # daemon
         figures.tasks_out.add(now, count)
         if finished_stories:
             batch.done_stories.append((wall, finished_stories))
@@ -328,6 +332,8 @@ class Service:
         committed = group.commit(now, force)
         if group.refused:
             self._forget_refused(now)
+        if committed:
+            self.meters.published(group.events)  # daemon: the story events, now stored
         group.release(self.effects, committed, wall)
         if committed and self.state.wants_refill():
             self.refill(wall)
@@ -356,11 +362,12 @@ class Service:
         return self.figures.stats(now, wall, self.effects.seq if seq is None else seq,
                                   self.state, self.pool, self.group.outage)
 
-    def publish_stats(self, now: float, wall: float) -> None:
+    def publish_stats(self, now: float, wall: float) -> Stats:
         """The stats timer: publish the figures, and keep one a second for snapshots."""
         stats = self.stats(now, wall)
         self.effects.publish(protocol.TOPIC_STATS, stats)
         self.figures.history.offer(now, stats)
+        return stats
 
     def pool_changed(self, old: int, new: int, reason: str, wall: float) -> None:
         """The pool's target or size changed (the loop's scaler, a lost worker): publish it."""
