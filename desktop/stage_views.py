@@ -112,7 +112,9 @@ class EfficiencyCard(BigNumber):
     def show_stats(self, stats) -> None:
         self.set_text(format_efficiency(getattr(stats, "flow_efficiency", None)))
         self.detail.set_full(bottleneck_text(stats))
-        self.detail.setToolTip(bottleneck_detail(stats))
+        tip = bottleneck_detail(stats)
+        if self.detail.toolTip() != tip:
+            self.detail.setToolTip(tip)
 
 
 class StageCard(Card):
@@ -170,8 +172,9 @@ class StageCard(Card):
         if initial or not self._initialised:
             self.spin.setValue(stage.wip_limit)
             self._initialised = True
-        self.setAccessibleName(f"Stage {self.name}: {detail}; {self.stories.text()}"
-                               + ("; the bottleneck" if bottleneck else ""))
+        name = f"Stage {self.name}: {detail}; {self.stories.text()}" + ("; the bottleneck" if bottleneck else "")
+        if self.accessibleName() != name:
+            self.setAccessibleName(name)
 
 
 class StageStrip(QWidget):
