@@ -82,6 +82,19 @@ def server_parser() -> argparse.ArgumentParser:
     add("--wip-limit", type=int, metavar="N",
         help="at most N stories in progress: a story's tasks start only while fewer are; "
              f"0: no limit (default {d['wip_limit']})")
+    add("--stages", metavar="NAME:MIN-MAX,...",
+        help="a workflow: stages in order, each with its own pool of workers, e.g. "
+             "analysis:1-2,build:1-6,test:1-2 (NAME:N for a fixed pool); a story's tasks of a "
+             "later stage start only when those of its earlier stages are done. Not with "
+             "--min-workers/--max-workers (each stage has its bounds). Default: one stage, "
+             "'work', with --min-workers/--max-workers")
+    add("--stage-wip", metavar="NAME=N,...",
+        help="WIP limits per stage: at most N stories in the stage at once (a story counts in "
+             "a stage until it starts its next one), e.g. build=3,test=2; 0: none")
+    add("--scenario", metavar="NAME-or-FILE",
+        help="take the workflow (stages, pools, WIP limits) from a scenario: one that comes "
+             "with storypulse (bottleneck, single) or a TOML file; --stage-wip and --wip-limit "
+             "override its limits")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
     add("--parent-pipe", type=int, metavar="FD",
         help="stop (as on SIGTERM) when this file descriptor, the read end of a pipe whose write "

@@ -129,21 +129,21 @@ class Service:
         self.completed_stories = startup.completed_stories
         self.tasks_completed = startup.tasks_completed
         by_story: dict[int, list[tuple[int, int, int]]] = {}
-        for task_id, story_id, estimate, attempts in startup.queued_tasks:
+        for task_id, story_id, estimate, attempts, *_ in startup.queued_tasks:
             by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
         state = self.state
         for story_id, tasks in by_story.items():
-            total, created, started = startup.open_stories[story_id]
+            total, created, started, _ = startup.open_stories[story_id]
             # A story started before the restart stays in progress (its started_at was
             # stored), even if the tasks that ran then run again now.
             state.restore_story(story_id, total, tasks, created, started)
         # Started stories' tasks first, then by id (creation order).
         state.order_queue()
-        in_memory_ms = sum(estimate for _, _, estimate, _ in startup.queued_tasks)
+        in_memory_ms = sum(row[2] for row in startup.queued_tasks)
         state.set_backlog(startup.open_count - len(startup.open_stories),
                           startup.queued_count - len(startup.queued_tasks),
                           startup.queued_ms - in_memory_ms, startup.backlog_after)
-        for story_id, created, started, completed in startup.recent_done:
+        for story_id, created, started, completed, _ in startup.recent_done:
             if started is None:
                 continue  # done by an earlier version, which kept no started_at: no cycle time
             # back on the monotonic clock the window expires by
@@ -294,7 +294,7 @@ class Service:
                 self.tasks_completed -= row[6]
                 self.flow.discard(story_id)
             elif story_id not in self.state.stories:  # open, in the backlog: only counted
-                count, work = self.store.queued_of(story_id)
+                count, work = (sum(c) for c in list(zip(*self.store.queued_of(story_id)))[1:] or ((), ()))
                 self.state.forget_backlog_story(count, work)
                 self.tasks_completed -= row[6] - count
             else:  # read into memory by the refill of the flush: as above
@@ -314,7 +314,7 @@ class Service:
         live = self.state.live
         views = []
         done = 0
-        for task_id, name, estimate, status, attempts, created, started, finished in \
+        for task_id, name, estimate, status, attempts, created, started, finished, *_ in \
                 self.store.tasks_of(req.story_id):
             task = live.get(task_id)
             if status == "done":
@@ -329,7 +329,7 @@ class Service:
         self.reply(envelope, req.id, view)
 
     def _story_view(self, row: tuple) -> StoryView:
-        story_id, name, description, status, created, completed, total, started = row
+        story_id, name, description, status, created, completed, total, started, *_ = row
         lead = cycle = None
         if status == "done":
             done = total

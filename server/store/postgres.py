@@ -20,8 +20,9 @@ import peewee
 from ..dberrors import (CONNECTION_LOST, LOGIN_REFUSED, NO_DATABASE, NOT_OURS, NOT_PERMITTED,
                        READ_ONLY, SERVER_TROUBLE, BadURL)
 from .base import Batch, Store
-from .pgsql import STORY_TYPES, TASK_TYPES, array, insert_rows, tallied
-from .schema import STORY_COLUMNS, TASK_COLUMNS
+from .pgsql import (STORY_TYPES, TASK_TYPES, WORKFLOW_STORY_TYPES, WORKFLOW_TASK_TYPES, array,
+                    insert_rows, tallied)
+from .schema import STORY_COLUMNS, TASK_COLUMNS, WORKFLOW_STORY_COLUMNS, WORKFLOW_TASK_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +94,32 @@ class PostgresStore(Store):
         skip = " ON CONFLICT DO NOTHING" if again else ""
         parts: list[str] = []
         params: list = []
+        staged = self.staged  # the stages' tally moves with the named tasks (schema.py)
         for table, columns, types, rows, move in (
                 ("story", STORY_COLUMNS, STORY_TYPES, batch.stories, "stories added"),
-                ("task", TASK_COLUMNS, TASK_TYPES, batch.tasks, "tasks added")):
+                ("task", TASK_COLUMNS, TASK_TYPES, batch.tasks, "tasks added"),
+                ("story", WORKFLOW_STORY_COLUMNS, WORKFLOW_STORY_TYPES, batch.workflow_stories,
+                 "stories added"),
+                ("task", WORKFLOW_TASK_COLUMNS, WORKFLOW_TASK_TYPES, batch.workflow_tasks,
+                 "tasks added")):
             if rows:
                 sql, values = insert_rows(table, columns, types, rows)
-                parts.append(tallied([sql + skip], move))
+                parts.append(tallied([sql + skip], move, staged and columns is WORKFLOW_TASK_COLUMNS))
                 params += values
         inserts = len(parts)
         for started, ids in batch.started_stories:
             parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
             params += [started, array(ids)]
+        for stage, ids in batch.stage_entries:
+            parts.append("UPDATE story SET stage = %s WHERE id = ANY(%s::bigint[])")
+            params += [stage, array(ids)]
+        for column, table, rows in (("blocked_until", "task", batch.blocks),
+                                    ("work_s", "story", batch.work_times)):
+            if rows:
+                ids, values = zip(*rows)
+                parts.append(f"UPDATE {table} SET {column} = u.v FROM unnest(%s::bigint[], "
+                             f"%s::float8[]) AS u(id, v) WHERE {table}.id = u.id")
+                params += [array(ids), array(values)]
         # Each group of rows is a write of its own, but a kind of change is one statement
         # (and one move of the tally). Only the rows still queued (open) change: a retried
         # batch finds the ones a lost commit did, and does not count them again.
@@ -111,7 +127,7 @@ class PostgresStore(Store):
             parts.append(tallied(["UPDATE task SET status = 'done', attempts = %s, "
                                   "started_at = %s, finished_at = %s "
                                   "WHERE id = ANY(%s::bigint[]) AND status = 'queued'"]
-                                 * len(batch.completions), "tasks done"))
+                                 * len(batch.completions), "tasks done", staged))
             for attempts, started, finished, ids in batch.completions:
                 params += [attempts, started, finished, array(ids)]
         if batch.done_stories:
@@ -124,7 +140,7 @@ class PostgresStore(Store):
             ids = array(batch.deleted_stories)
             # Explicit: there is no foreign key to cascade (see the module docstring).
             parts.append(tallied(["DELETE FROM task WHERE story_id = ANY(%s::bigint[])"],
-                                 "tasks removed"))
+                                 "tasks removed", staged))
             parts.append(tallied(["DELETE FROM story WHERE id = ANY(%s::bigint[])"],
                                  "stories removed"))
             params += [ids, ids]
@@ -156,7 +172,8 @@ class PostgresStore(Store):
         def read(where: str, params: tuple, tail: str) -> list[tuple]:
             return [tuple(r) for r in self._read(
                 "SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, s.created_at, "
-                "s.started_at FROM (SELECT id, story_id, estimate_ms, attempts FROM task "
+                f"s.started_at, {self._stage_index}, COALESCE(t.blocked_ms, 0) FROM "
+                "(SELECT id, story_id, estimate_ms, attempts, stage, blocked_ms FROM task "
                 f"WHERE {where} AND status = 'queued' ORDER BY id{tail}) t "
                 "JOIN story s ON s.id = t.story_id ORDER BY t.id", params).fetchall()]
 

@@ -8,6 +8,15 @@ statements and nothing has to be read back. Task states on disk are only
 queued again after a crash anyway. A story's `started_at` is written with the
 turn that hands out its first task: a story in progress stays so across a restart.
 
+**Stages** (docs/flow.md): a task's `stage` is its stage's *name*, so that a server
+started with another workflow can tell (base.Store.use_workflow). A server with one
+stage writes none (null: the first stage of whatever workflow serves the database, as
+for a database from before stages), so its write path is the one it always had; a
+server with several names every task, and keeps `stage_tally`, the queued tasks and
+work of each named stage, in step as `tally` is. Blocks (`blocked_ms`, and
+`blocked_until` once the block starts), the stage a story counts in and its work time
+are written only for the stories that have them.
+
 Counts that start-up needs (open and done stories, queued and done tasks, the queued
 work) live in a one-row table, `tally`, moved by every write in the same transaction
 by what the write changed: start-up reads one row instead of counting whole tables,
@@ -28,8 +37,11 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SQL,
     TextField,
 )
+
+from storypulse import protocol
 
 from ..dberrors import NotStorypulse
 
@@ -56,6 +68,12 @@ class Story(BaseModel):
     # when its first task was handed to a worker; written with the turn that did it, so
     # it survives a restart (null: not started, or done by a version that did not record it)
     started_at = DoubleField(null=True)
+    # Stages (see above): the stage it counts in (null: not started, or one stage), the blocks
+    # of its tasks summed, and the time one of its tasks was on a worker (written when done,
+    # with several stages; null: not known)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
+    blocked_ms = BigIntegerField(null=True, constraints=[SQL("DEFAULT 0")])
+    work_s = DoubleField(null=True)
 
     class Meta:
         table_name = "story"
@@ -77,6 +95,11 @@ class Task(BaseModel):
     created_at = DoubleField()
     started_at = DoubleField(null=True)
     finished_at = DoubleField(null=True)
+    # Stages (see above): the stage's name (null: the first stage), the block it starts with,
+    # and when that block ends once it has started (wall clock)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
+    blocked_ms = IntegerField(null=True, constraints=[SQL("DEFAULT 0")])
+    blocked_until = DoubleField(null=True)
 
     class Meta:
         table_name = "task"
@@ -106,7 +129,20 @@ class Tally(BaseModel):
         primary_key = False
 
 
-MODELS = (Story, Task, Counter, Tally)
+class StageTally(BaseModel):
+    """The queued tasks of each named stage (see the module docstring), kept in step with the
+    task rows by every write of a server with several stages; null-stage tasks are the rest
+    of `tally`."""
+
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, primary_key=True)
+    tasks_queued = BigIntegerField()
+    queued_ms = BigIntegerField()
+
+    class Meta:
+        table_name = "stage_tally"
+
+
+MODELS = (Story, Task, Counter, Tally, StageTally)
 TALLY_COLUMNS = ("stories_open", "stories_done", "tasks_queued", "tasks_done", "queued_ms")
 # The tally's column for a task's or a story's status.
 TASK_TALLY = {"queued": "tasks_queued", "done": "tasks_done"}
@@ -115,11 +151,18 @@ STORY_TALLY = {"open": "stories_open", "done": "stories_done"}
 # The columns a turn writes (the rows of a Batch hold them in this order) and reads back.
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
-STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total, started_at"
-TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
+# A story or task with a stage or a block: the same, and these (see Batch.workflow_stories).
+WORKFLOW_STORY_COLUMNS = STORY_COLUMNS + ("blocked_ms",)
+WORKFLOW_TASK_COLUMNS = TASK_COLUMNS + ("stage", "blocked_ms")
+STORY_SELECT = ("id, name, description, status, created_at, completed_at, tasks_total, started_at, "
+                "stage, blocked_ms")
+TASK_SELECT = ("id, name, estimate_ms, status, attempts, created_at, started_at, finished_at, "
+               "stage, blocked_ms, blocked_until")
 
-# Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
-ADDED_LATER = {"story": ("started_at",)}
+# Columns that databases made by earlier versions lack; opened, they get them (null in old
+# rows, or the column's default).
+ADDED_LATER = {"story": ("started_at", "stage", "blocked_ms", "work_s"),
+               "task": ("stage", "blocked_ms", "blocked_until")}
 # Indexes of earlier versions that a newer one replaced (task_status: by task_status_estimate_ms,
 # and that by the tally). An earlier version makes them again whenever it opens the database.
 REPLACED_INDEXES = ("task_status", "task_status_estimate_ms")
@@ -150,6 +193,8 @@ def check_writable(db: peewee.Database) -> None:
 def add_missing_columns(db: peewee.Database) -> bool:
     """Also drops the replaced indexes; True if there were any (an earlier version wrote here,
     without keeping the tally)."""
+    import copy
+
     from playhouse.migrate import SchemaMigrator, migrate
 
     ours = {model._meta.table_name: model for model in MODELS}
@@ -159,8 +204,10 @@ def add_missing_columns(db: peewee.Database) -> bool:
             if name not in have:
                 log.info("adding the column %s.%s to a database from an earlier version",
                          table, name)
-                kind = type(ours[table]._meta.columns[name])  # a fresh field, nullable
-                migrate(SchemaMigrator.from_database(db).add_column(table, name, kind(null=True)))
+                # The model's field (nullable, with its default): old rows get the default.
+                field = copy.copy(ours[table]._meta.columns[name])
+                assert field.null, f"{table}.{name}: a column added later must be nullable"
+                migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
     replaced = {index.name for index in db.get_indexes("task")} & set(REPLACED_INDEXES)
     for name in sorted(replaced):
         log.info("dropping the index %s of an earlier version", name)
@@ -169,12 +216,17 @@ def add_missing_columns(db: peewee.Database) -> bool:
 
 
 def count_tally(db: peewee.Database, recount: bool) -> None:
-    """Fill the tally by counting, once: for a new database, one of an earlier version, or one
-    an earlier version wrote to since (`recount`)."""
+    """Fill the tally (and the stages' tally) by counting, once: for a new database, one of an
+    earlier version, or one an earlier version wrote to since (`recount`)."""
     if not recount and len(db.execute_sql("SELECT 1 FROM tally").fetchall()) == 1:
         return
     log.info("counting the stories and tasks into the tally")
     with db.atomic():
+        db.execute_sql("DELETE FROM stage_tally")
+        db.execute_sql(
+            "INSERT INTO stage_tally (stage, tasks_queued, queued_ms) SELECT stage, COUNT(*), "
+            "COALESCE(SUM(estimate_ms), 0) FROM task WHERE status = 'queued' AND stage IS NOT NULL "
+            "GROUP BY stage")
         db.execute_sql("DELETE FROM tally")
         db.execute_sql(
             f"INSERT INTO tally ({', '.join(TALLY_COLUMNS)}) SELECT "

@@ -18,7 +18,8 @@ import peewee
 from ..dberrors import (CANNOT_OPEN, DAMAGED, IN_USE, LOCKED, NO_ACCESS, NOT_A_DATABASE, NOT_OURS,
                        READ_ONLY, BadURL, Cause)
 from .base import Batch, Store, chunks
-from .schema import MODELS, STORY_COLUMNS, STORY_TALLY, TALLY_COLUMNS, TASK_COLUMNS, TASK_TALLY
+from .schema import (MODELS, STORY_COLUMNS, STORY_TALLY, TALLY_COLUMNS, TASK_COLUMNS, TASK_TALLY,
+                     WORKFLOW_STORY_COLUMNS, WORKFLOW_TASK_COLUMNS)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,10 @@ class SqliteStore(Store):
 
     def __init__(self, db: peewee.Database):
         super().__init__(db)
-        self._insert_story = (f"INSERT INTO story ({', '.join(STORY_COLUMNS)}) "
-                              f"VALUES ({', '.join([self.p] * len(STORY_COLUMNS))})")
-        self._insert_task = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
-                             f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})")
+        self._insert_story, self._insert_task, self._insert_workflow_story, self._insert_workflow_task = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([self.p] * len(columns))})"
+            for table, columns in (("story", STORY_COLUMNS), ("task", TASK_COLUMNS),
+                                   ("story", WORKFLOW_STORY_COLUMNS), ("task", WORKFLOW_TASK_COLUMNS)))
 
     @classmethod
     def connect(cls, spec: str | None, durability: str) -> peewee.Database:
@@ -100,6 +101,8 @@ class SqliteStore(Store):
         p = self.p
         cursor = self.db.cursor()
         move = dict.fromkeys(TALLY_COLUMNS, 0)
+        # With several stages, the move of each named stage's queued tasks and work
+        staged: dict[str, list[int]] | None = {} if self.staged else None
         skip = " ON CONFLICT DO NOTHING" if again else ""
         stories, tasks = batch.stories, batch.tasks
         if again:  # what a lost commit stored is neither stored nor counted again
@@ -115,18 +118,31 @@ class SqliteStore(Store):
             move["tasks_queued"] += len(queued)
             move["queued_ms"] += sum(queued)
             move["tasks_done"] += len(tasks) - len(queued)
+        if batch.workflow_stories or batch.workflow_tasks:
+            self._insert_workflow_rows(cursor, batch, again, move, staged)
         for started, ids in batch.started_stories:
             for chunk in chunks(ids):
                 cursor.execute(
                     f"UPDATE story SET started_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
                     (started, *chunk),
                 )
+        if batch.stage_entries or batch.blocks:
+            self._write_stage_rows(cursor, batch)
         for attempts, started, finished, ids in batch.completions:
             for chunk in chunks(ids):
                 marks = ", ".join([p] * len(chunk))
-                done, work = cursor.execute(
-                    "SELECT COUNT(*), TOTAL(estimate_ms) FROM task "
-                    f"WHERE id IN ({marks}) AND status = 'queued'", tuple(chunk)).fetchone()
+                if staged is None:
+                    done, work = cursor.execute(
+                        "SELECT COUNT(*), TOTAL(estimate_ms) FROM task "
+                        f"WHERE id IN ({marks}) AND status = 'queued'", tuple(chunk)).fetchone()
+                else:
+                    done = work = 0
+                    for stage, n, ms in cursor.execute(
+                            "SELECT stage, COUNT(*), TOTAL(estimate_ms) FROM task "
+                            f"WHERE id IN ({marks}) AND status = 'queued' GROUP BY stage",
+                            tuple(chunk)).fetchall():
+                        done, work = done + n, work + ms
+                        _move(staged, stage, -n, -ms)
                 cursor.execute(
                     f"UPDATE task SET status = 'done', attempts = {p}, started_at = {p}, "
                     f"finished_at = {p} WHERE id IN ({marks}) AND status = 'queued'",
@@ -144,14 +160,27 @@ class SqliteStore(Store):
                 )
                 move["stories_open"] -= cursor.rowcount
                 move["stories_done"] += cursor.rowcount
+        if batch.work_times:
+            cursor.executemany(f"UPDATE story SET work_s = {p} WHERE id = {p}",
+                               [(work, story_id) for story_id, work in batch.work_times])
         for chunk in chunks(batch.deleted_stories):
             marks = ", ".join([p] * len(chunk))
-            for status, count, work in cursor.execute(
-                    "SELECT status, COUNT(*), TOTAL(estimate_ms) FROM task "
-                    f"WHERE story_id IN ({marks}) GROUP BY status", tuple(chunk)).fetchall():
-                move[TASK_TALLY[status]] -= count
-                if status == "queued":
-                    move["queued_ms"] -= int(work)
+            if staged is None:
+                for status, count, work in cursor.execute(
+                        "SELECT status, COUNT(*), TOTAL(estimate_ms) FROM task "
+                        f"WHERE story_id IN ({marks}) GROUP BY status", tuple(chunk)).fetchall():
+                    move[TASK_TALLY[status]] -= count
+                    if status == "queued":
+                        move["queued_ms"] -= int(work)
+            else:
+                for status, stage, count, work in cursor.execute(
+                        "SELECT status, stage, COUNT(*), TOTAL(estimate_ms) FROM task "
+                        f"WHERE story_id IN ({marks}) GROUP BY status, stage",
+                        tuple(chunk)).fetchall():
+                    move[TASK_TALLY[status]] -= count
+                    if status == "queued":
+                        move["queued_ms"] -= int(work)
+                        _move(staged, stage, -count, -work)
             for status, count in cursor.execute(
                     f"SELECT status, COUNT(*) FROM story WHERE id IN ({marks}) GROUP BY status",
                     tuple(chunk)).fetchall():
@@ -166,6 +195,47 @@ class SqliteStore(Store):
             cursor.execute(
                 "UPDATE tally SET " + ", ".join(f"{name} = {name} + {p}" for name in moved),
                 tuple(moved.values()))
+        if staged:
+            cursor.executemany(
+                f"INSERT INTO stage_tally (stage, tasks_queued, queued_ms) VALUES ({p}, {p}, {p}) "
+                "ON CONFLICT (stage) DO UPDATE SET tasks_queued = tasks_queued + "
+                "excluded.tasks_queued, queued_ms = queued_ms + excluded.queued_ms",
+                [(stage, n, int(ms)) for stage, (n, ms) in staged.items() if n or ms])
+
+    def _insert_workflow_rows(self, cursor, batch: Batch, again: bool, move: dict[str, int],
+                              staged: dict[str, list[int]] | None) -> None:
+        """The stories and tasks that have a stage name or a block (schema.WORKFLOW_*)."""
+        skip = " ON CONFLICT DO NOTHING" if again else ""
+        stories, tasks = batch.workflow_stories, batch.workflow_tasks
+        if again:
+            stories = self._not_stored(cursor, "story", stories)
+            tasks = self._not_stored(cursor, "task", tasks)
+        if stories:
+            cursor.executemany(self._insert_workflow_story + skip, stories)
+            for row in stories:
+                move[STORY_TALLY[row[3]]] += 1
+        if tasks:
+            cursor.executemany(self._insert_workflow_task + skip, tasks)
+            for row in tasks:
+                if row[4] == "queued":
+                    move["tasks_queued"] += 1
+                    move["queued_ms"] += row[3]
+                    if staged is not None:
+                        _move(staged, row[7], 1, row[3])
+                else:
+                    move["tasks_done"] += 1
+
+    def _write_stage_rows(self, cursor, batch: Batch) -> None:
+        """The stage each story now counts in, and the end of each block that started."""
+        p = self.p
+        for stage, ids in batch.stage_entries:
+            for chunk in chunks(ids):
+                cursor.execute(
+                    f"UPDATE story SET stage = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
+                    (stage, *chunk))
+        if batch.blocks:
+            cursor.executemany(f"UPDATE task SET blocked_until = {p} WHERE id = {p}",
+                               [(until, task_id) for task_id, until in batch.blocks])
 
     def _not_stored(self, cursor, table: str, rows: list[tuple]) -> list[tuple]:
         """The rows whose ids are not in `table` yet."""
@@ -188,7 +258,8 @@ class SqliteStore(Store):
         # CROSS JOIN keeps task as the outer loop and `+` keeps the planner off story's status
         # indexes: a primary key range of task, not every open story visited and sorted.
         select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
-                  "s.created_at, s.started_at FROM task t CROSS JOIN story s ON s.id = t.story_id ")
+                  f"s.created_at, s.started_at, {self._stage_index}, COALESCE(t.blocked_ms, 0) "
+                  "FROM task t CROSS JOIN story s ON s.id = t.story_id ")
         rows = [tuple(r) for r in self._read(
             f"{select}WHERE t.id > {p} AND +t.status = 'queued' AND +s.status = 'open' "
             f"ORDER BY t.id LIMIT {p}", (after, limit)).fetchall()]
@@ -241,6 +312,14 @@ class SqliteStore(Store):
         if cause.what in (NO_ACCESS, READ_ONLY, CANNOT_OPEN):  # which file or folder, and why
             return _no_access(cls.path_of(spec), text)
         return super().startup_words(cause, spec, text)
+
+
+def _move(staged: dict[str, list[int]], stage: str | None, n: int, ms: float) -> None:
+    """Add to a named stage's move of the stages' tally (a null stage has no row there)."""
+    if stage is not None:
+        counts = staged.setdefault(stage, [0, 0])
+        counts[0] += n
+        counts[1] += int(ms)
 
 
 def _no_access(path: Path, text: str) -> str:
