@@ -20,6 +20,8 @@ from storypulse.endpoints import parse_server
 from storypulse.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
+from storypulse.workflow import check_stage_name
+
 from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_LEVELS, ConfigError, ServerConfig,
                      meaning_of_choices)
 
@@ -175,6 +177,10 @@ def worker_parser() -> argparse.ArgumentParser:
                         help="worker processes to run (default: one per CPU)")
     parser.add_argument("--heartbeat", type=float, default=DEFAULTS["heartbeat"], metavar="S",
                         help="must match the server's --heartbeat (default %(default)g)")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="with a server that runs a workflow (--stages), the stage whose "
+                             "tasks these workers take; a stage the server lacks is refused, "
+                             "naming its stages (default: the first stage)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--version", action="version", version=f"storypulse {__version__}")
     return parser
@@ -192,13 +198,18 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--processes must be within 1-{protocol.WORKERS_MAX}")
     if args.heartbeat <= 0:
         parser.error("--heartbeat must be > 0")
+    if args.stage is not None:
+        try:
+            check_stage_name(args.stage, "--stage")
+        except ValueError as exc:
+            parser.error(str(exc))
     _setup_logging(args.log_level)
     from .worker import process_context
 
     endpoint = endpoints.workers
     context = process_context(["storypulse.server.worker"])
     processes = [
-        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security),
+        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security, args.stage),
                         name=f"storypulse-worker-{i}")
         for i in range(args.processes)
     ]
@@ -207,7 +218,8 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     for process in processes:
         process.start()
-    log.info("%d worker process(es) connecting to %s", len(processes), endpoint)
+    log.info("%d worker process(es) connecting to %s%s", len(processes), endpoint,
+             f" for stage {args.stage!r}" if args.stage else "")
     while any(p.is_alive() for p in processes) and not stopping:
         multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()], 0.5)
     for process in processes:
@@ -215,13 +227,23 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
             process.terminate()
     for process in processes:
         process.join(5)
+    refused = sum(1 for p in processes if p.exitcode == REFUSED_EXIT)
+    if refused:
+        log.error("the server refused %d worker process(es) (each logged why)", refused)
+        return 1
     return 0
 
 
-def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | None) -> None:
+REFUSED_EXIT = 3  # a worker process the server refused (a Stop with a reason)
+
+
+def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | None,
+                   stage: str | None = None) -> None:
     from . import worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s worker %(process)d: %(message)s")
-    worker.run(endpoint, None, heartbeat, reconnect=True, security=security)
+    if worker.run(endpoint, None, heartbeat, reconnect=True, security=security,
+                  stage=stage) == "refused":
+        sys.exit(REFUSED_EXIT)
