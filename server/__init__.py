@@ -5,11 +5,23 @@ Modules, one job each:
   config     the settings table (defaults + validate); configfile layers TOML/env under it
   sockets    the three sockets with their options; `listen` binds them (CURVE beyond loopback)
   clock      the loop's clocks, one object a test can replace
-  loop       the one poll loop over the sockets it is given: timers, group commit, shutdown
-  service    what requests and worker reports do (no sockets); effects the loop takes
-  state      the work in memory: the queue window, live tasks, open stories
+  loop       the one poll loop over the sockets it is given: timers, group commit, shutdown;
+             the only place the service's effects become I/O
+  service    the sans-I/O state machine: requests, worker reports and timers in, with the
+             time; effects out; requests that must read committed data wait for the commit
+  ops        what each request op does: one handler each, and the table that routes to them
+  commit     the group commit: a turn's batch, the replies and events that wait on it, and
+             what a refused commit answers (the outage path)
+  effects    what the service hands the loop: replies, numbered events, messages to
+             workers, a resize
+  figures    the counts and rates behind the stats and the autoscaler, kept in step
+  state      the work in memory and the scheduling rules: leases, stage order, blocks, WIP
+  stages     each workflow stage's queue and figures, and the bottleneck rule
+  backlog    the window of waiting work in memory over the backlog on disk
+  records    the task and story records the state keeps
   store/     one class per database behind one interface (base); the tables in one place
              (schema); sqlite, postgres (+ pgsql, the text of its bulk writes)
+  claim      one server per SQLite file: the lock beside it, naming its holder
   outage     a database that refuses writes, as a state with a backoff (pure)
   dberrors   why the database refused: one classifier, rendered at start-up and in an outage
   faults     what is dropped or failed on: counted, logged without flooding

@@ -26,8 +26,10 @@ class RateLimitedLog:
         self.log(logging.WARNING, key, message, *args)
 
     def log(self, level: int, key: str, message: str, *args: Any,
-            exc_info: BaseException | None = None) -> None:
-        now = time.monotonic()
+            exc_info: BaseException | None = None, now: float | None = None) -> None:
+        """`now`: the caller's monotonic time (the service reads no clock); else read here."""
+        if now is None:
+            now = time.monotonic()
         window = self._windows.get(key)
         if window is None or now - window[0] > self.period:
             if window is not None and window[2]:
@@ -46,14 +48,14 @@ class Faults:
         self.internal_errors = 0
         self.dropped_messages = 0
 
-    def dropped(self, key: str, message: str, *args: Any) -> None:
+    def dropped(self, key: str, message: str, *args: Any, now: float | None = None) -> None:
         """A message dropped unanswered (wrong envelope, not a worker message)."""
         self.dropped_messages += 1
-        self.log.warning(key, message, *args)
+        self.log.log(logging.WARNING, key, message, *args, now=now)
 
-    def internal(self, what: str, exc: BaseException) -> None:
+    def internal(self, what: str, exc: BaseException, now: float | None = None) -> None:
         """Handling one message raised: a bug, logged with its traceback (rate-limited)."""
         self.internal_errors += 1
         self.log.log(logging.ERROR, f"internal:{what}:{type(exc).__name__}",
                      "internal error while handling %s: %s: %s", what, type(exc).__name__,
-                     exc, exc_info=exc)
+                     exc, exc_info=exc, now=now)

@@ -3,18 +3,26 @@
 A turn:
   1. poll (timeout: until the next timer) the request ROUTER, the worker
      ROUTER, the signal wake-up fd and every local worker's process sentinel;
-  2. drain what is ready (bounded), handling each request and worker message;
-  3. hand leases to idle workers;
-  4. commit the turn's writes in one transaction, then send the replies and
-     publish the events that depend on them (group commit);
+  2. drain what is ready (bounded): each request and worker message goes to
+     the service; a local worker's exit, or end of file on the parent pipe
+     (the process that started us is gone: stop), is the loop's own;
+  3. the service hands leases to idle workers, and the loop sends them;
+  4. settle: commit the turn's writes in one transaction, then send the
+     replies and publish the events that depend on them (group commit); a
+     request that waited for this commit is served, and committed, next;
   5. timers: heartbeats and lost workers, autoscaling, stats.
 Signal handlers only set a flag (and wake the poll through a socketpair).
 
 The loop binds nothing: it serves the sockets it is given (`sockets.listen`
 binds them as the command line says; a test binds them in-process), and reads
 time from the clock it is given, so a test can drive it one `turn()` at a time.
-The service tells the loop what to do through effects it takes each turn
-(replies, story events, a resize); the loop alone turns them into I/O.
+
+The service (service.py) does no I/O and reads no clock: it gets each input
+with the time and answers with effects (effects.py): messages to workers
+(leases, Stop), replies, numbered events to publish, a resize. `_carry_out`
+is the one place they become I/O, in the order the service gave them. What
+stays the loop's own: the poller and its timers, the worker processes
+(spawn, retire, reap, their sentinels), heartbeats, signals and the parent pipe.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ from storypulse import protocol
 
 from .clock import Clock
 from .config import HEARTBEAT_LIVENESS, ServerConfig
+from .effects import Resize
 from .faults import RateLimitedLog
 from .pool import Pool, Worker
-from .service import Resize, Service
+from .service import Service
 from .sockets import ServerSockets
 from .stats import Ticker
 from .store import Store
@@ -44,38 +53,6 @@ log = logging.getLogger(__name__)
 NOBLOCK = int(zmq.NOBLOCK)
 MORE = int(zmq.SNDMORE) | NOBLOCK
 DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the other
-
-
-class Publisher:
-    """The PUB socket; numbers every message (all topics share one seq)."""
-
-    def __init__(self, sock: zmq.Socket):
-        self.sock = sock
-        self.seq = 0
-
-    def _send(self, topic: bytes, message: Any) -> None:
-        try:
-            self.sock.send(topic, MORE)
-            self.sock.send(protocol.encode(message), NOBLOCK)
-        except zmq.Again:
-            pass  # PUB never blocks; a slow subscriber loses messages and sees a seq gap
-
-    def story(self, event: str, story_id: int, wall: float, lead_time_s: float | None = None,
-              cycle_time_s: float | None = None) -> None:
-        self.seq += 1
-        self._send(protocol.TOPIC_STORY, protocol.StoryEvent(
-            seq=self.seq, ts=wall, event=event, story_id=story_id,
-            lead_time_s=lead_time_s, cycle_time_s=cycle_time_s))
-
-    def pool(self, old: int, new: int, reason: str, wall: float) -> None:
-        self.seq += 1
-        self._send(protocol.TOPIC_POOL, protocol.PoolEvent(
-            seq=self.seq, ts=wall, old_size=old, new_size=new, reason=reason))
-
-    def stats(self, stats: protocol.Stats) -> None:
-        self.seq += 1
-        stats.seq = self.seq
-        self._send(protocol.TOPIC_STATS, stats)
 
 
 class Server:
@@ -92,12 +69,10 @@ class Server:
         self.security = sockets.security
 
         now = self.clock.monotonic()
-        self.publisher = Publisher(self.events)
         self.pool = Pool(sockets.worker_endpoint, config.heartbeat, config.min_workers,
                          config.max_workers, config.quiet_window,
                          self.security.local_worker if self.security else None)
-        self.service = Service(config, store, self.pool, now, flush=self.flush,
-                               published_seq=lambda: self.publisher.seq)
+        self.service = Service(config, store, self.pool, now)
         self.stats_tick = Ticker(config.stats_interval, now)
         self.scale_tick = Ticker(config.scale_interval, now, start_now=True)
         self.beat_tick = Ticker(config.heartbeat, now)
@@ -138,16 +113,17 @@ class Server:
         signal.signal(signal.SIGINT, on_signal)
 
     def restore(self) -> None:
-        wall = self.clock.wall()
-        startup = self.store.load(done_since=wall - self.config.flow_window)
-        self.service.restore(startup, wall, self.clock.monotonic())
-        self.flush()
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        service = self.service
+        service.restore(now, wall)
+        self._settle(now, wall)  # a repair of the stored state, if it needed one
+        figures = service.figures
         log.info(
             "restored: %d open stories (%d in progress), %d completed (%d in the flow window), "
             "%d tasks queued, %d tasks completed",
-            self.service.state.open_stories, self.service.state.in_progress,
-            self.service.completed_stories, len(self.service.flow),
-            self.service.state.queued, self.service.tasks_completed,
+            service.state.open_stories, service.state.in_progress,
+            figures.completed_stories, len(figures.flow),
+            service.state.queued, figures.tasks_completed,
         )
 
     def run(self) -> int:
@@ -192,9 +168,11 @@ class Server:
             self._sentinel_ready(fd, wall)
         # Leases go out before the commit: a Done for them can only be handled in a
         # later turn, after this turn's writes are durable, and the workers start sooner.
-        self.service.dispatch(now, wall, self._send_worker)
-        self.flush()
+        self.service.dispatch(now, wall)
+        self._carry_out()
+        self._settle(now, wall)
         self._timers(now, wall)
+        self._carry_out()
 
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
@@ -223,9 +201,10 @@ class Server:
 
     # Each message is handled inside its own guard: whatever it raises is logged
     # (rate-limited), counted and answered `internal` where a reply is possible, and
-    # the loop goes on. (A database that refuses is no exception here: see flush.)
+    # the loop goes on. (A database that refuses is no exception here: see commit.py.)
     def _drain(self, sock: zmq.Socket, handle: Callable[[list[bytes], float, float], None],
-               failed: Callable[[list[bytes], Exception], None], now: float, wall: float) -> None:
+               failed: Callable[[list[bytes], Exception, float], None], now: float,
+               wall: float) -> None:
         recv = sock.recv_multipart
         for _ in range(DRAIN_MAX):
             try:
@@ -235,7 +214,7 @@ class Server:
             try:
                 handle(frames, now, wall)
             except Exception as exc:
-                failed(frames, exc)
+                failed(frames, exc, now)
 
     def _read_requests(self, now: float, wall: float) -> None:
         self._drain(self.requests, self._request, self._request_failed, now, wall)
@@ -245,12 +224,12 @@ class Server:
         if envelope is None:
             self.service.faults.dropped(
                 "bad-envelope", "dropped a request of %d frames (expected [payload] from a "
-                "DEALER or ['', payload] from a REQ)", len(frames) - 1)
+                "DEALER or ['', payload] from a REQ)", len(frames) - 1, now=now)
             return
         self.service.handle_request(envelope, payload, now, wall)
 
-    def _request_failed(self, frames: list[bytes], exc: Exception) -> None:
-        self.service.faults.internal("a request", exc)
+    def _request_failed(self, frames: list[bytes], exc: Exception, now: float) -> None:
+        self.service.faults.internal("a request", exc, now=now)
         envelope, payload = _split_request(frames)
         if envelope is not None:
             self.service.reply_error(envelope, protocol.correlation_id(payload), protocol.INTERNAL,
@@ -258,31 +237,17 @@ class Server:
                                      "it was logged")
 
     def _read_workers(self, now: float, wall: float) -> None:
-        self._drain(self.workers, self._worker_message,
-                    lambda frames, exc: self.service.faults.internal("a worker message", exc), now, wall)
+        self._drain(self.workers, self._worker_message, self._worker_message_failed, now, wall)
 
     def _worker_message(self, frames: list[bytes], now: float, wall: float) -> None:
-        pool, service = self.pool, self.service
         if len(frames) != 2:
-            service.faults.dropped("worker-envelope", "dropped a worker message of %d frames",
-                                   len(frames) - 1)
+            self.service.faults.dropped("worker-envelope", "dropped a worker message of %d "
+                                        "frames", len(frames) - 1, now=now)
             return
-        identity, frame = frames
-        try:
-            message = protocol.decode_worker_message(frame)
-        except protocol.ProtocolError as exc:
-            service.faults.dropped("worker-message", "dropped a bad worker message: %s", exc)
-            return
-        if isinstance(message, protocol.Done):
-            worker = pool.on_heard(identity, now)
-            service.complete(worker, message.task_ids, now, wall)
-            if worker is None:
-                self._send_worker(identity, protocol.encode(protocol.Stop()))
-        elif isinstance(message, protocol.Ready):
-            pool.on_ready(identity, message, now, self._send_worker)
-        elif pool.on_heard(identity, now) is None:
-            # A worker we gave up on (or from a previous server run): it must go.
-            self._send_worker(identity, protocol.encode(protocol.Stop()))
+        self.service.worker_message(frames[0], frames[1], now, wall)
+
+    def _worker_message_failed(self, frames: list[bytes], exc: Exception, now: float) -> None:
+        self.service.faults.internal("a worker message", exc, now=now)
 
     def _sentinel_ready(self, fd: int, wall: float) -> None:
         """A local worker process ended."""
@@ -291,7 +256,7 @@ class Server:
             if worker is not None:
                 self._lose(worker, f"exited (code {worker.process.exitcode})", wall)
         except Exception as exc:
-            self.service.faults.internal("a worker's exit", exc)
+            self.service.faults.internal("a worker's exit", exc, now=self.clock.monotonic())
         # Whatever happened, a sentinel that stays registered would wake every poll.
         if fd in self._sentinels:
             self._sentinels.discard(fd)
@@ -324,7 +289,8 @@ class Server:
             return
         self.service.lost(worker, lease, why)
         if worker.local and worker.state != "stopping":
-            self.publisher.pool(before, self.pool.size, f"worker {worker.describe()} {why}", wall)
+            self.service.pool_changed(before, self.pool.size, f"worker {worker.describe()} {why}",
+                                      wall)
 
     def _send_worker(self, identity: bytes, payload: bytes) -> None:
         try:
@@ -333,30 +299,52 @@ class Server:
         except zmq.ZMQError as exc:  # EHOSTUNREACH/EAGAIN: the worker is gone; expiry will tell
             log.debug("could not send to worker %r: %s", identity, exc)
 
-    # -- group commit ---------------------------------------------------------------------
-    def flush(self, force: bool = False) -> None:
+    # -- group commit and effects ----------------------------------------------------------
+    def _settle(self, now: float, wall: float, force: bool = False) -> None:
         """Commit the turn's writes, then send the replies and events that depend on them.
 
         While the database refuses writes, the replies that do not wait on the
         pending batch still go out; events wait (they announce its writes).
+        Requests that had to read committed data waited for this commit
+        (`service.deferred`): they are served now, and what they wrote is
+        committed in turn, until none waits.
         """
-        service = self.service
-        committed = service.commit(self.clock.monotonic(), force=force)
-        replies = service.take_replies()
-        if replies:
+        service, clock = self.service, self.clock
+        while True:
+            service.commit(clock.monotonic(), clock.wall(), force=force)
+            self._carry_out()
+            if not service.deferred:
+                return
+            service.resume(now, wall)
+
+    def _carry_out(self) -> None:
+        """The one place where the service's effects become I/O, each list in the order the
+        service gave it: messages to workers, replies, then the events it numbered."""
+        out = self.service.effects
+        if out.to_workers:
+            send_worker = self._send_worker
+            for identity, payload in out.to_workers:
+                send_worker(identity, payload)
+            out.to_workers.clear()
+        if out.replies:
             send = self.requests.send
-            for envelope, payload in replies:
+            for envelope, payload in out.replies:
                 try:
                     for frame in envelope:
                         send(frame, MORE)
                     send(payload, NOBLOCK)
                 except zmq.ZMQError as exc:  # the client went away or is not reading
                     self.warn.warning("reply", "could not send a reply: %s", exc)
-        if committed:
-            events = service.take_events()
-            wall = self.clock.wall()
-            for event, story_id, *times in events:  # times: a completion's lead and cycle
-                self.publisher.story(event, story_id, wall, *times)
+            out.replies.clear()
+        if out.published:
+            publish = self.events.send
+            for topic, payload in out.published:
+                try:
+                    publish(topic, MORE)
+                    publish(payload, NOBLOCK)
+                except zmq.Again:
+                    pass  # PUB never blocks; a slow subscriber loses messages and sees a seq gap
+            out.published.clear()
 
     # -- timers ---------------------------------------------------------------------------
     def _timers(self, now: float, wall: float) -> None:
@@ -366,9 +354,7 @@ class Server:
         if self.scale_tick.due(now) or resize is not None:
             self._scale(now, wall, resize)
         if self.stats_tick.due(now):
-            stats = self.service.stats(now, wall, 0)
-            self.publisher.stats(stats)
-            self.service.history.offer(now, stats)
+            self.service.publish_stats(now, wall)
 
     def _heartbeats(self, now: float, wall: float) -> None:
         for worker in self.pool.expired(now):
@@ -392,7 +378,7 @@ class Server:
         if change is not None:
             old, new, reason = change
             log.info("pool target %d -> %d: %s", old, new, reason)
-            self.publisher.pool(old, new, reason, wall)
+            self.service.pool_changed(old, new, reason, wall)
         before = self.pool.size
         for worker in self.pool.resize(now, self._send_worker):
             self._watch(worker)  # a worker that dies before Ready is noticed at once too
@@ -401,7 +387,7 @@ class Server:
             reason = (f"start at the target of {self.pool.target}" if not self._started
                       else f"back to the target of {self.pool.target}")
             log.info("pool size %d -> %d: %s", before, after, reason)
-            self.publisher.pool(before, after, reason, wall)
+            self.service.pool_changed(before, after, reason, wall)
         self._started = True
 
     # -- shutdown -------------------------------------------------------------------------------
@@ -426,17 +412,17 @@ class Server:
                 if worker is not None:
                     self._unwatch(worker)
                     self.pool.remove(worker)
-            self.flush()
+            self._settle(now, wall)
         unfinished = self.pool.busy
         if unfinished:
             log.info("%d worker(s) still busy after the grace: their tasks stay queued", unfinished)
-        self.flush(force=True)
+        self._settle(clock.monotonic(), clock.wall(), force=True)
         if self.service.outage is not None:
             log.error("stopping with writes the database still refuses (%s): none of them was "
                       "acknowledged; tasks completed meanwhile run again after a restart",
                       self.service.outage.cause)
         log.info("stopped: %d stories open, %d completed", self.service.state.open_stories,
-                 self.service.completed_stories)
+                 self.service.figures.completed_stories)
 
 
 def _split_request(frames: list[bytes]) -> tuple[list[bytes] | None, bytes]:

@@ -107,7 +107,7 @@ def in_memory(b: Bench) -> int:
 
 def check_counts(b: Bench) -> None:
     """What stats say is what the database says (running tasks are queued on disk)."""
-    b.service.commit(0.0)
+    b.commit(0.0)
     s = b.stats(0.0)
     db = b.store.db
     queued, work = db.execute_sql("SELECT COUNT(*), COALESCE(SUM(estimate_ms), 0) FROM task "
@@ -259,10 +259,10 @@ def test_a_refused_commit_takes_back_the_backlog_stories_it_created(bench, monke
     service.handle_request([b"c"], protocol.encode(
         {"op": "create_story", "name": "x", "tasks": [{"estimate_ms": 5}] * 3}), 0.5, 1000.5)
     assert service.state.backlog_tasks == 5  # stories 3 and 4; 1 and 2 fill the window
-    assert not service.commit(0.5)
+    assert not service.commit(0.5, 1000.5)
     assert service.state.backlog_tasks == 2 and service.stats(0.5, 1000.5, 0).tasks_queued == 6
     monkeypatch.undo()
-    assert service.commit(10.0, force=True)
+    assert service.commit(10.0, 1010.0, force=True)
     check_counts(b)
     assert drain(b, 11.0) == [1, 2, 3, 4, 5, 6]
 
@@ -284,15 +284,15 @@ def test_no_refill_reads_a_batch_that_is_not_committed(bench, monkeypatch):
     monkeypatch.setattr(b.store, "window", lambda *a: windows.append(a) or real_window(*a))
     order = []
     for now in (1.0, 1.1, 1.2, 1.3):  # tasks 1-4 run and complete; nothing commits
-        b.service.dispatch(now, 1000.0 + now, lambda *a: None)
+        b.service.dispatch(now, 1000.0 + now)
         for worker in [w for w in b.workers if w.leases]:
             ids = worker.leases[0].task_ids
             b.service.complete(worker, ids, now, 1000.0 + now)
             order += ids
-        b.service.commit(now)
+        b.service.commit(now, 1000.0 + now)
     assert order == [1, 2, 3, 4] and windows == [] and not b.service.state.dispatchable
     monkeypatch.setattr(b.store, "apply", type(b.store).apply.__get__(b.store))
-    assert b.service.commit(30.0, force=True)
+    assert b.service.commit(30.0, 1030.0, force=True)
     assert windows  # read only now
     assert order + drain(b, 31.0) == list(range(1, 9))
     check_counts(b)

@@ -11,6 +11,7 @@ from storypulse.server.config import ServerConfig
 from storypulse.server.pool import Pool
 from storypulse.server.service import Service
 from storypulse.server.state import WorkState
+from storypulse.server.store import Store
 
 
 def test_clearing_the_queue_keeps_every_figure_consistent():
@@ -29,10 +30,19 @@ def test_clearing_the_queue_keeps_every_figure_consistent():
     assert state.queued == 0 and state.open_stories == 2  # the stories stay open, on disk
 
 
-def test_a_service_cannot_be_built_without_the_loop_behind_it(tmp_path):
+def test_a_service_is_built_and_answers_without_a_loop_behind_it(tmp_path):
+    """Config, a store, the pool's bookkeeping and `now`: nothing of the loop, no callback."""
+    store = Store.open(str(tmp_path / "alone.db"))
     pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=0, max_workers=1, quiet_window=5)
-    with pytest.raises(TypeError):
-        Service(ServerConfig.from_options({}), None, pool, 0.0)
+    try:
+        service = Service(ServerConfig.from_options({}), store, pool, 0.0)
+        service.handle_request([b"c"], b'{"op": "ping", "id": 7}', 0.0, 1000.0)
+        assert not service.effects.replies  # answers wait for the turn's commit
+        assert service.commit(0.0, 1000.0)
+        ((envelope, payload),) = service.effects.replies
+        assert envelope == [b"c"] and protocol.decode_reply(payload).id == 7
+    finally:
+        store.close()
 
 
 def test_the_loop_keeps_time_by_the_clock_it_is_given(tmp_path):
@@ -79,6 +89,38 @@ def test_set_pool_resizes_in_the_turn_that_answers_it(tmp_path):
         assert reply.ok and reply.result["target"] == 1
         assert srv.pool.size == 1  # spawned in that turn, not at the next scale tick
         assert srv.service.take_resize() is None  # the loop took the effect
+    finally:
+        sock.close(linger=0)
+        srv.close()
+
+
+def test_a_pipelining_client_gets_its_replies_in_order_and_reads_its_own_writes(tmp_path):
+    """create, get_story (of that story), ping and snapshot sent at once: the get waits for the
+    create's commit (the loop commits, then serves it), and the replies come back in order."""
+    srv = InprocServer(tmp_path / "order.db", workers=0, max_workers=1, clock=FakeClock())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(srv.endpoints.requests)
+    sent = [{"op": "create_story", "id": 1, "name": "s", "tasks": [{"estimate_ms": 5}]},
+            {"op": "get_story", "id": 2, "story_id": 1},
+            {"op": "ping", "id": 3},
+            {"op": "snapshot", "id": 4, "history_seconds": 0},
+            {"op": "list_stories", "id": 5}]
+    try:
+        for body in sent:
+            sock.send(protocol.encode(body))
+        replies: list[protocol.Reply] = []
+
+        def all_in() -> bool:
+            while sock.poll(0):
+                replies.append(protocol.decode_reply(sock.recv()))
+            return len(replies) == len(sent)
+        srv.turn_until(all_in, what="every reply")
+        assert [r.id for r in replies] == [1, 2, 3, 4, 5] and all(r.ok for r in replies)
+        assert replies[1].result["story_id"] == 1 and replies[1].result["status"] == "open"
+        assert replies[3].result["stats"]["open_stories"] == 1
+        assert replies[4].result["total"] == 1 and len(replies[4].result["stories"]) == 1
+        assert not srv.service.deferred
     finally:
         sock.close(linger=0)
         srv.close()

@@ -15,6 +15,7 @@ import zmq
 from inproc import InprocServer
 from storypulse import protocol
 from storypulse.server.loop import Server
+from storypulse.server.ops import Op
 from storypulse.server.pool import Worker
 from support import wait_for
 
@@ -72,7 +73,7 @@ def test_a_request_that_raises_is_answered_internal_and_the_loop_goes_on(loop):
 def test_a_handler_that_raises_is_counted_too(loop):
     sock = dealer(loop.requests.LAST_ENDPOINT.decode())
     try:
-        loop.service._handlers[protocol.Ping] = boom
+        loop.service.ops[protocol.Ping] = Op(boom)
         reply = ask(loop, sock, b'{"op": "ping", "id": 3}')
         assert (reply.error.code, reply.id) == (protocol.INTERNAL, 3)
         assert "\\udc80" in reply.error.message  # escaped, not a reply that failed to encode

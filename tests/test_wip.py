@@ -2,8 +2,8 @@
 
 First on the work state alone, then through the real Service, Store (SQLite in a
 temporary folder) and Pool, with workers that are only entries in the pool (no
-processes): leases are read from what the service sends, Done is handed back
-by the test at the fake time it chooses.
+processes): leases are read from the effects the service hands out, Done is
+handed back by the test at the fake time it chooses.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from storypulse.server.pool import Pool, Worker
 from storypulse.server.service import Service
 from storypulse.server.state import WorkState
 from storypulse.server.store import Store
+from drive import settle
 
 
 def stories(state: WorkState, *tasks_per_story: int, estimate: int = 1000) -> None:
@@ -128,17 +129,20 @@ def test_after_a_restart_started_stories_go_first():
 
 # -- through the Service, the Store and the Pool --------------------------------------------
 class Bench:
-    """A Service on a real store, with `workers` pool entries that take leases but run nothing."""
+    """A Service on a real store, with `workers` pool entries that take leases but run nothing.
+
+    It carries out the service's effects as the loop does, without sockets: after each
+    commit it serves the requests that waited for it, and keeps what would have gone out."""
 
     def __init__(self, path, workers: int = 4, **options):
         self.path = path
         self.store = Store.open(str(path))
         self.pool = Pool("tcp://127.0.0.1:1", heartbeat=0.5, min_workers=workers,
                          max_workers=workers, quiet_window=5)
-        self.events: list[tuple] = []  # the story events, as the loop would publish them
-        self.service = Service(ServerConfig.from_options(options), self.store, self.pool, now=0.0,
-                               flush=lambda: self.commit(0.0), published_seq=lambda: 0)
-        self.service.restore(self.store.load(done_since=0.0), wall=1000.0, now=0.0)
+        self.events: list[tuple] = []  # the story events published: (event, story_id[, lead, cycle])
+        self.replies: list[protocol.Reply] = []
+        self.service = Service(ServerConfig.from_options(options), self.store, self.pool, now=0.0)
+        self.service.restore(now=0.0, wall=1000.0)
         self.workers = []
         for i in range(workers):
             worker = Worker(f"w{i}".encode(), None, state="idle")
@@ -150,14 +154,16 @@ class Bench:
     def request(self, body: dict, now: float) -> protocol.Reply:
         self.service.handle_request([b"c"], protocol.encode(body), now, 1000.0 + now)
         self.commit(now)
-        return protocol.decode_reply(self.service.take_replies()[-1][1])
+        return self.replies[-1]
 
     def commit(self, now: float) -> bool:
-        """As the loop's flush, without sockets: commit, then keep the events it publishes."""
-        committed = self.service.commit(now)
-        if committed:
-            self.events += self.service.take_events()
-        return committed
+        """As the loop ends a turn (tests/drive.py); keeps what would have gone out."""
+        out = settle(self.service, now, 1000.0 + now)
+        self.replies += out.answers
+        self.events += out.story_events()
+        for identity, task_ids in out.leases():
+            self.sent[identity].append(task_ids)
+        return out.committed
 
     def create(self, tasks: int, now: float, estimate: int = 1000) -> int:
         reply = self.request({"op": "create_story", "name": "s",
@@ -165,11 +171,7 @@ class Bench:
         return reply.result["story_id"]
 
     def dispatch(self, now: float) -> None:
-        def send(identity: bytes, payload: bytes) -> None:
-            work = protocol.decode_to_worker(payload)
-            self.sent[identity].append([task_id for task_id, _ in work.tasks])
-
-        self.service.dispatch(now, 1000.0 + now, send)
+        self.service.dispatch(now, 1000.0 + now)
         assert self.commit(now)
 
     def finish(self, worker: Worker, now: float) -> list[int]:
