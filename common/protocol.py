@@ -278,12 +278,15 @@ class StoryEvent(Struct, kw_only=True):
     cycle_time_s: float | None = None  # "completed" only
 
 
-class PoolEvent(Struct, kw_only=True):
+class PoolEvent(Struct, kw_only=True, omit_defaults=True):
     seq: int
     ts: Timestamp
     old_size: int
     new_size: int
     reason: str
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # whose pool, on a server with several stages
+    # -- end workflow stages --
 
 
 class Completion(Struct):

@@ -132,7 +132,7 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .dberrors import database_errors, startup_failure
     from .loop import Server
     from .sockets import listen
-    from .store import Store, describe
+    from .store import Store, WorkflowMismatch, describe
 
     if curve_required(config.bind):
         log.warning("listening on %s beyond loopback: CURVE on, only clients whose keys are "
@@ -155,6 +155,9 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     server.install_signal_handlers()
     try:
         return server.run()
+    except WorkflowMismatch as exc:  # the database's stages are not this workflow's
+        log.critical("cannot start: %s", exc)
+        return 1
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)

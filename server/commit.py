@@ -50,8 +50,8 @@ class GroupCommit:
         self.held: list[Reply] = []  # replies that wait on a refused batch
         self.outage: Outage | None = None
         # The new stories a refused commit took back, for the service to forget:
-        # story id -> [tasks, estimate ms] of its rows taken out of the batch.
-        self.refused: dict[int, list[int]] = {}
+        # story id -> (stage name or None, estimate ms) of each task row taken out of the batch.
+        self.refused: dict[int, list[tuple[str | None, int]]] = {}
 
     # -- what handlers add ---------------------------------------------------------------
     def reply(self, envelope: Envelope, request_id: Any, result: Any) -> None:
@@ -144,18 +144,18 @@ class GroupCommit:
         gone = set(story_ids)
         batch = self.batch
         batch.stories = [row for row in batch.stories if row[0] not in gone]
+        batch.workflow_stories = [row for row in batch.workflow_stories if row[0] not in gone]
         refused = self.refused
         for story_id in story_ids:
-            refused[story_id] = [0, 0]
-        kept = []
-        for row in batch.tasks:
-            if row[1] in gone:
-                counts = refused[row[1]]
-                counts[0] += 1
-                counts[1] += row[3]
-            else:
-                kept.append(row)
-        batch.tasks = kept
+            refused[story_id] = []
+        for name, stage in (("tasks", None), ("workflow_tasks", 7)):  # where a row has its stage
+            kept = []
+            for row in getattr(batch, name):
+                if row[1] in gone:
+                    refused[row[1]].append((None if stage is None else row[stage], row[3]))
+                else:
+                    kept.append(row)
+            setattr(batch, name, kept)
         # Should the refused commit have happened after all (a connection lost during
         # COMMIT), the retry removes them, as their clients were told.
         batch.deleted_stories.extend(story_ids)
