@@ -254,7 +254,10 @@ class Service:
         just in time the next lease to its busy workers about to finish (pool.PREFETCH_S)."""
         state = self.state
         state.release_blocks(wall)  # nothing to do (a look at an empty heap) without blocks
-        for index, pool in enumerate(self.pools.stages):
+        # The last stage first: a story that starts its next stage frees its place in the one
+        # before, which may then pull another in the same turn (a pull system).
+        for index in range(len(self.pools.stages) - 1, -1, -1):
+            pool = self.pools.stages[index]
             while pool.idle and state.dispatchable_in(index):
                 if not self._lease_to(next(iter(pool.idle.values())), index, now, wall):
                     break
