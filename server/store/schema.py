@@ -37,7 +37,6 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
-    SQL,
     TextField,
 )
 
@@ -72,7 +71,7 @@ class Story(BaseModel):
     # of its tasks summed, and the time one of its tasks was on a worker (written when done,
     # with several stages; null: not known)
     stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
-    blocked_ms = BigIntegerField(null=True, constraints=[SQL("DEFAULT 0")])
+    blocked_ms = BigIntegerField(null=True)  # null: 0 (a row without a block costs nothing more)
     work_s = DoubleField(null=True)
 
     class Meta:
@@ -98,7 +97,7 @@ class Task(BaseModel):
     # Stages (see above): the stage's name (null: the first stage), the block it starts with,
     # and when that block ends once it has started (wall clock)
     stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
-    blocked_ms = IntegerField(null=True, constraints=[SQL("DEFAULT 0")])
+    blocked_ms = IntegerField(null=True)  # null: 0
     blocked_until = DoubleField(null=True)
 
     class Meta:
@@ -155,12 +154,11 @@ TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "
 WORKFLOW_STORY_COLUMNS = STORY_COLUMNS + ("blocked_ms",)
 WORKFLOW_TASK_COLUMNS = TASK_COLUMNS + ("stage", "blocked_ms")
 STORY_SELECT = ("id, name, description, status, created_at, completed_at, tasks_total, started_at, "
-                "stage, blocked_ms")
+                "stage, COALESCE(blocked_ms, 0)")
 TASK_SELECT = ("id, name, estimate_ms, status, attempts, created_at, started_at, finished_at, "
-               "stage, blocked_ms, blocked_until")
+               "stage, COALESCE(blocked_ms, 0), blocked_until")
 
-# Columns that databases made by earlier versions lack; opened, they get them (null in old
-# rows, or the column's default).
+# Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
 ADDED_LATER = {"story": ("started_at", "stage", "blocked_ms", "work_s"),
                "task": ("stage", "blocked_ms", "blocked_until")}
 # Indexes of earlier versions that a newer one replaced (task_status: by task_status_estimate_ms,
@@ -204,7 +202,6 @@ def add_missing_columns(db: peewee.Database) -> bool:
             if name not in have:
                 log.info("adding the column %s.%s to a database from an earlier version",
                          table, name)
-                # The model's field (nullable, with its default): old rows get the default.
                 field = copy.copy(ours[table]._meta.columns[name])
                 assert field.null, f"{table}.{name}: a column added later must be nullable"
                 migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
