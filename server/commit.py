@@ -144,18 +144,23 @@ class GroupCommit:
         gone = set(story_ids)
         batch = self.batch
         batch.stories = [row for row in batch.stories if row[0] not in gone]
-        batch.workflow_stories = [row for row in batch.workflow_stories if row[0] not in gone]
+        batch.story_flows = [row for row in batch.story_flows if row[0] not in gone]
         refused = self.refused
         for story_id in story_ids:
             refused[story_id] = []
-        for name, stage in (("tasks", None), ("workflow_tasks", 7)):  # where a row has its stage
-            kept = []
-            for row in getattr(batch, name):
-                if row[1] in gone:
-                    refused[row[1]].append((None if stage is None else row[stage], row[3]))
-                else:
-                    kept.append(row)
-            setattr(batch, name, kept)
+        stages = {}  # the stage named in the flow row of each refused task that has one
+        if batch.task_flows:
+            flows = batch.task_flows
+            taken = {row[0] for row in batch.tasks if row[1] in gone}
+            stages = {row[0]: row[1] for row in flows if row[0] in taken}
+            batch.task_flows = [row for row in flows if row[0] not in taken]
+        kept = []
+        for row in batch.tasks:
+            if row[1] in gone:
+                refused[row[1]].append((stages.get(row[0]), row[3]))
+            else:
+                kept.append(row)
+        batch.tasks = kept
         # Should the refused commit have happened after all (a connection lost during
         # COMMIT), the retry removes them, as their clients were told.
         batch.deleted_stories.extend(story_ids)

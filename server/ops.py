@@ -107,8 +107,8 @@ def create_story(service: Service, envelope: Envelope, req: CreateStory, now: fl
 def create_workflow_story(service: Service, envelope: Envelope, req: CreateStory, now: float,
                           wall: float) -> None:
     """create_story with stages or blocks: stage names become indexes (one the workflow lacks
-    is refused, nothing stored); rows with the stage (by name, with several stages) and the
-    block go to the batch's workflow lists (store/schema.py)."""
+    is refused, nothing stored); the rows are a plain story's, and flow rows (store/schema.py)
+    carry the stage (by name, with several stages) and the blocks."""
     tasks, index, names = req.tasks, service.stage_index, service.stage_names
     stages = [0] * len(tasks)
     for i, task in enumerate(tasks):
@@ -126,14 +126,17 @@ def create_workflow_story(service: Service, envelope: Envelope, req: CreateStory
     service.next_story_id += 1
     service.next_task_id += len(tasks)
     batch = service.group.batch
-    batch.workflow_stories.append((story_id, req.name, req.description, "open", wall, len(tasks),
-                                   sum(blocks)))
-    named = service.staged  # with one stage no names are stored (store/schema.py)
-    batch.workflow_tasks.extend([
-        (first + i, story_id, t.name, t.estimate_ms, "queued", 0, wall,
-         names[stage] if named else None, t.blocked_ms)
-        for i, (t, stage) in enumerate(zip(tasks, stages))
-    ])
+    batch.stories.append((story_id, req.name, req.description, "open", wall, len(tasks)))
+    batch.tasks.extend([(first + i, story_id, t.name, t.estimate_ms, "queued", 0, wall)
+                        for i, t in enumerate(tasks)])
+    if service.staged:  # every task named (with one stage, none: store/schema.py)
+        batch.task_flows.extend([(first + i, names[stage], t.blocked_ms)
+                                 for i, (t, stage) in enumerate(zip(tasks, stages))])
+    else:
+        batch.task_flows.extend([(first + i, None, t.blocked_ms)
+                                 for i, t in enumerate(tasks) if t.blocked_ms])
+    if any(blocks):
+        batch.story_flows.append((story_id, sum(blocks)))
     ids = service.state.add_story(story_id, first, [t.estimate_ms for t in tasks], wall,
                                   stages if any(stages) else None,
                                   blocks if any(blocks) else None)

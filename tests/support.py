@@ -150,7 +150,7 @@ def empty_postgres(url: str) -> str:
     from playhouse.db_url import connect
 
     db = connect(url)
-    db.execute_sql("DROP TABLE IF EXISTS task, story, counter, tally, stage_tally")
+    db.execute_sql("DROP TABLE IF EXISTS task, story, counter, tally, task_flow, story_flow, stage_tally")
     db.close()
     return url
 

@@ -156,7 +156,7 @@ def test_a_blocked_task_frees_its_worker_another_story_moves_and_it_returns_firs
     assert b.turn(2.0) == {b"b1": [1]}  # its block over: it goes first, then works its estimate
     assert b.done(b"b1", [1], 3.0) == [("completed", 1, 3.0, 3.0)]
     # It worked 1 s of its 3 s cycle: the flow window shows it (and the store kept it).
-    row = b.store.db.execute_sql("SELECT work_s FROM story WHERE id = 1").fetchone()
+    row = b.store.db.execute_sql("SELECT work_s FROM story_flow WHERE story_id = 1").fetchone()
     assert row[0] == pytest.approx(1.0)
     assert 0 < b.stats(3.0).flow_efficiency < 1
 

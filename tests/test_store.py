@@ -239,30 +239,41 @@ def stage_tally(store) -> dict[str, tuple[int, int]]:
     kept = {stage: (int(n), int(ms)) for stage, n, ms in store.db.execute_sql(
         "SELECT stage, tasks_queued, queued_ms FROM stage_tally").fetchall() if n or ms}
     counted = {stage: (int(n), int(ms)) for stage, n, ms in store.db.execute_sql(
-        "SELECT stage, COUNT(*), SUM(estimate_ms) FROM task WHERE status = 'queued' "
-        "AND stage IS NOT NULL GROUP BY stage").fetchall()}
+        "SELECT f.stage, COUNT(*), SUM(t.estimate_ms) FROM task t JOIN task_flow f "
+        "ON f.task_id = t.id WHERE t.status = 'queued' AND f.stage IS NOT NULL "
+        "GROUP BY f.stage").fetchall()}
     assert kept == counted
     return kept
 
 
-def staged_story(story_id: int, first_task: int, stages: tuple[str, ...] = STAGES,
-                 blocks: tuple[int, ...] = ()) -> tuple[tuple, list[tuple]]:
-    """A story with one task in each of `stages` (estimate 10 * position + 1), blocks in order."""
+def staged_story(story_id: int, first_task: int, stages: tuple = STAGES,
+                 blocks: tuple[int, ...] = ()) -> Batch:
+    """A story with one task in each of `stages` (estimate 10 * position + 1), blocks in order,
+    as the service writes it: plain rows, and flow rows for its stages and blocks."""
     blocks = blocks + (0,) * (len(stages) - len(blocks))
-    story = (story_id, f"s{story_id}", "", "open", float(story_id), len(stages), sum(blocks))
-    tasks = [(first_task + i, story_id, "", 10 * i + 1, "queued", 0, float(story_id), stage, block)
-             for i, (stage, block) in enumerate(zip(stages, blocks))]
-    return story, tasks
+    ids = range(first_task, first_task + len(stages))
+    return Batch(
+        stories=[(story_id, f"s{story_id}", "", "open", float(story_id), len(stages))],
+        tasks=[(task_id, story_id, "", 10 * i + 1, "queued", 0, float(story_id))
+               for i, task_id in enumerate(ids)],
+        task_flows=[(task_id, stage, block) for task_id, stage, block in zip(ids, stages, blocks)
+                    if stage is not None or block],
+        story_flows=[(story_id, sum(blocks))] if any(blocks) else [])
+
+
+def together(*batches: Batch) -> Batch:
+    joined = Batch()
+    for batch in batches:
+        for name in ("stories", "tasks", "task_flows", "story_flows"):
+            getattr(joined, name).extend(getattr(batch, name))
+    return joined
 
 
 def test_stages_blocks_and_work_time_round_trip_and_the_stages_tally_keeps_step(spec):
     store = Store.open(spec)
     store.use_workflow(STAGES)
-    one, one_tasks = staged_story(1, 1, blocks=(0, 500))
-    two, two_tasks = staged_story(2, 4)
-    three, three_tasks = staged_story(3, 7, stages=("build", "test"))
-    store.apply(Batch(workflow_stories=[one, two, three],
-                      workflow_tasks=one_tasks + two_tasks + three_tasks))
+    store.apply(together(staged_story(1, 1, blocks=(0, 500)), staged_story(2, 4),
+                         staged_story(3, 7, stages=("build", "test"))))
     assert stage_tally(store) == {"analysis": (2, 2), "build": (3, 23), "test": (3, 53)}
     # Story 1 starts, is done with analysis, starts build, whose task blocks; story 2 is done.
     store.apply(Batch(started_stories=[(5.0, [1, 2])], stage_entries=[("analysis", [1, 2])],
@@ -272,6 +283,8 @@ def test_stages_blocks_and_work_time_round_trip_and_the_stages_tally_keeps_step(
     assert stage_tally(store) == {"build": (2, 12), "test": (2, 32)}
     store.apply(Batch(deleted_stories=[3]))
     assert stage_tally(store) == {"build": (1, 11), "test": (1, 21)}
+    flows = store.db.execute_sql("SELECT COUNT(*) FROM task_flow WHERE task_id >= 7").fetchone()[0]
+    assert flows == 0  # deleted with its tasks
     store.close()
 
     store = Store.open(spec)
@@ -281,22 +294,23 @@ def test_stages_blocks_and_work_time_round_trip_and_the_stages_tally_keeps_step(
     assert start.queued_tasks == [(2, 1, 11, 0, 1, 500, 99.5), (3, 1, 21, 0, 2, 0, None)]
     assert start.queued_by_stage == [(0, 0), (1, 11), (1, 21)]
     assert start.recent_done == [(2, 2.0, 5.0, 6.0, 0.75)]
-    assert store.story(1)[8:] == ("build", 500)
+    assert store.story(1)[8:] == ("build", 500) and store.story(2)[8:] == ("analysis", 0)
     assert [t[8:] for t in store.tasks_of(1)] == [("analysis", 0, None), ("build", 500, 99.5),
                                                   ("test", 0, None)]
     rows, ended = store.window(0, 10)
     assert ended and [r[7:] for r in rows] == [(1, 500), (2, 0)]  # stage index, block
     assert store.queued_of(1) == [(1, 1, 11), (2, 1, 21)]
+    assert [r[8:] for r in store.stories("open", 0, 10)] == [("build", 500)]
     store.close()
 
 
 def test_a_retried_staged_batch_moves_the_stages_tally_once(store):
     store.use_workflow(STAGES)
-    story, tasks = staged_story(1, 1)
-    batch = Batch(workflow_stories=[story], workflow_tasks=tasks)
+    batch = staged_story(1, 1)
     store.apply(batch)
     batch.completions.append((1, 2.0, 3.0, [1]))
     store.apply(batch, again=True)  # the inserts were stored by a commit thought lost
+    store.apply(batch, again=True)  # and the completion too
     assert stage_tally(store) == {"build": (1, 11), "test": (1, 21)}
     assert store.load().queued_by_stage == [(0, 0), (1, 11), (1, 21)]
 
@@ -304,8 +318,7 @@ def test_a_retried_staged_batch_moves_the_stages_tally_once(store):
 def test_another_workflow_is_refused_naming_the_stages_and_nothing_changes(spec):
     store = Store.open(spec)
     store.use_workflow(STAGES)
-    story, tasks = staged_story(1, 1)
-    store.apply(Batch(workflow_stories=[story], workflow_tasks=tasks))
+    store.apply(staged_story(1, 1))
     store.apply(Batch(completions=[(1, 2.0, 3.0, [1])]))  # nothing left in analysis
     store.close()
 
@@ -328,50 +341,42 @@ def test_another_workflow_is_refused_naming_the_stages_and_nothing_changes(spec)
 
 
 def test_one_stage_writes_no_names_and_takes_back_its_own_tasks_once(spec):
-    """A server with one stage writes null (the first stage): its write path is the one it
-    always had. Started where a server with stages left tasks of its one stage's name, it
-    writes those back as null; a later server with stages has them in its first stage."""
+    """A server with one stage names no stage (null: the first): its rows are plain ones.
+    Started where a server with stages left tasks of its one stage's name, it writes those
+    back as null; a later server with stages has them in its first stage."""
     store = Store.open(spec)
     store.use_workflow(("build", "test"))
-    story, tasks = staged_story(1, 1, stages=("build", "build"))
-    store.apply(Batch(workflow_stories=[story], workflow_tasks=tasks))
+    store.apply(staged_story(1, 1, stages=("build", "build")))
     store.close()
 
     store = Store.open(spec)
     store.use_workflow(("build",))
     assert stage_tally(store) == {}
     assert [t[8] for t in store.tasks_of(1)] == [None, None]
-    store.apply(Batch(stories=[(2, "plain", "", "open", 2.0, 1)],
-                      tasks=[(3, 2, "", 7, "queued", 0, 2.0)]))
-    assert store.load().queued_by_stage == [(3, 19)]
+    store.apply(staged_story(2, 3, stages=(None,), blocks=(40,)))  # a block: a flow row
+    store.apply(Batch(stories=[(3, "plain", "", "open", 3.0, 1)],
+                      tasks=[(4, 3, "", 7, "queued", 0, 3.0)]))
+    assert store.load().queued_by_stage == [(4, 20)]
+    assert store.tasks_of(2)[0][8:] == (None, 40, None) and store.tasks_of(3)[0][8:] == (None, 0, None)
     store.close()
 
     store = Store.open(spec)
     store.use_workflow(("analysis", "build"))  # null tasks: the first stage
     start = store.load()
-    assert start.queued_by_stage == [(3, 19), (0, 0)]
-    assert [r[7] for r in store.window(0, 10)[0]] == [0, 0, 0]
+    assert start.queued_by_stage == [(4, 20), (0, 0)]
+    assert [r[7:] for r in store.window(0, 10)[0]] == [(0, 0), (0, 0), (0, 40), (0, 0)]
     store.apply(Batch(completions=[(1, 2.0, 3.0, [1, 3])]))  # null tasks move no stage's tally
-    assert stage_tally(store) == {} and store.load().queued_by_stage == [(1, 11), (0, 0)]
+    assert stage_tally(store) == {} and store.load().queued_by_stage == [(2, 18), (0, 0)]
     store.close()
 
 
-def test_a_database_of_an_earlier_version_gets_the_stage_columns_in_the_first_stage(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    store = Store.open(str(path))
-    store.apply(Batch(stories=[(1, "a", "", "open", 1.0, 1)], tasks=[(1, 1, "", 5, "queued", 0, 1.0)]))
-    store.close()
-    con = sqlite3.connect(path)  # as a version before stages left it
-    for table, column in (("task", "stage"), ("task", "blocked_ms"), ("task", "blocked_until"),
-                          ("story", "stage"), ("story", "blocked_ms"), ("story", "work_s")):
-        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    con.execute("DROP TABLE stage_tally")
-    con.commit()
-    con.close()
-    store = Store.open(str(path))
-    store.use_workflow(STAGES)
-    assert store.tasks_of(1)[0][8:] == (None, 0, None) and store.story(1)[8:] == (None, 0)
-    assert store.load().queued_by_stage == [(1, 5), (0, 0), (0, 0)]
-    store.close()
+def test_without_flow_rows_the_plain_reads_are_the_same_rows(store):
+    """A server that never had a stage or a block: reads leave the flow tables out."""
+    stories, tasks = story_rows(1, 3, tasks=2)
+    store.apply(Batch(stories=stories, tasks=tasks))
+    assert not store.has_flows
+    assert [r[7:] for r in store.window(0, 10)[0]] == [(0, 0)] * 6
+    store.apply(Batch(deleted_stories=[2]))
+    assert store.open_story_ids() == [1, 3]
+    store.apply(staged_story(4, 20, stages=(None,), blocks=(9,)))
+    assert store.has_flows and store.window(0, 10)[0][-1][7:] == (0, 9)

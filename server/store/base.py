@@ -83,18 +83,17 @@ class Batch:
     done_stories: list[tuple[float, list[int]]] = field(default_factory=list)
     deleted_stories: list[int] = field(default_factory=list)
     id_floors: dict[str, int] = field(default_factory=dict)  # set when stories are deleted
-    # -- stages and blocks (schema.py): only what has them -----------------------------
-    # stories and tasks with a stage name or a block: schema.WORKFLOW_STORY_COLUMNS and
-    # WORKFLOW_TASK_COLUMNS (a story's tasks go all here or all in `tasks`)
-    workflow_stories: list[tuple] = field(default_factory=list)
-    workflow_tasks: list[tuple] = field(default_factory=list)
+    # -- stages and blocks (schema.py: flow rows only for what has them) ----------------
+    # (task_id, stage name or None, blocked_ms) of the new tasks with a stage name or a block
+    task_flows: list[tuple] = field(default_factory=list)
+    story_flows: list[tuple] = field(default_factory=list)  # (story_id, blocked_ms): with blocks
     stage_entries: list[tuple[str, list[int]]] = field(default_factory=list)  # (stage, story ids)
     blocks: list[tuple[int, float]] = field(default_factory=list)  # (task_id, blocked_until)
     work_times: list[tuple[int, float]] = field(default_factory=list)  # (story_id, work_s) when done
 
     def __bool__(self) -> bool:
         return bool(self.stories or self.tasks or self.completions or self.started_stories
-                    or self.done_stories or self.deleted_stories or self.workflow_stories
+                    or self.done_stories or self.deleted_stories
                     or self.stage_entries or self.blocks or self.work_times)
 
 
@@ -135,7 +134,10 @@ class Store(ABC):
         self.claim = Claim(None)
         self.stages: tuple[str, ...] = (DEFAULT_STAGE,)  # the workflow served (use_workflow)
         self.staged = False  # several stages: tasks are named and stage_tally is kept
-        self._stage_index = "0"  # SQL: a task's stage index from its row `t` (use_workflow)
+        # SQL: a task's stage index from its flow row `f` (use_workflow); none: the first
+        self._stage_index = "0"
+        # Whether any flow row may exist (schema.py): else reads and deletes leave them out.
+        self.has_flows = False
 
     # -- what a backend must write ---------------------------------------------
     @classmethod
@@ -241,6 +243,9 @@ class Store(ABC):
         for model in MODELS:
             model._schema.create_indexes(safe=True)
         schema.count_tally(db, recount or made)
+        self.has_flows = bool(db.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM task_flow) OR EXISTS (SELECT 1 FROM story_flow)"
+        ).fetchone()[0])
 
     def close(self) -> None:
         if not self.db.is_closed():
@@ -285,13 +290,12 @@ class Store(ABC):
                 "workflow finish them first")
         if len(names) == 1 and named:
             with self.db.atomic():  # one stage writes no names: see the docstring
-                sql(f"UPDATE task SET stage = NULL WHERE stage = {self.p} AND status = 'queued'",
-                    (names[0],))
+                sql(f"UPDATE task_flow SET stage = NULL WHERE stage = {self.p}", (names[0],))
                 sql("UPDATE stage_tally SET tasks_queued = 0, queued_ms = 0")
         self.stages, self.staged = names, len(names) > 1
         # Names are letters, digits, _ and - (checked above): safe as SQL literals.
         cases = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(names) if i)
-        self._stage_index = f"CASE t.stage {cases} ELSE 0 END" if cases else "0"
+        self._stage_index = f"CASE f.stage {cases} ELSE 0 END" if cases else "0"
 
     def load(self, done_since: float | None = None, done_max: int = 250_000) -> Startup:
         """What the server keeps in memory; with `done_since` (wall clock), also the newest
@@ -312,24 +316,27 @@ class Store(ABC):
         open_stories = {
             sid: (total, created, started, index.get(stage))
             for sid, total, created, started, stage in sql(
-                "SELECT id, tasks_total, created_at, started_at, stage FROM story "
-                "WHERE status = 'open' AND started_at IS NOT NULL"
+                "SELECT s.id, s.tasks_total, s.created_at, s.started_at, f.stage FROM story s "
+                "LEFT JOIN story_flow f ON f.story_id = s.id "
+                "WHERE s.status = 'open' AND s.started_at IS NOT NULL"
             )
         }
         queued: list[tuple] = []
         for chunk in chunks(sorted(open_stories)):
             queued += [tuple(row) for row in sql(
                 f"SELECT t.id, t.story_id, t.estimate_ms, t.attempts, {self._stage_index}, "
-                "COALESCE(t.blocked_ms, 0), t.blocked_until FROM task t "
+                "COALESCE(f.blocked_ms, 0), f.blocked_until FROM task t "
+                "LEFT JOIN task_flow f ON f.task_id = t.id "
                 f"WHERE t.status = 'queued' AND t.story_id IN ({', '.join([p] * len(chunk))})",
                 tuple(chunk))]
         queued.sort()
         recent: list[tuple] = []
         if done_since is not None:
             recent = [tuple(row) for row in sql(
-                "SELECT id, created_at, started_at, completed_at, work_s FROM story "
-                f"WHERE status = 'done' AND completed_at >= {p} "
-                f"ORDER BY completed_at DESC, id DESC LIMIT {p}", (done_since, done_max))]
+                "SELECT s.id, s.created_at, s.started_at, s.completed_at, f.work_s FROM story s "
+                f"LEFT JOIN story_flow f ON f.story_id = s.id WHERE s.status = 'done' AND "
+                f"s.completed_at >= {p} ORDER BY s.completed_at DESC, s.id DESC LIMIT {p}",
+                (done_since, done_max))]
             recent.reverse()
         # Per stage: the named ones from the stages' tally, and the rest (null) in the first.
         by_stage = [[0, 0] for _ in self.stages]
@@ -362,19 +369,20 @@ class Store(ABC):
             raise self._unavailable(exc) from exc
 
     def story(self, story_id: int) -> tuple | None:
-        return self._read(f"SELECT {STORY_SELECT} FROM story WHERE id = {self.p}",
-                          (story_id,)).fetchone()
+        """The story's row (schema.STORY_SELECT: its stage and blocks last)."""
+        return self._read(f"SELECT {STORY_SELECT} WHERE s.id = {self.p}", (story_id,)).fetchone()
 
     def tasks_of(self, story_id: int) -> list[tuple]:
-        return self._read(f"SELECT {TASK_SELECT} FROM task WHERE story_id = {self.p} ORDER BY id",
+        """Its tasks' rows by id (schema.TASK_SELECT: the stage name and the block last)."""
+        return self._read(f"SELECT {TASK_SELECT} WHERE t.story_id = {self.p} ORDER BY t.id",
                           (story_id,)).fetchall()
 
     def stories(self, status: str | None, offset: int, limit: int) -> list[tuple]:
         """Newest first."""
         p = self.p
-        where, params = ("", ()) if status is None else (f"WHERE status = {p} ", (status,))
+        where, params = ("", ()) if status is None else (f"WHERE s.status = {p} ", (status,))
         return self._read(
-            f"SELECT {STORY_SELECT} FROM story {where}ORDER BY id DESC LIMIT {p} OFFSET {p}",
+            f"SELECT {STORY_SELECT} {where}ORDER BY s.id DESC LIMIT {p} OFFSET {p}",
             (*params, limit, offset),
         ).fetchall()
 
@@ -382,8 +390,8 @@ class Store(ABC):
         """(stage index, count, estimates) of a story's queued tasks, by stage."""
         rows = self._read(
             f"SELECT {self._stage_index} AS i, COUNT(*), COALESCE(SUM(t.estimate_ms), 0) FROM task t "
-            f"WHERE t.story_id = {self.p} AND t.status = 'queued' GROUP BY i ORDER BY i",
-            (story_id,)).fetchall()
+            f"LEFT JOIN task_flow f ON f.task_id = t.id WHERE t.story_id = {self.p} "
+            "AND t.status = 'queued' GROUP BY i ORDER BY i", (story_id,)).fetchall()
         return [(i, n, int(ms)) for i, n, ms in rows]
 
     def open_story_ids(self) -> list[int]:

