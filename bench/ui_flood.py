@@ -20,7 +20,12 @@ is the same at every tick but scrolling through pyqtgraph's setXRange, the
 naive redraw, as the in-run baseline (dashboard and stories tabs only).
 `--mode` runs one mode once, in detail.
 
+The app runs in the theme asked for (`--theme`, light by default) and with
+annotations on every time chart (`--annotations on`): `--notes` of them over
+the window at the start, and one more every two seconds while it runs.
+
     python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3] [--tab flow]
+                             [--theme light|dark] [--annotations on|off] [--notes 30]
     python bench/ui_flood.py --mode smooth --profile FILE
 """
 
@@ -100,7 +105,8 @@ def compare(args) -> int:
         for mode in results:  # interleaved, so that a noisy minute hits both modes
             command = [sys.executable, __file__, "--mode", mode, "--json", "--seconds", str(args.seconds),
                        "--warmup", str(args.warmup), "--rate", str(args.rate), "--stats-hz", str(args.stats_hz),
-                       "--window", str(args.window), "--tab", args.tab]
+                       "--window", str(args.window), "--tab", args.tab, "--theme", args.theme,
+                       "--annotations", args.annotations, "--notes", str(args.notes)]
             out = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + args.warmup + 60)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
@@ -110,8 +116,9 @@ def compare(args) -> int:
             r = results[mode][-1]
             print(f"run {run + 1} {mode:6s}: UI thread {r['cpu']:5.1f} % CPU ({r['wall']:5.1f} % wall), "
                   f"{r['fps']:5.1f} frames/s", flush=True)
-    print(f"\n{args.tab} tab, {args.rate:,.0f} story events/s + {args.stats_hz:g} stats/s, {args.window} s window, "
-          f"median of {args.runs} runs of {args.seconds:g} s:")
+    notes = f"{args.notes} annotations + 1 every 2 s" if args.annotations == "on" else "annotations off"
+    print(f"\n{args.tab} tab, {args.theme} theme, {notes}, {args.rate:,.0f} story events/s + {args.stats_hz:g} "
+          f"stats/s, {args.window} s window, median of {args.runs} runs of {args.seconds:g} s:")
     print(f"{'mode':8s} {'frames/s':>9s} {'UI CPU %':>9s} {'UI wall %':>10s} {'app CPU %':>10s}  drawn")
     for mode, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -143,6 +150,11 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=60, help="chart time window in seconds (default 60)")
     parser.add_argument("--tab", choices=("dashboard", "stories", "flow"), default="dashboard",
                         help="the tab in front: its charts' repaints are the frames counted (default dashboard)")
+    parser.add_argument("--theme", choices=("light", "dark"), default="light", help="the app's theme (default light)")
+    parser.add_argument("--annotations", choices=("on", "off"), default="on",
+                        help="annotations on the time charts (default on)")
+    parser.add_argument("--notes", type=int, default=30,
+                        help="annotations over the window at the start (default 30); one more every 2 s")
     parser.add_argument("--mode", choices=MODES,
                         help="run this mode once and print its details (default: every mode, --runs times)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode for the medians (default 3)")
@@ -235,9 +247,23 @@ def main() -> int:
         from storypulse.desktop.window import MainWindow
 
         settings_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"storypulse-bench-{os.getpid()}.ini"
-        window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat))
+        window = MainWindow(endpoints, QSettings(str(settings_path), QSettings.Format.IniFormat),
+                            theme_choice=args.theme)
         window.resize(1280, 800)
         window.show()
+        window.show_notes(args.annotations == "on")
+        from storypulse.desktop.annotations import Note
+
+        def note(at: float, i: int) -> None:
+            window.notes.add(Note(at, ("simulator", "limit", "pool", "outage")[i % 4], f"bench note {i}"))
+
+        started = time.time()
+        for i in range(args.notes):  # over the window, as if the app had been running
+            note(started - args.window + args.window * i / max(args.notes, 1), i)
+        more = QTimer()
+        more.timeout.connect(lambda: note(window.dashboard.clock.now(), len(window.notes)))
+        if args.annotations == "on":
+            more.start(2000)
         window.window_choice.setCurrentIndex([s for _, s in __import__("storypulse.desktop.dashboard", fromlist=["WINDOWS"]).WINDOWS].index(args.window))
         window.dashboard.diagnostics.scroll_mode = args.mode
         jumps = QTimer()

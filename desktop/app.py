@@ -41,7 +41,7 @@ def _grab_screen(window, path: str) -> None:
 
 def run_app(server: str | None = None, quit_after: float | None = None, settings_file: str | None = None,
             simulate: dict | None = None, on_window=None, screenshot: str | None = None,
-            tab: str | None = None) -> int:
+            tab: str | None = None, theme: str | None = None) -> int:
     """Open the main window and run the event loop; returns the exit code."""
     from .window import MainWindow
 
@@ -52,7 +52,7 @@ def run_app(server: str | None = None, quit_after: float | None = None, settings
         endpoints = parse_server(address)
     except ValueError:
         endpoints = parse_server(None)  # a bad remembered value must not lock the user out
-    window = MainWindow(endpoints, settings)
+    window = MainWindow(endpoints, settings, theme_choice=theme)
     window.show()
     if tab:
         window.open_tab(tab)

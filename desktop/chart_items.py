@@ -1,18 +1,13 @@
 """Chart pieces that cost little to draw at every frame: the dashboard scrolls 25 times a second.
 
 Measured with the UI flood benchmark, pyqtgraph's stock pieces spent most of
-each frame in Python: its axes rebuild their tick layout and re-shape every
-label whenever the range moves (which scrolling does at every frame) and draw
-the grid as part of the axis, its curves compute bounds and paint in Python.
-These keep pyqtgraph's layout, views and mouse handling, but:
+each frame in Python: its axes (see chart_axes.py) and its curves, which compute
+bounds and paint in Python. These keep pyqtgraph's layout, views and mouse
+handling, but:
 
 - the grid of a chart is one Qt path in data coordinates, under the curves: it
   scrolls with them through the view's transform and is rebuilt only when a
   new tick comes into view or the y range changes;
-- the axes draw only their line and labels, pick their ticks with a little
-  arithmetic and keep each label's laid-out text; the value axis, which
-  scrolling does not change, is kept as a pixmap by Qt, and the time axis
-  draws a strip wider than itself once and then only shifts it;
 - the curves, hover lines and resize marks are plain Qt items, and scrolling
   sets the view's transform without pyqtgraph's signals (viewbox_fast.py): no
   Python runs for anything inside a chart while it scrolls.
@@ -20,281 +15,18 @@ These keep pyqtgraph's layout, views and mouse handling, but:
 
 from __future__ import annotations
 
-import math
-import time
-from datetime import datetime
-
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QStaticText
-from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QTransform
+from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem, QGraphicsView
 
+from . import ranges, theme
+from .chart_axes import TimeAxis, ValueAxis, local_offset, ticks_between, value_axis_width
 from .diagnostics import Diagnostics
 from .viewbox_fast import scroll_x
 
-# The grid as pyqtgraph draws it (the text colour at 15 %) over white, but opaque,
-# and drawn under the curves so that it never hides one running along a line.
-GRID_COLOUR = QColor(224, 224, 224)
-TEXT_GAP = 4  # pixels between a label and its axis line
-LABEL_CACHE_MAX = 400  # laid-out labels kept; the set starts afresh past this
-
-# Time steps a time axis may use, seconds; the smallest whose labels do not crowd wins.
-TIME_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
-              2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
-
-
-def nice_step(span: float, most: int) -> float:
-    """The smallest 1, 2 or 5 × 10^n step that cuts `span` into at most `most` parts."""
-    if not span > 0 or most < 1:
-        return 1.0
-    raw = span / most
-    magnitude = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5):
-        if factor * magnitude >= raw * (1 - 1e-9):
-            return factor * magnitude
-    return 10 * magnitude
-
-
-def time_step(span: float, pixels: float, label_px: float) -> float:
-    """The time step for `span` seconds over `pixels`, labels `label_px` wide with room between."""
-    if not span > 0 or pixels <= 0:
-        return TIME_STEPS[-1]
-    fits = max(1.0, pixels / (label_px * 1.6))
-    for step in TIME_STEPS:
-        if span / step <= fits:
-            return step
-    return TIME_STEPS[-1] * math.ceil(span / fits / TIME_STEPS[-1])
-
-
-def time_format(step: float) -> str:
-    if step < 1:
-        return "%H:%M:%S.%f"
-    if step < 60:
-        return "%H:%M:%S"
-    if step < 86400:
-        return "%H:%M"
-    return "%d %b"
-
-
-def ticks_between(lo: float, hi: float, step: float, offset: float = 0.0) -> list[float]:
-    """The multiples of `step` (shifted by -`offset`) within [lo, hi]."""
-    if not step > 0 or not hi >= lo:
-        return []
-    first = math.ceil((lo + offset) / step - 1e-9) * step - offset
-    count = int((hi - first) / step + 1e-9) + 1
-    return [first + i * step for i in range(min(max(0, count), 1000))]
-
-
-def local_offset(step: float, at: float) -> float:
-    """Shift for time ticks of `step`: an hour or more falls on local hours, not UTC ones."""
-    return float(time.localtime(at).tm_gmtoff) if step >= 3600 else 0.0
-
-
-def value_label(value: float, step: float) -> str:
-    if step >= 1:
-        return f"{value:,.0f}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    return f"{value:,.{decimals}f}"
-
-
-class ChartAxis(pg.AxisItem):
-    """An axis line and its labels, drawn straight from a short list of ticks.
-
-    Tick choice is `tick_values` (the chart's grid uses the same), label text is
-    laid out once per distinct label and kept.
-    """
-
-    def __init__(self, orientation: str):
-        super().__init__(orientation)
-        self.enableAutoSIPrefix(False)  # else every range change rewrites the axis label
-        self._statics: dict[str, tuple[QStaticText, float]] = {}
-        self._metrics: QFontMetricsF | None = None
-        self._overhang: float | None = None
-        self._line_pen = None
-        self._text_pen = None
-        self._bounds: QRectF | None = None
-        self.geometryChanged.connect(self._forget_bounds)
-
-    def _forget_bounds(self) -> None:
-        self._bounds = None
-
-    def boundingRect(self) -> QRectF:
-        # Qt asks several times a frame; the base class maps the geometry anew each time.
-        if self._bounds is None:
-            self._bounds = QRectF(super().boundingRect())
-        return self._bounds
-
-    # -- what to draw: subclasses -------------------------------------------------------
-    def tick_values_for(self, lo: float, hi: float, span: float, pixels: float) -> list[float]:
-        """Ticks within [lo, hi] for an axis that shows `span` over `pixels`."""
-        raise NotImplementedError
-
-    def tick_values(self, lo: float, hi: float, pixels: float) -> list[float]:
-        return self.tick_values_for(lo, hi, hi - lo, pixels)
-
-    def tick_text(self, value: float, span: float, pixels: float) -> str:
-        raise NotImplementedError
-
-    # -- shared -------------------------------------------------------------------------
-    def tick_font(self) -> QFont:
-        return self.style["tickFont"] or QApplication.font()
-
-    def metrics(self) -> QFontMetricsF:
-        if self._metrics is None:
-            self._metrics = QFontMetricsF(self.tick_font())
-        return self._metrics
-
-    def setTickFont(self, font) -> None:
-        super().setTickFont(font)
-        self._metrics = None
-        self._overhang = None
-        self._statics.clear()
-
-    def setRange(self, mn: float, mx: float) -> None:
-        # pyqtgraph re-sets a y axis's range whenever its view changes, x included:
-        # the same range is no change, and no repaint (nor a new cached pixmap).
-        current = getattr(self, "range", None)  # not there yet while the base class sets up
-        if current is not None and current[0] == mn and current[1] == mx:
-            return
-        self.range = [mn, mx]
-        self.update()
-
-    def generateDrawSpecs(self, p):  # pyqtgraph's own tick layout: never wanted here
-        return None
-
-    def paint(self, p, opt, widget) -> None:
-        lo, hi = min(self.range), max(self.range)
-        rect = self.mapRectFromParent(self.geometry())
-        length = rect.height() if self.orientation in ("left", "right") else rect.width()
-        if not (hi > lo) or length <= 0 or not math.isfinite(hi - lo):
-            return
-        self.draw(p, rect, lo, hi, length)
-
-    def draw(self, p: QPainter, rect: QRectF, lo: float, hi: float, length: float) -> None:
-        """The axis line along `rect` and the labels of the ticks in [lo, hi]."""
-        vertical = self.orientation in ("left", "right")
-        if self._line_pen is None:
-            self._line_pen, self._text_pen = self.pen(), self.textPen()
-        p.setRenderHint(p.RenderHint.Antialiasing, False)
-        p.setRenderHint(p.RenderHint.TextAntialiasing, True)
-        p.setPen(self._line_pen)
-        if self.orientation == "left":
-            p.drawLine(QLineF(rect.right(), rect.top(), rect.right(), rect.bottom()))
-        elif self.orientation == "right":
-            p.drawLine(QLineF(rect.left(), rect.top(), rect.left(), rect.bottom()))
-        elif self.orientation == "bottom":
-            p.drawLine(QLineF(rect.left(), rect.top(), rect.right(), rect.top()))
-        else:
-            p.drawLine(QLineF(rect.left(), rect.bottom(), rect.right(), rect.bottom()))
-
-        p.setFont(self.tick_font())
-        p.setPen(self._text_pen)
-        height = self.metrics().height()
-        scale = length / (hi - lo)
-        span = hi - lo
-        overhang = self.overhang()
-        for value in self.tick_values(lo, hi, length):
-            static, width = self._static(self.tick_text(value, span, length))
-            # Only labels that fit wholly on the axis (give or take its overhang): none cut in half.
-            if vertical:
-                top = rect.bottom() - (value - lo) * scale - height / 2
-                if top < rect.top() or top + height > rect.bottom():
-                    continue
-                x = rect.right() - TEXT_GAP - width if self.orientation == "left" else rect.left() + TEXT_GAP
-                p.drawStaticText(QPointF(x, top), static)
-            else:
-                left = rect.left() + (value - lo) * scale - width / 2
-                if left < rect.left() - overhang or left + width > rect.right() + overhang:
-                    continue
-                y = rect.top() + TEXT_GAP - 2 if self.orientation == "bottom" else rect.bottom() - TEXT_GAP - height
-                p.drawStaticText(QPointF(left, y), static)
-
-    def overhang(self) -> float:
-        """How far labels may reach past the ends of the axis, in pixels."""
-        return 0.0
-
-    def _static(self, text: str) -> tuple[QStaticText, float]:
-        found = self._statics.get(text)
-        if found is None:
-            if len(self._statics) >= LABEL_CACHE_MAX:
-                self._statics.clear()
-            static = QStaticText(text)
-            static.setTextFormat(Qt.TextFormat.PlainText)
-            static.prepare(font=self.tick_font())
-            found = (static, self.metrics().horizontalAdvance(text))
-            self._statics[text] = found
-        return found
-
-
-class TimeAxis(ChartAxis):
-    """Wall-clock labels at round local times (every 10 s, every minute, ...).
-
-    A label shows while its tick is on the axis, hanging over an end by up to
-    half its width (into the empty corner under a value axis), so labels scroll
-    out with their grid line instead of vanishing early.
-    """
-
-    def __init__(self, orientation: str = "bottom"):
-        super().__init__(orientation)
-        self._texts: dict[tuple[float, str], str] = {}
-        self._steps: dict[tuple[float, float], float] = {}
-        self._overhang: float | None = None
-
-    def overhang(self) -> float:
-        if self._overhang is None:
-            self._overhang = math.ceil(self.metrics().horizontalAdvance("00:00:00.0") / 2) + 2
-        return self._overhang
-
-    def boundingRect(self) -> QRectF:
-        if self._bounds is None:
-            rect = self.mapRectFromParent(self.geometry())
-            self._bounds = rect.adjusted(-self.overhang(), 0, self.overhang(), 0)
-        return self._bounds
-
-    def step(self, span: float, pixels: float) -> float:
-        key = (span, pixels)
-        step = self._steps.get(key)
-        if step is None:
-            if len(self._steps) >= LABEL_CACHE_MAX:
-                self._steps.clear()
-            step = self._steps[key] = time_step(span, pixels, self.metrics().horizontalAdvance("00:00:00"))
-        return step
-
-    def tick_values_for(self, lo, hi, span, pixels):
-        step = self.step(span, pixels)
-        return ticks_between(lo, hi, step, local_offset(step, lo))
-
-    def tick_text(self, value, span, pixels):
-        fmt = time_format(self.step(span, pixels))
-        key = (value, fmt)
-        text = self._texts.get(key)
-        if text is None:
-            if len(self._texts) >= LABEL_CACHE_MAX:
-                self._texts.clear()
-            text = datetime.fromtimestamp(value).strftime(fmt)
-            text = self._texts[key] = text[:-5] if fmt.endswith("%f") else text
-        return text
-
-
-class ValueAxis(ChartAxis):
-    """Round values, 1, 2 or 5 × 10^n apart and at least ~32 pixels apart.
-
-    Scrolling in time never changes it: Qt keeps its drawing as a pixmap.
-    """
-
-    def __init__(self, orientation: str = "left"):
-        super().__init__(orientation)
-        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-
-    def step(self, span: float, pixels: float) -> float:
-        return nice_step(span, max(1, int(pixels / max(32.0, 2.2 * self.metrics().height()))))
-
-    def tick_values_for(self, lo, hi, span, pixels):
-        return ticks_between(lo, hi, self.step(span, pixels))
-
-    def tick_text(self, value, span, pixels):
-        return value_label(value, self.step(span, pixels))
+TITLE_SIZE = "9pt"
 
 
 class ChartGrid(QGraphicsPathItem):
@@ -311,11 +43,15 @@ class ChartGrid(QGraphicsPathItem):
         self.diagnostics = diagnostics
         self.time_axis = time_axis
         self.value_axis = value_axis
-        pen = QPen(GRID_COLOUR, 1)
-        pen.setCosmetic(True)
-        self.setPen(pen)
+        self.set_colour(theme.current().grid)
         self._key = None
         self._covers = (0.0, -1.0)
+
+    def set_colour(self, colour: str) -> None:
+        # Opaque, and under the curves, so that it never hides one running along a line.
+        pen = QPen(QColor(colour), 1)
+        pen.setCosmetic(True)
+        self.setPen(pen)
 
     def follow(self, x_range, y_range, width: float, height: float) -> None:
         lo, hi = x_range
@@ -346,8 +82,47 @@ class ChartGrid(QGraphicsPathItem):
             and self._key[0] == round(hi - lo, 6)
 
 
-class LiveCurve(QGraphicsPathItem):
-    """A curve drawn by Qt alone: no Python runs for it while painting or scrolling.
+class HairlinePath(QGraphicsPathItem):
+    """A path drawn with a cosmetic pen n device pixels wide as n one-pixel lines a device pixel apart.
+
+    Qt draws a one-pixel line on its fast path and a wider one through its
+    stroker, at several times the cost: at 200 % the wide lines of the charts
+    and their dotted annotations took a third of a frame. Diagonally offset
+    passes thicken a line in every direction but the one diagonal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._passes = 1
+        self._hairline = QPen()
+
+    def setPen(self, pen: QPen) -> None:  # noqa: N802 (Qt's name)
+        pen = QPen(pen)
+        pen.setCosmetic(True)  # as many device pixels wide whatever the view's scale
+        super().setPen(pen)
+        self._passes = max(1, round(pen.widthF()))
+        hairline = QPen(pen)
+        hairline.setWidthF(1)
+        if pen.style() not in (Qt.PenStyle.SolidLine, Qt.PenStyle.NoPen):
+            hairline.setDashPattern([d * self._passes for d in pen.dashPattern()])  # dashes as long as the wide pen's
+        self._hairline = hairline
+
+    def paint(self, p: QPainter, option, widget=None) -> None:
+        if self._passes == 1:
+            super().paint(p, option, widget)
+            return
+        step = 1.0 / p.device().devicePixelRatioF()  # a device pixel, in the painter's logical pixels
+        p.setPen(self._hairline)
+        path = self.path()
+        base = p.transform()
+        for i in range(self._passes):
+            p.setTransform(base * QTransform.fromTranslate(i * step, i * step))
+            p.drawPath(path)
+        p.setTransform(base)
+
+
+class LiveCurve(HairlinePath):
+    """A curve drawn by Qt alone: no Python runs for it while scrolling (and, at 100 %, while painting).
 
     Decimation and clipping are done once per new data (series.py), so all a frame
     needs is the path, mapped by the view's transform. The legend draws its sample
@@ -356,11 +131,13 @@ class LiveCurve(QGraphicsPathItem):
 
     def __init__(self, pen: QPen):
         super().__init__()
-        pen = QPen(pen)
-        pen.setCosmetic(True)  # one pixel wide whatever the view's scale
-        self.setPen(pen)
-        self.legend_proxy = pg.PlotCurveItem(pen=pen)
+        self.legend_proxy = pg.PlotCurveItem()
+        self.set_pen(pen)
         self.legend_proxy.visibleChanged.connect(self._follow_legend)
+
+    def set_pen(self, pen: QPen) -> None:
+        self.setPen(pen)
+        self.legend_proxy.setPen(self.pen())
 
     def _follow_legend(self) -> None:
         self.setVisible(self.legend_proxy.isVisible())
@@ -377,12 +154,17 @@ class LiveCurve(QGraphicsPathItem):
 class Band(QGraphicsPathItem):
     """A filled band between two curves over the same times (a cumulative flow diagram's layer)."""
 
-    def __init__(self, colour: str, alpha: int = 150):
+    def __init__(self, colour: QColor | str, alpha: int = 150):
         super().__init__()
+        self.alpha = alpha
+        self.set_colour(colour)
+
+    def set_colour(self, colour: QColor | str) -> None:
+        """The edge in `colour`, the fill in `colour` at the band's alpha."""
         fill = QColor(colour)
-        fill.setAlpha(alpha)
+        fill.setAlpha(self.alpha)
         self.setBrush(QBrush(fill))
-        pen = QPen(QColor(colour), 1)
+        pen = QPen(QColor(colour), theme.line_width())
         pen.setCosmetic(True)
         self.setPen(pen)
 
@@ -409,12 +191,12 @@ class Dots(QGraphicsItem):
     cut the dots at the edges of a bounding rect that is in data units.)
     """
 
-    def __init__(self, colour: str, size: float = 5.0, round_: bool = False, diagnostics: Diagnostics | None = None):
+    def __init__(self, colour: QColor | str, size: float = 5.0, round_: bool = False,
+                 diagnostics: Diagnostics | None = None):
         super().__init__()
         self.diagnostics = diagnostics  # counts "dot paints"
-        pen = QPen(QColor(colour), size)
-        pen.setCapStyle(Qt.PenCapStyle.RoundCap if round_ else Qt.PenCapStyle.SquareCap)
-        self._pen = pen
+        self.size, self.round = size, round_
+        self.set_colour(colour)
         self._antialias = round_  # squares at whole pixels stay crisp without it
         self._bounds = QRectF()
         self._device = pg.functions.create_qpolygonf(0)
@@ -437,6 +219,15 @@ class Dots(QGraphicsItem):
             self._bounds = QRectF()
         self.update()
 
+    def set_colour(self, colour: QColor | str) -> None:
+        pen = QPen(QColor(colour), self.size)
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap if self.round else Qt.PenCapStyle.SquareCap)
+        self._pen = pen
+        self.update()
+
+    def colour(self) -> QColor:
+        return self._pen.color()
+
     def boundingRect(self) -> QRectF:
         return self._bounds
 
@@ -458,25 +249,14 @@ class Dots(QGraphicsItem):
         p.restore()
 
 
-def nice_ceiling(value: float) -> float:
-    """The next 1, 2, 5 × 10^n at or above `value` (at least 1): round axis tops."""
-    if value <= 1:
-        return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)
-
-
 def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
                   diagnostics: Diagnostics | None = None) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
     axis = TimeAxis(orientation="bottom")
     plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
-    plot.setTitle(title, size="9pt")
+    plot.setTitle(title, size=TITLE_SIZE)
     left = plot.getAxis("left")
-    left.setWidth(52)  # a fixed width: no relayout when labels grow
+    left.setWidth(value_axis_width(left))  # a fixed width: no relayout when labels grow
     grid = ChartGrid(axis, left, diagnostics)
     plot.vb.addItem(grid, ignoreBounds=True)
     grid.setZValue(-1)  # under the curves
@@ -496,6 +276,44 @@ def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = 
     plot.setMouseEnabled(x=False, y=False)
     plot.setYRange(0, 1, padding=0)
     return plot, axis, grid
+
+
+def fit_y(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -> None:
+    """Give `plot` the y range that ranges.y_range picks for data from `low` to `high` (if it picks a new one)."""
+    wanted = ranges.y_range(tuple(plot.viewRange()[1]), low, high, zero_based)
+    if wanted is not None:
+        plot.setYRange(*wanted, padding=0)
+
+
+def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None = None,
+                title: str | None = None) -> None:
+    """A chart's axes, title, legend and grid in a theme's colours; its series are its owner's to colour.
+
+    `title`: a new title (one with colours of its own); else the one it has, in the theme's text colour.
+    """
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(QColor(colours.axis))
+        axis.setTextPen(QColor(colours.muted))
+    plot.setTitle(plot.titleLabel.text if title is None else title, size=TITLE_SIZE, color=colours.text)
+    legend = plot.legend
+    if legend is not None:
+        backdrop = QColor(colours.surface)
+        backdrop.setAlpha(150)  # lines running under it stay visible, its text readable
+        legend.setBrush(backdrop)
+        for sample, label in legend.items:
+            label.setText(label.text, color=colours.text)
+            sample.update()
+    if grid is not None:
+        grid.set_colour(colours.grid)
+
+
+def name_chart(view: QGraphicsView, name: str, description: str) -> None:
+    """What a chart view is called for screen readers; it takes no keyboard focus (it has no keys)."""
+    view.setAccessibleName(name)
+    view.setAccessibleDescription(description)
+    view.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    view.viewport().setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
 
 def follow_range(plot: pg.PlotItem, grid: ChartGrid) -> None:
@@ -528,11 +346,14 @@ class HoverLine(QGraphicsLineItem):
 
     def __init__(self):
         super().__init__()
-        pen = QPen(QColor("#999999"), 1, Qt.PenStyle.DotLine)
-        pen.setCosmetic(True)
-        self.setPen(pen)
+        self.set_colour(theme.current().muted)
         self.setVisible(False)
         self.setZValue(5)
+
+    def set_colour(self, colour: str) -> None:
+        pen = QPen(QColor(colour), theme.line_width(), Qt.PenStyle.DotLine)
+        pen.setCosmetic(True)
+        self.setPen(pen)
 
     def place(self, at: float, y_range) -> None:
         ylo, yhi = y_range
@@ -540,7 +361,9 @@ class HoverLine(QGraphicsLineItem):
         self.setVisible(True)
 
 
-MARK_SIZE = 9  # pixels
+def mark_size() -> float:
+    """Marks as big as about two thirds of a line of text: they grow with the font."""
+    return max(7.0, round(0.6 * QFontMetricsF(QApplication.font()).height()))
 
 
 class ResizeMarks:
@@ -553,20 +376,26 @@ class ResizeMarks:
     def __init__(self, view: pg.ViewBox):
         self.view = view
         self.items: list[QGraphicsPathItem] = []
-        half = MARK_SIZE / 2
+        half = mark_size() / 2
         self._up, self._down = QPainterPath(), QPainterPath()
         self._up.addPolygon(QPolygonF([QPointF(-half, half), QPointF(half, half), QPointF(0, -half)]))
         self._down.addPolygon(QPolygonF([QPointF(-half, -half), QPointF(half, -half), QPointF(0, half)]))
         self._up.closeSubpath()
         self._down.closeSubpath()
-        self._brushes = {True: QBrush(QColor("#27ae60")), False: QBrush(QColor("#c0392b"))}
+        self._marks: list = []
+        self.set_colours(theme.current())
+
+    def set_colours(self, colours: theme.Theme) -> None:
+        self._brushes = {True: QBrush(colours.colour("grown")), False: QBrush(colours.colour("shrunk"))}
+        self.set_marks(self._marks)
 
     def set_marks(self, marks) -> None:
         """`marks`: (ts, old size, new size) tuples."""
+        self._marks = list(marks)
         for item in self.items:
             self.view.removeItem(item)
         self.items = []
-        for ts, old, new, *_ in marks:
+        for ts, old, new, *_ in self._marks:
             grown = new > old
             item = QGraphicsPathItem(self._up if grown else self._down)
             item.setBrush(self._brushes[grown])

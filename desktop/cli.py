@@ -15,6 +15,7 @@ from storypulse.endpoints import parse_server
 
 from .simulator_settings import DEFAULTS, span
 
+THEMES = ("system", "light", "dark")  # theme.CHOICES, here without importing Qt
 NO_QT = (
     "storypulse desktop needs the desktop extras (PySide6, pyqtgraph, numpy): "
     "pip install 'storypulse[desktop]'"
@@ -49,6 +50,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="save an image of the screen one second before --quit-after ends")
     parser.add_argument("--tab", choices=("dashboard", "stories", "flow"),
                         help="the tab to open at start (default: dashboard)")
+    parser.add_argument("--theme", choices=THEMES,
+                        help="light or dark colours, or the desktop's (system); remembered like a choice made in "
+                             "the View menu (default: the last one chosen, else system)")
 
 
 def desktop_command(argv: list[str]) -> int:
@@ -73,7 +77,7 @@ def desktop_command(argv: list[str]) -> int:
     from .app import run_app
 
     return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings,
-                   screenshot=args.screenshot, tab=args.tab)
+                   screenshot=args.screenshot, tab=args.tab, theme=args.theme)
 
 
 def demo_command(argv: list[str]) -> int:
@@ -127,7 +131,7 @@ def demo_command(argv: list[str]) -> int:
     return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
                     max_workers=args.max_workers or 16, quit_after=args.quit_after,
                     settings_file=args.settings, screenshot=args.screenshot, tab=args.tab,
-                    scenario=args.scenario)
+                    theme=args.theme, scenario=args.scenario)
 
 
 def main() -> int:  # `python -m storypulse.desktop`

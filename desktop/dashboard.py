@@ -16,40 +16,42 @@ from datetime import datetime
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import QFrame, QGraphicsView, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QGraphicsView, QHBoxLayout, QWidget
 
+from . import theme
+from .annotations import ChartNotes
+from .cards import BigNumber
+from .chart_axes import TimeAxis
 from .chart_items import (
-    ChartGrid, HoverLine, LiveCurve, ResizeMarks, TimeAxis, add_time_plot, cache_drawing, nice_ceiling,
-    scroll_chart,
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart,
+    theme_chart,
 )
 from .diagnostics import Diagnostics
 from .live import live_layout, may_draw, readout_label, timer
+from .ranges import time_span
 from .series import FIELDS, SeriesBuffer, ServerClock, peak_decimate
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("1 h", 3600))
 FIGURES = (
-    # stats field, title, colour
-    ("stories_produced_per_s", "Stories produced / s", "#2f7ed8"),
-    ("stories_completed_per_s", "Stories completed / s", "#1aa34a"),
-    ("open_stories", "Open stories", "#e67e22"),
-    ("completed_stories", "Completed stories", "#8e44ad"),
+    # stats field, title, series role (theme.SERIES: its colour)
+    ("stories_produced_per_s", "Stories produced / s", "produced"),
+    ("stories_completed_per_s", "Stories completed / s", "completed"),
+    ("open_stories", "Open stories", "open"),
+    ("completed_stories", "Completed stories", "done"),
 )
-COLOUR = {name: colour for name, _, colour in FIGURES}
-# The charts: title, curves (field, legend label or "", colour), row.
+# The charts: title, curves (field, legend label or "", series role), row.
 # Produced and completed per second share a chart: whether completion keeps up is the point.
 # Fewer charts, fewer axes: the axes, not the points, are what costs at every frame.
 CHARTS = (
     ("Stories / s: produced, completed",
-     (("stories_produced_per_s", "produced", COLOUR["stories_produced_per_s"]),
-      ("stories_completed_per_s", "completed", COLOUR["stories_completed_per_s"])), 0),
-    ("Open stories", (("open_stories", "", COLOUR["open_stories"]),), 0),
-    ("Completed stories", (("completed_stories", "", COLOUR["completed_stories"]),), 0),
-    ("Tasks: queued / running",
-     (("tasks_queued", "queued", "#c0392b"), ("tasks_running", "running", "#16a085")), 1),
+     (("stories_produced_per_s", "produced", "produced"), ("stories_completed_per_s", "completed", "completed")), 0),
+    ("Open stories", (("open_stories", "", "open"),), 0),
+    ("Completed stories", (("completed_stories", "", "done"),), 0),
+    ("Tasks: queued / running", (("tasks_queued", "queued", "queued"), ("tasks_running", "running", "running")), 1),
     ("Workers: total / busy / target",
-     (("workers", "workers", "#34495e"), ("workers_busy", "busy", "#f39c12"),
-      ("workers_target", "target", "#7f8c8d")), 1),
+     (("workers", "workers", "workers"), ("workers_busy", "busy", "busy"), ("workers_target", "target", "target")),
+     1),
 )
 READOUT_HINT = "Point at a chart to read its values; Space pauses, and while paused the mouse pans and zooms."
 PLOT_HZ = 25
@@ -66,35 +68,12 @@ def format_figure(field: str, value: float) -> str:
     return f"{int(value):,}"
 
 
-class BigNumber(QFrame):
-    def __init__(self, title: str, colour: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("BigNumber")
-        self.setStyleSheet(
-            f"#BigNumber {{ border: 1px solid #d0d4da; border-left: 5px solid {colour};"
-            " border-radius: 4px; background: white; }"
-        )
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 6, 12, 6)
-        layout.setSpacing(0)
-        self.title = QLabel(title)
-        self.title.setStyleSheet("color: #555; font-size: 12px;")
-        self.value = QLabel("–")
-        self.value.setStyleSheet(f"color: {colour}; font-size: 30px; font-weight: 600;")
-        layout.addWidget(self.title)
-        layout.addWidget(self.value)
-
-    def set_text(self, text: str) -> None:
-        if self.value.text() != text:
-            self.value.setText(text)
-
-
 class Dashboard(QWidget):
     paused_changed = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        pg.setConfigOptions(antialias=False)
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE)
         self.clock = ServerClock()  # server time, from the newest stats, to scroll smoothly between them
         self.window_s = 300
@@ -107,7 +86,7 @@ class Dashboard(QWidget):
         self._marks_dirty = False
         self._syncing = False
 
-        self.numbers = {name: BigNumber(title, colour) for name, title, colour in FIGURES}
+        self.numbers = {name: BigNumber(title, role) for name, title, role in FIGURES}
         numbers_row = QHBoxLayout()
         numbers_row.setSpacing(8)
         for box in self.numbers.values():
@@ -122,6 +101,7 @@ class Dashboard(QWidget):
         self.time_axes: list[TimeAxis] = []
         self.hover_lines: list[HoverLine] = []
         self.curves: dict[str, LiveCurve] = {}
+        self.roles: dict[str, str] = {}  # curve -> series role
         self.groups: list[list[str]] = []
         rows = [self.charts.ci.addLayout(row=0, col=0), self.charts.ci.addLayout(row=1, col=0)]
         for title, curves, row in CHARTS:
@@ -131,25 +111,39 @@ class Dashboard(QWidget):
             plot.titleLabel.setMinimumWidth(10)
             legend = plot.addLegend(offset=(4, 4), labelTextSize="8pt") if len(curves) > 1 else None
             cache_drawing(plot.titleLabel)
-            for name, label, colour in curves:
-                style = Qt.PenStyle.DashLine if name == "workers_target" else Qt.PenStyle.SolidLine
-                curve = LiveCurve(pg.mkPen(colour, width=1, style=style))
+            for name, label, role in curves:
+                curve = LiveCurve(theme.current().pen(role))
                 plot.vb.addItem(curve)
                 if legend is not None:
                     legend.addItem(curve.legend_proxy, label)
                 self.curves[name] = curve
+                self.roles[name] = role
             if legend is not None:
                 cache_drawing(legend)  # it never changes: a pixmap, not text laid out at every frame
             self.groups.append([name for name, _, _ in curves])
         pool = self.plots[-1]
         self.resize_marks = ResizeMarks(pool.vb)
+        self.notes = ChartNotes(self.plots, self, pool_plots=[pool])
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        name_chart(self.charts, "Dashboard charts", "; ".join(title for title, _, _ in CHARTS))
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
 
         live_layout(self, numbers_row, self.charts, self.readout)
         self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
         self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
         self.set_window(self.window_s)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        """Every pen and brush of the charts anew (the text outside them follows the app's palette)."""
+        self.charts.setBackground(colours.surface)
+        for plot, grid in zip(self.plots, self.grids):
+            theme_chart(plot, colours, grid)
+        for name, curve in self.curves.items():
+            curve.set_pen(colours.pen(self.roles[name]))
+        for line in self.hover_lines:
+            line.set_colour(colours.muted)
+        self.resize_marks.set_colours(colours)  # (the notes follow the theme themselves)
 
     def _add_plot(self, layout: pg.GraphicsLayout, title: str, bottom_row: bool) -> pg.PlotItem:
         plot, axis, grid = add_time_plot(layout, title, show_time_axis=bottom_row, diagnostics=self.diagnostics)
@@ -226,7 +220,8 @@ class Dashboard(QWidget):
     def _scroll(self, now: float | None = None) -> None:
         now = self._now() if now is None else now
         self._drawn_at = now
-        lo = now - self.window_s
+        first = self.buffer.first_ts
+        lo, now = time_span(now, self.window_s, first)
         for plot, grid, axis in zip(self.plots, self.grids, self.time_axes):
             scroll_chart(plot, axis, grid, lo, now, stock=self.diagnostics.scroll_mode == "stock")
 
@@ -243,15 +238,18 @@ class Dashboard(QWidget):
         now = self._now()
         # The benchmark's "skip" mode: no frame when the scroll would move less than a pixel and
         # no data came; cheaper, but the time axis then moves in jumps.
-        if self.diagnostics.scroll_mode == "skip" and not self._dirty and not self._marks_dirty and self._drawn_at is not None:
+        if self.diagnostics.scroll_mode == "skip" and not (self._dirty or self._marks_dirty or self.notes.dirty) \
+                and self._drawn_at is not None:
             # Scrolling by less than a pixel changes nothing on screen: skip the frame.
-            pixels_per_s = max(self.plots[0].vb.width(), 1.0) / self.window_s
+            left, right = self.plots[0].viewRange()[0]
+            pixels_per_s = max(self.plots[0].vb.width(), 1.0) / max(right - left, 1e-9)
             if abs(now - self._drawn_at) * pixels_per_s < 1.0:
                 return
         if self._dirty:
             self._push_data()
         if self._marks_dirty:
             self._draw_marks()
+        self.notes.draw()
         self._scroll(now)
         self.diagnostics.count("frames")
 
@@ -286,11 +284,7 @@ class Dashboard(QWidget):
         start, end = np.searchsorted(ts, left), np.searchsorted(ts, right, side="right")
         for plot, names in zip(self.plots, self.groups):
             top = max((float(self.buffer.column(n)[start:end].max(initial=0)) for n in names), default=0.0)
-            top = nice_ceiling(top * 1.1)
-            current = plot.viewRange()[1][1]
-            # Resize when the data leaves the range or uses under a third of it: no jitter.
-            if top > current or top < current / 3:
-                plot.setYRange(0, top, padding=0)
+            fit_y(plot, 0.0, top)
 
     # -- values under the mouse -----------------------------------------------
     def _on_mouse(self, event) -> None:
@@ -319,7 +313,8 @@ class Dashboard(QWidget):
             f" running {int(value['tasks_running'])}  workers {int(value['workers_busy'])}/{int(value['workers'])}"
             f" (target {int(value['workers_target'])})"
         )
-        near = [m for m in self._pool_marks if abs(m[0] - at) < self.window_s / 100]
+        left, right = self.plots[0].viewRange()[0]
+        near = [m for m in self._pool_marks if abs(m[0] - at) < (right - left) / 100]
         if near:
             _, old, new, reason = near[-1]
             text += f"  · pool {old}→{new}: {reason}"

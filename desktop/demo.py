@@ -88,7 +88,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], estimates: tuple[int, int],
              max_workers: int, quit_after: float | None, settings_file: str | None,
-             screenshot: str | None = None, tab: str | None = None, scenario: str | None = None) -> int:
+             screenshot: str | None = None, tab: str | None = None, theme: str | None = None,
+             scenario: str | None = None) -> int:
     from .app import run_app
 
     endpoints = Endpoints("127.0.0.1", port)
@@ -113,7 +114,7 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
                 return 1
     try:
         return run_app(server=str(endpoints), quit_after=quit_after, settings_file=settings_file, screenshot=screenshot,
-                       simulate={"rate": rate, "tasks": tasks, "estimate_ms": estimates}, tab=tab)
+                       simulate={"rate": rate, "tasks": tasks, "estimate_ms": estimates}, tab=tab, theme=theme)
     finally:
         if proc is not None:
             code = stop_server(proc)

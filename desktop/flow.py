@@ -16,27 +16,39 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QLineF, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtCore import QLineF, Signal, Slot
 from PySide6.QtWidgets import (
-    QFrame, QGraphicsLineItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
-    QWidget,
+    QGraphicsLineItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget,
 )
 
 from storypulse import protocol
 from storypulse.format import duration
 
-from .chart_items import Band, Dots, LiveCurve, ValueAxis, add_time_plot, cache_drawing, nice_ceiling, scroll_chart
-from .dashboard import BigNumber
+from . import theme
+from .annotations import ChartNotes
+from .cards import BigNumber, Card
+from .chart_axes import ValueAxis, value_axis_width
+from .chart_items import (
+    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart, theme_chart,
+)
 from .diagnostics import Diagnostics
 from .flow_math import (
     COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, PERCENTILES, WAITING, Aging, CompletionBuffer,
-    LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
+    FlowCoverage, LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
 )
 from .requests import Requests
 from .live import live_layout, may_draw, readout_label, timer
+from .ranges import time_span
 from .series import SeriesBuffer, ServerClock, peak_decimate
 
+CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead time chart", "aging": "Aging work in progress chart",
+               "little": "Little's law chart"}
+CHART_DESCRIPTIONS = {
+    "cfd": "Stories done, in progress and waiting, stacked over time",
+    "lead": "The lead time of every completed story, with the p50, p85 and p95 lead times over time",
+    "aging": "The oldest open stories by age, waiting or in progress, against the p85 lead time",
+    "little": "Work in progress, stories in progress, throughput times mean lead time, and the WIP limit over time",
+}
 PLOT_HZ = 25
 TEXT_HZ = 4
 AGING_INTERVAL_MS = 1000  # the oldest open stories, asked for at most this often
@@ -48,22 +60,27 @@ MAX_DOTS = 4000  # completions drawn in the window at most (thinned evenly beyon
 COMPLETIONS_KEPT = 100_000
 DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs no more
 
-DONE, PROGRESS, WAITING_COLOUR = "#8e44ad", "#2f7ed8", "#e67e22"
-PERCENTILE_COLOURS = {"lead_time_p50_s": "#1aa34a", "lead_time_p85_s": "#e67e22", "lead_time_p95_s": "#c0392b"}
+# Series roles (theme.SERIES: colour and line style), by what they draw.
+BAND_ROLES = {"done": "done", "progress": "in_progress", "waiting": "open"}
+PERCENTILE_ROLES = {"lead_time_p50_s": "p50", "lead_time_p85_s": "p85", "lead_time_p95_s": "p95"}
 PERCENTILE_LABELS = {"lead_time_p50_s": "p50", "lead_time_p85_s": "p85", "lead_time_p95_s": "p95"}
-RISK = "#c0392b"
 LITTLE_CURVES = (
-    # series, legend, colour, dashed
-    ("open_stories", "WIP", WAITING_COLOUR, False),
-    ("predicted_wip", "throughput × lead time", "#1aa34a", True),
-    ("stories_in_progress", "in progress", PROGRESS, False),
-    ("wip_limit", "limit", "#7f8c8d", True),
+    # series, legend, role
+    ("open_stories", "WIP", "open"),
+    ("predicted_wip", "throughput × lead time", "predicted"),
+    ("stories_in_progress", "in progress", "in_progress"),
+    ("wip_limit", "limit", "limit"),
 )
+KEY_GLYPHS = {"band": "■", "dots": "●", theme.SOLID: "━", theme.DASH: "╍", theme.DASH_DOT: "╍"}
 
 
-def _legend(title: str, entries) -> str:
-    """A chart title with coloured keys: cheaper than a legend item, and cached as a pixmap."""
-    keys = "&nbsp;&nbsp;".join(f"<span style='color:{colour}'>■</span> {label}" for label, colour in entries)
+def _legend(title: str, entries, colours: theme.Theme) -> str:
+    """A chart title with keys in the series' colours (a band, dots, a line or a dashed one): cheaper than
+    a legend item, and cached as a pixmap. `entries`: (label, role, "band" / "dots" / "line")."""
+    keys = "&nbsp;&nbsp;".join(
+        f"<span style='color:{colours.colour(role).name()}'>"
+        f"{KEY_GLYPHS[kind if kind != 'line' else theme.SERIES[role][1]]}</span> {label}"
+        for label, role, kind in entries)
     return f"{title}&nbsp;&nbsp;&nbsp;<span style='font-size:8pt'>{keys}</span>"
 
 
@@ -78,7 +95,9 @@ def format_littles(law: LittlesLaw | None) -> str:
     if law.predicted is None:
         return (f"Little's law: WIP {law.wip:,} open stories; throughput × mean lead time needs stories "
                 "completed in the flow window")
-    return (f"Little's law over the last {law.window_s:g} s: WIP {law.wip:,} open stories  ≈  throughput "
+    over = (f"{law.covered_s:,.0f} s (the {law.window_s:g} s window fills)" if law.filling
+            else f"the last {law.window_s:g} s")
+    return (f"Little's law over {over}: WIP {law.wip:,} open stories ≈ throughput "
             f"{law.throughput_per_s:,.2f}/s × mean lead time {format_seconds(law.mean_lead_s)} = {law.predicted:,.1f}")
 
 
@@ -89,41 +108,45 @@ def format_percentiles(stats) -> str:
     return " · ".join(f"{v:,.1f}" for v in values)
 
 
-class WipLimitBox(QFrame):
+class WipLimitBox(Card):
     """The WIP limit in force and a spin box to change it (0: none)."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("WipLimit")
-        self.setStyleSheet("#WipLimit { border: 1px solid #d0d4da; border-left: 5px solid #7f8c8d;"
-                           " border-radius: 4px; background: white; }")
-        self.title = QLabel("WIP limit (in progress)")
-        self.title.setStyleSheet("color: #555; font-size: 12px;")
+        super().__init__("limit", parent)
+        self.title = QLabel("WIP &limit (in progress)")
         self.spin = QSpinBox()
+        self.title.setBuddy(self.spin)
         self.spin.setRange(0, protocol.WIP_LIMIT_MAX)
         self.spin.setSpecialValueText("none")  # 0 lifts the limit
         self.spin.setToolTip("With a limit, a story's tasks start only while fewer stories than this are in "
                              "progress; the others wait in creation order. 0: no limit.")
+        self.spin.setAccessibleName("WIP limit (in progress)")
         self.apply = QPushButton("Apply")
+        self.apply.setAccessibleName("Apply the WIP limit")
         row = QHBoxLayout()
         row.addWidget(self.spin, 1)
         row.addWidget(self.apply)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 6, 12, 6)
-        layout.addWidget(self.title)
-        layout.addLayout(row)
+        self.layout_.addWidget(self.title)
+        self.layout_.addLayout(row)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        theme.set_text_colour(self.title, colours.muted)
+        super().apply_theme(colours)
 
 
 class FlowTab(QWidget):
     message = Signal(str)  # for the status bar
+    wip_limit_set = Signal(int)  # the server took a WIP limit from this app
 
     def __init__(self, requests: Requests, pages: Requests, parent: QWidget | None = None):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        pg.setConfigOptions(antialias=False)
         self.requests = requests  # set_flow: a user's action, never behind slow pages
         self.pages = pages  # the aging page
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE, fields=FLOW_FIELDS)
         self.completions = CompletionBuffer(COMPLETIONS_KEPT)
+        self.coverage = FlowCoverage()  # how much of the flow window the server has counted: Little's law
         self.clock = ServerClock()
         self.window_s = 300
         self.paused = False
@@ -138,19 +161,14 @@ class FlowTab(QWidget):
         self._wip_initialised = False
 
         self.numbers = {
-            "open": BigNumber("WIP (open)", WAITING_COLOUR),
-            "progress": BigNumber("In progress", PROGRESS),
-            "predicted": BigNumber("Throughput × lead time", "#1aa34a"),
-            "percentiles": BigNumber("Lead time p50 · p85 · p95, s", PERCENTILE_COLOURS["lead_time_p85_s"]),
+            "open": BigNumber("WIP (open)", "open"),
+            "progress": BigNumber("In progress", "in_progress"),
+            "predicted": BigNumber("Throughput × lead time", "predicted"),
+            # Three figures in one box: a smaller type.
+            "percentiles": BigNumber("Lead time p50 · p85 · p95, s", "p85", scale=1.75),
         }
-        # Three figures in one box: a smaller type.
-        self.numbers["percentiles"].value.setStyleSheet(
-            f"color: {PERCENTILE_COLOURS['lead_time_p85_s']}; font-size: 24px; font-weight: 600;")
         for box in self.numbers.values():
-            # Squeezed rather than widening the window: the tab shares it with the side panel.
-            for label in (box.title, box.value):
-                label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-                label.setMinimumWidth(20)
+            box.squeezable()  # rather than widening the window: the tab shares it with the side panel
         self.numbers["predicted"].setToolTip("Little's law: in a steady flow, work in progress equals "
                                              "throughput × mean lead time.")
         self.wip = WipLimitBox()
@@ -163,8 +181,9 @@ class FlowTab(QWidget):
 
         # One view per chart: the aging chart, which changes once a second, is not
         # painted again at every frame of the three that scroll.
-        self.views = {name: _chart_view() for name in ("cfd", "lead", "aging", "little")}
+        self.views = {name: _chart_view(name) for name in CHART_NAMES}
         self.time_charts: list[tuple[pg.PlotItem, object, object]] = []
+        self._titles: dict[pg.PlotItem, tuple[str, tuple]] = {}  # title and keys, coloured by apply_theme
         self._build_cfd()
         self._build_lead_times()
         self._build_aging()
@@ -184,31 +203,55 @@ class FlowTab(QWidget):
         self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
         self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
         self.aging_timer = timer(self, AGING_INTERVAL_MS, self.request_aging)
+        self.notes = ChartNotes([plot for plot, _, _ in self.time_charts], self)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        """Every pen and brush of the charts anew (the text outside them follows the app's palette)."""
+        for view in self.views.values():
+            view.setBackground(colours.surface)
+        for plot, _, grid in self.time_charts:
+            theme_chart(plot, colours, grid, title=_legend(*self._titles[plot], colours))
+        theme_chart(self.aging_plot, colours, title=_legend(*self._titles[self.aging_plot], colours))
+        for key, band in self.bands.items():
+            band.set_colour(colours.colour(BAND_ROLES[key]))
+        self.dots.set_colour(colours.colour("lead_time"))
+        for name, curve in self.percentile_curves.items():
+            curve.set_pen(colours.pen(PERCENTILE_ROLES[name]))
+        self.aging_dots.set_colour(colours.colour("calm"))
+        self.risk_dots.set_colour(colours.colour("risk"))
+        pen = colours.pen("p85")
+        pen.setStyle(theme.DASH)  # a threshold, not a series
+        self.p85_line.setPen(pen)
+        for name, _, role in LITTLE_CURVES:
+            self.little_curves[name].set_pen(colours.pen(role))
 
     # -- charts, made once ----------------------------------------------------------
-    def _time_plot(self, view: str, title: str) -> pg.PlotItem:
+    def _time_plot(self, view: str, title: str, keys: tuple) -> pg.PlotItem:
         plot, axis, grid = add_time_plot(self.views[view].ci, title, diagnostics=self.diagnostics)
+        self._titles[plot] = (title, keys)
         cache_drawing(plot.titleLabel)
         _squeezable(plot)
         self.time_charts.append((plot, axis, grid))
         return plot
 
     def _build_cfd(self) -> None:
-        self.cfd = self._time_plot("cfd", _legend("Cumulative flow", (("waiting", WAITING_COLOUR), ("in progress", PROGRESS),
-                                                               ("done", DONE))))
-        self.bands = {"done": Band(DONE), "progress": Band(PROGRESS), "waiting": Band(WAITING_COLOUR)}
+        self.cfd = self._time_plot("cfd", "Cumulative flow", (("waiting", "open", "band"),
+                                                              ("in progress", "in_progress", "band"),
+                                                              ("done", "done", "band")))
+        self.bands = {key: Band(theme.current().colour(role)) for key, role in BAND_ROLES.items()}
         for band in self.bands.values():
             self.cfd.vb.addItem(band)
         self.cfd_edges: tuple[np.ndarray, ...] = ()  # (ts, done, done + in progress, arrived) as drawn
 
     def _build_lead_times(self) -> None:
-        self.lead_plot = self._time_plot("lead", _legend("Lead time per completed story, s",
-                                                 [(PERCENTILE_LABELS[n], c) for n, c in PERCENTILE_COLOURS.items()]))
-        self.dots = Dots("#34495e", size=4, diagnostics=self.diagnostics)  # thousands: squares
+        self.lead_plot = self._time_plot("lead", "Lead time per completed story, s", (
+            ("story", "lead_time", "dots"), *((PERCENTILE_LABELS[n], r, "line") for n, r in PERCENTILE_ROLES.items())))
+        self.dots = Dots(theme.current().colour("lead_time"), size=4, diagnostics=self.diagnostics)  # thousands: squares
         self.lead_plot.vb.addItem(self.dots)
         self.percentile_curves = {}
-        for name, colour in PERCENTILE_COLOURS.items():
-            curve = LiveCurve(pg.mkPen(colour, width=1))
+        for name, role in PERCENTILE_ROLES.items():
+            curve = LiveCurve(theme.current().pen(role))
             curve.setZValue(2)  # over the dots
             self.lead_plot.vb.addItem(curve)
             self.percentile_curves[name] = curve
@@ -217,13 +260,12 @@ class FlowTab(QWidget):
         bottom = pg.AxisItem("bottom")
         bottom.setTicks([[(WAITING, "waiting"), (IN_PROGRESS, "in progress")]])
         self.aging_plot = self.views["aging"].ci.addPlot(axisItems={"bottom": bottom, "left": ValueAxis(orientation="left")})
-        self.aging_plot.setTitle(_legend("Aging WIP, age in s",
-                                         (("older than p85", RISK), ("p85 lead time", PERCENTILE_COLOURS[PERCENTILES[1]]))),
-                                 size="9pt")
+        self._titles[self.aging_plot] = ("Aging WIP, age in s", (("open", "calm", "dots"), ("older than p85", "risk", "dots"),
+                                                                  ("p85 lead time", "p85", "line")))
+        self.aging_plot.setTitle(self._titles[self.aging_plot][0], size="9pt")
         _squeezable(self.aging_plot)
         cache_drawing(self.aging_plot.titleLabel)
-        self.aging_plot.getAxis("left").setWidth(52)
-        self.aging_plot.showGrid(x=False, y=True, alpha=0.25)
+        self.aging_plot.getAxis("left").setWidth(value_axis_width(self.aging_plot.getAxis("left")))
         for item in (self.aging_plot,):
             item.setMenuEnabled(False)
             item.hideButtons()
@@ -231,24 +273,23 @@ class FlowTab(QWidget):
             item.setMouseEnabled(x=False, y=False)
         self.aging_plot.setXRange(-0.6, 1.6, padding=0)
         self.aging_plot.setYRange(0, 10, padding=0)
-        self.aging_dots = Dots(PROGRESS, size=6, round_=True)  # a few hundred at most: round ones
-        self.risk_dots = Dots(RISK, size=7, round_=True)
-        pen = QPen(QColor(PERCENTILE_COLOURS[PERCENTILES[1]]), 1, Qt.PenStyle.DashLine)
-        pen.setCosmetic(True)
+        self.aging_dots = Dots(theme.current().colour("calm"), size=6, round_=True)  # a few hundred at most: round
+        self.risk_dots = Dots(theme.current().colour("risk"), size=7, round_=True)
         self.p85_line = QGraphicsLineItem()
-        self.p85_line.setPen(pen)
         self.p85_line.setVisible(False)
         for item in (self.aging_dots, self.risk_dots, self.p85_line):
             self.aging_plot.vb.addItem(item)
 
     def _build_littles(self) -> None:
-        self.little_plot = self._time_plot("little", _legend("Little's law", [(label, colour) for _, label, colour, _ in
-                                                                    LITTLE_CURVES]))
+        self.little_plot = self._time_plot("little", "Little's law",
+                                           tuple((label, role, "line") for _, label, role in LITTLE_CURVES))
         self.little_curves = {}
-        for name, _, colour, dashed in LITTLE_CURVES:
-            curve = LiveCurve(pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine))
+        for name, _, role in LITTLE_CURVES:
+            curve = LiveCurve(theme.current().pen(role))
             self.little_plot.vb.addItem(curve)
             self.little_curves[name] = curve
+        # WIP is never below the stories in progress and often equal to them: drawn last, it stays in view.
+        self.little_curves["open_stories"].setZValue(1)
 
     # -- data in ------------------------------------------------------------------
     @Slot(object)
@@ -257,11 +298,17 @@ class FlowTab(QWidget):
             snap = batch.snapshot
             self.buffer.extend(snap.history)
             self.buffer.append(snap.stats)
+            for stats in (*snap.history, snap.stats):
+                self.coverage.observe(stats.ts, stats.flow_window_s)
+            if snap.completions:
+                self.coverage.saw_completion(snap.completions[0].completed_at)
             self.completions.merge_snapshot(snap.completions)
             self._take_stats(snap.stats, initial=True)
             self._dirty = self._dots_dirty = True
         if batch.stats:
             self.buffer.extend(batch.stats)
+            for stats in batch.stats:
+                self.coverage.observe(stats.ts, stats.flow_window_s)
             self._take_stats(batch.stats[-1])
             self._dirty = True
         done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events
@@ -302,6 +349,7 @@ class FlowTab(QWidget):
             self.wip.spin.setValue(result.wip_limit)
             what = f"WIP limit now {result.wip_limit:,}" if result.wip_limit else "WIP limit lifted"
             self.message.emit(f"{what} (lead times over the last {result.flow_window_s:g} s).")
+            self.wip_limit_set.emit(result.wip_limit)
 
         def failed(code: str, message: str) -> None:
             self.wip.apply.setEnabled(True)
@@ -331,11 +379,7 @@ class FlowTab(QWidget):
         calm = ~state.at_risk
         self.aging_dots.set_data(state.x[calm], state.age_s[calm])
         self.risk_dots.set_data(state.x[state.at_risk], state.age_s[state.at_risk])
-        top = max(float(state.age_s.max(initial=0.0)), p85 or 0.0)
-        current = self.aging_plot.viewRange()[1][1]
-        wanted = nice_ceiling(top * 1.1)
-        if wanted > current or wanted < current / 3:
-            self.aging_plot.setYRange(0, wanted, padding=0)
+        fit_y(self.aging_plot, 0.0, max(float(state.age_s.max(initial=0.0)), p85 or 0.0))
         if p85 is not None:
             self.p85_line.setLine(QLineF(-0.6, p85, 1.6, p85))
         self.p85_line.setVisible(p85 is not None)
@@ -376,7 +420,8 @@ class FlowTab(QWidget):
             self.dots.set_data(rows[:, COMPLETED_AT], rows[:, LEAD])
             self._dots_dirty = False
             self._dots_at = time.monotonic()
-        lo = now - self.window_s
+        self.notes.draw()
+        lo, now = time_span(now, self.window_s, self.buffer.first_ts)
         for plot, axis, grid in self.time_charts:
             scroll_chart(plot, axis, grid, lo, now)
 
@@ -398,8 +443,7 @@ class FlowTab(QWidget):
         series = {
             "open_stories": col("open_stories")[first:last],
             "stories_in_progress": col("stories_in_progress")[first:last],
-            "predicted_wip": predicted_wip(col("stories_completed_in_window")[first:last],
-                                           col("flow_window_s")[first:last], col("lead_time_mean_s")[first:last]),
+            "predicted_wip": self._predicted(first, last),
             "wip_limit": np.where(col("wip_limit")[first:last] > 0, col("wip_limit")[first:last], np.nan),
         }
         for name, curve in self.little_curves.items():
@@ -412,7 +456,7 @@ class FlowTab(QWidget):
         stats = self.clock.latest
         if stats is None:
             return
-        self.littles = littles_law(stats)
+        self.littles = littles_law(stats, float(self.coverage.covered(stats.ts, stats.flow_window_s or math.nan)))
         limit = f" / {stats.wip_limit:,}" if stats.wip_limit else ""
         self.numbers["open"].set_text(f"{stats.open_stories:,}")
         self.numbers["progress"].set_text(f"{stats.stories_in_progress:,}{limit}")
@@ -427,6 +471,13 @@ class FlowTab(QWidget):
                 self.readout.setText(text)
             self._update_y_ranges()
 
+    def _predicted(self, first: int, last: int) -> np.ndarray:
+        """Throughput × mean lead time for the buffered rows first..last, the throughput over the time counted."""
+        col = self.buffer.column
+        ts, window = col("ts")[first:last], col("flow_window_s")[first:last]
+        return predicted_wip(col("stories_completed_in_window")[first:last], self.coverage.covered(ts, window),
+                             col("lead_time_mean_s")[first:last])
+
     def _update_y_ranges(self) -> None:
         if not len(self.buffer):
             return
@@ -440,26 +491,25 @@ class FlowTab(QWidget):
                                      col("open_stories")[start:end])
         # The cumulative chart from just under its lowest point: the bands, not the
         # thousands done long ago, are what it is for.
-        low, high = float(done.min()), float(arrived.max())
-        margin = max(1.0, 0.05 * (high - low))
-        _fit(self.cfd, max(0.0, low - margin), high + margin, zero_based=False)
+        fit_y(self.cfd, float(done.min()), float(arrived.max()), zero_based=False)
 
         completed = self.completions.column(COMPLETED_AT)
         since = np.searchsorted(completed, left)
         leads = self.completions.column(LEAD)[since:]
         p95 = col("lead_time_p95_s")[start:end]
         top = max(float(np.nanmax(leads, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
-        _fit(self.lead_plot, 0.0, top * 1.1)
+        fit_y(self.lead_plot, 0.0, top)
 
         little = [col(n)[start:end] for n in ("open_stories", "stories_in_progress", "wip_limit")]
-        little.append(predicted_wip(col("stories_completed_in_window")[start:end], col("flow_window_s")[start:end],
-                                    col("lead_time_mean_s")[start:end]))
-        _fit(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little) * 1.1)
+        little.append(self._predicted(start, end))
+        fit_y(self.little_plot, 0.0, max(float(np.nanmax(v, initial=0.0)) for v in little))
 
 
-def _chart_view() -> pg.GraphicsLayoutWidget:
+def _chart_view(name: str) -> pg.GraphicsLayoutWidget:
     view = pg.GraphicsLayoutWidget()
-    view.ci.setContentsMargins(2, 2, 30, 2)  # room on the right for the last time label
+    name_chart(view, CHART_NAMES[name], CHART_DESCRIPTIONS[name])
+    # Room on the right for the last time label, half of one hanging over the end.
+    view.ci.setContentsMargins(2, 2, math.ceil(view.fontMetrics().horizontalAdvance("00:00:00") / 2) + 4, 2)
     view.setMinimumWidth(100)
     # Whole repaints: in the time charts everything moves at every frame, and dots reach
     # past their item's bounds (they are pixels wide), so a partial repaint leaves specks.
@@ -471,16 +521,3 @@ def _squeezable(plot: pg.PlotItem) -> None:
     """The two columns share the width equally, whatever their titles (short enough to fit at 1280 px:
     pyqtgraph sets a title's minimum width to its text's at every resize)."""
     plot.titleLabel.setMinimumWidth(10)
-
-
-def _fit(plot: pg.PlotItem, low: float, high: float, zero_based: bool = True) -> None:
-    """A new y range only when the data leaves the current one or uses under a third of it: no jitter."""
-    current_low, current_high = plot.viewRange()[1]
-    if zero_based:
-        high = nice_ceiling(high)
-        if high > current_high or high < current_high / 3:
-            plot.setYRange(0, high, padding=0)
-        return
-    span = max(high - low, 1.0)
-    if low < current_low or high > current_high or span < (current_high - current_low) / 3:
-        plot.setYRange(low, high + span * 0.1, padding=0)  # headroom: fewer resizes as it climbs

@@ -4,7 +4,8 @@
 - completions: a bounded buffer of (completed at, lead time, cycle time) for the
   lead-time scatterplot, merged with a snapshot's recent completions;
 - aging work in progress: the oldest open stories by age, against the p85 lead time;
-- Little's law: work in progress next to throughput × mean lead time.
+- Little's law: work in progress next to throughput × mean lead time, the
+  throughput over the time the server's flow window has actually counted.
 """
 
 from __future__ import annotations
@@ -55,22 +56,91 @@ def stride(first: int, last: int, step: int) -> np.ndarray:
     return rows if rows[-1] == last - 1 else np.append(rows, last - 1)
 
 
+# -- the time the flow window covers ------------------------------------------------
+RESTART_GAP_S = 10.0  # stats this far apart: the server stopped between them and counts afresh
+EARLIER_SLACK_S = 2.0  # history is a row a second: a completion this much before the first row predates it
+CHANGES_KEPT = 1_000
+
+
+class FlowCoverage:
+    """How long the server has been counting the completions of its flow window, at any time.
+
+    The server counts the stories completed in the last `flow_window_s`. Until it
+    has run that long (it started, or the window was made longer) it has counted
+    for less, and dividing its count by the whole window makes the throughput
+    climb from zero through the first window: a warm-up, not a change in the flow.
+    This follows the stats in time order and remembers since when the count runs:
+
+    - the first row, or the first after a gap of RESTART_GAP_S (the server
+      stopped): counting starts there;
+    - a longer window at time t: it covers from t - the old window (or since
+      counting started, if later) and fills as time passes;
+    - a completion the server's window holds that is older than the first row
+      (a restarted server reloads its recent completions): the window reaches
+      back before this client saw it, so it counts as full.
+
+    Time is the stats' own clock (`ts`): tests feed rows, no clock is read.
+    """
+
+    def __init__(self) -> None:
+        self._from: list[float] = []  # from this ts on ...
+        self._since: list[float] = []  # ... the count runs since this ts (-inf: the whole window)
+        self._last_ts: float | None = None
+        self._last_window: float | None = None
+
+    def observe(self, ts: float, window_s: float | None) -> None:
+        """A stats row (its ts and flow_window_s), in time order; older rows are ignored."""
+        if self._last_ts is not None and ts <= self._last_ts:
+            return
+        if self._last_ts is None or ts - self._last_ts > RESTART_GAP_S:
+            self._mark(ts, ts)
+        elif window_s and self._last_window and window_s > self._last_window:
+            self._mark(ts, max(self._since[-1], ts - self._last_window))
+        self._last_ts, self._last_window = ts, window_s
+
+    def saw_completion(self, completed_at: float) -> None:
+        """A completion in the server's window (a snapshot's oldest, say): older than the count, it fills it."""
+        if self._since and completed_at < self._since[-1] - EARLIER_SLACK_S:
+            self._since[-1] = -math.inf
+
+    def covered(self, ts, window_s):
+        """Seconds of the window counted at each `ts` (arrays or numbers): the window, or less while it fills."""
+        ts = np.asarray(ts, dtype=float)
+        window = np.asarray(window_s, dtype=float)
+        if not self._from:
+            return window * np.ones_like(ts)
+        index = np.searchsorted(self._from, ts, side="right") - 1
+        since = np.where(index >= 0, np.asarray(self._since)[np.maximum(index, 0)], -np.inf)
+        return np.minimum(window, np.maximum(ts - since, 0.0))
+
+    def _mark(self, at: float, since: float) -> None:
+        self._from.append(at)
+        self._since.append(since)
+        if len(self._from) > CHANGES_KEPT:
+            del self._from[0], self._since[0]
+
+
 # -- Little's law -----------------------------------------------------------------
-def predicted_wip(completed_in_window, window_s, mean_lead_s):
-    """Throughput × mean lead time (Little's law: L = λW); NaN where a figure is missing."""
+def predicted_wip(completed_in_window, covered_s, mean_lead_s):
+    """Throughput × mean lead time (Little's law: L = λW); NaN where a figure is missing.
+
+    The throughput is the count over the time it covers (FlowCoverage.covered),
+    which is the window once the window is full.
+    """
     completed = np.asarray(completed_in_window, dtype=float)
-    window = np.asarray(window_s, dtype=float)
+    covered = np.asarray(covered_s, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        throughput = np.where(window > 0, completed / window, np.nan)
+        throughput = np.where(covered > 0, completed / covered, np.nan)
     return throughput * np.asarray(mean_lead_s, dtype=float)
 
 
 @dataclass(frozen=True)
 class LittlesLaw:
     wip: int  # open stories now
-    throughput_per_s: float | None  # stories completed per second over the flow window
+    throughput_per_s: float | None  # stories completed per second over the time the flow window covers
     mean_lead_s: float | None
     window_s: float | None
+    covered_s: float | None = None  # the part of the window counted so far (None: all of it)
 
     @property
     def predicted(self) -> float | None:
@@ -79,11 +149,19 @@ class LittlesLaw:
             return None
         return self.throughput_per_s * self.mean_lead_s
 
+    @property
+    def filling(self) -> bool:
+        """Whether the window is not full yet (the server has counted for less than it)."""
+        return self.covered_s is not None and self.window_s is not None and self.covered_s < self.window_s
 
-def littles_law(stats) -> LittlesLaw:
+
+def littles_law(stats, covered_s: float | None = None) -> LittlesLaw:
+    """Little's law from one stats; `covered_s` from FlowCoverage (None: the window is full)."""
     window = stats.flow_window_s
-    throughput = stats.stories_completed_in_window / window if window else None
-    return LittlesLaw(stats.open_stories, throughput, stats.lead_time_mean_s, window)
+    over = window if covered_s is None or window is None else min(window, covered_s)
+    throughput = stats.stories_completed_in_window / over if over else None
+    return LittlesLaw(stats.open_stories, throughput, stats.lead_time_mean_s, window,
+                      None if covered_s is None else over)
 
 
 # -- completions -------------------------------------------------------------------

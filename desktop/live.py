@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtGui import QFontDatabase, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 
@@ -15,9 +16,15 @@ def timer(parent: QObject, interval_ms: int, slot) -> QTimer:
     return t
 
 
+def muted(label: QLabel) -> QLabel:
+    """Secondary text: the palette's muted colour (theme.py), which follows a change of theme by itself."""
+    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    return label
+
+
 def readout_label(text: str) -> QLabel:
     label = QLabel(text)
-    label.setStyleSheet("color: #444; font-family: monospace;")
+    label.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     # A long line is cut at the edge instead of widening the window.
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)

@@ -7,11 +7,13 @@ from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QPushButton, QSpin
 
 from storypulse import protocol
 
+from .live import muted
 from .requests import Requests
 
 
 class PoolPanel(QGroupBox):
     message = Signal(str)
+    bounds_set = Signal(int, int)  # the server took these bounds from this app
 
     def __init__(self, requests: Requests, parent: QWidget | None = None):
         super().__init__("Worker pool", parent)
@@ -20,10 +22,12 @@ class PoolPanel(QGroupBox):
         self.min_workers.setRange(0, protocol.WORKERS_MAX)
         self.max_workers = QSpinBox()
         self.max_workers.setRange(1, protocol.WORKERS_MAX)
+        self.min_workers.setAccessibleName("Min workers")
+        self.max_workers.setAccessibleName("Max workers")
         self.apply = QPushButton("Apply")
+        self.apply.setAccessibleName("Apply the pool bounds")
         self.apply.clicked.connect(self.submit)
-        self.now = QLabel("–\n")
-        self.now.setStyleSheet("color: #555;")
+        self.now = muted(QLabel("–\n"))
         # Two fixed lines, no word wrap: a wrapped label that changes its line count
         # leaves the group box too short, squashing the spin boxes above it.
         self._initialised = False
@@ -60,6 +64,7 @@ class PoolPanel(QGroupBox):
         def done(result: protocol.PoolResult) -> None:
             self.apply.setEnabled(True)
             self.message.emit(f"Pool bounds now {result.min_workers}–{result.max_workers} (target {result.target}).")
+            self.bounds_set.emit(result.min_workers, result.max_workers)
 
         def failed(code: str, message: str) -> None:
             self.apply.setEnabled(True)

@@ -57,6 +57,10 @@ class SeriesBuffer:
         return self._end - self._start
 
     @property
+    def first_ts(self) -> float | None:
+        return float(self._data[self._start, 0]) if len(self) else None
+
+    @property
     def last_ts(self) -> float | None:
         return float(self._data[self._end - 1, 0]) if len(self) else None
 

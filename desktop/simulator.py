@@ -26,6 +26,7 @@ from storypulse.endpoints import Endpoints
 from storypulse.loadgen import StoryGenerator
 from storypulse.loadrun import LoadRun, Tally
 
+from .live import muted
 from .simulator_settings import DEFAULTS, SimulatorSettings
 from .threads import stop_thread
 
@@ -154,11 +155,16 @@ class SimulatorPanel(QGroupBox):
         _select(self.estimates, DEFAULTS.estimates)
         self.estimates.setToolTip("Uniform within the range, or log-normal: the median at the "
                                   "geometric middle of the range, most tasks short, a few long.")
+        for box, name in ((self.rate, "Simulated stories per second"), (self.tasks_min, "Fewest tasks per story"),
+                          (self.tasks_max, "Most tasks per story"), (self.estimate_min, "Shortest task estimate"),
+                          (self.estimate_max, "Longest task estimate"), (self.estimates, "Spread of the estimates"),
+                          (self.arrivals, "Arrivals of the stories")):
+            box.setAccessibleName(name)
         self.button = QPushButton("Start")
+        self.button.setAccessibleDescription("Start or stop the simulator (Ctrl+R)")
         self.button.setCheckable(True)
         self.button.toggled.connect(self._on_toggled)
-        self.status = QLabel("stopped")
-        self.status.setStyleSheet("color: #555;")
+        self.status = muted(QLabel("stopped"))
         self.status.setWordWrap(True)
 
         form = QFormLayout()
@@ -240,7 +246,7 @@ def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "") -> Q
     box.setValue(value)
     box.setSingleStep(step)
     box.setSuffix(suffix)
-    box.setMinimumWidth(80)
+    box.setMinimumWidth(box.fontMetrics().horizontalAdvance("00000 ms") + 24)  # the digits and the arrows
     return box
 
 

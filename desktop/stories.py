@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QButtonGroup, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
     QRadioButton, QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
@@ -23,8 +22,9 @@ from PySide6.QtWidgets import (
 from storypulse import protocol
 from storypulse.format import clock, duration
 
+from . import theme
 from .requests import Requests
-from .story_model import CYCLE_COLUMN, DONE_COLOUR, LEAD_COLUMN, OPEN_COLOUR, StoryTableModel
+from .story_model import COLUMNS, CYCLE_COLUMN, LEAD_COLUMN, STATUS_ROLES, StoryTableModel
 
 
 class StoryDetails(QWidget):
@@ -41,6 +41,7 @@ class StoryDetails(QWidget):
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.tasks = QTableWidget(0, 6)
+        self.tasks.setAccessibleName("Tasks of the selected story")
         self.tasks.setHorizontalHeaderLabels(["Task", "Estimate", "State", "Attempts", "Started", "Took"])
         header = self.tasks.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -80,9 +81,10 @@ class StoryDetails(QWidget):
         if story_id != self.story_id:
             return
         self.story = story
-        colour = DONE_COLOUR if story.status == "done" else OPEN_COLOUR
+        colours = theme.current()
+        colour = colours.text_colour("done" if story.status == "done" else "open")
         took = f" in {duration(story.completed_at - story.created_at)}" if story.completed_at else ""
-        description = (f"<br><span style='color:#555'>{html.escape(story.description)}</span>"
+        description = (f"<br><span style='color:{colours.muted}'>{html.escape(story.description)}</span>"
                        if story.description else "")
         self.header.setText(
             f"<b>#{story.story_id} {html.escape(story.name)}</b> — "
@@ -107,7 +109,7 @@ class StoryDetails(QWidget):
                     self.tasks.setItem(row, col, item)
                 item.setText(value)
                 if col == 2:
-                    item.setForeground({"done": DONE_COLOUR, "running": QColor("#2f7ed8")}.get(task.state, OPEN_COLOUR))
+                    item.setForeground(colours.text_colour(STATUS_ROLES.get(task.state, "open")))
 
     def _on_error(self, story_id: int, code: str, message: str) -> None:
         self._loading = False
@@ -116,6 +118,11 @@ class StoryDetails(QWidget):
             self.tasks.setRowCount(0)
             if code == "not_found":
                 self.story_id = None
+
+
+# The widest text expected in each column, by which its width is set.
+COLUMN_SAMPLES = {0: "0000000", 1: "Redesign onboarding #00", 2: "open", 3: "00/00", 4: "00-00 00:00:00",
+                  5: "00-00 00:00:00", LEAD_COLUMN: "00 min 00 s", CYCLE_COLUMN: "00 min 00 s"}
 
 
 class StoriesPanel(QWidget):
@@ -158,6 +165,8 @@ class StoriesPanel(QWidget):
         self.export_button.clicked.connect(self.export_requested)
 
         self.table = QTableView()
+        self.table.setAccessibleName("Stories")
+        self.table.setAccessibleDescription("Newest first; Delete removes the selected stories")
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -165,14 +174,16 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         # Fixed row heights: the view never measures a million rows.
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(22)
+        metrics = self.table.fontMetrics()
+        self.table.verticalHeader().setDefaultSectionSize(metrics.height() + 8)
         header = self.table.horizontalHeader()
         # The name keeps a readable width (a stretched column shrinks to nothing when the
         # fixed ones fill the pane); the last column takes what is left, else it scrolls.
+        # Widths are what the widest expected text needs in this font, so they grow with it.
         header.setStretchLastSection(True)
-        for col, width in ((0, 60), (1, 170), (2, 55), (3, 50), (4, 112), (5, 112), (LEAD_COLUMN, 78),
-                           (CYCLE_COLUMN, 78)):
-            self.table.setColumnWidth(col, width)
+        for col, widest in COLUMN_SAMPLES.items():
+            text = max(metrics.horizontalAdvance(widest), metrics.horizontalAdvance(COLUMNS[col]))
+            self.table.setColumnWidth(col, text + 2 * metrics.averageCharWidth())
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.model.rowsInserted.connect(self._on_scrolled)

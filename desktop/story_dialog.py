@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (
 
 from storypulse import protocol
 
+from . import theme
+
 
 def validate_story(name: str, description: str, tasks: list[tuple[str, str]]) -> list[str]:
     """Problems with a story as typed (task estimates still text); empty when it can be sent."""
@@ -52,6 +54,7 @@ class AddStoryDialog(QDialog):
         self.description.setMaximumHeight(80)
 
         self.tasks = QTableWidget(0, 2)
+        self.tasks.setAccessibleName("Tasks")
         self.tasks.setHorizontalHeaderLabels(["Task", "Estimate (ms)"])
         self.tasks.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.tasks.verticalHeader().setVisible(False)
@@ -67,6 +70,8 @@ class AddStoryDialog(QDialog):
         self.fill_estimate.setSingleStep(100)
         self.fill_estimate.setValue(1000)
         self.fill_estimate.setSuffix(" ms")
+        self.fill_count.setAccessibleName("Number of tasks to fill in")
+        self.fill_estimate.setAccessibleName("Estimate of each task filled in")
         fill = QPushButton("Fill")
         fill.setToolTip("Replace the tasks with this many, each with this estimate")
         fill.clicked.connect(self._fill)
@@ -78,7 +83,6 @@ class AddStoryDialog(QDialog):
             task_buttons.addWidget(widget)
 
         self.problems = QLabel()
-        self.problems.setStyleSheet("color: #c0392b;")
         self.problems.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Add story")
@@ -100,6 +104,10 @@ class AddStoryDialog(QDialog):
         self.description.textChanged.connect(self._validate)
         self.tasks.itemChanged.connect(self._validate)
         self.add_task("task 1", 1000)
+        theme.follow(self, self.apply_theme)
+
+    def apply_theme(self, colours: theme.Theme) -> None:
+        theme.set_text_colour(self.problems, colours.text_colour("alert"))
 
     def add_task(self, name: str = "", estimate_ms: int = 1000) -> None:
         row = self.tasks.rowCount()

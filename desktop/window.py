@@ -1,4 +1,9 @@
-"""The main window: dashboard, stories and flow tabs, simulator and pool on the side, state in the status bar."""
+"""The main window: dashboard, stories and flow tabs, simulator and pool on the side, state in the status bar.
+
+Every action is in the menu bar (Alt opens it) and most have a shortcut too
+(Help ▸ Keyboard shortcuts lists them). The theme (theme.py) and whether the
+charts show annotations (annotations.py) are settings like the others.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,21 @@ import os
 from datetime import datetime
 
 from PySide6.QtCore import QSettings, Qt, Slot
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QTabWidget, QToolBar, QVBoxLayout, QWidget,
+    QAbstractButton, QApplication, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox, QScrollArea, QTabWidget, QToolBar,
+    QVBoxLayout, QWidget,
 )
 
 from storypulse.endpoints import Endpoints
 
+from . import theme
+from .annotations import NoteLog
 from .dashboard import WINDOWS, Dashboard
 from .export import DoneExport
 from .feed import CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, Feed
 from .flow import FlowTab
+from .note_sources import NoteSources
 from .pool import PoolPanel
 from .requests import Requests
 from .simulator import SimulatorPanel, SimulatorSettings
@@ -26,15 +35,26 @@ from .stories import StoriesPanel
 from .story_dialog import AddStoryDialog
 
 TABS = ("dashboard", "stories", "flow")  # in tab order: Ctrl+1, Ctrl+2, Ctrl+3
-STATE_COLOURS = {CONNECTED: "#1aa34a", CONNECTING: "#7f8c8d", RECONNECTING: "#e67e22", DISCONNECTED: "#c0392b"}
+STATE_ROLES = {CONNECTED: "connected", CONNECTING: "connecting", RECONNECTING: "reconnecting",
+               DISCONNECTED: "disconnected"}  # the series role (theme.SERIES) of each state's colour
+SIDE_WIDTH_LINES = 21.5  # the side panel's width in lines of text (300 pixels at a 14-pixel line)
+THEME_LABELS = {"system": "&Follow the system", "light": "&Light", "dark": "&Dark"}
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, endpoints: Endpoints, settings: QSettings, parent: QWidget | None = None):
+    def __init__(self, endpoints: Endpoints, settings: QSettings, parent: QWidget | None = None,
+                 theme_choice: str | None = None):
+        """`theme_choice`: one of theme.CHOICES, else the remembered one (else "system")."""
         super().__init__(parent)
         self.endpoints = endpoints
         self.settings = settings
+        self.theme_choice = theme_choice or str(settings.value("view/theme", "system"))
+        if self.theme_choice not in theme.CHOICES:
+            self.theme_choice = "system"  # a bad remembered value must not lock the user out
+        theme.use(theme.resolve(self.theme_choice))  # before the widgets: they are made in its colours
         self.connection_state = CONNECTING
+        self.connection_detail = str(endpoints)
+        self.database_cause: str | None = None  # why the server's database refuses writes, while it does
         self.server_version = ""
         self.add_dialog: AddStoryDialog | None = None
         self._closed = False
@@ -54,6 +74,11 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dashboard, "Dashboard")
         self.tabs.addTab(self.stories, "Stories")
         self.tabs.addTab(self.flow, "Flow")
+        self.tabs.setAccessibleName("Views")
+        self.notes = NoteLog(parent=self)  # annotations on every time chart
+        self.note_sources = NoteSources(self.notes, self.dashboard.clock.now, self)
+        self.dashboard.notes.set_log(self.notes)
+        self.flow.notes.set_log(self.notes)
 
         side = QWidget()
         side_layout = QVBoxLayout(side)
@@ -65,8 +90,11 @@ class MainWindow(QMainWindow):
         side_scroll.setWidget(side)
         side_scroll.setWidgetResizable(True)
         side_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        side_scroll.setAccessibleName("Simulator and worker pool")
         side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        side_scroll.setFixedWidth(300)
+        # 300 pixels at the usual 9-10 pt, and wider with a larger font (a scale factor needs nothing).
+        side_scroll.setFixedWidth(max(round(SIDE_WIDTH_LINES * self.fontMetrics().height()),
+                                      side.minimumSizeHint().width()))
 
         central = QWidget()
 
@@ -93,7 +121,12 @@ class MainWindow(QMainWindow):
         self.feed.batch_ready.connect(self.pool_panel.apply_batch)
         self.feed.batch_ready.connect(self.flow.apply_batch)
         self.feed.batch_ready.connect(self._show_database)
+        self.feed.batch_ready.connect(self.note_sources.take_batch)
         self.feed.state_changed.connect(self._show_state)
+        self.simulator_panel.running_changed.connect(self.note_sources.simulator_toggled)
+        self.simulator_panel.rate.valueChanged.connect(self.note_sources.simulator_rate)
+        self.flow.wip_limit_set.connect(self.note_sources.wip_limit_set)
+        self.pool_panel.bounds_set.connect(self.note_sources.pool_bounds_set)
         self.stories.message.connect(self._status_message)
         self.pool_panel.message.connect(self._status_message)
         self.flow.message.connect(self._status_message)
@@ -105,6 +138,9 @@ class MainWindow(QMainWindow):
         self.dashboard.paused_changed.connect(self.flow.set_paused)
 
         self._restore_settings()
+        self.note_sources.simulator_rate(self.simulator_panel.rate.value())
+        theme.follow(self, self._apply_theme)
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_system_scheme)
         self.feed.start()
 
     # -- actions -----------------------------------------------------------------
@@ -113,38 +149,93 @@ class MainWindow(QMainWindow):
         toolbar.setObjectName("main-toolbar")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
+        # Menus made with the window as their parent and kept here: PySide then never takes one
+        # for its own to delete (a submenu made by addMenu(title) was seen to lose its wrapper).
+        self.menus = {name: QMenu(title, self) for name, title in (
+            ("file", "&File"), ("view", "&View"), ("windows", "Time &window"), ("themes", "&Theme"),
+            ("run", "&Run"), ("help", "&Help"))}
+        file_menu, view_menu, windows, themes, run_menu, help_menu = self.menus.values()
+        for menu in (file_menu, view_menu, run_menu, help_menu):
+            self.menuBar().addMenu(menu)
 
-        def action(text: str, shortcut, slot, tip: str = "") -> QAction:
+        def action(menu, text: str, shortcut, slot, tip: str = "", checkable: bool = False) -> QAction:
             act = QAction(text, self)
             if shortcut:
                 act.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
-            act.setToolTip(f"{tip or text} ({act.shortcut().toString()})" if shortcut else (tip or text))
-            act.triggered.connect(slot)
+            plain = text.replace("&", "")
+            act.setToolTip(f"{tip or plain} ({act.shortcut().toString()})" if shortcut else (tip or plain))
+            act.setStatusTip(tip or plain)
+            act.setCheckable(checkable)
+            (act.toggled if checkable else act.triggered).connect(slot)
             self.addAction(act)
+            menu.addAction(act)
             return act
 
-        self.add_action = action("Add story…", QKeySequence.StandardKey.New, self.open_add_dialog)
-        self.delete_action = action("Delete", [QKeySequence(Qt.Key.Key_Delete)], self._delete_selected,
+        self.add_action = action(file_menu, "&Add story…", QKeySequence.StandardKey.New, self.open_add_dialog)
+        self.delete_action = action(file_menu, "&Delete", [QKeySequence(Qt.Key.Key_Delete)], self._delete_selected,
                                     "Delete the selected stories")
-        self.pause_action = action("Pause", [QKeySequence(Qt.Key.Key_Space), QKeySequence("P")],
-                                   self.dashboard.toggle_pause, "Pause or resume the charts")
-        self.export_png_action = action("Export PNG…", QKeySequence("Ctrl+E"), self.export_png,
+        file_menu.addSeparator()
+        self.export_png_action = action(file_menu, "Export &PNG…", QKeySequence("Ctrl+E"), self.export_png,
                                         "Save the dashboard as a PNG image")
-        self.export_csv_action = action("Export CSV…", QKeySequence("Ctrl+Shift+E"), self.export_csv,
+        self.export_csv_action = action(file_menu, "Export &CSV…", QKeySequence("Ctrl+Shift+E"), self.export_csv,
                                         "Save the stats history as CSV")
-        self.export_done_action = action("Export done stories…", QKeySequence("Ctrl+Shift+D"), self.export_done,
+        self.export_done_action = action(file_menu, "Export d&one stories…", QKeySequence("Ctrl+Shift+D"),
+                                         self.export_done,
                                          "Save the completed stories with their lead and cycle times as CSV")
-        self.simulate_action = action("Simulator", QKeySequence("Ctrl+R"), self._toggle_simulator,
+        file_menu.addSeparator()
+        action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+
+        for i, name in enumerate(TABS):
+            action(view_menu, f"&{name.capitalize()}", QKeySequence(f"Ctrl+{i + 1}"),
+                   lambda _=False, n=name: self.open_tab(n), f"Show the {name} tab")
+        view_menu.addSeparator()
+        self.pause_action = action(view_menu, "&Pause", QKeySequence("P"), self.dashboard.toggle_pause,
+                                   "Pause or resume the charts (P or Space)")
+        # Space pauses too, unless a button has the focus: Space is how a keyboard presses it.
+        QShortcut(QKeySequence(Qt.Key.Key_Space), self, self._space)
+        view_menu.addMenu(windows)
+        self.window_actions = QActionGroup(self)
+        for label, seconds in WINDOWS:
+            act = action(windows, label, None, lambda on, s=seconds: on and self.set_window_length(s),
+                         f"Show the last {label} on the charts", checkable=True)
+            act.setData(seconds)
+            self.window_actions.addAction(act)
+        windows.addSeparator()
+        action(windows, "&Longer", QKeySequence("Ctrl+-"), lambda: self._step_window(+1), "A longer time window")
+        action(windows, "&Shorter", [QKeySequence("Ctrl+="), QKeySequence("Ctrl++")], lambda: self._step_window(-1),
+               "A shorter time window")
+        self.notes_action = action(view_menu, "&Annotations", QKeySequence("Ctrl+Shift+A"), self.show_notes,
+                                   "Mark on the charts what happened: simulator, limits, pool, database", checkable=True)
+        view_menu.addMenu(themes)
+        self.theme_actions = QActionGroup(self)
+        for choice in theme.CHOICES:
+            act = action(themes, THEME_LABELS[choice], None, lambda on, c=choice: on and self.set_theme(c),
+                         f"The {choice} colours" if choice != "system" else "The colours the desktop uses",
+                         checkable=True)
+            act.setData(choice)
+            self.theme_actions.addAction(act)
+        themes.addSeparator()
+        action(themes, "&Next theme", QKeySequence("Ctrl+Shift+T"), self._next_theme, "Follow the system, light, dark")
+
+        self.simulate_action = action(run_menu, "&Simulator", QKeySequence("Ctrl+R"), self._toggle_simulator,
                                       "Start or stop the simulator")
-        action("Quit", QKeySequence.StandardKey.Quit, self.close)
-        action("Dashboard", QKeySequence("Ctrl+1"), lambda: self.open_tab("dashboard"))
-        action("Stories", QKeySequence("Ctrl+2"), lambda: self.open_tab("stories"))
-        action("Flow", QKeySequence("Ctrl+3"), lambda: self.open_tab("flow"))
+        action(run_menu, "Simulator s&ettings", QKeySequence("Ctrl+Shift+R"),
+               lambda: self.simulator_panel.rate.setFocus(Qt.FocusReason.ShortcutFocusReason),
+               "Go to the simulator's rate and spread")
+        action(run_menu, "Worker &pool bounds", QKeySequence("Ctrl+Shift+P"),
+               lambda: self.pool_panel.min_workers.setFocus(Qt.FocusReason.ShortcutFocusReason),
+               "Go to the pool's min and max workers")
+        action(run_menu, "WIP &limit", QKeySequence("Ctrl+L"), self._focus_wip_limit, "Go to the Flow tab's WIP limit")
+        action(help_menu, "&Keyboard shortcuts", QKeySequence.StandardKey.HelpContents, self.show_shortcuts)
+
         for act in (self.add_action, self.delete_action):
             toolbar.addAction(act)
         toolbar.addSeparator()
-        toolbar.addWidget(QLabel(" Window "))
+        window_label = QLabel(" &Window ")
+        toolbar.addWidget(window_label)
         self.window_choice = QComboBox()
+        self.window_choice.setAccessibleName("Chart time window")
+        window_label.setBuddy(self.window_choice)  # Alt+W
         for label, seconds in WINDOWS:
             self.window_choice.addItem(label, seconds)
         self.window_choice.currentIndexChanged.connect(self._on_window_choice)
@@ -153,6 +244,22 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addAction(self.export_png_action)
         toolbar.addAction(self.export_csv_action)
+
+    def shortcut_list(self) -> list[tuple[str, str]]:
+        """(what, keys) of every action with a shortcut, in menu order."""
+        return [(act.text().replace("&", ""), ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                                                         for k in act.shortcuts()))
+                for act in self.actions() if act.shortcuts()]
+
+    @Slot()
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td>{html.escape(what)}</td><td>&nbsp;&nbsp;<b>{html.escape(keys)}</b></td></tr>"
+                       for what, keys in self.shortcut_list())
+        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts",
+                          f"<table>{rows}</table><p>Alt opens the menus; Tab moves between controls.</p>",
+                          QMessageBox.StandardButton.Close, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     @Slot()
     def open_add_dialog(self) -> None:
@@ -188,11 +295,62 @@ class MainWindow(QMainWindow):
     def open_tab(self, name: str) -> None:
         self.tabs.setCurrentIndex(TABS.index(name))
 
+    @Slot()
+    def _space(self) -> None:
+        focused = QApplication.focusWidget()
+        if isinstance(focused, QAbstractButton):
+            focused.animateClick()
+        else:
+            self.dashboard.toggle_pause()
+
+    @Slot()
+    def _focus_wip_limit(self) -> None:
+        self.open_tab("flow")
+        self.flow.wip.spin.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def set_window_length(self, seconds: int) -> None:
+        self.window_choice.setCurrentIndex(max(0, self.window_choice.findData(seconds)))
+
+    def _step_window(self, step: int) -> None:
+        index = self.window_choice.currentIndex() + step
+        self.window_choice.setCurrentIndex(min(max(index, 0), self.window_choice.count() - 1))
+
     @Slot(int)
     def _on_window_choice(self, index: int) -> None:
         seconds = int(self.window_choice.itemData(index))
         self.dashboard.set_window(seconds)
         self.flow.set_window(seconds)
+        for act in self.window_actions.actions():
+            if act.data() == seconds and not act.isChecked():
+                act.setChecked(True)
+
+    # -- theme and annotations ---------------------------------------------------
+    def set_theme(self, choice: str) -> None:
+        """Light, dark or the system's (theme.CHOICES), at once and remembered."""
+        self.theme_choice = choice
+        theme.use(theme.resolve(choice))
+        for act in self.theme_actions.actions():
+            if act.data() == choice and not act.isChecked():
+                act.setChecked(True)
+
+    def _next_theme(self) -> None:
+        self.set_theme(theme.CHOICES[(theme.CHOICES.index(self.theme_choice) + 1) % len(theme.CHOICES)])
+
+    @Slot()
+    def _on_system_scheme(self, *_: object) -> None:
+        if self.theme_choice == "system":
+            theme.use(theme.resolve("system"))
+
+    def _apply_theme(self, colours: theme.Theme) -> None:
+        self._show_state(self.connection_state, self.connection_detail)
+        self._database_text()
+
+    @Slot(bool)
+    def show_notes(self, on: bool) -> None:
+        self.dashboard.notes.set_visible(on)
+        self.flow.notes.set_visible(on)
+        if self.notes_action.isChecked() != on:
+            self.notes_action.setChecked(on)
 
     @Slot(bool)
     def _on_paused(self, paused: bool) -> None:
@@ -263,9 +421,11 @@ class MainWindow(QMainWindow):
             text = f"connecting to {self.endpoints}…"
         else:
             text = f"disconnected — {detail}" if detail else "disconnected"
-        colour = STATE_COLOURS.get(state, "#333")
-        self.connection.setText(f"<span style='color:{colour}'>●</span> {text}")
+        self.connection_detail = detail
+        colour = theme.current().text_colour(STATE_ROLES.get(state, "connecting")).name()
+        self.connection.setText(f"<span style='color:{colour}'>●</span> {html.escape(text)}")
         self.connection.setToolTip(detail)
+        self.connection.setAccessibleName(f"Connection: {text}")
 
     @Slot(object)
     def _show_database(self, batch) -> None:
@@ -273,13 +433,19 @@ class MainWindow(QMainWindow):
         if stats is None:
             return
         down = stats.database != "ok"
-        if down:
-            cause = html.escape(stats.database_error or "no cause given")
-            self.database.setText(f"<span style='color:{STATE_COLOURS[DISCONNECTED]}'>⚠ database "
-                                  f"unavailable</span> — writes refused: {cause}")
+        self.database_cause = (stats.database_error or "no cause given") if down else None
+        self._database_text()
+
+    def _database_text(self) -> None:
+        cause = self.database_cause
+        if cause is not None:
+            colour = theme.current().text_colour("disconnected").name()
+            self.database.setText(f"<span style='color:{colour}'>⚠ database unavailable</span> — writes refused: "
+                                  f"{html.escape(cause)}")
+            self.database.setAccessibleName(f"Database unavailable, writes refused: {cause}")
             self.database.setToolTip("The server keeps serving from memory and retries; it "
                                      "resumes by itself when the database accepts writes again.")
-        self.database.setVisible(down)
+        self.database.setVisible(cause is not None)
 
     @Slot(str)
     def _status_message(self, text: str) -> None:
@@ -309,6 +475,10 @@ class MainWindow(QMainWindow):
         splitter = s.value("stories/splitter")
         if splitter is not None:
             self.stories.splitter.restoreState(splitter)
+        for act in self.theme_actions.actions():
+            act.setChecked(act.data() == self.theme_choice)
+        notes = s.value("view/annotations", True)
+        self.show_notes(notes not in (False, "false", "0", 0))
 
     def save_settings(self) -> None:
         s = self.settings
@@ -324,6 +494,8 @@ class MainWindow(QMainWindow):
         s.setValue("simulator/arrivals", sim.arrivals)
         s.setValue("simulator/estimates", sim.estimates)
         s.setValue("stories/splitter", self.stories.splitter.saveState())
+        s.setValue("view/theme", self.theme_choice)
+        s.setValue("view/annotations", self.notes_action.isChecked())
         s.sync()
 
     def shutdown(self) -> bool:

@@ -6,9 +6,11 @@
 # system were `libxcb-icccm4 libxcb-keysyms1` (QT_DEBUG_PLUGINS=1 names the real
 # culprit; Qt's own message blames libxcb-cursor0).
 #
-#   scripts/screenshot.sh [--tab dashboard|stories|flow] [--stand-in] [OUTPUT.png]
+#   scripts/screenshot.sh [--tab dashboard|stories|flow] [--theme light|dark|system] [--scale F]
+#                         [--stand-in] [OUTPUT.png]
 #       (SCREENSHOT_SECONDS=25 by default)
 #   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
+#   scripts/screenshot.sh --theme dark --scale 2 out.png  dark, at 200 % (QT_SCALE_FACTOR; a screen twice as big)
 #
 # --stand-in shows the app on tools/standin.py (a queueing model of a team behind
 # the protocol) instead of a server and the simulator: for checking a layout
@@ -17,10 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 TAB=dashboard
+THEME=light
+SCALE=1
 STAND_IN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --tab) TAB=$2; shift 2 ;;
+        --theme) THEME=$2; shift 2 ;;
+        --scale) SCALE=$2; shift 2 ;;
         --stand-in) STAND_IN=1; shift ;;
         -*) echo "screenshot.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -31,23 +37,25 @@ RUN_SECONDS=${SCREENSHOT_SECONDS:-25}
 
 command -v Xvfb >/dev/null || { echo "screenshot.sh: needs Xvfb (Debian package xvfb)" >&2; exit 1; }
 
-number=""
-for n in $(seq 90 150); do
-    if [ ! -e "/tmp/.X11-unix/X$n" ] && [ ! -e "/tmp/.X$n-lock" ]; then number=$n; break; fi
-done
-[ -n "$number" ] || { echo "screenshot.sh: no free X display number" >&2; exit 1; }
-
+# The window is 1280x800 in device-independent pixels: the screen grows with the scale.
+screen=$("$PYTHON" -c "import sys; s = float(sys.argv[1]); assert 0.5 <= s <= 4, 'scale: 0.5-4'; \
+print(f'{round(1280 * s)}x{round(800 * s)}')" "$SCALE") || { echo "screenshot.sh: bad --scale $SCALE" >&2; exit 2; }
 work=$(mktemp -d)
-Xvfb ":$number" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+# Xvfb picks a free display number itself and writes it to a file (-displayfd): two runs at
+# once never race for the same one.
+exec 3>"$work/display"
+Xvfb -displayfd 3 -screen 0 "${screen}x24" -nolisten tcp >"$work/xvfb.log" 2>&1 &
 xvfb=$!
+exec 3>&-
 stand_in=""
 cleanup() {
     [ -z "$stand_in" ] || { kill "$stand_in" 2>/dev/null || true; wait "$stand_in" 2>/dev/null || true; }
     kill "$xvfb" 2>/dev/null || true; wait "$xvfb" 2>/dev/null || true; rm -rf "$work"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -e "/tmp/.X11-unix/X$number" ] && break; sleep 0.1; done
-[ -e "/tmp/.X11-unix/X$number" ] || { cat "$work/xvfb.log" >&2; echo "screenshot.sh: Xvfb did not start" >&2; exit 1; }
+for _ in $(seq 100); do [ -s "$work/display" ] && break; sleep 0.1; done
+number=$(tr -dc 0-9 <"$work/display")
+[ -n "$number" ] || { cat "$work/xvfb.log" >&2; echo "screenshot.sh: Xvfb did not start" >&2; exit 1; }
 
 # A fresh server on free ports with its own database, and settings that show a
 # one-minute window so a short run already fills part of the charts.
@@ -74,12 +82,12 @@ mkdir -p "$(dirname "$OUT")"
 if [ -n "$STAND_IN" ]; then
     "$PYTHON" tools/standin.py --port "$port" &
     stand_in=$!
-    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m storypulse desktop \
-        --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" \
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb QT_SCALE_FACTOR="$SCALE" "$PYTHON" -m storypulse desktop \
+        --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" --theme "$THEME" \
         --quit-after "$RUN_SECONDS" --screenshot "$OUT"
 else
-    DISPLAY=":$number" QT_QPA_PLATFORM=xcb "$PYTHON" -m storypulse demo \
-        --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" --tab "$TAB" \
+    DISPLAY=":$number" QT_QPA_PLATFORM=xcb QT_SCALE_FACTOR="$SCALE" "$PYTHON" -m storypulse demo \
+        --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" --tab "$TAB" --theme "$THEME" \
         --quit-after "$RUN_SECONDS" --screenshot "$OUT"
 fi
 echo "saved $OUT"

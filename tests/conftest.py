@@ -44,3 +44,14 @@ def inproc_factory(tmp_path):
     yield make
     for srv in made:
         srv.close()
+
+
+@pytest.fixture(autouse=True)
+def light_theme_after():
+    """A test that switches the desktop app's theme (a process-wide setting) leaves it light again."""
+    yield
+    import sys
+
+    theme = sys.modules.get("storypulse.desktop.theme")
+    if theme is not None and theme.current() is not theme.LIGHT:
+        theme.use(theme.LIGHT)

@@ -180,6 +180,10 @@ def test_the_status_bar_shows_a_database_that_refuses_writes_until_it_accepts_th
     wait_for(lambda: _adds(server), timeout=20, what="writes accepted again")
     qtbot.waitUntil(window.database.isHidden, timeout=10_000)
     assert window.connection_state == CONNECTED
+    # The outage is annotated on the charts: where it began (with its cause) and where it ended.
+    outage = [note for note in window.notes.notes() if note.kind == "outage"]
+    assert [n.text.split(",")[0] for n in outage] == ["outage began", "outage ended"]
+    assert "locked" in outage[0].text and outage[0].ts < outage[1].ts
 
 
 def _adds(server) -> bool:
@@ -211,11 +215,15 @@ def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, se
 def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "storypulse.desktop", "--server", str(server.endpoints), "--quit-after", "3",
-         "--settings", str(tmp_path / "s.ini")],
+         "--settings", str(tmp_path / "s.ini"), "--theme", "dark"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("view/theme") == "dark"
+    wrong = subprocess.run([sys.executable, "-m", "storypulse", "demo", "--theme", "purple"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "--theme: invalid choice: 'purple'" in wrong.stderr
 
 
 def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, tmp_path):
@@ -228,7 +236,7 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("time,ts,stories_produced_per_s") and len(lines) >= 4
 
-    assert window.pause_action.shortcut().toString() == "Space"
+    assert window.pause_action.shortcut().toString() == "P"  # and Space (tests/test_desktop_access.py)
     assert window.add_action.shortcut().toString() == "Ctrl+N"
     assert window.export_png_action.shortcut().toString() == "Ctrl+E"
     window.pause_action.trigger()
@@ -239,11 +247,14 @@ def test_exports_shortcuts_and_remembered_settings(qtbot, server, open_window, t
     window.window_choice.setCurrentIndex(window.window_choice.findData(900))
     assert window.dashboard.window_s == 900
     window.simulator_panel.rate.setValue(7.5)
+    window.set_theme("dark")
+    window.show_notes(False)
     window.close()
     settings = QSettings(str(tmp_path / "settings-0.ini"), QSettings.Format.IniFormat)
     assert int(settings.value("dashboard/window_s")) == 900
     assert float(settings.value("simulator/rate")) == 7.5
     assert settings.value("window/geometry") is not None
+    assert settings.value("view/theme") == "dark" and settings.value("view/annotations") in (False, "false")
 
 
 def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:

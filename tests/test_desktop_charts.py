@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
-from storypulse.desktop.chart_items import nice_step, ticks_between, time_format, time_step, value_label
-from storypulse.desktop.series import FIELDS
+from desktop_support import shown_dashboard, stats_row
+from storypulse.desktop.chart_axes import nice_step, ticks_between, time_format, time_step, value_label
 
 
 def test_nice_steps_and_ticks():
@@ -28,24 +27,9 @@ def test_time_steps_keep_labels_apart():
     assert time_format(10) == "%H:%M:%S" and time_format(600) == "%H:%M"
 
 
-def _stats(ts: float, i: int):
-    row = {name: float(i % 7) for name in FIELDS}
-    row.update(ts=ts, seq=i)
-    return SimpleNamespace(**row)
-
-
 def test_dashboard_scrolls_at_every_tick_and_rebuilds_its_grid_rarely(qtbot):
-    from storypulse.desktop.dashboard import Dashboard
-
-    dashboard = Dashboard()
-    qtbot.addWidget(dashboard)
-    dashboard.resize(1000, 700)
-    dashboard.show()
-    qtbot.waitExposed(dashboard)
     now = time.time()
-    history = [_stats(now - 300 + k, k) for k in range(300)]
-    dashboard.apply_batch(SimpleNamespace(snapshot=SimpleNamespace(history=history, stats=history[-1]),
-                                          stats=[], pool_events=[]))
+    dashboard = shown_dashboard(qtbot, [stats_row(now - 300 + k, k) for k in range(300)])
     dashboard.set_window(60)
     probes = dashboard.diagnostics
     frames, builds = probes["frames"], probes["grid builds"]

@@ -120,12 +120,17 @@ def test_bands_dots_and_percentile_lines_equal_the_stream(qtbot, flow_tab):
         assert buffer.column(name)[-1] == getattr(last, name)
     assert figures(stand_in.stats()[-1]) == figures(last)  # still: what the tab shows stays true
 
-    # Little's law, in numbers and words.
-    qtbot.waitUntil(lambda: format_littles(littles_law(last)) in tab.readout.text(), timeout=5_000)
-    law = littles_law(last)
-    assert law.predicted == pytest.approx(last.stories_completed_in_window / last.flow_window_s
-                                          * last.lead_time_mean_s)
-    assert tab.numbers["predicted"].value.text() == f"{law.predicted:,.1f}"
+    # Little's law, in numbers and words. The stand-in started with this run: its flow window is
+    # still filling, and the throughput is its count over the time since its first stats.
+    first = min(fed)
+    assert tab.coverage.covered(last.ts, last.flow_window_s) == pytest.approx(last.ts - first)
+    law = littles_law(last, last.ts - first)
+    assert law.filling and 0 < law.covered_s < last.flow_window_s
+    assert law.predicted == pytest.approx(last.stories_completed_in_window / (last.ts - first) * last.lead_time_mean_s)
+    # The stats go on, later stamped: the readout states the law for the newest one the tab has.
+    qtbot.waitUntil(lambda: format_littles(littles_law(tab.clock.latest, tab.clock.latest.ts - first))
+                    in tab.readout.text(), timeout=5_000)
+    assert tab.numbers["predicted"].value.text() == f"{tab.littles.predicted:,.1f}"  # set with the readout
     assert tab.numbers["open"].value.text() == f"{last.open_stories:,}"
 
 

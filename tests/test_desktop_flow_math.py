@@ -9,8 +9,8 @@ import pytest
 
 from storypulse import protocol
 from storypulse.desktop.flow_math import (
-    COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, STORY, WAITING, CompletionBuffer, aging, cfd_edges, jitter,
-    littles_law, oldest_page, predicted_wip, stride,
+    COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, RESTART_GAP_S, STORY, WAITING, CompletionBuffer, FlowCoverage,
+    aging, cfd_edges, jitter, littles_law, oldest_page, predicted_wip, stride,
 )
 from storypulse.desktop.series import SeriesBuffer, ServerClock
 from standin import nearest_rank
@@ -46,6 +46,60 @@ def test_littles_law_is_throughput_times_mean_lead_time():
     series = predicted_wip(np.array([120.0, 0.0, 30.0]), np.array([60.0, 60.0, np.nan]),
                            np.array([6.0, np.nan, 2.0]))
     assert series[0] == pytest.approx(12.0) and np.isnan(series[1]) and np.isnan(series[2])
+
+
+def server_counts(rate: float, window: float, started: float, ts: float) -> int:
+    """What a server that started at `started` counts at `ts`: completions of a steady flow in its window."""
+    return int(rate * min(window, ts - started))
+
+
+def test_a_fresh_servers_throughput_is_its_count_over_the_time_it_has_counted():
+    """The warm-up: a steady 2 stories/s from the start reads 2/s at once, not 2/s × t / window."""
+    coverage, start, rate, window = FlowCoverage(), 10_000.0, 2.0, 60.0
+    clock = [start + 0.25 * k for k in range(4 * 150)]  # a fake clock: stats every 250 ms for 150 s
+    for ts in clock:
+        coverage.observe(ts, window)
+    for ts in clock[4:]:  # from one second in
+        law = littles_law(stats(stories_completed_in_window=server_counts(rate, window, start, ts),
+                                lead_time_mean_s=5.0), float(coverage.covered(ts, window)))
+        assert law.throughput_per_s == pytest.approx(rate, rel=0.02 if ts - start > 25 else 0.5)
+        assert law.filling == (ts - start < window)
+    # The whole series at once, as the chart draws it: flat at rate × lead time, no climb from zero.
+    ts = np.array(clock[4:])
+    counts = np.array([server_counts(rate, window, start, t) for t in ts], dtype=float)
+    drawn = predicted_wip(counts, coverage.covered(ts, np.full(len(ts), window)), np.full(len(ts), 5.0))
+    assert drawn[ts - start > 25] == pytest.approx(rate * 5.0, rel=0.02)
+    old_rule = predicted_wip(counts, np.full(len(ts), window), np.full(len(ts), 5.0))
+    assert old_rule[0] < 0.1 * rate * 5.0  # what it looked like: climbing from zero
+
+
+def test_a_longer_window_fills_from_what_the_shorter_one_held():
+    coverage = FlowCoverage()
+    for ts in range(0, 200):  # a server up for 200 s with a 60 s window
+        coverage.observe(float(ts), 60.0)
+    coverage.observe(200.0, 600.0)  # made longer: it holds the last 60 s and fills from there
+    assert coverage.covered(200.0, 600.0) == 60.0
+    for ts in range(201, 400):
+        coverage.observe(float(ts), 600.0)
+    assert coverage.covered(399.0, 600.0) == 259.0
+    assert coverage.covered(150.0, 60.0) == 60.0  # earlier rows keep their own figures
+    coverage.observe(400.0, 30.0)  # shorter: full at once
+    assert coverage.covered(400.0, 30.0) == 30.0
+
+
+def test_a_restarted_server_counts_afresh_unless_it_reloaded_older_completions():
+    coverage = FlowCoverage()
+    for ts in range(0, 100):
+        coverage.observe(float(ts), 60.0)
+    restart = 99 + RESTART_GAP_S + 5
+    coverage.observe(restart, 60.0)  # a gap: the server stopped, and counts from its restart
+    assert coverage.covered(restart + 20, 60.0) == 20.0
+    coverage.saw_completion(restart - 1)  # within the slack of the first row: no proof of older data
+    assert coverage.covered(restart + 20, 60.0) == 20.0
+    coverage.saw_completion(restart - 30)  # its snapshot holds a completion from before: the window is full
+    assert coverage.covered(restart + 20, 60.0) == 60.0
+    assert coverage.covered(50.0, 60.0) == 50.0  # before the restart: as it was
+    assert FlowCoverage().covered(5.0, 60.0) == 60.0  # nothing seen: the window as it is
 
 
 def test_completion_buffer_is_bounded_and_keeps_the_newest():
