@@ -86,6 +86,35 @@ class Recorder:
         self.sock.close(linger=0)
 
 
+def measure(server: ServerProcess, workers: int, generator: StoryGenerator, rate: float, arrivals: str,
+            args: argparse.Namespace) -> tuple:
+    """Start the server, wait for its `workers`, run the load for --seconds, wait for every
+    acknowledged story (at most --drain s), stop it: (the events recorded, the load's tally,
+    when it started and ended on the wall clock)."""
+    server.start()
+    recorder = Recorder(server)
+    try:
+        wait_for(lambda: recorder.pump(0.05) or (recorder.stats and recorder.stats[-1].workers == workers),
+                 60, what=f"{workers} workers ready")
+        client = Client(server.endpoints, timeout=10)
+        started = time.time()
+        tally, _, ended = run_load(client, generator, rate=rate, duration=args.seconds,
+                                   max_in_flight=1_000, arrivals=arrivals, progress=io.StringIO())
+        load_ended = time.time()
+        client.close()
+        if ended != "duration reached" or tally.errors:
+            raise RuntimeError(f"the load ended early: {ended}, {tally.first_error}")
+        deadline = time.monotonic() + args.drain
+        while time.monotonic() < deadline and len(recorder.completed) < tally.acked:
+            recorder.pump(0.05)
+        recorder.pump(0.3)  # the last stats, with the figures of every story
+    finally:
+        server.stop()
+        recorder.pump(0.2)
+        recorder.close()
+    return recorder, tally, started, load_ended
+
+
 def mean_story_work_s(seed: int, time_scale: float, samples: int = 20_000) -> float:
     """Mean scaled work of one story from this generator: sets the rate for a utilisation."""
     gen = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=seed + 1)
@@ -96,32 +125,8 @@ def mean_story_work_s(seed: int, time_scale: float, samples: int = 20_000) -> fl
 def run_one(limit: int, args: argparse.Namespace, rate: float, folder: Path) -> dict:
     server = ServerProcess(folder / f"flow-{limit}.db", workers=args.workers, time_scale=args.time_scale,
                            stats_interval=0.1, extra=["--wip-limit", str(limit), "--log-level", "warning"])
-    server.start()
-    recorder = Recorder(server)
-    try:
-        wait_for(lambda: recorder.pump(0.05) or (recorder.stats and recorder.stats[-1].workers == args.workers),
-                 30, what=f"{args.workers} workers ready")
-        generator = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=args.seed)
-        client = Client(server.endpoints, timeout=10)
-        started = time.time()
-        tally, _, ended = run_load(client, generator, rate=rate, duration=args.seconds,
-                                   max_in_flight=1_000, arrivals="poisson", progress=io.StringIO())
-        load_ended = time.time()
-        client.close()
-        if ended != "duration reached" or tally.errors:
-            raise RuntimeError(f"the load ended early: {ended}, {tally.first_error}")
-
-        def all_done() -> bool:
-            recorder.pump(0.05)
-            return len(recorder.completed) >= tally.acked
-
-        deadline = time.monotonic() + args.drain
-        while time.monotonic() < deadline and not all_done():
-            pass
-    finally:
-        server.stop()
-        recorder.pump(0.2)
-        recorder.close()
+    generator = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=args.seed)
+    recorder, tally, started, load_ended = measure(server, args.workers, generator, rate, "poisson", args)
     done = recorder.completed
     lead = sorted(e.lead_time_s for e in done)
     cycle = sorted(e.cycle_time_s for e in done)
@@ -159,29 +164,9 @@ def run_scenario(scenario, limit: int, args: argparse.Namespace, folder: Path) -
     workers = sum(s.max_workers for s in flow.stages)
     server = ServerProcess(folder / f"{scenario.name}-{limit}.db", time_scale=args.time_scale,
                            stats_interval=0.1, extra=extra)
-    server.start()
-    recorder = Recorder(server)
-    try:
-        wait_for(lambda: recorder.pump(0.05) or (recorder.stats and recorder.stats[-1].workers == workers),
-                 60, what=f"{workers} workers ready")
-        client = Client(server.endpoints, timeout=10)
-        started = time.time()
-        tally, _, ended = run_load(client, scenario.generator(args.seed),
-                                   rate=scenario.rate / args.time_scale, duration=args.seconds,
-                                   max_in_flight=1_000, arrivals=scenario.arrivals,
-                                   progress=io.StringIO())
-        load_ended = time.time()
-        client.close()
-        if ended != "duration reached" or tally.errors:
-            raise RuntimeError(f"the load ended early: {ended}, {tally.first_error}")
-        deadline = time.monotonic() + args.drain
-        while time.monotonic() < deadline and len(recorder.completed) < tally.acked:
-            recorder.pump(0.05)
-        recorder.pump(0.3)  # the last stats, with the flow efficiency of every story
-    finally:
-        server.stop()
-        recorder.pump(0.2)
-        recorder.close()
+    recorder, tally, started, load_ended = measure(
+        server, workers, scenario.generator(args.seed), scenario.rate / args.time_scale,
+        scenario.arrivals, args)
     done = recorder.completed
     cycle = sorted(e.cycle_time_s for e in done)
     lead = sorted(e.lead_time_s for e in done)
@@ -214,7 +199,7 @@ def scenario_table(scenario, rows: list[dict], time_scale: float) -> list[str]:
         *(f"{r['busy'][n]:.0%}" for n in names)) for r in rows]
     lines = markdown(table)
     base = next((r for r in rows if r["limit"] == 0), None)
-    if base is None:
+    if base is None or all(r["limit"] == 0 for r in rows):
         return lines
     kept = [r for r in rows if r["limit"] and r["throughput"] >= KEEP_THROUGHPUT * base["throughput"]]
     if not kept:

@@ -27,6 +27,12 @@ from .pool import Lease, Pool, Send, Worker
 log = logging.getLogger(__name__)
 
 
+def _total(name: str) -> property:
+    """A figure of every stage's pool, summed."""
+    return property(lambda self: sum(getattr(pool, name) for pool in self.stages),
+                    doc=f"the stages' pools' {name}, summed")
+
+
 class Pools:
     def __init__(self, stages: list[Pool]):
         assert stages, "a workflow has at least one stage"
@@ -111,26 +117,9 @@ class Pools:
             pool.terminate_all()
 
     # -- figures: the sums (the stats' totals) --------------------------------------------
-    @property
-    def size(self) -> int:
-        return sum(pool.size for pool in self.stages)
-
-    @property
-    def busy(self) -> int:
-        return sum(pool.busy for pool in self.stages)
-
-    @property
-    def connected(self) -> int:
-        return sum(pool.connected for pool in self.stages)
-
-    @property
-    def target(self) -> int:
-        return sum(pool.target for pool in self.stages)
-
-    @property
-    def min_workers(self) -> int:
-        return sum(pool.min_workers for pool in self.stages)
-
-    @property
-    def max_workers(self) -> int:
-        return sum(pool.max_workers for pool in self.stages)
+    size = _total("size")
+    busy = _total("busy")
+    connected = _total("connected")
+    target = _total("target")
+    min_workers = _total("min_workers")
+    max_workers = _total("max_workers")
