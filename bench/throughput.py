@@ -23,6 +23,9 @@
     at most --naive-postgres-tasks tasks, since each commit waits for the disk).
     --against DIR also measures the server of another checkout (a git worktree
     of an earlier commit, say) at the default level, in the same runs.
+    --scrape S serves /metrics from this tree's servers (--http-port) and GETs it
+    every S seconds while they work, as a Prometheus would: the cost of the
+    metrics, against the other checkout (which is not scraped).
 (b) Pool efficiency: 200 tasks x 50 ms on 4 workers (time scale 1); ideal
     2.5 s; efficiency = ideal / measured, from the first request to the last
     story's `completed` event.
@@ -33,11 +36,13 @@ Every figure is the median of --runs runs; a ratio is the median of the per-run 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -102,12 +107,41 @@ def run_stories(server: ServerProcess, stories: int, tasks: list[dict], window: 
 LEVELS = {"power-loss": ("FULL", "on"), "crash": ("NORMAL", "off")}  # SQLite, PostgreSQL setting
 
 
+class Scraper(threading.Thread):
+    """GETs /metrics every `every` seconds, as a Prometheus scrape job would."""
+
+    def __init__(self, port: int, every: float):
+        super().__init__(daemon=True)
+        self.port, self.every = port, every
+        self.halt = threading.Event()
+        self.scrapes = self.failures = 0
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("GET", "/metrics")
+                reply = conn.getresponse()
+                reply.read()
+                self.scrapes += 1
+                self.failures += reply.status != 200
+            except (OSError, http.client.HTTPException):
+                self.failures += 1
+            finally:
+                conn.close()
+
+
+SCRAPES = {"done": 0, "failed": 0}
+
+
 def throughput_run(tmp: Path, db: str, run: int, stories: int, tasks_per_story: int, window: int,
-                   durability: str, tree: Path | None = None) -> float:
+                   durability: str, tree: Path | None = None, scrape: float = 0.0) -> float:
     """Seconds for the stories on a fresh database: `db` is "sqlite" or a PostgreSQL URL."""
     name = f"tp{run}-{durability}-{'sqlite' if db == 'sqlite' else 'pg'}{'-against' if tree else ''}"
-    server = ServerProcess(tmp / f"{name}.db", workers=2, time_scale=1.0,
-                           stats_interval=0.25, extra=["--durability", durability])
+    http_port = support.free_port_block(1) if scrape and tree is None else 0
+    server = ServerProcess(tmp / f"{name}.db", workers=2, time_scale=1.0, stats_interval=0.25,
+                           extra=["--durability", durability]
+                           + (["--http-port", str(http_port)] if http_port else []))
     if db != "sqlite":
         server.use_db(empty_postgres(db))
     server.args[server.args.index("info")] = "warning"
@@ -116,9 +150,17 @@ def throughput_run(tmp: Path, db: str, run: int, stories: int, tasks_per_story: 
         server.start()
     finally:
         support.REPO = ours
+    scraper = Scraper(http_port, scrape) if http_port else None
+    if scraper:
+        scraper.start()
     try:
         return run_stories(server, stories, [{"estimate_ms": 0}] * tasks_per_story, window)
     finally:
+        if scraper:
+            scraper.halt.set()
+            scraper.join(10)
+            SCRAPES["done"] += scraper.scrapes
+            SCRAPES["failed"] += scraper.failures
         server.stop()
 
 
@@ -220,6 +262,8 @@ def main() -> int:
     parser.add_argument("--against", type=Path, metavar="DIR",
                         help="also measure the server of this checkout (power-loss)")
     parser.add_argument("--skip-pool", action="store_true")
+    parser.add_argument("--scrape", type=float, default=0.0, metavar="S",
+                        help="serve /metrics from this tree's servers and GET it every S seconds")
     args = parser.parse_args()
     pg_url, pg_note = (None, "PostgreSQL: not measured (--no-postgres)") if args.no_postgres \
         else find_postgres(args.postgres)
@@ -241,7 +285,7 @@ def main() -> int:
                 for level, tree in cases:
                     server_s.setdefault((db, level), []).append(throughput_run(
                         tmp, db, run, args.stories, args.tasks, args.window,
-                        "power-loss" if tree else level, tree))
+                        "power-loss" if tree else level, tree, args.scrape))
             naive_s["sqlite"].append(naive_sqlite(tmp, run, tasks_total))
             if pg_url:
                 naive_s[pg_url].append(naive_postgres(pg_url, naive_pg_tasks))
@@ -258,6 +302,9 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"SQLite {sqlite3.sqlite_version}; median of {args.runs} runs")
     print(pg_note)
+    if args.scrape:
+        print(f"/metrics scraped every {args.scrape:g} s from this tree's servers: "
+              f"{SCRAPES['done']} scrapes, {SCRAPES['failed']} failed")
     print()
     print(f"(a) durable end-to-end throughput: {args.stories} stories x {args.tasks} "
           f"zero-estimate tasks, 2 workers, {args.window} requests in flight")

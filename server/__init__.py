@@ -31,6 +31,12 @@ Modules, one job each:
   pools      a pool per stage of the workflow, seen as one by the loop
   autoscale  the pool-size policy (pure)
   worker     the worker process
+  claim      one server per database: a lock file (SQLite); claim_postgres: an advisory
+             lock and a holder row (PostgreSQL)
+  daemon     what operators see, wired to the loop at a few marked lines: health, metrics,
+             systemd; http (the bounded endpoint), health (livez/readyz answers), metrics
+             (counts and histograms the loop keeps, the snapshot), exposition (Prometheus
+             text by prometheus_client), notify (sd_notify), logs (text or JSON lines)
 
 Installed as `storypulse.server`; it never imports Qt, the desktop app or the
 terminal commands (tests/test_layering.py).

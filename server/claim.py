@@ -1,4 +1,6 @@
-"""One server per SQLite database: a second one would hand out the same queued tasks again.
+"""One server per database: a second one would hand out the same queued tasks again.
+
+SQLite here; PostgreSQL in claim_postgres.py (an advisory lock and a holder's row).
 
 The server holds an exclusive lock on a file beside the database
 (`storypulse.db.lock`) for as long as it runs; the lock goes with the process,
@@ -18,11 +20,19 @@ import peewee
 
 
 class InUse(Exception):
-    """Another server holds the database."""
+    """Another server holds the database (a file, or a URL without its password)."""
 
-    def __init__(self, path: Path, pid: str):
-        super().__init__(f"{path} is held by another storypulse server (pid {pid or 'unknown'})")
-        self.path, self.pid = path, pid
+    def __init__(self, path: Path | str, pid: str, host: str | None = None, since: str | None = None,
+                 note: str = ""):
+        self.path, self.pid, self.host, self.since, self.note = path, pid, host, since, note
+        super().__init__(f"{path} is held by another storypulse server ({self.holder})")
+
+    @property
+    def holder(self) -> str:
+        """`host H, pid P, since T`, as far as they are known (and a note on them)."""
+        return ", ".join(part for part in (
+            f"host {self.host}" if self.host else "", f"pid {self.pid or 'unknown'}",
+            f"since {self.since}" if self.since else "", self.note) if part)
 
 
 def _try_lock(fd: int) -> bool:
@@ -50,8 +60,14 @@ class Claim:
         self._fd = fd
 
     @classmethod
-    def take(cls, db: peewee.Database) -> Claim:
-        """Claim `db` for this process; raises InUse when another server has it."""
+    def take(cls, db: peewee.Database, where: str = ""):
+        """Claim `db` for this process; raises InUse when another server has it. On PostgreSQL
+        this connects (the claim is the connection's), and `record` must follow once the
+        store's tables are there."""
+        if isinstance(db, peewee.PostgresqlDatabase):
+            from .claim_postgres import PostgresClaim
+
+            return PostgresClaim.take(db, where or db.database)
         if not isinstance(db, peewee.SqliteDatabase) or db.database in ("", ":memory:"):
             return cls(None)
         path = Path(db.database).with_name(Path(db.database).name + ".lock")
@@ -67,6 +83,9 @@ class Claim:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         return cls(fd)
+
+    def record(self, db: peewee.Database) -> None:
+        """The holder's pid is in the lock file already."""
 
     def release(self) -> None:
         if self._fd is not None:

@@ -22,18 +22,11 @@ from storypulse.security import (ClientSecurity, MissingKey, client_security_for
 
 from storypulse.workflow import check_stage_name
 
-from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_LEVELS, ConfigError, ServerConfig,
+from . import logs
+from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_FORMATS, LOG_LEVELS, ConfigError, ServerConfig,
                      meaning_of_choices)
 
 log = logging.getLogger("storypulse.server")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -98,6 +91,15 @@ def server_parser() -> argparse.ArgumentParser:
              "with storypulse (bottleneck, single) or a TOML file; --stage-wip and --wip-limit "
              "override its limits")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
+    add("--log-format", choices=LOG_FORMATS,
+        help="text: a line for people; json: one JSON object a line (time, level, logger, "
+             f"message and the record's fields), for log shippers (default {d['log_format']})")
+    add("--http-port", type=int, metavar="P",
+        help="serve Prometheus metrics on http://BIND:P/metrics, and /livez and /readyz for "
+             f"probes; 0: no HTTP (default {d['http_port']})")
+    add("--http-bind", metavar="ADDR",
+        help=f"the address of --http-port (default {d['http_bind']}); the endpoint has no "
+             "authentication, so beyond loopback anyone who reaches it can read it")
     add("--parent-pipe", type=int, metavar="FD",
         help="stop (as on SIGTERM) when this file descriptor, the read end of a pipe whose write "
              "end only the starting process holds, reaches end of file: the server goes "
@@ -124,12 +126,13 @@ def command(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"storypulse server: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    logs.setup(config.log_level, config.log_format)
     return serve(config, args.parent_pipe)
 
 
 def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .dberrors import database_errors, startup_failure
+    from .daemon import Daemon
     from .loop import Server
     from .sockets import listen
     from .store import Store, WorkflowMismatch, describe
@@ -142,15 +145,24 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     except Exception as exc:  # anything the file, the URL or the database server can do
         log.debug("opening the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)
-        log.critical("cannot start: %s", failure.message)
+        log.critical("cannot start: %s", failure.message,
+                     extra=_start_failed(failure.message, failure.exit_code))
         return failure.exit_code
+    in_force = store.durability_in_force()
     log.info("storypulse %s: database %s, durability %s (%s in force)", __version__,
-             describe(store.db), config.durability, store.durability_in_force())
+             describe(store.db), config.durability, in_force,
+             extra={"event": "start", "version": __version__, "database": describe(store.db),
+                    "durability": config.durability, "in_force": in_force})
+    sockets = daemon = None
     try:
-        server = Server(config, store, listen(config), parent_pipe)
-    except Exception as exc:  # typically: the port is taken
-        log.critical("cannot start: %s", exc)
-        store.close()
+        sockets = listen(config)
+        daemon = Daemon.open(config)
+        server = Server(config, store, sockets, parent_pipe, daemon=daemon)
+    except Exception as exc:  # typically: a port is taken
+        log.critical("cannot start: %s", exc, extra=_start_failed(str(exc), 1))
+        for part in (daemon, sockets, store):
+            if part is not None:
+                part.close()
         return 1
     server.install_signal_handlers()
     try:
@@ -161,8 +173,14 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)
-        log.critical("stopped: %s", failure.message)
+        log.critical("stopped: %s", failure.message, extra={
+            "event": "stopped", "cause": failure.message, "exit_code": failure.exit_code})
         return failure.exit_code
+
+
+def _start_failed(cause: str, code: int) -> dict:
+    """The structured fields of the line that says why the server did not start."""
+    return {"event": "start.failed", "cause": cause, "exit_code": code}
 
 
 # -- storypulse worker ---------------------------------------------------------------
@@ -185,6 +203,8 @@ def worker_parser() -> argparse.ArgumentParser:
                              "tasks these workers take; a stage the server lacks is refused, "
                              "naming its stages (default: the first stage)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text, or json: one JSON object a line (default %(default)s)")
     parser.add_argument("--version", action="version", version=f"storypulse {__version__}")
     return parser
 
@@ -206,7 +226,7 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
             check_stage_name(args.stage, "--stage")
         except ValueError as exc:
             parser.error(str(exc))
-    _setup_logging(args.log_level)
+    logs.setup(args.log_level, args.log_format)
     from .worker import process_context
 
     endpoint = endpoints.workers
@@ -245,8 +265,7 @@ def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | N
     from . import worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s worker %(process)d: %(message)s")
+    logs.setup_from_environ("info")
     if worker.run(endpoint, None, heartbeat, reconnect=True, security=security,
                   stage=stage) == "refused":
         sys.exit(REFUSED_EXIT)

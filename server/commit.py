@@ -90,7 +90,9 @@ class GroupCommit:
         if outage is not None:
             log.warning("the database accepts writes again after %.1f s and %d tries; "
                         "%d held replies go out", outage.lasted(now), outage.failures,
-                        len(self.held))
+                        len(self.held), extra={"event": "database.resumed", "cause": outage.cause,
+                                               "outage_s": round(outage.lasted(now), 3),
+                                               "tries": outage.failures})
             self.replies[:0] = self.held
             self.held = []
             self.outage = None
@@ -114,7 +116,8 @@ class GroupCommit:
     def _refused(self, cause: str, now: float) -> None:
         if self.outage is None:
             log.error("the database refuses writes (%s): nothing of it is acknowledged, new "
-                      "writes get `unavailable`, retrying", cause)
+                      "writes get `unavailable`, retrying", cause,
+                      extra={"event": "database.outage", "cause": cause})
             self.outage = Outage(cause, now)
             self._answer_refused_batch(cause)
         else:

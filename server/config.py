@@ -20,6 +20,7 @@ from storypulse.endpoints import DEFAULT_PORT
 from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")  # json: one object a line (server/logs.py)
 # What each --durability level promises, and what it asks of each database: the one text of
 # it. `storypulse server --help` is made from it; tests hold docs/install.md, the packaged
 # server.toml and each store's settings (store/sqlite.py, store/postgres.py) to it.
@@ -76,6 +77,10 @@ class ServerConfig:
     stage_wip: str | None = None
     scenario: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
+    # HTTP for operators (server/http.py): /metrics, /livez, /readyz; 0: off
+    http_port: int = 0
+    http_bind: str = "127.0.0.1"
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ServerConfig:
@@ -146,6 +151,10 @@ class ServerConfig:
              "wip_limit", f"must be within 0-{protocol.WIP_LIMIT_MAX} (0: no limit)")
         need(str(self.log_level).lower() in LOG_LEVELS, "log_level",
              f"must be one of {', '.join(LOG_LEVELS)}")
+        need(self.log_format in LOG_FORMATS, "log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+        need(isinstance(self.http_port, int) and 0 <= self.http_port <= 65535, "http_port",
+             "must be within 0-65535 (0: no HTTP endpoint)")
+        need(bool(self.http_bind), "http_bind", "must not be empty")
         self._workflow = self._build_workflow()
 
     def _build_workflow(self) -> workflow.Workflow:

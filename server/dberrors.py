@@ -60,6 +60,7 @@ class Cause:
 BAD_URL = "the database URL cannot be used"
 NO_DRIVER = "the database driver is not installed"
 IN_USE = "the database is in use by another storypulse server"
+POOLED = "the database connection does not keep its session"
 NOT_OURS = "the database is not storypulse's"
 NOT_A_DATABASE = "the file is not a database"
 FULL = "database is full"
@@ -100,6 +101,8 @@ RULES: tuple[tuple[str, bool, Callable[[BaseException], bool]], ...] = (
     (BAD_URL, False, lambda e: isinstance(e, BadURL)),
     (NO_DRIVER, False, lambda e: isinstance(e, (peewee.ImproperlyConfigured, ImportError))),
     (IN_USE, True, lambda e: isinstance(e, InUse)),
+    # claim_postgres.SessionNotKept (by name: that module is imported only with PostgreSQL)
+    (POOLED, False, lambda e: type(e).__name__ == "SessionNotKept"),
     (NOT_OURS, False, lambda e: isinstance(e, NotStorypulse)),
     (NOT_A_DATABASE, False, _words("file is not a database")),
     # the file system

@@ -39,6 +39,7 @@ from storypulse import protocol
 
 from .clock import Clock
 from .config import HEARTBEAT_LIVENESS, ServerConfig
+from .daemon import Daemon
 from .effects import Resize
 from .faults import RateLimitedLog
 from .pool import Worker
@@ -58,9 +59,12 @@ DRAIN_MAX = 2000  # frames of one kind handled per turn, so no side starves the 
 
 class Server:
     def __init__(self, config: ServerConfig, store: Store, sockets: ServerSockets,
-                 parent_pipe: int | None = None, clock: Clock | None = None):
-        """Serve on `sockets` (bound already; closed with the server)."""
+                 parent_pipe: int | None = None, clock: Clock | None = None,
+                 daemon: Daemon | None = None):
+        """Serve on `sockets` (bound already; closed with the server). `daemon`: health,
+        metrics and systemd (server/daemon.py), called at the lines marked `daemon:`."""
         self.config = config
+        self.daemon = daemon or Daemon(config)
         self.store = store
         self.stopping = False
         self.clock = clock or Clock()
@@ -131,6 +135,7 @@ class Server:
     def run(self) -> int:
         try:
             self.restore()
+            self.daemon.ready(self.service)  # daemon: READY=1 (sockets bound, database open, restored)
             log.info("serving requests on %s, events on %s, workers on %s",
                      self.requests.LAST_ENDPOINT.decode(), self.events.LAST_ENDPOINT.decode(),
                      self.workers.LAST_ENDPOINT.decode())
@@ -142,6 +147,7 @@ class Server:
         return 0
 
     def close(self) -> None:
+        self.daemon.close()  # daemon
         self.pool.terminate_all()
         self.sockets.close()
         self.store.close()
@@ -175,6 +181,7 @@ class Server:
         self._settle(now, wall)
         self._timers(now, wall)
         self._carry_out()
+        self.daemon.turned()  # daemon: liveness heartbeat and systemd watchdog
 
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
@@ -355,7 +362,8 @@ class Server:
         if self.scale_tick.due(now) or resize is not None:
             self._scale(now, wall, resize)
         if self.stats_tick.due(now):
-            self.service.publish_stats(now, wall)
+            stats = self.service.publish_stats(now, wall)
+            self.daemon.publish(stats, self.service)  # daemon: the snapshot /metrics and /readyz read
 
     def _heartbeats(self, now: float, wall: float) -> None:
         for worker in self.pool.expired(now):
@@ -379,9 +387,12 @@ class Server:
             if change is None:
                 change = pool.decide(self.service.load(now, index))
             whose = f"stage {pool.stage!r} " if pool.named else ""
+            stage = {"stage": pool.stage} if pool.named else {}
             if change is not None:
                 old, new, reason = change
-                log.info("%spool target %d -> %d: %s", whose, old, new, reason)
+                log.info("%spool target %d -> %d: %s", whose, old, new, reason,
+                         extra={"event": "pool.target", "old": old, "new": new, "reason": reason,
+                                **stage})
                 self.service.pool_changed(old, new, reason, wall, index)
             before = pool.size
             for worker in pool.resize(now, self._send_worker):
@@ -390,13 +401,16 @@ class Server:
             if change is None and after != before:  # the first start, or a lost worker replaced
                 reason = (f"start at the target of {pool.target}" if not self._started
                           else f"back to the target of {pool.target}")
-                log.info("%spool size %d -> %d: %s", whose, before, after, reason)
+                log.info("%spool size %d -> %d: %s", whose, before, after, reason,
+                         extra={"event": "pool.size", "old": before, "new": after,
+                                "reason": reason, **stage})
                 self.service.pool_changed(before, after, reason, wall, index)
         self._started = True
 
     # -- shutdown -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Stop taking requests; let busy workers report within the grace; keep the rest queued."""
+        self.daemon.stopping()  # daemon: STOPPING=1
         log.info("stopping: no new requests; waiting up to %.1f s for busy workers",
                  self.config.shutdown_grace)
         self.poller.unregister(self.requests)

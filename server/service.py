@@ -47,6 +47,7 @@ from .config import ServerConfig
 from .effects import Effects, Envelope, Resize
 from .faults import Faults
 from .figures import Figures
+from .metrics import Meters
 from .ops import OPS, Invalid, Op
 from .outage import Outage
 from .pool import Lease, Pool, Worker
@@ -76,6 +77,7 @@ class Service:
             self.state.set_stage_wip_limit(i, stage.wip_limit)
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
         self.figures = Figures(config, now, len(workflow))
+        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
         self.effects = Effects()
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit
@@ -278,6 +280,7 @@ class Service:
             self._record_stages(state)
         if not tasks:
             return False
+        self.meters.leased(state, tasks, starts, self.stage_names[stage])  # daemon: task queue wait
         work_s = sum(est for _, est in tasks) * scale / 1000.0
         lease = self.pools.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
         lease.stories = state.leased
@@ -344,6 +347,7 @@ class Service:
         for (attempts, started), ids in groups.items():
             batch.completions.append((attempts, started or wall, wall, ids))
         figures.tasks_completed += count
+        self.meters.tasks_completed += count  # daemon
         figures.tasks_out.add(now, count)
         if figures.stages and worker is not None:  # a lease is of its worker's stage
             figures.stages[worker.stage].tasks_out.add(now, count)
@@ -398,6 +402,8 @@ class Service:
         committed = group.commit(now, force)
         if group.refused:
             self._forget_refused(now)
+        if committed:
+            self.meters.published(group.events)  # daemon: the story events, now stored
         group.release(self.effects, committed, wall)
         if committed and self.state.wants_refill():
             self.refill(wall)
@@ -457,11 +463,12 @@ class Service:
                 soonest = min(soonest, pool.next_prefetch_at())
         return soonest
 
-    def publish_stats(self, now: float, wall: float) -> None:
+    def publish_stats(self, now: float, wall: float) -> Stats:
         """The stats timer: publish the figures, and keep one a second for snapshots."""
         stats = self.stats(now, wall)
         self.effects.publish(protocol.TOPIC_STATS, stats)
         self.figures.history.offer(now, stats)
+        return stats
 
     def pool_changed(self, old: int, new: int, reason: str, wall: float, stage: int = 0) -> None:
         """A pool's target or size changed (the loop's scaler, a lost worker): publish it."""

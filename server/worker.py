@@ -26,6 +26,8 @@ import zmq
 from storypulse import protocol
 from storypulse.security import ClientSecurity
 
+from . import logs
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_LIVENESS = 3
@@ -49,6 +51,8 @@ def run_local(endpoint: str, identity: bytes, heartbeat: float,
     # Ctrl-C in a terminal reaches the whole process group: the server decides
     # when its workers stop (it sends Stop), so ignore it here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get(logs.ENV_FORMAT) == "json":  # the server logs JSON: so do its workers
+        logs.setup_from_environ("warning")
     run(endpoint, identity, heartbeat, reconnect=False, security=security, stage=stage)
 
 

@@ -55,3 +55,42 @@ def light_theme_after():
     theme = sys.modules.get("storypulse.desktop.theme")
     if theme is not None and theme.current() is not theme.LIGHT:
         theme.use(theme.LIGHT)
+
+
+# -- the installers, built once per session for tests/test_package.py and tests/test_installed.py
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory):
+    """The bundles and the .deb: STORYPULSE_DIST's (a built dist/), else built now (zstd)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from support import REPO
+
+    given = os.environ.get("STORYPULSE_DIST")
+    if given:
+        return Path(given).resolve()
+    try:
+        import psycopg2  # noqa: F401  (the CLI bundle carries it)
+        import PyInstaller  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"{exc.name} is missing: `make test-package` installs it "
+                    "(or pip install -e '.[desktop,package,postgres]')")
+    out = tmp_path_factory.mktemp("dist")
+    # zstd: the same package as the release's xz, compressed in seconds instead of minutes.
+    start = time.monotonic()
+    build = subprocess.run(
+        [sys.executable, str(REPO / "packaging" / "build.py"), "--dist", str(out), "--compression", "zstd"],
+        cwd=REPO, capture_output=True, text=True, timeout=840,
+    )
+    assert build.returncode == 0, f"build failed:\n{build.stdout}\n{build.stderr[-4000:]}"
+    print(f"\nbuilt in {time.monotonic() - start:.0f} s:\n{build.stdout}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def deb(dist):
+    debs = sorted(dist.glob("storypulse_*.deb"))
+    assert debs, f"no storypulse_*.deb in {dist}"
+    return debs[-1]

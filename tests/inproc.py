@@ -34,6 +34,7 @@ from storypulse.endpoints import Endpoints
 from storypulse.server.clock import Clock
 from storypulse.server.config import ServerConfig
 from storypulse.server.loop import Server
+from storypulse.server.daemon import Daemon
 from storypulse.server.sockets import ServerSockets
 from storypulse.server.store import Store
 from support import wait_for
@@ -116,8 +117,12 @@ class InprocServer:
         self._level = logger.level
         logger.setLevel(logging.INFO)  # as a server process logs at --log-level info
         logger.addHandler(self._records)
-        self.server = Server(self.config, Store.open(str(db)), sockets, clock=self.clock)
+        # http_port in the settings serves /metrics, /livez, /readyz from this process too
+        daemon = Daemon.open(self.config, environ={})
+        self.server = Server(self.config, Store.open(str(db)), sockets, clock=self.clock,
+                             daemon=daemon)
         self.server.restore()
+        daemon.ready(self.server.service)
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self.closed = False

@@ -132,6 +132,25 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def session_gone(pgid: int) -> bool:
+    """No process is left in the session of `pgid` (started as the leader of a new one)."""
+    try:
+        os.killpg(pgid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def end_session(proc: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of a process started with start_new_session, and its children."""
+    if proc.poll() is None or not session_gone(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
 def create_pipelined(client: Client, stories: int, tasks: list[dict], window: int,
                      each_reply: Callable[[], object] = lambda: None) -> None:
     """Send `stories` create_story requests with at most `window` unanswered; `each_reply` after each reply."""

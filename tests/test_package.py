@@ -13,14 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
-from support import REPO, free_port_block, wait_for
+from support import end_session, free_port_block, session_gone, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,36 +29,6 @@ pytestmark = [
 ]
 
 OPT = Path("opt/storypulse")
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    given = os.environ.get("STORYPULSE_DIST")
-    if given:
-        return Path(given).resolve()
-    try:
-        import psycopg2  # noqa: F401  (the CLI bundle carries it)
-        import PyInstaller  # noqa: F401
-    except ImportError as exc:
-        pytest.fail(f"{exc.name} is missing: `make test-package` installs it "
-                    "(or pip install -e '.[desktop,package,postgres]')")
-    out = tmp_path_factory.mktemp("dist")
-    # zstd: the same package as the release's xz, compressed in seconds instead of minutes.
-    start = time.monotonic()
-    build = subprocess.run(
-        [sys.executable, str(REPO / "packaging" / "build.py"), "--dist", str(out), "--compression", "zstd"],
-        cwd=REPO, capture_output=True, text=True, timeout=840,
-    )
-    assert build.returncode == 0, f"build failed:\n{build.stdout}\n{build.stderr[-4000:]}"
-    print(f"\nbuilt in {time.monotonic() - start:.0f} s:\n{build.stdout}")
-    return out
-
-
-@pytest.fixture(scope="module")
-def deb(dist) -> Path:
-    debs = sorted(dist.glob("storypulse_*.deb"))
-    assert debs, f"no storypulse_*.deb in {dist}"
-    return debs[-1]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +101,8 @@ def test_the_desktop_bundle_leaves_out_the_qt_it_does_not_use(root):
 
 def test_the_service_unit_verifies_and_stops_the_server_gently(root, tmp_path):
     unit = (root / "lib/systemd/system/storypulse-server.service").read_text()
-    for line in ("User=storypulse", "StateDirectory=storypulse", "Restart=on-failure", "KillMode=mixed",
+    for line in ("Type=notify", "WatchdogSec=30s", "NotifyAccess=main",
+                 "User=storypulse", "StateDirectory=storypulse", "Restart=on-failure", "KillMode=mixed",
                  "KillSignal=SIGTERM", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                  "PrivateTmp=yes",
                  "ExecStart=/opt/storypulse/storypulse/storypulse server --config /etc/storypulse/server.toml"):
@@ -206,14 +176,9 @@ def test_the_bundled_server_and_cli_work_a_story_to_the_end(root, tmp_path):
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0, (tmp_path / "server.log").read_text()
 
-        wait_for(lambda: _gone(server.pid), 15, what="the server's workers to exit with it")
+        wait_for(lambda: session_gone(server.pid), 15, what="the server's workers to exit with it")
     finally:
-        if server.poll() is None or not _gone(server.pid):
-            try:
-                os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            server.wait(10)
+        end_session(server)
 
 
 def test_the_desktop_bundle_runs_the_demo_with_its_own_server(root, tmp_path):
@@ -228,12 +193,3 @@ def test_the_desktop_bundle_runs_the_demo_with_its_own_server(root, tmp_path):
     assert "server stopped (exit code 0)" in demo.stderr, demo.stderr[-3000:]
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from story").fetchone()[0] > 0, "the simulator made no story"
-
-
-def _gone(pgid: int) -> bool:
-    """No process is left in the server's session (it was started as the leader of a new one)."""
-    try:
-        os.killpg(pgid, 0)
-        return False
-    except ProcessLookupError:
-        return True

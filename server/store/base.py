@@ -121,7 +121,7 @@ class Store(ABC):
     # (`shown`), {text} (the error's own words) and {pid} (the holder's), by cause; a
     # backend adds its own to these. Any other cause: "cannot use the database ...".
     STARTUP_WORDS: ClassVar[dict[str, str]] = {
-        IN_USE: "the database {where} is in use by another storypulse server (pid {pid}): stop "
+        IN_USE: "the database {where} is in use by another storypulse server ({holder}): stop "
                 "that one, or point --db at another database",
         FULL: "no room for the database {where} ({text}): free some disk space",
     }
@@ -202,7 +202,7 @@ class Store(ABC):
         database and what to do. `text` is the error's own words, without a password."""
         template = cls.STARTUP_WORDS.get(cause.what, "cannot use the database {where} ({text})")
         return template.format(where=cls.shown(spec), text=text,
-                               pid=getattr(cause.error, "pid", "") or "unknown")
+                               holder=getattr(cause.error, "holder", "") or "pid unknown")
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -210,8 +210,8 @@ class Store(ABC):
              exclusive: bool = False) -> Store:
         """Open, check that the database is ours and writable, create missing tables (and the
         columns an earlier version lacked). `exclusive` (the server): claim the database
-        first (claim.py: a SQLite file, for now), raising `claim.InUse` while another server
-        has it."""
+        first (claim.py: a lock file; claim_postgres.py: an advisory lock and a holder row),
+        raising `claim.InUse` while another server has it."""
         if cls is Store:
             from . import backend_for
 
@@ -219,9 +219,10 @@ class Store(ABC):
         store = cls(cls.connect(spec, durability))
         try:
             if exclusive:
-                store.claim = Claim.take(store.db)
+                store.claim = Claim.take(store.db, store.where)
             store.db.connect(reuse_if_open=True)
             store._prepare()
+            store.claim.record(store.db)  # the holder's row (PostgreSQL), once the tables are there
         except BaseException:
             store.close()
             raise

@@ -17,8 +17,8 @@ import logging
 
 import peewee
 
-from ..dberrors import (CONNECTION_LOST, LOGIN_REFUSED, NO_DATABASE, NOT_OURS, NOT_PERMITTED,
-                       READ_ONLY, SERVER_TROUBLE, BadURL)
+from ..dberrors import (CONNECTION_LOST, IN_USE, LOGIN_REFUSED, NO_DATABASE, NOT_OURS,
+                       NOT_PERMITTED, POOLED, READ_ONLY, SERVER_TROUBLE, BadURL)
 from .base import Batch, Store
 from .pgsql import (QUEUED_BY_STAGE_GONE, STORY_TYPES, TASK_TYPES, array, insert_rows,
                     stage_tally_moved, tallied)
@@ -258,6 +258,10 @@ class PostgresStore(Store):
                    "not a standby",
         CONNECTION_LOST: _UNREACHABLE,
         SERVER_TROUBLE: _UNREACHABLE,
+        IN_USE: "the database {where} is in use by another storypulse server ({holder}): stop "
+                "that one, or point --db at another database",
+        POOLED: "{text}: connect to PostgreSQL directly, or through a pooler in session mode "
+                "(PgBouncer: pool_mode = session)",
     }
 
 

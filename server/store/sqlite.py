@@ -301,7 +301,7 @@ class SqliteStore(Store):
 
     STARTUP_WORDS = {
         **Store.STARTUP_WORDS,
-        IN_USE: "the database {where} is in use by another storypulse server (pid {pid}): stop "
+        IN_USE: "the database {where} is in use by another storypulse server ({holder}): stop "
                 "that one, or point --db at another file",
         NOT_OURS: "the file {where} is not a storypulse database ({text}): point --db at a "
                   "storypulse database, or at a new file",
