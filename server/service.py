@@ -77,7 +77,7 @@ class Service:
             self.state.set_stage_wip_limit(i, stage.wip_limit)
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
         self.figures = Figures(config, now, len(workflow))
-        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
+        self.meters = Meters(workflow.names)  # daemon: counts since start and histograms, for /metrics
         self.effects = Effects()
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit

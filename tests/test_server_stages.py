@@ -257,3 +257,27 @@ def test_a_bad_scenario_file_names_its_line(tmp_path):
                            "--scenario", str(board)], capture_output=True, text=True, timeout=30,
                           cwd=REPO)
     assert done.returncode == 2 and f"{board}, line 6: stage 'dev': workers" in done.stderr
+
+
+def test_metrics_carry_each_stage_as_a_label(server_factory):
+    from httpget import get
+    from support import free_port_block
+
+    port = free_port_block(1)
+    server = server_factory(time_scale=0.01, extra=["--stages", "analysis:1,build:2,test:1",
+                                                    "--http-port", str(port)]).start()
+    tap = EventTap(server)
+    with server.client() as client:
+        story = client.create_story("s", [{"stage": "analysis", "estimate_ms": 10},
+                                          {"stage": "test", "estimate_ms": 10}]).story_id
+        wait_for(lambda: client.get_story(story).status == "done", 20, what="the story")
+    tap.wait_stats(lambda s: [st.workers for st in s.stages] == [1, 2, 1], 20, what="the pools")
+    done = 'storypulse_task_queue_wait_seconds_count{stage="test"} 1.0'  # once /metrics has it
+    body = wait_for(lambda: (reply := get(port, "/metrics")).status == 200 and done in reply.body
+                    and reply.body, 20, what="per-stage metrics")
+    assert 'storypulse_stage_workers{stage="build"} 2.0' in body
+    for stage in STAGES:
+        assert f'storypulse_stage_tasks_queued{{stage="{stage}"}}' in body
+    assert 'storypulse_task_queue_wait_seconds_count{stage="analysis"} 1.0' in body
+    assert 'stage="work"' not in body  # the stages of this workflow only
+    assert server.stop() == 0
