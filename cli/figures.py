@@ -87,6 +87,7 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
     else:
         lines.append("  last resize  none seen yet")
     lines += flow_lines(s)
+    lines += forecast_lines(s)
     lines.append(f"  rates over the last {s.rate_window_s:g} s")
     return lines
 
@@ -124,3 +125,18 @@ def stage_lines(s: protocol.Stats) -> list[str]:
     efficiency = "-" if s.flow_efficiency is None else f"{s.flow_efficiency:.0%}"
     lines.append(f"  flow efficiency {efficiency} · bottleneck {s.bottleneck or 'none'}")
     return lines
+
+
+def forecast_lines(s: protocol.Stats) -> list[str]:
+    """The backlog forecast and the server's own hit rate, on one line."""
+    if s.forecast_open_p85_s is None and s.forecast_hit_rate_p85 is None:
+        return []  # no history yet, or a server without forecasts
+    if s.forecast_open_p85_s is None:
+        when = "backlog: too little history"
+    else:
+        when = (f"backlog of {fmt.count(s.open_stories)} done within p50 {fmt.duration(s.forecast_open_p50_s)}"
+                f" · p85 {fmt.duration(s.forecast_open_p85_s)} · p95 {fmt.duration(s.forecast_open_p95_s)}")
+    rate = s.forecast_hit_rate_p85
+    score = "no forecast scored yet" if rate is None else (
+        f"p85 came true {rate:.0%} of {fmt.count(s.forecast_scored)}")
+    return [f"  forecast {when} · {score}"]

@@ -90,6 +90,9 @@ def server_parser() -> argparse.ArgumentParser:
         help="take the workflow (stages, pools, WIP limits) from a scenario: one that comes "
              "with storypulse (bottleneck, single) or a TOML file; --stage-wip and --wip-limit "
              "override its limits")
+    add("--forecast-history", type=float, metavar="S",
+        help="forecasts resample the stories completed per second over the last S seconds the "
+             f"server ran (default {d['forecast_history']:g})")
     add("--log-level", choices=LOG_LEVELS, help=f"default {d['log_level']}")
     add("--log-format", choices=LOG_FORMATS,
         help="text: a line for people; json: one JSON object a line (time, level, logger, "

@@ -76,6 +76,7 @@ class ServerConfig:
     stages: str | None = None
     stage_wip: str | None = None
     scenario: str | None = None
+    forecast_history: float = 600.0  # seconds of throughput history that forecasts resample
     log_level: str = "info"
     log_format: str = "text"
     # HTTP for operators (server/http.py): /metrics, /livez, /readyz; 0: off
@@ -149,6 +150,8 @@ class ServerConfig:
              f"must be > 0 and <= {protocol.FLOW_WINDOW_MAX_S:g} seconds")
         need(isinstance(self.wip_limit, int) and 0 <= self.wip_limit <= protocol.WIP_LIMIT_MAX,
              "wip_limit", f"must be within 0-{protocol.WIP_LIMIT_MAX} (0: no limit)")
+        need(10 <= self.forecast_history <= 86_400, "forecast_history",
+             "must be within 10-86400 seconds")
         need(str(self.log_level).lower() in LOG_LEVELS, "log_level",
              f"must be one of {', '.join(LOG_LEVELS)}")
         need(self.log_format in LOG_FORMATS, "log_format", f"must be one of {', '.join(LOG_FORMATS)}")

@@ -42,6 +42,7 @@ from .config import HEARTBEAT_LIVENESS, ServerConfig
 from .daemon import Daemon
 from .effects import Resize
 from .faults import RateLimitedLog
+from .forecast_runner import ForecastRunner
 from .pool import Worker
 from .pools import Pools
 from .service import Service
@@ -82,6 +83,7 @@ class Server:
         self.stats_tick = Ticker(config.stats_interval, now)
         self.scale_tick = Ticker(config.scale_interval, now, start_now=True)
         self.beat_tick = Ticker(config.heartbeat, now)
+        self.forecast_runner = ForecastRunner(self.service.forecasts)
 
         # Signals wake the poll through this pair; the handler itself only sets a flag.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -92,6 +94,7 @@ class Server:
         self.poller.register(self.requests, zmq.POLLIN)
         self.poller.register(self.workers, zmq.POLLIN)
         self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self.poller.register(self.forecast_runner.fileno(), zmq.POLLIN)
         self._sentinels: set[int] = set()
         self._started = False  # the pool has been sized once
         self._signals = False  # install_signal_handlers was called
@@ -148,6 +151,7 @@ class Server:
 
     def close(self) -> None:
         self.daemon.close()  # daemon
+        self.forecast_runner.close()
         self.pool.terminate_all()
         self.sockets.close()
         self.store.close()
@@ -177,6 +181,7 @@ class Server:
         # Leases go out before the commit: a Done for them can only be handled in a
         # later turn, after this turn's writes are durable, and the workers start sooner.
         self.service.dispatch(now, wall)
+        self.forecast_runner.turn(self.service, now, self.service.state.open_stories)
         self._carry_out()
         self._settle(now, wall)
         self._timers(now, wall)
@@ -184,7 +189,8 @@ class Server:
         self.daemon.turned()  # daemon: liveness heartbeat and systemd watchdog
 
     def _next_timer(self) -> float:
-        soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at)
+        soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at,
+                      self.forecast_runner.next_at)
         # a worker idle while work may start, a lease to prefetch, a block that ends
         soonest = min(soonest, self.service.next_due(self.clock.monotonic(), self.clock.wall()))
         if self.service.outage is not None:

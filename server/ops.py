@@ -35,6 +35,7 @@ from storypulse.protocol import (
     DeleteStory,
     Empty,
     FlowResult,
+    Forecast,
     GetStory,
     ListStories,
     Ping,
@@ -305,6 +306,16 @@ def set_flow(service: Service, envelope: Envelope, req: SetFlow, now: float,
                                                      in_force if service.staged else None))
 
 
+def forecast(service: Service, envelope: Envelope, req: Forecast, now: float,
+             wall: float) -> None:
+    # Simulated off the loop (forecast_runner.py): the reply comes in a later turn.
+    answer = service.forecasts.ask(req, envelope, now)
+    if isinstance(answer, str):
+        service.group.reply_error(envelope, req.id, BUSY, answer)
+    elif answer is not None:
+        service.group.reply(envelope, req.id, answer)
+
+
 # -- the table -------------------------------------------------------------------------
 Handler = Callable[["Service", Envelope, Any, float, float], None]
 
@@ -334,4 +345,5 @@ OPS: dict[type, Op] = {
     Snapshot: Op(snapshot, always),  # its seq must cover the turn's published events
     SetPool: Op(set_pool),
     SetFlow: Op(set_flow),
+    Forecast: Op(forecast),
 }

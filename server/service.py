@@ -48,6 +48,7 @@ from .effects import Effects, Envelope, Resize
 from .faults import Faults
 from .figures import Figures
 from .metrics import Meters
+from .forecasting import Forecasts
 from .ops import OPS, Invalid, Op
 from .outage import Outage
 from .pool import Lease, Pool, Worker
@@ -78,6 +79,7 @@ class Service:
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
         self.figures = Figures(config, now, len(workflow))
         self.meters = Meters(workflow.names)  # daemon: counts since start and histograms, for /metrics
+        self.forecasts = Forecasts(config.forecast_history, now)  # forecasting.py, forecast_runner.py
         self.effects = Effects()
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit
@@ -141,6 +143,8 @@ class Service:
             # back on the monotonic clock the window expires by
             figures.flow.add(now - (wall - completed), story_id, completed, completed - created,
                              completed - started, work)
+        self.forecasts.restore(self.store.done_per_interval(
+            wall - self.config.forecast_history, self.forecasts.throughput.interval))
         # An open story with nothing left cannot arise from our own writes; repair it anyway
         # (a waiting one is found when the backlog's end is read: see refill).
         empty = [story_id for story_id in startup.open_stories.keys() - by_story.keys()]
@@ -355,6 +359,7 @@ class Service:
             batch.done_stories.append((wall, finished_stories))
             figures.completed_stories += len(finished_stories)
             figures.stories_out.add(now, len(finished_stories))
+            self.forecasts.completed(now, len(finished_stories))
 
     def _started_now(self, task_ids: list[int], wall: float) -> None:
         """A prefetched lease began at `wall`: its tasks, and a story it started, began then."""
@@ -444,8 +449,11 @@ class Service:
 
     def stats(self, now: float, wall: float, seq: int | None = None) -> Stats:
         """The figures now; `seq` defaults to that of the last message numbered for publishing."""
-        return self.figures.stats(now, wall, self.effects.seq if seq is None else seq,
-                                  self.state, self.pools, self.group.outage)
+        stats = self.figures.stats(now, wall, self.effects.seq if seq is None else seq,
+                                   self.state, self.pools, self.group.outage)
+        for name, value in self.forecasts.figures(now).items():  # the forecast_... fields
+            setattr(stats, name, value)
+        return stats
 
     def next_due(self, now: float, wall: float) -> float:
         """When `dispatch` next has something to do (monotonic): now if a stage's worker is idle

@@ -125,6 +125,13 @@ def valid_request(r: random.Random) -> dict:
         if r.random() < 0.4:
             doc["stage_wip_limits"] = r.choice([None, {}, {
                 stage_name(r): r.choice([0, 1, p.WIP_LIMIT_MAX]) for _ in range(r.choice([1, 3]))}])
+    elif op == "forecast":
+        if r.random() < 0.5:
+            doc["stories"] = r.choice([1, 40, p.FORECAST_STORIES_MAX, r.randint(1, 10**6)])
+        else:
+            doc["within_s"] = r.choice([1e-9, 0.5, 60, p.FORECAST_WITHIN_MAX_S])
+        if r.random() < 0.5:
+            doc["trials"] = r.choice([p.FORECAST_TRIALS_MIN, p.FORECAST_TRIALS_MAX, 1000])
     return doc
 
 
@@ -165,6 +172,10 @@ def stats(r: random.Random) -> p.Stats:
              "stages": [stage_stats(r, count) for _ in range(r.choice([0, 1, 3, p.STAGES_MAX]))],
              "tasks_blocked": count(), "flow_efficiency": r.choice([None, 0.0, 0.5, 1.0]),
              "bottleneck": r.choice([None, stage_name(r)]),
+             "forecast_open_p50_s": maybe(), "forecast_open_p85_s": maybe(),
+             "forecast_open_p95_s": maybe(), "forecast_hit_rate_p50": r.choice([None, 0.0, 0.5, 1.0]),
+             "forecast_hit_rate_p85": r.choice([None, 0.85]), "forecast_hit_rate_p95": r.choice([None, 1.0]),
+             "forecast_scored": count(),
              } if r.random() < 0.5 else {}  # else as an older server sends it
     return p.Stats(seq=count(), ts=ts(r), stories_produced_per_s=rate(), stories_completed_per_s=rate(),
                    open_stories=count(), completed_stories=count(), tasks_produced_per_s=rate(),
@@ -212,6 +223,18 @@ def valid_result(r: random.Random, op: str) -> Any:
                        for _ in range(r.choice([0, 2]))]
         return p.SnapshotResult(r.randint(0, 10**9), stats(r), [stats(r) for _ in range(r.choice([0, 3]))],
                                 completions)
+    if op == "forecast":
+        when = r.random() < 0.5
+        pick = lambda *values: r.choice(values)  # noqa: E731
+        return p.ForecastResult(
+            stories=pick(1, p.FORECAST_STORIES_MAX) if when else None,
+            within_s=None if when else pick(0.5, p.FORECAST_WITHIN_MAX_S),
+            p50_s=pick(None, 0.0, 1e300) if when else None, p85_s=pick(None, 3.5) if when else None,
+            p95_s=pick(None, 1e300) if when else None,
+            stories_p50=None if when else pick(None, 0, 2**62), stories_p85=None if when else pick(None, 7),
+            stories_p95=None if when else pick(None, 0), method=pick(None, "simulated", "normal"),
+            trials=pick(0, p.FORECAST_TRIALS_MAX), history_s=pick(0.0, 600.0), samples=pick(0, 600),
+            interval_s=1.0, completions=pick(0, 2**62), reason=pick(None, text(r, 0, 80)))
     if op == "set_flow":
         return p.FlowResult(r.randint(0, p.WIP_LIMIT_MAX), r.choice([0.001, 60.0, p.FLOW_WINDOW_MAX_S]),
                             r.choice([None, {stage_name(r): r.randint(0, p.WIP_LIMIT_MAX)}]))

@@ -399,6 +399,19 @@ class Store(ABC):
         return [row[0] for row in self._read(
             "SELECT id FROM story WHERE status = 'open' ORDER BY id", ()).fetchall()]
 
+    # The interval of a completion time, as a whole number: SQLite's CAST truncates (the
+    # floor, for times after 1970); PostgreSQL's rounds, so its backend says FLOOR.
+    INTERVAL_OF: ClassVar[str] = "CAST(completed_at / {p} AS INTEGER)"
+
+    def done_per_interval(self, since: float, interval_s: float) -> list[tuple[int, int]]:
+        """(floor(completed_at / interval_s), stories) of the intervals since `since` (wall
+        clock) in which stories were completed, oldest first: the forecasts' throughput history."""
+        p = self.p
+        rows = self._read(
+            f"SELECT {self.INTERVAL_OF.format(p=p)} AS b, COUNT(*) FROM story "
+            f"WHERE status = 'done' AND completed_at >= {p} GROUP BY b ORDER BY b", (interval_s, since))
+        return [(int(b), int(n)) for b, n in rows]
+
     # -- failures -------------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> Unavailable:
         """Leave the connection usable for the next try and say in words what went wrong."""

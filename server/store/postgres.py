@@ -37,6 +37,7 @@ TASK_FILLFACTOR = 50
 class PostgresStore(Store):
     title = "PostgreSQL"
     database_class = peewee.PostgresqlDatabase
+    INTERVAL_OF = "FLOOR(completed_at / {p})"
 
     @classmethod
     def connect(cls, spec: str | None, durability: str) -> peewee.Database:
