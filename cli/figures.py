@@ -111,6 +111,22 @@ def flow_lines(s: protocol.Stats) -> list[str]:
     ]
 
 
+def stage_lines(s: protocol.Stats) -> list[str]:
+    """A line per stage of a workflow, then flow efficiency and the bottleneck; nothing from a
+    server with one stage (or none: an older one)."""
+    if len(s.stages) < 2:
+        return []
+    width = max(len(st.name) for st in s.stages)
+    lines = [f"  {st.name:<{width}}  {fmt.count(st.stories)} stories"
+             + (f" (limit {st.wip_limit})" if st.wip_limit else "")
+             + f" · workers {st.workers_busy}/{st.workers} busy ({st.min_workers}-{st.max_workers})"
+             + f" · {fmt.count(st.tasks_ready)} ready · {fmt.count(st.tasks_blocked)} blocked"
+             for st in s.stages]
+    efficiency = "-" if s.flow_efficiency is None else f"{s.flow_efficiency:.0%}"
+    lines.append(f"  flow efficiency {efficiency} · bottleneck {s.bottleneck or 'none'}")
+    return lines
+
+
 def forecast_lines(s: protocol.Stats) -> list[str]:
     """The backlog forecast and the server's own hit rate, on one line."""
     if s.forecast_open_p85_s is None and s.forecast_hit_rate_p85 is None:

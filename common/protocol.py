@@ -332,12 +332,15 @@ class StoryEvent(Struct, kw_only=True):
     cycle_time_s: float | None = None  # "completed" only
 
 
-class PoolEvent(Struct, kw_only=True):
+class PoolEvent(Struct, kw_only=True, omit_defaults=True):
     seq: int
     ts: Timestamp
     old_size: int
     new_size: int
     reason: str
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # whose pool, on a server with several stages
+    # -- end workflow stages --
 
 
 class Completion(Struct):
@@ -403,6 +406,9 @@ RESULT_TYPES: dict[str, type] = {
 class Ready(Struct, tag="ready", tag_field="type"):
     pid: int
     host: str = ""
+    # -- workflow stages (issue 16) --
+    stage: StageName | None = None  # the stage it serves (a worker host's --stage); None: the first
+    # -- end workflow stages --
 
 
 class Done(Struct, tag="done", tag_field="type"):
@@ -420,8 +426,10 @@ class Work(Struct, tag="work", tag_field="type"):
     time_scale: float
 
 
-class Stop(Struct, tag="stop", tag_field="type"):
-    pass
+class Stop(Struct, tag="stop", tag_field="type", omit_defaults=True):
+    # -- workflow stages (issue 16) --
+    reason: str = ""  # why, when the server refuses the worker (a stage it does not have)
+    # -- end workflow stages --
 
 
 WorkerMessage = Union[Ready, Done, Heartbeat]
