@@ -87,6 +87,7 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
     else:
         lines.append("  last resize  none seen yet")
     lines += flow_lines(s)
+    lines += forecast_lines(s)
     lines.append(f"  rates over the last {s.rate_window_s:g} s")
     return lines
 
@@ -108,3 +109,34 @@ def flow_lines(s: protocol.Stats) -> list[str]:
         f" · mean {fmt.duration(s.lead_time_mean_s)}",
         f"  cycle    {times(s.cycle_time_p50_s, s.cycle_time_p85_s, s.cycle_time_p95_s)}",
     ]
+
+
+def stage_lines(s: protocol.Stats) -> list[str]:
+    """A line per stage of a workflow, then flow efficiency and the bottleneck; nothing from a
+    server with one stage (or none: an older one)."""
+    if len(s.stages) < 2:
+        return []
+    width = max(len(st.name) for st in s.stages)
+    lines = [f"  {st.name:<{width}}  {fmt.count(st.stories)} stories"
+             + (f" (limit {st.wip_limit})" if st.wip_limit else "")
+             + f" · workers {st.workers_busy}/{st.workers} busy ({st.min_workers}-{st.max_workers})"
+             + f" · {fmt.count(st.tasks_ready)} ready · {fmt.count(st.tasks_blocked)} blocked"
+             for st in s.stages]
+    efficiency = "-" if s.flow_efficiency is None else f"{s.flow_efficiency:.0%}"
+    lines.append(f"  flow efficiency {efficiency} · bottleneck {s.bottleneck or 'none'}")
+    return lines
+
+
+def forecast_lines(s: protocol.Stats) -> list[str]:
+    """The backlog forecast and the server's own hit rate, on one line."""
+    if s.forecast_open_p85_s is None and s.forecast_hit_rate_p85 is None:
+        return []  # no history yet, or a server without forecasts
+    if s.forecast_open_p85_s is None:
+        when = "backlog: too little history"
+    else:
+        when = (f"backlog of {fmt.count(s.open_stories)} done within p50 {fmt.duration(s.forecast_open_p50_s)}"
+                f" · p85 {fmt.duration(s.forecast_open_p85_s)} · p95 {fmt.duration(s.forecast_open_p95_s)}")
+    rate = s.forecast_hit_rate_p85
+    score = "no forecast scored yet" if rate is None else (
+        f"p85 came true {rate:.0%} of {fmt.count(s.forecast_scored)}")
+    return [f"  forecast {when} · {score}"]

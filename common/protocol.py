@@ -120,7 +120,50 @@ class SetFlow(_Request, tag="set_flow", kw_only=True):
     # -- end workflow stages --
 
 
-Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool, SetFlow]
+# -- forecasts (docs/forecasts.md) -------------------------------------------
+FORECAST_STORIES_MAX = 1_000_000_000  # "when will N more be done": N at most
+FORECAST_WITHIN_MAX_S = 31_536_000.0  # "how many within T": T at most a year
+FORECAST_TRIALS_MIN = 100
+FORECAST_TRIALS_MAX = 100_000
+FORECAST_TRIALS_DEFAULT = 10_000
+
+
+class Forecast(_Request, tag="forecast", kw_only=True):
+    """Exactly one of `stories` (when will N more be done?) and `within_s` (how many in T?)."""
+
+    stories: Annotated[int, Meta(ge=1, le=FORECAST_STORIES_MAX)] | None = None
+    within_s: Annotated[float, Meta(gt=0, le=FORECAST_WITHIN_MAX_S)] | None = None
+    trials: Annotated[int, Meta(ge=FORECAST_TRIALS_MIN, le=FORECAST_TRIALS_MAX)] = FORECAST_TRIALS_DEFAULT
+
+    def __post_init__(self) -> None:
+        if (self.stories is None) == (self.within_s is None):
+            given = "neither" if self.stories is None else "both"
+            raise ValueError(f"`stories` or `within_s`: exactly one of the two is needed, {given} given")
+
+
+class ForecastResult(Struct, kw_only=True):
+    """The answer to `forecast`, with what it was based on. Percentiles null (and `reason`
+    set) when the history cannot answer; the pair for the other question is always null."""
+
+    stories: int | None  # the question, echoed
+    within_s: float | None
+    p50_s: float | None = None  # seconds from now by which `stories` are done, 50/85/95 % sure
+    p85_s: float | None = None
+    p95_s: float | None = None
+    stories_p50: int | None = None  # at least this many done within `within_s`, 50/85/95 % sure
+    stories_p85: int | None = None
+    stories_p95: int | None = None
+    method: Literal["simulated", "normal"] | None = None
+    trials: int = 0  # trials simulated (0 for the normal method: no draws)
+    history_s: float = 0.0  # seconds of throughput history resampled
+    samples: int = 0  # intervals in it
+    interval_s: float = 1.0  # length of one
+    completions: int = 0  # stories completed in it
+    reason: str | None = None  # why the percentiles are null
+
+
+Request = Union[Ping, CreateStory, DeleteStory, GetStory, ListStories, Snapshot, SetPool, SetFlow,
+                Forecast]
 OPS = tuple(t.__struct_config__.tag for t in Request.__args__)
 
 
@@ -270,6 +313,17 @@ class Stats(Struct, kw_only=True):
     flow_efficiency: float | None = None
     bottleneck: str | None = None  # the stage with the longest wait_s; null when none waits
     # -- end workflow stages --
+    # Forecasts (docs/forecasts.md): seconds from `ts` until as many more stories are done as
+    # are open now (0 with none open; null without throughput history), and how often the
+    # server's own recorded backlog forecasts came true at each level (null until one matured);
+    # forecast_scored: how many matured at p85.
+    forecast_open_p50_s: float | None = None
+    forecast_open_p85_s: float | None = None
+    forecast_open_p95_s: float | None = None
+    forecast_hit_rate_p50: float | None = None
+    forecast_hit_rate_p85: float | None = None
+    forecast_hit_rate_p95: float | None = None
+    forecast_scored: int = 0
 
 
 class StoryEvent(Struct, kw_only=True):
@@ -281,12 +335,15 @@ class StoryEvent(Struct, kw_only=True):
     cycle_time_s: float | None = None  # "completed" only
 
 
-class PoolEvent(Struct, kw_only=True):
+class PoolEvent(Struct, kw_only=True, omit_defaults=True):
     seq: int
     ts: Timestamp
     old_size: int
     new_size: int
     reason: str
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # whose pool, on a server with several stages
+    # -- end workflow stages --
 
 
 class Completion(Struct):
@@ -344,6 +401,7 @@ RESULT_TYPES: dict[str, type] = {
     "snapshot": SnapshotResult,
     "set_pool": PoolResult,
     "set_flow": FlowResult,
+    "forecast": ForecastResult,
 }
 
 
@@ -351,6 +409,9 @@ RESULT_TYPES: dict[str, type] = {
 class Ready(Struct, tag="ready", tag_field="type"):
     pid: int
     host: str = ""
+    # -- workflow stages (issue 16) --
+    stage: StageName | None = None  # the stage it serves (a worker host's --stage); None: the first
+    # -- end workflow stages --
 
 
 class Done(Struct, tag="done", tag_field="type"):
@@ -368,8 +429,10 @@ class Work(Struct, tag="work", tag_field="type"):
     time_scale: float
 
 
-class Stop(Struct, tag="stop", tag_field="type"):
-    pass
+class Stop(Struct, tag="stop", tag_field="type", omit_defaults=True):
+    # -- workflow stages (issue 16) --
+    reason: str = ""  # why, when the server refuses the worker (a stage it does not have)
+    # -- end workflow stages --
 
 
 WorkerMessage = Union[Ready, Done, Heartbeat]

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from storypulse.endpoints import parse_server
 
@@ -111,12 +112,25 @@ def demo_command(argv: list[str]) -> int:
                         help=f"tasks per story, A-B (default {span(DEFAULTS.tasks)})")
     parser.add_argument("--estimate-ms", default=span(DEFAULTS.estimate_ms),
                         help=f"task estimates in ms, A-B (default {span(DEFAULTS.estimate_ms)})")
-    parser.add_argument("--max-workers", type=int, default=16, help="upper bound of the server's pool (default 16)")
+    parser.add_argument("--max-workers", type=int, help="upper bound of the server's pool (default 16)")
+    parser.add_argument("--scenario", metavar="NAME-or-FILE",
+                        help="the server it starts runs this scenario's workflow (stages, pools, WIP "
+                             "limits): bottleneck, single, or a TOML file; not with --max-workers")
     _common_options(parser)
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:
         parser.error("--screenshot needs --quit-after")
-    from storypulse import loadgen, protocol
+    from storypulse import loadgen, protocol, scenario
+
+    if args.scenario is not None:
+        if args.max_workers is not None:
+            parser.error("--max-workers with --scenario: the scenario's stages have their own pools")
+        try:
+            scenario.load(args.scenario)  # refused here, naming the line, not in the server's log
+        except scenario.ScenarioError as exc:
+            parser.error(f"--scenario: {exc}")
+        if Path(args.scenario).is_file():
+            args.scenario = str(Path(args.scenario).resolve())
 
     try:
         tasks = loadgen.parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
@@ -134,8 +148,9 @@ def demo_command(argv: list[str]) -> int:
     from .demo import run_demo
 
     return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
-                    max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings,
-                    screenshot=args.screenshot, tab=args.tab, theme=args.theme)
+                    max_workers=args.max_workers or 16, quit_after=args.quit_after,
+                    settings_file=args.settings, screenshot=args.screenshot, tab=args.tab,
+                    theme=args.theme, scenario=args.scenario)
 
 
 def main() -> int:  # `python -m storypulse.desktop`

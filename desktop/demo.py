@@ -40,8 +40,11 @@ def server_answers(endpoints: Endpoints, timeout: float = 0.5) -> bool:
         return False
 
 
-def start_server(port: int, db: str | None, max_workers: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "storypulse.server", "--port", str(port), "--max-workers", str(max_workers)]
+def start_server(port: int, db: str | None, max_workers: int, log_path: Path,
+                 scenario: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "storypulse.server", "--port", str(port)]
+    # A scenario's stages bring their own pool bounds.
+    command += ["--scenario", scenario] if scenario else ["--max-workers", str(max_workers)]
     if db:
         command += ["--db", db]
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], estimates: tuple[int, int],
              max_workers: int, quit_after: float | None, settings_file: str | None,
-             screenshot: str | None = None, tab: str | None = None, theme: str | None = None) -> int:
+             screenshot: str | None = None, tab: str | None = None, theme: str | None = None,
+             scenario: str | None = None) -> int:
     from .app import run_app
 
     endpoints = Endpoints("127.0.0.1", port)
@@ -94,7 +98,7 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
         print(f"storypulse demo: using the server already answering on {endpoints}", file=sys.stderr)
     else:
         log_path = Path(platformdirs.user_log_dir("storypulse")) / "demo-server.log"
-        proc = start_server(port, db, max_workers, log_path)
+        proc = start_server(port, db, max_workers, log_path, scenario)
         print(f"storypulse demo: started a server (pid {proc.pid}) on {endpoints} (log: {log_path})",
               file=sys.stderr)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -30,6 +30,7 @@ from storypulse.format import duration
 from . import theme
 from .aging import AgingChart, aging_text
 from .annotations import ChartNotes
+from .burnup import BurnUp
 from .cards import BigNumber, Card
 from .chart_items import (
     Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, legend_title, name_chart, scroll_chart, theme_chart,
@@ -195,6 +196,10 @@ class FlowTab(QWidget):
         for i in (0, 1):
             grid.setColumnStretch(i, 1)  # equal widths, whatever the titles
             grid.setRowStretch(i, 1)
+        # the forecast (burnup.py): a row of its own under the four charts
+        self.burnup = BurnUp(self.buffer, self.clock, window=lambda: self.window_s, paused=lambda: self.paused)
+        grid.addWidget(self.burnup, 2, 0, 1, 2)
+        grid.setRowStretch(2, 1)
 
         self.readout = readout_label(format_littles(None))
         live_layout(self, numbers_row, self.chart_area, self.readout).insertWidget(1, self.stage_strip)

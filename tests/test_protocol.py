@@ -138,7 +138,8 @@ def test_limits_table_matches_the_code():
     limits = {"MAX_FRAME_BYTES", "NAME_MAX", "DESCRIPTION_MAX", "TASKS_MAX", "ESTIMATE_MS_MAX",
               "LIST_LIMIT_MAX", "HISTORY_SECONDS_MAX", "WORKERS_MAX", "ID_MAX", "CORRELATION_MAX",
               "WIP_LIMIT_MAX", "FLOW_WINDOW_MAX_S", "COMPLETIONS_MAX",
-              "MAX_DEPTH", "MESSAGE_MAX", "TIMESTAMP_MAX", "STAGES_MAX", "STAGE_NAME_MAX"}
+              "MAX_DEPTH", "MESSAGE_MAX", "TIMESTAMP_MAX", "STAGES_MAX", "STAGE_NAME_MAX",
+              "FORECAST_STORIES_MAX", "FORECAST_WITHIN_MAX_S", "FORECAST_TRIALS_MIN", "FORECAST_TRIALS_MAX"}
     assert set(table) == limits
     for name, value in table.items():
         assert getattr(protocol, name) == value, name
