@@ -18,7 +18,7 @@ from storypulse.client import RequestError
 from storypulse.desktop.dashboard import format_figure
 from storypulse.desktop.feed import CONNECTED, RECONNECTING
 from storypulse.desktop.window import MainWindow
-from support import REPO, ServerProcess, wait_for
+from support import REPO, ServerProcess, free_port_block, wait_for
 
 COUNTS = ("open_stories", "completed_stories")
 
@@ -275,8 +275,6 @@ def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:
 def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
     from storypulse.endpoints import Endpoints
     from storypulse.desktop.demo import server_answers
-    from support import free_port_block
-
     port = free_port_block()
     db = tmp_path / "demo.db"
     done = _demo(tmp_path, port, "--db", str(db), "--estimate-ms", "0-50")
@@ -291,6 +289,27 @@ def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
             assert client.list_stories(limit=1).total > 0
     finally:
         check.stop()
+
+
+def test_demo_with_a_scenario_runs_its_workflow_and_simulates_its_load(tmp_path):
+    port = free_port_block()
+    db = tmp_path / "demo.db"
+    done = _demo(tmp_path, port, "--db", str(db), "--scenario", "bottleneck")
+    assert done.returncode == 0, done.stderr
+    assert QSettings(str(tmp_path / "demo.ini"), QSettings.Format.IniFormat).value("simulator/scenario") == \
+        "bottleneck"
+    check = ServerProcess(db, extra=["--scenario", "bottleneck"])  # the same workflow, or it would refuse
+    check.start()
+    try:
+        with check.client() as client:
+            page = client.list_stories(limit=20)
+            assert page.total > 0
+            stages = {task.stage for story in page.stories for task in client.get_story(story.story_id).tasks}
+        assert stages == {"analysis", "build", "test"}  # the scenario's per-stage load, not one range
+    finally:
+        check.stop()
+    refused = _demo(tmp_path, port, "--scenario", "bottleneck", "--tasks", "1-2")
+    assert refused.returncode == 2 and "--tasks: the scenario sets each stage's tasks" in refused.stderr
 
 
 def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_path):
