@@ -137,4 +137,4 @@ def pool_detail(stage) -> str:
 def stories_text(stage) -> str:
     """The stories in a stage against its WIP limit."""
     limit = f" / {stage.wip_limit:,}" if stage.wip_limit else ""
-    return f"{stage.stories:,}{limit} stories"
+    return f"{stage.stories:,}{limit} " + ("story" if stage.stories == 1 and not stage.wip_limit else "stories")

@@ -125,6 +125,8 @@ def test_the_figures_read_short_with_the_detail_apart():
     assert pool_text(stage("build")) == "1/2 busy · 5 queued"
     assert stories_text(stage("build", 3, wip_limit=4)) == "3 / 4 stories"
     assert stories_text(stage("build", 3)) == "3 stories"
+    assert stories_text(stage("build", 1)) == "1 story" and stories_text(stage("build", 1, wip_limit=2)) == \
+        "1 / 2 stories"
 
 
 @pytest.mark.parametrize("count", [2, 3, 16])
