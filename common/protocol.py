@@ -212,6 +212,9 @@ class StoryView(Struct, omit_defaults=True):
     # -- workflow stages (issue 16) --
     stage: str | None = None  # the stage it counts in (from its first task there until its next stage starts)
     blocked_ms: int | None = None  # the blocks of its tasks, summed; left out when none
+    # while open: the latest end of a block of its tasks that has started (left out when none has);
+    # while it is in the future the story is blocked (the desktop's aging chart marks it)
+    blocked_until: Timestamp | None = None
     # -- end workflow stages --
 
 

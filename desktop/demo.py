@@ -27,6 +27,8 @@ import platformdirs
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
 
+from .simulator_settings import DEFAULTS
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
@@ -86,7 +88,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], estimates: tuple[int, int],
+def run_demo(*, port: int, db: str | None, rate: float | None, tasks: tuple[int, int], estimates: tuple[int, int],
              max_workers: int, quit_after: float | None, settings_file: str | None,
              screenshot: str | None = None, tab: str | None = None, theme: str | None = None,
              scenario: str | None = None) -> int:
@@ -113,8 +115,11 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
                       file=sys.stderr)
                 return 1
     try:
+        # With a scenario the simulator runs its load (at --rate if given); else the one range.
+        simulate = {"scenario": scenario, "rate": rate} if scenario else \
+            {"rate": DEFAULTS.rate if rate is None else rate, "tasks": tasks, "estimate_ms": estimates}
         return run_app(server=str(endpoints), quit_after=quit_after, settings_file=settings_file, screenshot=screenshot,
-                       simulate={"rate": rate, "tasks": tasks, "estimate_ms": estimates}, tab=tab, theme=theme)
+                       simulate=simulate, tab=tab, theme=theme)
     finally:
         if proc is not None:
             code = stop_server(proc)

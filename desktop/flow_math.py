@@ -244,7 +244,7 @@ def oldest_page(total_open: int, limit: int = AGING_LIMIT) -> tuple[int, int]:
     return max(0, total_open - limit), limit
 
 
-WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns
+WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns (with a workflow: 1 + the stage's index)
 
 
 def jitter(story_ids: np.ndarray, width: float = 0.7) -> np.ndarray:
@@ -272,6 +272,11 @@ class Aging:
     at_risk: np.ndarray  # older than the p85 lead time
     p85_s: float | None
     now: float
+    blocked: np.ndarray | None = None  # blocked now (a block of its tasks ends after `now`)
+
+    @property
+    def blocked_ids(self) -> list[int]:
+        return [] if self.blocked is None else [int(i) for i in self.story_ids[self.blocked]]
 
     @property
     def risky_ids(self) -> list[int]:
@@ -280,11 +285,19 @@ class Aging:
         return [int(i) for i in self.story_ids[self.at_risk][order]]
 
 
-def aging(stories: Sequence, now: float, p85_s: float | None) -> Aging:
-    """Where each open story stands: waiting (no task started) or in progress, and how old it is."""
+def aging(stories: Sequence, now: float, p85_s: float | None, stages: Sequence[str] = ()) -> Aging:
+    """Where each open story stands: waiting (no task started) or in progress, and how old it is.
+
+    With a workflow (`stages`, in order) a story in progress stands in the column of
+    the stage it counts in (a stage the list does not know: the first).
+    """
     ids = np.array([s.story_id for s in stories], dtype=np.int64)
     started = np.array([s.started_at is not None or s.tasks_done > 0 for s in stories], dtype=bool)
     age = np.maximum(0.0, now - np.array([s.created_at for s in stories], dtype=float))
     column = np.where(started, IN_PROGRESS, WAITING).astype(float)
+    if stages:
+        place = {name: i for i, name in enumerate(stages)}
+        column += np.array([place.get(getattr(s, "stage", None), 0) for s in stories], dtype=float) * started
+    until = np.array([getattr(s, "blocked_until", None) or 0.0 for s in stories], dtype=float)
     limit = p85_s if p85_s is not None and math.isfinite(p85_s) else math.inf
-    return Aging(ids, column + jitter(ids), age, age > limit, p85_s, now)
+    return Aging(ids, column + jitter(ids), age, age > limit, p85_s, now, until > now)

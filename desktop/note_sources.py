@@ -1,7 +1,9 @@
 """Where the app's annotations come from: its own actions, and what the stream it receives shows.
 
-- its own actions: the simulator started, stopped or changed rate; a WIP
-  limit or pool bounds set from this app (once the server took them);
+- its own actions: the simulator started, stopped, changed rate or took a
+  scenario's load; a WIP
+  limit (the system's or a stage's) or pool bounds (a stage's) set from this
+  app (once the server took them);
 - the stream: the pool's resizes (the `pool` topic, with the autoscaler's
   reason, or new bounds set by any client) and the database turning
   unavailable and back (the `database`
@@ -99,10 +101,19 @@ class NoteSources(QObject):
             self._rate_noted = self._rate
             self._add("simulator", f"rate now {self._rate:g} stories/s")
 
+    @Slot(str)
+    def simulator_scenario(self, name: str) -> None:
+        self._add("scenario", f"simulator load: scenario {name}" if name else "simulator load: one range, no stages")
+
     @Slot(int)
     def wip_limit_set(self, limit: int) -> None:
         self._add("limit", f"WIP limit set to {limit:,}" if limit else "WIP limit lifted")
 
-    @Slot(int, int)
-    def pool_bounds_set(self, low: int, high: int) -> None:
-        self._add("pool", f"bounds set to {low}–{high} workers")
+    @Slot(str, int)
+    def stage_limit_set(self, stage: str, limit: int) -> None:
+        self._add("limit", f"WIP limit of {stage} set to {limit:,}" if limit else f"WIP limit of {stage} lifted")
+
+    @Slot(int, int, str)
+    def pool_bounds_set(self, low: int, high: int, stage: str = "") -> None:
+        whose = f"pool of {stage}: " if stage else ""
+        self._add("pool", f"{whose}bounds set to {low}–{high} workers")

@@ -204,7 +204,7 @@ def story_view(r: random.Random, with_tasks: bool) -> p.StoryView:
     return p.StoryView(r.randint(1, p.ID_MAX), text(r, 1, 30), text(r, 0, 30), r.choice(["open", "done"]),
                        ts(r), r.randint(1, 500), r.randint(0, 500), r.choice([None, ts(r)]), tasks,
                        r.choice([None, ts(r)]), r.choice([None, 0.5]), r.choice([None, 1e300]),
-                       r.choice([None, stage_name(r)]), r.choice([None, 1, 2**40]))
+                       r.choice([None, stage_name(r)]), r.choice([None, 1, 2**40]), r.choice([None, ts(r)]))
 
 
 def valid_result(r: random.Random, op: str) -> Any:
