@@ -211,7 +211,7 @@ def get_story(service: Service, envelope: Envelope, req: GetStory, now: float,
 
 def story_view(service: Service, row: tuple) -> StoryView:
     story_id, name, description, status, created, completed, total, started, stage, block = row
-    lead = cycle = None
+    lead = cycle = blocked_until = None
     if status == "done":
         done = total
         lead = completed - created
@@ -223,11 +223,12 @@ def story_view(service: Service, row: tuple) -> StoryView:
         if story is not None:
             started = story.started_at  # memory is ahead of the row for a prefetched lease
             stage = story.counted.name if story.counted is not None else None
+            blocked_until = story.blocked_until
         elif started is not None:
             stage = stage or service.stage_names[0]  # stored without a name: one stage
     return StoryView(story_id, name, description, status, created, total, done, completed,
                      started_at=started, lead_time_s=lead, cycle_time_s=cycle, stage=stage,
-                     blocked_ms=block or None)
+                     blocked_ms=block or None, blocked_until=blocked_until)
 
 
 def list_stories(service: Service, envelope: Envelope, req: ListStories, now: float,

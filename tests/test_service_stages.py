@@ -144,6 +144,9 @@ def test_a_blocked_task_frees_its_worker_another_story_moves_and_it_returns_firs
     view = b.story(1, 0.0)
     assert view["stage"] == "build" and view["blocked_ms"] == 2000
     assert view["tasks"][0]["blocked_until"] == WALL + 2.0 and view["tasks"][0]["state"] == "queued"
+    assert view["blocked_until"] == WALL + 2.0  # the story too: the aging chart marks it
+    listed = b.request({"op": "list_stories", "status": "open"}, 0.0).result["stories"]
+    assert [(v["story_id"], v.get("blocked_until")) for v in listed] == [(2, None), (1, WALL + 2.0)]
     build = b.stage(0.5, "build")
     assert (build.tasks_blocked, build.tasks_running, build.stories) == (1, 1, 2)
     assert b.stats(0.5).tasks_blocked == 1
@@ -246,6 +249,7 @@ def test_a_restart_keeps_blocks_and_stages_and_refuses_another_workflow(board):
     assert b.story(1, 0.2)["tasks"][1]["blocked_until"] == WALL + 5.2
 
     b.restart()  # b1's lease is lost
+    assert b.story(1, 0.3)["blocked_until"] == WALL + 5.2  # read back with its task
     s = b.stats(0.3)
     assert (s.open_stories, s.stories_in_progress, s.tasks_blocked, s.tasks_queued) == (1, 1, 1, 1)
     assert [(st.name, st.stories, st.tasks_blocked, st.tasks_ready) for st in s.stages] == [
