@@ -304,7 +304,7 @@ class FlowTab(QWidget):
             self.buffer.extend(snap.history)
             self.buffer.append(snap.stats)
             for stats in (*snap.history, snap.stats):
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             if snap.completions:
                 self.coverage.saw_completion(snap.completions[0].completed_at)
             self.completions.merge_snapshot(snap.completions)
@@ -313,7 +313,7 @@ class FlowTab(QWidget):
         if batch.stats:
             self.buffer.extend(batch.stats)
             for stats in batch.stats:
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             self._take_stats(batch.stats[-1])
             self._dirty = True
         done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events
