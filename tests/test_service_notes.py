@@ -8,28 +8,13 @@ with every other event, and ride in the snapshot so that a late joiner sees it.
 
 from __future__ import annotations
 
-import pytest
-
 import drive
 from storypulse import protocol
 from storypulse.server.config import ServerConfig
 from storypulse.server.pools import Pools
 from storypulse.server.service import Service
 from storypulse.server.store import Store
-from test_service_stages import STAGES, WALL, Board
-
-
-@pytest.fixture
-def board(tmp_path):
-    made: list[Board] = []
-
-    def make(stages: str | None = STAGES, **options) -> Board:
-        made.append(Board(tmp_path / f"notes-{len(made)}.db", stages, **options))
-        return made[-1]
-
-    yield make
-    for b in made:
-        b.store.close()
+from test_service_stages import WALL, Board, board  # noqa: F401 (board: the fixture)
 
 
 def send(b: Board, body: dict, now: float) -> drive.Out:
