@@ -267,7 +267,8 @@ def main() -> int:
         from storypulse.desktop.annotations import Note
 
         def note(at: float, i: int) -> None:
-            window.notes.add(Note(at, ("simulator", "limit", "pool", "outage")[i % 4], f"bench note {i}"))
+            kind = ("simulator", "wip_limit", "pool_bounds", "outage_began")[i % 4]
+            window.notes.add(Note(at, kind, f"bench note {i}", "app" if kind == "simulator" else "server"))
 
         started = time.time()
         for i in range(args.notes):  # over the window, as if the app had been running

@@ -34,6 +34,7 @@ CORRELATION_MAX = 128  # characters in a string correlation id
 WIP_LIMIT_MAX = 100_000  # stories in progress at once, at most, when a limit is set
 FLOW_WINDOW_MAX_S = 86_400.0  # lead and cycle times are taken over at most a day
 COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
+NOTES_MAX = 100  # recent notes a snapshot carries
 MAX_DEPTH = 32  # levels of JSON nesting in any frame; deeper is refused before it is parsed
 MESSAGE_MAX = 1_000  # characters of an error message (msgspec's can quote a whole field name)
 TIMESTAMP_MAX = 32_503_680_000  # 3000-01-01: a later time from a server is broken, not news
@@ -324,6 +325,9 @@ class Stats(Struct, kw_only=True):
     forecast_hit_rate_p85: float | None = None
     forecast_hit_rate_p95: float | None = None
     forecast_scored: int = 0
+    # Of the flow window, the seconds the server has counted completions for (less than
+    # flow_window_s while it fills after a start or a longer window); null from older servers.
+    flow_window_covered_s: float | None = None
 
 
 class StoryEvent(Struct, kw_only=True):
@@ -346,6 +350,35 @@ class PoolEvent(Struct, kw_only=True, omit_defaults=True):
     # -- end workflow stages --
 
 
+# -- notes: what changed how the server works, for markers on charts (docs/protocol.md) --
+NOTE_KINDS = ("started", "restored", "wip_limit", "stage_wip_limit", "flow_window", "pool_bounds",
+              "outage_began", "outage_ended")  # a newer server may add kinds: show them as text
+NoteValue = Union[int, float, list[int]]
+
+
+class NoteEvent(Struct, kw_only=True, omit_defaults=True):
+    seq: int
+    ts: Timestamp
+    kind: Annotated[str, Meta(max_length=32)]  # one of NOTE_KINDS
+    text: str  # one line for people
+    stage: str | None = None  # stage_wip_limit; pool_bounds on a server with several stages
+    old: NoteValue | None = None  # the setting before and after it changed ([min, max]: pool_bounds)
+    new: NoteValue | None = None
+    cause: str | None = None  # outage_began
+    lasted_s: float | None = None  # outage_ended
+    stages: list[str] | None = None  # started, restored: the workflow's stages in order
+    scenario: str | None = None  # started, restored: the scenario the workflow came from
+
+
+class OtherEvent(Struct):
+    """An event of a topic this client does not know (a newer server's): only its seq and ts,
+    so that a client counts its number instead of taking it for a lost message."""
+
+    seq: int
+    ts: Timestamp
+    topic: str = ""
+
+
 class Completion(Struct):
     """A recently completed story, for the lead-time chart of a client that joins late."""
 
@@ -361,15 +394,19 @@ class SnapshotResult(Struct):
     history: list[Stats]  # one entry a second, oldest first
     # the stories completed in the flow window, oldest first, at most COMPLETIONS_MAX
     completions: list[Completion] = []
+    # the newest notes, oldest first, at most NOTES_MAX; null from a server older than notes
+    notes: list[NoteEvent] | None = None
 
 
 TOPIC_STATS = b"stats"
 TOPIC_STORY = b"story"
 TOPIC_POOL = b"pool"
+TOPIC_NOTE = b"note"
 EVENT_TYPES: dict[bytes, type] = {
     TOPIC_STATS: Stats,
     TOPIC_STORY: StoryEvent,
     TOPIC_POOL: PoolEvent,
+    TOPIC_NOTE: NoteEvent,
 }
 
 
@@ -447,6 +484,7 @@ _worker_decoder = msgspec.json.Decoder(WorkerMessage)
 _to_worker_decoder = msgspec.json.Decoder(ServerToWorker)
 _reply_decoder = msgspec.json.Decoder(Reply)
 _event_decoders = {topic: msgspec.json.Decoder(t) for topic, t in EVENT_TYPES.items()}
+_other_decoder = msgspec.json.Decoder(OtherEvent)
 
 
 class ProtocolError(ValueError):
@@ -533,7 +571,10 @@ def convert_result(value: Any, result_type: type) -> Any:
         raise ProtocolError(_clip(f"result: {exc}")) from None
 
 
-def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
+Event = Union[Stats, StoryEvent, PoolEvent, NoteEvent]
+
+
+def decode_event(topic: bytes, frame: bytes) -> Event:
     decoder = _event_decoders.get(topic) if isinstance(topic, bytes) else None
     if decoder is None:
         shown = topic[:40] if isinstance(topic, bytes) else type(topic).__name__
@@ -541,11 +582,18 @@ def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
     return _decode(decoder, frame, f"{topic.decode('ascii')} event")
 
 
-def decode_event_frames(frames: list[bytes]) -> Stats | StoryEvent | PoolEvent:
+def decode_event_frames(frames: list[bytes]) -> Event:
     """A PUB message as a SUB socket receives it: [topic, json]."""
     if len(frames) != 2:
         raise ProtocolError(f"an event is two frames [topic, json], not {len(frames)}")
     return decode_event(frames[0], frames[1])
+
+
+def decode_other_event(topic: bytes, frame: bytes) -> OtherEvent:
+    """The seq and ts of an event of a topic not in EVENT_TYPES; ProtocolError if it has none."""
+    event = _decode(_other_decoder, frame, "event of an unknown topic")
+    event.topic = topic[:40].decode("ascii", "replace")
+    return event
 
 
 def ok(request_id: CorrelationId, result: Any) -> bytes:

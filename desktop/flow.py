@@ -282,7 +282,7 @@ class FlowTab(QWidget):
             snap = batch.snapshot
             self._keep([*snap.history, snap.stats])
             for stats in (*snap.history, snap.stats):
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             if snap.completions:
                 self.coverage.saw_completion(snap.completions[0].completed_at)
             self.completions.merge_snapshot(snap.completions)
@@ -291,7 +291,7 @@ class FlowTab(QWidget):
         if batch.stats:
             self._keep(batch.stats)
             for stats in batch.stats:
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             self._take_stats(batch.stats[-1])
             self._dirty = True
         done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events

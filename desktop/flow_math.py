@@ -60,6 +60,7 @@ def stride(first: int, last: int, step: int) -> np.ndarray:
 RESTART_GAP_S = 10.0  # stats this far apart: the server stopped between them and counts afresh
 EARLIER_SLACK_S = 2.0  # history is a row a second: a completion this much before the first row predates it
 CHANGES_KEPT = 1_000
+SAME_SINCE_S = 0.5  # the server's start of counting moved less than this: the same start
 
 
 class FlowCoverage:
@@ -79,6 +80,10 @@ class FlowCoverage:
       (a restarted server reloads its recent completions): the window reaches
       back before this client saw it, so it counts as full.
 
+    A server that says how much it has counted (`flow_window_covered_s` in
+    stats) is taken at its word instead (`take`): it knows when it started and
+    what a restart read back; the inference above is for older servers.
+
     Time is the stats' own clock (`ts`): tests feed rows, no clock is read.
     """
 
@@ -87,6 +92,27 @@ class FlowCoverage:
         self._since: list[float] = []  # ... the count runs since this ts (-inf: the whole window)
         self._last_ts: float | None = None
         self._last_window: float | None = None
+        self._told = False  # the last row carried the server's own figure
+
+    def take(self, stats) -> None:
+        """A stats row, in time order: the server's covered seconds when it sends them, else
+        `observe`'s inference (an older server, or a stand-in, leaves the field out)."""
+        covered = getattr(stats, "flow_window_covered_s", None)
+        if covered is None or not stats.flow_window_s:
+            self._told = False
+            self.observe(stats.ts, stats.flow_window_s)
+            return
+        ts, window = stats.ts, stats.flow_window_s
+        if self._last_ts is not None and ts <= self._last_ts:
+            return
+        since = -math.inf if covered >= window else ts - covered
+        current = self._since[-1] if self._from else None
+        # Marks only where the start of the count moves (the server's figure and stamp come
+        # from two clocks: a few ms of drift between rows is no move).
+        if current is None or (since != current and not abs(since - current) <= SAME_SINCE_S):
+            self._mark(ts, since)
+        self._told = True
+        self._last_ts, self._last_window = ts, window
 
     def observe(self, ts: float, window_s: float | None) -> None:
         """A stats row (its ts and flow_window_s), in time order; older rows are ignored."""
@@ -99,8 +125,9 @@ class FlowCoverage:
         self._last_ts, self._last_window = ts, window_s
 
     def saw_completion(self, completed_at: float) -> None:
-        """A completion in the server's window (a snapshot's oldest, say): older than the count, it fills it."""
-        if self._since and completed_at < self._since[-1] - EARLIER_SLACK_S:
+        """A completion in the server's window (a snapshot's oldest, say): older than the count, it fills it.
+        (A server that sends its own figure counted it in already.)"""
+        if self._since and not self._told and completed_at < self._since[-1] - EARLIER_SLACK_S:
             self._since[-1] = -math.inf
 
     def covered(self, ts, window_s):

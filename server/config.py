@@ -113,6 +113,14 @@ class ServerConfig:
             return self._workflow
 
     @property
+    def scenario_name(self) -> str | None:
+        """The name of the scenario the workflow came from; None without one."""
+        if self.scenario is None:
+            return None
+        self.workflow  # built by validate, which loads the scenario
+        return self._scenario.name
+
+    @property
     def heartbeat_timeout(self) -> float:
         return self.heartbeat * HEARTBEAT_LIVENESS
 

@@ -46,7 +46,7 @@ class Figures:
         self.tasks_out = RateWindow(window, now)
         self.task_seconds = MeanWindow(window, now)  # how long a task runs, for the autoscaler
         self.history: History[Stats] = History(protocol.HISTORY_SECONDS_MAX)
-        self.flow = FlowWindow(config.flow_window)  # lead and cycle times of completed stories
+        self.flow = FlowWindow(config.flow_window, since=now)  # lead and cycle times of completed stories
         self.completed_stories = 0
         self.tasks_completed = 0
         self.faults = Faults()  # what was dropped or failed, for the logs and the stats
@@ -125,4 +125,5 @@ class Figures:
             tasks_blocked=state.blocked,
             flow_efficiency=flow.flow_efficiency,
             bottleneck=slowest,
+            flow_window_covered_s=round(self.flow.covered(now), 3),
         )

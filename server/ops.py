@@ -249,7 +249,8 @@ def snapshot(service: Service, envelope: Envelope, req: Snapshot, now: float,
     completions = [Completion(c.story_id, c.completed_at, c.lead_s, c.cycle_s)
                    for c in figures.flow.recent(now, protocol.COMPLETIONS_MAX)]
     result = SnapshotResult(seq, service.stats(now, wall, seq),
-                            figures.history.last(req.history_seconds), completions)
+                            figures.history.last(req.history_seconds), completions,
+                            list(service.notes.recent))
     service.group.reply(envelope, req.id, result)
 
 
@@ -273,8 +274,11 @@ def set_pool(service: Service, envelope: Envelope, req: SetPool, now: float,
                                   f"max_workers {high}: the stages' max workers would add up to "
                                   f"{total}; at most {protocol.WORKERS_MAX} in all")
         return
+    old = (pool.min_workers, pool.max_workers)
     pool.set_bounds(low, high)
     log.info("pool bounds of stage %r set to min_workers=%d max_workers=%d", pool.stage, low, high)
+    if (low, high) != old:
+        service.notes.pool_bounds(pool.stage if service.staged else None, old, (low, high), wall)
     # Decide now so the reply shows the new target; the loop publishes and applies
     # this decision this turn instead of deciding again.
     service.effects.resize = Resize(pool.decide(service.load(now, index)), index)
@@ -294,11 +298,18 @@ def set_flow(service: Service, envelope: Envelope, req: SetFlow, now: float,
             envelope, req.id, INVALID, f"stage_wip_limits: {', '.join(map(repr, unknown))}: not "
             f"a stage of this server; the stages are {', '.join(service.stage_names)}")
         return
-    if req.wip_limit is not None:
+    notes = service.notes  # a note for each setting that changed
+    if req.wip_limit is not None and req.wip_limit != state.wip_limit:
+        notes.wip_limit(state.wip_limit, req.wip_limit, wall)
         state.set_wip_limit(req.wip_limit)
     for name, limit in limits.items():
-        state.set_stage_wip_limit(service.stage_index[name], limit)
-    if req.flow_window_s is not None:
+        index = service.stage_index[name]
+        old = state.stages[index].wip_limit
+        if limit != old:
+            notes.stage_wip_limit(name, old, limit, wall)
+            state.set_stage_wip_limit(index, limit)
+    if req.flow_window_s is not None and req.flow_window_s != flow.window:
+        notes.flow_window(flow.window, req.flow_window_s, wall)
         flow.set_window(req.flow_window_s, now)
     in_force = {st.name: st.wip_limit for st in state.stages}
     log.info("flow set to wip_limit=%d flow_window_s=%g stage_wip_limits=%s", state.wip_limit,

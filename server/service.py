@@ -49,6 +49,7 @@ from .faults import Faults
 from .figures import Figures
 from .metrics import Meters
 from .forecasting import Forecasts
+from .notes import Notes
 from .ops import OPS, Invalid, Op
 from .outage import Outage
 from .pool import Lease, Pool, Worker
@@ -81,6 +82,7 @@ class Service:
         self.meters = Meters(workflow.names)  # daemon: counts since start and histograms, for /metrics
         self.forecasts = Forecasts(config.forecast_history, now)  # forecasting.py, forecast_runner.py
         self.effects = Effects()
+        self.notes = Notes(self.effects)  # the `note` events, and the recent ones for snapshots
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit
         self.next_story_id = 1
@@ -143,6 +145,12 @@ class Service:
             # back on the monotonic clock the window expires by
             figures.flow.add(now - (wall - completed), story_id, completed, completed - created,
                              completed - started, work)
+        # The window's count runs back as far as the database shows a server at work: the
+        # oldest story read, open or completed in the window (every completion since is stored).
+        created = [row[1] for row in startup.recent_done if row[2] is not None] + \
+                  [story[1] for story in startup.open_stories.values()]
+        if created:
+            figures.flow.counted_from(now - (wall - min(created)))
         self.forecasts.restore(self.store.done_per_interval(
             wall - self.config.forecast_history, self.forecasts.throughput.interval))
         # An open story with nothing left cannot arise from our own writes; repair it anyway
@@ -151,6 +159,9 @@ class Service:
         if empty:
             self._repair_empty(empty, wall)
         self.refill(wall)
+        restored = startup.next_story_id > 1  # the database has held stories
+        self.notes.started(wall, list(self.stage_names), self.config.scenario_name,
+                           (state.open_stories, figures.completed_stories) if restored else None)
 
     def _repair_empty(self, story_ids: list[int], wall: float) -> None:
         for story_id in story_ids:
@@ -404,7 +415,13 @@ class Service:
         refuses it. The replies go to the effects either way, the story events (stamped
         `wall`) only after a True; then the backlog is read in if memory runs low."""
         group = self.group
+        before = group.outage
         committed = group.commit(now, force)
+        if group.outage is not before:  # an outage began or ended: a note for every chart
+            if before is None:
+                self.notes.outage_began(group.outage.cause, wall)
+            else:
+                self.notes.outage_ended(before.lasted(now), wall)
         if group.refused:
             self._forget_refused(now)
         if committed:

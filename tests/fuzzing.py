@@ -261,10 +261,17 @@ def valid_event(r: random.Random) -> tuple[bytes, dict]:
         event = p.StoryEvent(seq=r.randint(0, 2**62), ts=ts(r), event=r.choice(["created", "completed", "deleted"]),
                              story_id=r.randint(1, p.ID_MAX), lead_time_s=r.choice([None, 2.5]),
                              cycle_time_s=r.choice([None, 1.5]))
-    else:
+    elif topic == p.TOPIC_POOL:
         event = p.PoolEvent(seq=r.randint(0, 2**62), ts=ts(r), old_size=r.randint(0, 256),
                             new_size=r.randint(0, 256), reason=text(r, 0, 80),
                             stage=r.choice([None, stage_name(r)]))
+    else:
+        value = r.choice([None, r.randint(0, p.WIP_LIMIT_MAX), 60.5, [r.randint(0, 8), r.randint(1, 256)]])
+        event = p.NoteEvent(seq=r.randint(0, 2**62), ts=ts(r), kind=r.choice(p.NOTE_KINDS), text=text(r, 0, 80),
+                            stage=r.choice([None, stage_name(r)]), old=value, new=value,
+                            cause=r.choice([None, text(r, 0, 40)]), lasted_s=r.choice([None, 2.5]),
+                            stages=r.choice([None, [stage_name(r) for _ in range(r.randint(1, 4))]]),
+                            scenario=r.choice([None, text(r, 1, 20)]))
     return topic, msgspec.to_builtins(event)
 
 

@@ -181,10 +181,14 @@ def test_the_status_bar_shows_a_database_that_refuses_writes_until_it_accepts_th
     wait_for(lambda: _adds(server), timeout=20, what="writes accepted again")
     qtbot.waitUntil(window.database.isHidden, timeout=10_000)
     assert window.connection_state == CONNECTED
-    # The outage is annotated on the charts: where it began (with its cause) and where it ended.
-    outage = [note for note in window.notes.notes() if note.kind == "outage"]
-    assert [n.text.split(",")[0] for n in outage] == ["outage began", "outage ended"]
-    assert "locked" in outage[0].text and outage[0].ts < outage[1].ts
+    # The outage is annotated on the charts, by the server's notes: where it began (with its
+    # cause) and where it ended.
+    def outage():
+        return [note for note in window.notes.notes() if note.kind.startswith("outage")]
+    qtbot.waitUntil(lambda: len(outage()) == 2, timeout=10_000)
+    assert [(n.kind, n.source) for n in outage()] == [("outage_began", "server"), ("outage_ended", "server")]
+    began, ended = outage()
+    assert "locked" in began.text and began.ts < ended.ts and "accepts writes again" in ended.text
 
 
 def _adds(server) -> bool:
