@@ -325,7 +325,7 @@ def main() -> int:
     if args.against:
         print(f"{f'{args.against.name}: --durability power-loss':46}" + "".join(
             cells(server_s[(db, 'against')]) for db in dbs))
-    print(f"{'baseline: one commit per statement':46}" + cells(naive_s["sqlite"])
+    print(f"{'naive: one commit per statement':46}" + cells(naive_s["sqlite"])
           + (cells(naive_s[pg_url], naive_pg_tasks) if pg_url else "")
           + (f"   (PostgreSQL: {naive_pg_tasks} tasks)" if pg_url else ""))
     for db in dbs:
@@ -335,7 +335,7 @@ def main() -> int:
         print(ratio_line(f"{label}: power-loss / crash", crash, power))
         per_task = [n / (tasks_total if db == "sqlite" else naive_pg_tasks) * tasks_total
                     for n in naive_s[db]]
-        print(ratio_line(f"{label}: power-loss / baseline", per_task, power))
+        print(ratio_line(f"{label}: power-loss / naive", per_task, power))
         if args.against:
             print(ratio_line(f"{label}: power-loss / {args.against.name}",
                              server_s[(db, "against")], power))

@@ -4,8 +4,11 @@ A stand-in publisher in another process speaks the protocol on free local
 ports: the team model of tools/standin.py behind a ROUTER (ping, snapshot,
 list_stories, set_flow) and a PUB that sends stats with the flow figures at
 10 Hz and story events at the chosen rate (1,000/s by default: stories created
-and completed, with their lead and cycle times). The app runs in this process,
-offscreen unless a display is set. The figures:
+and completed, with their lead and cycle times). The team works in three
+stages by default (`--stages 3`: analysis, build with blocks, test), so the
+Flow tab draws a band, an aging column and a card per stage; `--stages 1` is
+the team without a workflow. The app runs in this process, offscreen unless a
+display is set. The figures:
 
 - UI thread busy share: the share of wall time the UI thread spent handling
   events, measured by timing every QApplication.notify call on that thread
@@ -25,7 +28,7 @@ annotations on every time chart (`--annotations on`): `--notes` of them over
 the window at the start, and one more every two seconds while it runs.
 
     python bench/ui_flood.py [--rate 1000] [--stats-hz 10] [--seconds 10] [--runs 3] [--tab flow]
-                             [--theme light|dark] [--annotations on|off] [--notes 30]
+                             [--theme light|dark] [--annotations on|off] [--notes 30] [--stages 3|1]
     python bench/ui_flood.py --mode smooth --profile FILE
 """
 
@@ -51,7 +54,7 @@ from storypulse import protocol  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 from storypulse.desktop.diagnostics import SCROLL_MODES as MODES  # noqa: E402  (the dashboard's, for the baseline)
 from storypulse.endpoints import Endpoints  # noqa: E402
-from standin import FlowModel, StandIn  # noqa: E402
+from standin import FlowModel, Stage, StandIn  # noqa: E402
 
 
 class FloodServer(StandIn):
@@ -61,14 +64,20 @@ class FloodServer(StandIn):
     Stories arrive at half the event rate, evenly spaced, on enough workers to keep up, so
     that created and completed events together make the rate asked for; completed events
     carry lead and cycle times and the stats carry the flow figures, for the Flow tab.
+    With three stages each has enough workers to keep up too, and one build in ten blocks.
     """
 
-    def __init__(self, port: int, story_rate: float, stats_hz: float, stories: int = 0):
+    def __init__(self, port: int, story_rate: float, stats_hz: float, stories: int = 0, stages: int = 3):
         arrivals = story_rate / 2
-        median_s = 2.0
-        mean_s = median_s * math.exp(0.6 ** 2 / 2)  # of the log-normal service time
-        workers = max(1, math.ceil(arrivals * mean_s / 0.9))  # 90 % busy: a steady queue
-        model = FlowModel(rate=arrivals, workers=workers, median_s=median_s, sigma=0.6, poisson=False)
+
+        def workers(median_s: float) -> int:
+            mean_s = median_s * math.exp(0.6 ** 2 / 2)  # of the log-normal service time
+            return max(1, math.ceil(arrivals * mean_s / 0.9))  # 90 % busy: a steady queue
+
+        workflow = [Stage("analysis", workers(0.4), 0.4), Stage("build", workers(1.0), 1.0, block_chance=0.1,
+                                                                block_s=(0.5, 2.0)),
+                    Stage("test", workers(0.6), 0.6)] if stages == 3 else [Stage("work", workers(2.0), 2.0)]
+        model = FlowModel(rate=arrivals, sigma=0.6, poisson=False, stages=workflow)
         super().__init__(model, stats_hz=stats_hz, port=port, start_on_snapshot=False)
         self.record = False  # a long run: publish, keep nothing
         self.stories = stories  # a list of this many older stories, for the stories tab
@@ -87,8 +96,8 @@ class FloodServer(StandIn):
         return super().answer(request)
 
 
-def serve(port: int, rate: float, stats_hz: float, stories: int) -> int:
-    server = FloodServer(port, rate, stats_hz, stories)
+def serve(port: int, rate: float, stats_hz: float, stories: int, stages: int) -> int:
+    server = FloodServer(port, rate, stats_hz, stories, stages)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server.halt())
     while server.is_alive():
@@ -106,7 +115,7 @@ def compare(args) -> int:
             command = [sys.executable, __file__, "--mode", mode, "--json", "--seconds", str(args.seconds),
                        "--warmup", str(args.warmup), "--rate", str(args.rate), "--stats-hz", str(args.stats_hz),
                        "--window", str(args.window), "--tab", args.tab, "--theme", args.theme,
-                       "--annotations", args.annotations, "--notes", str(args.notes)]
+                       "--annotations", args.annotations, "--notes", str(args.notes), "--stages", str(args.stages)]
             out = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + args.warmup + 60)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
@@ -117,8 +126,8 @@ def compare(args) -> int:
             print(f"run {run + 1} {mode:6s}: UI thread {r['cpu']:5.1f} % CPU ({r['wall']:5.1f} % wall), "
                   f"{r['fps']:5.1f} frames/s", flush=True)
     notes = f"{args.notes} annotations + 1 every 2 s" if args.annotations == "on" else "annotations off"
-    print(f"\n{args.tab} tab, {args.theme} theme, {notes}, {args.rate:,.0f} story events/s + {args.stats_hz:g} "
-          f"stats/s, {args.window} s window, median of {args.runs} runs of {args.seconds:g} s:")
+    print(f"\n{args.tab} tab, {args.theme} theme, {notes}, {args.stages} stage(s), {args.rate:,.0f} story events/s "
+          f"+ {args.stats_hz:g} stats/s, {args.window} s window, median of {args.runs} runs of {args.seconds:g} s:")
     print(f"{'mode':8s} {'frames/s':>9s} {'UI CPU %':>9s} {'UI wall %':>10s} {'app CPU %':>10s}  drawn")
     for mode, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -155,6 +164,8 @@ def main() -> int:
                         help="annotations on the time charts (default on)")
     parser.add_argument("--notes", type=int, default=30,
                         help="annotations over the window at the start (default 30); one more every 2 s")
+    parser.add_argument("--stages", type=int, choices=(1, 3), default=3,
+                        help="the team's workflow: analysis, build, test (3, default) or one stage (1)")
     parser.add_argument("--mode", choices=MODES,
                         help="run this mode once and print its details (default: every mode, --runs times)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode for the medians (default 3)")
@@ -166,7 +177,7 @@ def main() -> int:
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the stand-in, internal
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.rate, args.stats_hz, args.stories)
+        return serve(args.serve, args.rate, args.stats_hz, args.stories, args.stages)
     if args.every_tick:
         args.mode = "stock"
     if args.mode is None and not args.profile:
@@ -237,7 +248,8 @@ def main() -> int:
     # app's GIL and count as UI time.
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--rate", str(args.rate),
-                               "--stats-hz", str(args.stats_hz), "--stories", str(args.stories)])
+                               "--stats-hz", str(args.stats_hz), "--stories", str(args.stories),
+                               "--stages", str(args.stages)])
     try:
         endpoints = Endpoints("127.0.0.1", port)
         with Client(endpoints, timeout=10) as client:
@@ -255,7 +267,8 @@ def main() -> int:
         from storypulse.desktop.annotations import Note
 
         def note(at: float, i: int) -> None:
-            window.notes.add(Note(at, ("simulator", "limit", "pool", "outage")[i % 4], f"bench note {i}"))
+            kind = ("simulator", "wip_limit", "pool_bounds", "outage_began")[i % 4]
+            window.notes.add(Note(at, kind, f"bench note {i}", "app" if kind == "simulator" else "server"))
 
         started = time.time()
         for i in range(args.notes):  # over the window, as if the app had been running
@@ -334,8 +347,10 @@ def main() -> int:
                 flow = window.flow
                 print(f"flow tab         : {flow.dots.count:,} lead-time dots shown ({len(flow.completions):,} kept, "
                       f"drawn anew {flow.diagnostics['dot paints'] / (elapsed + args.warmup):.1f}/s), "
-                      f"{flow.aging_dots.count + flow.risk_dots.count} aging dots, "
-                      f"{flow.diagnostics['aging requests']} aging pages asked for")
+                      f"{flow.aging_dots.count + flow.risk_dots.count} aging dots "
+                      f"({flow.aging_chart.blocked_marks.count} blocked), "
+                      f"{flow.diagnostics['aging requests']} aging pages asked for, "
+                      f"{len(flow.stage_names) or 'no'} stage bands and cards")
             print(f"app process CPU  : {100 * (time.process_time() - cpu0) / elapsed:.0f} % of one core "
                   "(all its threads)")
             if args.json:

@@ -21,7 +21,7 @@ from storypulse.endpoints import Endpoints
 from storypulse.events import ready_events, subscriber
 from storypulse.loadgen import StoryGenerator, parse_range
 
-from .figures import flow_lines
+from .figures import flow_lines, stage_lines
 from .options import bounded, client_parser, fail, print_json, talk
 
 
@@ -252,16 +252,19 @@ def pool(argv: list[str]) -> int:
                         help=f"at least N workers (0-{protocol.WORKERS_MAX})")
     parser.add_argument("--max", type=int, dest="max_workers", metavar="M",
                         help=f"at most M workers (1-{protocol.WORKERS_MAX})")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="with a workflow: the pool of this stage (default: the first stage's)")
     args = parser.parse_args(argv)
 
     def body(client: Client) -> int:
         changing = args.min_workers is not None or args.max_workers is not None
-        result = client.set_pool(args.min_workers, args.max_workers)
+        result = client.set_pool(args.min_workers, args.max_workers, args.stage)
         if args.json:
             print_json(result)
             return 0
         verb = "now" if changing else "is"
-        print(f"pool {verb}: {result.workers} worker(s), target {result.target},"
+        whose = f" of stage {result.stage!r}" if result.stage else ""
+        print(f"pool{whose} {verb}: {result.workers} worker(s), target {result.target},"
               f" bounds {result.min_workers}-{result.max_workers}")
         return 0
 
@@ -279,10 +282,13 @@ def flow(argv: list[str]) -> int:
                         help="at most N stories in progress; 0 lifts the limit")
     parser.add_argument("--window", type=bounded(float, 0, protocol.FLOW_WINDOW_MAX_S, above=True), metavar="S",
                         help=f"take lead and cycle times over the last S seconds (at most {protocol.FLOW_WINDOW_MAX_S:g})")
+    parser.add_argument("--stage-wip", type=stage_limits, metavar="NAME=N,...",
+                        help="with a workflow: at most N stories in each named stage (e.g. build=3,test=2); "
+                             "0 lifts a stage's limit")
     args = parser.parse_args(argv)
 
     def body(client: Client) -> int:
-        settings = client.set_flow(args.wip_limit, args.window)
+        settings = client.set_flow(args.wip_limit, args.window, args.stage_wip)
         stats = client.snapshot(history_seconds=0).stats
         if args.json:
             print_json({**msgspec.to_builtins(settings),
@@ -290,14 +296,32 @@ def flow(argv: list[str]) -> int:
                         "stories_waiting": stats.open_stories - stats.stories_in_progress,
                         **{k: getattr(stats, k) for k in FLOW_FIGURES}})
             return 0
-        changing = args.wip_limit is not None or args.window is not None
+        changing = args.wip_limit is not None or args.window is not None or args.stage_wip
         limit = f"WIP limit {settings.wip_limit}" if settings.wip_limit else "no WIP limit"
         print(f"flow {'now' if changing else 'is'}: {limit} · window {fmt.duration(settings.flow_window_s)}")
-        for line in flow_lines(stats):
+        for line in flow_lines(stats) + stage_lines(stats):
             print(line)
         return 0
 
     return talk("flow", args, body)
+
+
+def stage_limits(text: str) -> dict[str, int]:
+    """--stage-wip NAME=N,...: WIP limits by stage (the server says which stages it has)."""
+    from storypulse.workflow import check_stage_name
+
+    limits: dict[str, int] = {}
+    for part in text.split(","):
+        name, found, value = (piece.strip() for piece in part.partition("="))
+        try:
+            check_stage_name(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r}: {exc}") from None
+        if not found or not value.isdigit() or int(value) > protocol.WIP_LIMIT_MAX:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r}: expected NAME=N with N within 0-{protocol.WIP_LIMIT_MAX}")
+        limits[name] = int(value)
+    return limits
 
 
 FLOW_FIGURES = ("stories_completed_in_window", "lead_time_mean_s", "lead_time_p50_s", "lead_time_p85_s",

@@ -17,12 +17,13 @@ SPARK_WIDTH = 40
 
 
 class Figures:
-    """The latest stats, recent history and last pool decision, with the seq of the newest shown."""
+    """The latest stats, recent history, last pool decision and last note, with the seq of the newest shown."""
 
     def __init__(self) -> None:
         self.seq: int | None = None  # None until the first snapshot
         self.stats: protocol.Stats | None = None
         self.pool: protocol.PoolEvent | None = None
+        self.note: protocol.NoteEvent | None = None  # the server's newest (a snapshot carries them)
         self.history: deque[protocol.Stats] = deque(maxlen=HISTORY_POINTS)
 
     def load_snapshot(self, snap: protocol.SnapshotResult) -> None:
@@ -36,17 +37,21 @@ class Figures:
         if self.stats is None or snap.stats.ts >= self.stats.ts:
             self.stats = snap.stats
             self.seq = snap.seq
+        if snap.notes and (self.note is None or snap.notes[-1].ts >= self.note.ts):
+            self.note = snap.notes[-1]
         for stats in later:
             self._keep(stats)
 
-    def apply(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> None:
-        """An event the session says to apply, in order."""
+    def apply(self, event: protocol.Event | protocol.OtherEvent) -> None:
+        """An event the session says to apply, in order (one of a topic unknown here: its seq only)."""
         self.seq = event.seq
         if isinstance(event, protocol.Stats):
             self.stats = event
             self._keep(event)
         elif isinstance(event, protocol.PoolEvent):
             self.pool = event
+        elif isinstance(event, protocol.NoteEvent):
+            self.note = event
 
     def _keep(self, stats: protocol.Stats) -> None:
         # Keep the history at one point a second, like the snapshot's.
@@ -86,6 +91,9 @@ def render(figures: Figures, server: str, state: str, now: float) -> list[str]:
         )
     else:
         lines.append("  last resize  none seen yet")
+    n = figures.note
+    if n is not None:
+        lines.append(f"  last note    {n.text} ({fmt.duration(now - n.ts)} ago)")
     lines += flow_lines(s)
     lines += forecast_lines(s)
     lines.append(f"  rates over the last {s.rate_window_s:g} s")
@@ -109,6 +117,22 @@ def flow_lines(s: protocol.Stats) -> list[str]:
         f" · mean {fmt.duration(s.lead_time_mean_s)}",
         f"  cycle    {times(s.cycle_time_p50_s, s.cycle_time_p85_s, s.cycle_time_p95_s)}",
     ]
+
+
+def stage_lines(s: protocol.Stats) -> list[str]:
+    """A line per stage of a workflow, then flow efficiency and the bottleneck; nothing from a
+    server with one stage (or none: an older one)."""
+    if len(s.stages) < 2:
+        return []
+    width = max(len(st.name) for st in s.stages)
+    lines = [f"  {st.name:<{width}}  {fmt.count(st.stories)} stories"
+             + (f" (limit {st.wip_limit})" if st.wip_limit else "")
+             + f" · workers {st.workers_busy}/{st.workers} busy ({st.min_workers}-{st.max_workers})"
+             + f" · {fmt.count(st.tasks_ready)} ready · {fmt.count(st.tasks_blocked)} blocked"
+             for st in s.stages]
+    efficiency = "-" if s.flow_efficiency is None else f"{s.flow_efficiency:.0%}"
+    lines.append(f"  flow efficiency {efficiency} · bottleneck {s.bottleneck or 'none'}")
+    return lines
 
 
 def forecast_lines(s: protocol.Stats) -> list[str]:

@@ -31,7 +31,7 @@ from .options import client_parser, fail, no_reply, positive_float
 def watch(argv: list[str]) -> int:
     """The live figures in the terminal."""
     parser = client_parser("watch", "The live figures: stories produced and completed per second, open and "
-                                    "completed stories, tasks, workers, the last pool resize.")
+                                    "completed stories, tasks, workers, the last pool resize, the server's last note.")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     parser.add_argument("--refresh", type=positive_float, metavar="S",

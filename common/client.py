@@ -158,15 +158,20 @@ class Client:
         return self.call("snapshot", history_seconds=history_seconds)
 
     def set_pool(
-        self, min_workers: int | None = None, max_workers: int | None = None
+        self, min_workers: int | None = None, max_workers: int | None = None,
+        stage: str | None = None,
     ) -> protocol.PoolResult:
-        fields = {k: v for k, v in (("min_workers", min_workers), ("max_workers", max_workers)) if v is not None}
+        """The bounds of a stage's pool (None: the first stage's)."""
+        fields = {k: v for k, v in (("min_workers", min_workers), ("max_workers", max_workers),
+                                    ("stage", stage)) if v is not None}
         return self.call("set_pool", **fields)
 
     def set_flow(
-        self, wip_limit: int | None = None, flow_window_s: float | None = None
+        self, wip_limit: int | None = None, flow_window_s: float | None = None,
+        stage_wip_limits: dict[str, int] | None = None,
     ) -> protocol.FlowResult:
-        fields = {k: v for k, v in (("wip_limit", wip_limit), ("flow_window_s", flow_window_s)) if v is not None}
+        fields = {k: v for k, v in (("wip_limit", wip_limit), ("flow_window_s", flow_window_s),
+                                    ("stage_wip_limits", stage_wip_limits)) if v is not None}
         return self.call("set_flow", **fields)
 
 

@@ -17,7 +17,8 @@ from .client import PendingRequest
 from .endpoints import Endpoints
 from .security import client_security_for
 
-Event = protocol.Stats | protocol.StoryEvent | protocol.PoolEvent
+# OtherEvent: a topic this client does not know (a newer server's), kept only for its seq
+Event = protocol.Stats | protocol.StoryEvent | protocol.PoolEvent | protocol.NoteEvent | protocol.OtherEvent
 
 
 def subscriber(endpoints: Endpoints, topic: bytes, context: zmq.Context | None = None,
@@ -40,7 +41,9 @@ def ready_events(sub: zmq.Socket, limit: int = 10_000) -> Iterator[Event | None]
     """The events waiting on `sub` now, at most `limit`, decoded in order.
 
     None stands for a malformed message, dropped (a broken or newer server):
-    not ours to crash on, and the seq check catches what it cost.
+    not ours to crash on, and the seq check catches what it cost. A well-formed
+    message of a topic this client does not know comes as an OtherEvent: its
+    seq counts (it is no lost message), and what it says is not ours to read.
     """
     for _ in range(limit):
         try:
@@ -50,8 +53,18 @@ def ready_events(sub: zmq.Socket, limit: int = 10_000) -> Iterator[Event | None]
         try:
             event = protocol.decode_event_frames(frames)
         except protocol.ProtocolError:
-            event = None
+            event = _other(frames)
         yield event
+
+
+def _other(frames: list[bytes]) -> protocol.OtherEvent | None:
+    """An event of a topic not in the protocol this client knows, else None (malformed)."""
+    if len(frames) != 2 or frames[0] in protocol.EVENT_TYPES:
+        return None
+    try:
+        return protocol.decode_other_event(frames[0], frames[1])
+    except protocol.ProtocolError:
+        return None
 
 
 def wait_for_input(sub: zmq.Socket, request: PendingRequest | None, timeout: float) -> bool:

@@ -34,6 +34,7 @@ CORRELATION_MAX = 128  # characters in a string correlation id
 WIP_LIMIT_MAX = 100_000  # stories in progress at once, at most, when a limit is set
 FLOW_WINDOW_MAX_S = 86_400.0  # lead and cycle times are taken over at most a day
 COMPLETIONS_MAX = 2_000  # recent completions a snapshot carries
+NOTES_MAX = 100  # recent notes a snapshot carries
 MAX_DEPTH = 32  # levels of JSON nesting in any frame; deeper is refused before it is parsed
 MESSAGE_MAX = 1_000  # characters of an error message (msgspec's can quote a whole field name)
 TIMESTAMP_MAX = 32_503_680_000  # 3000-01-01: a later time from a server is broken, not news
@@ -212,6 +213,9 @@ class StoryView(Struct, omit_defaults=True):
     # -- workflow stages (issue 16) --
     stage: str | None = None  # the stage it counts in (from its first task there until its next stage starts)
     blocked_ms: int | None = None  # the blocks of its tasks, summed; left out when none
+    # while open: the latest end of a block of its tasks that has started (left out when none has);
+    # while it is in the future the story is blocked (the desktop's aging chart marks it)
+    blocked_until: Timestamp | None = None
     # -- end workflow stages --
 
 
@@ -321,6 +325,9 @@ class Stats(Struct, kw_only=True):
     forecast_hit_rate_p85: float | None = None
     forecast_hit_rate_p95: float | None = None
     forecast_scored: int = 0
+    # Of the flow window, the seconds the server has counted completions for (less than
+    # flow_window_s while it fills after a start or a longer window); null from older servers.
+    flow_window_covered_s: float | None = None
 
 
 class StoryEvent(Struct, kw_only=True):
@@ -332,12 +339,44 @@ class StoryEvent(Struct, kw_only=True):
     cycle_time_s: float | None = None  # "completed" only
 
 
-class PoolEvent(Struct, kw_only=True):
+class PoolEvent(Struct, kw_only=True, omit_defaults=True):
     seq: int
     ts: Timestamp
     old_size: int
     new_size: int
     reason: str
+    # -- workflow stages (issue 16) --
+    stage: str | None = None  # whose pool, on a server with several stages
+    # -- end workflow stages --
+
+
+# -- notes: what changed how the server works, for markers on charts (docs/protocol.md) --
+NOTE_KINDS = ("started", "restored", "wip_limit", "stage_wip_limit", "flow_window", "pool_bounds",
+              "outage_began", "outage_ended")  # a newer server may add kinds: show them as text
+NoteValue = Union[int, float, list[int]]
+
+
+class NoteEvent(Struct, kw_only=True, omit_defaults=True):
+    seq: int
+    ts: Timestamp
+    kind: Annotated[str, Meta(max_length=32)]  # one of NOTE_KINDS
+    text: str  # one line for people
+    stage: str | None = None  # stage_wip_limit; pool_bounds on a server with several stages
+    old: NoteValue | None = None  # the setting before and after it changed ([min, max]: pool_bounds)
+    new: NoteValue | None = None
+    cause: str | None = None  # outage_began
+    lasted_s: float | None = None  # outage_ended
+    stages: list[str] | None = None  # started, restored: the workflow's stages in order
+    scenario: str | None = None  # started, restored: the scenario the workflow came from
+
+
+class OtherEvent(Struct):
+    """An event of a topic this client does not know (a newer server's): only its seq and ts,
+    so that a client counts its number instead of taking it for a lost message."""
+
+    seq: int
+    ts: Timestamp
+    topic: str = ""
 
 
 class Completion(Struct):
@@ -355,15 +394,19 @@ class SnapshotResult(Struct):
     history: list[Stats]  # one entry a second, oldest first
     # the stories completed in the flow window, oldest first, at most COMPLETIONS_MAX
     completions: list[Completion] = []
+    # the newest notes, oldest first, at most NOTES_MAX; null from a server older than notes
+    notes: list[NoteEvent] | None = None
 
 
 TOPIC_STATS = b"stats"
 TOPIC_STORY = b"story"
 TOPIC_POOL = b"pool"
+TOPIC_NOTE = b"note"
 EVENT_TYPES: dict[bytes, type] = {
     TOPIC_STATS: Stats,
     TOPIC_STORY: StoryEvent,
     TOPIC_POOL: PoolEvent,
+    TOPIC_NOTE: NoteEvent,
 }
 
 
@@ -403,6 +446,9 @@ RESULT_TYPES: dict[str, type] = {
 class Ready(Struct, tag="ready", tag_field="type"):
     pid: int
     host: str = ""
+    # -- workflow stages (issue 16) --
+    stage: StageName | None = None  # the stage it serves (a worker host's --stage); None: the first
+    # -- end workflow stages --
 
 
 class Done(Struct, tag="done", tag_field="type"):
@@ -420,8 +466,10 @@ class Work(Struct, tag="work", tag_field="type"):
     time_scale: float
 
 
-class Stop(Struct, tag="stop", tag_field="type"):
-    pass
+class Stop(Struct, tag="stop", tag_field="type", omit_defaults=True):
+    # -- workflow stages (issue 16) --
+    reason: str = ""  # why, when the server refuses the worker (a stage it does not have)
+    # -- end workflow stages --
 
 
 WorkerMessage = Union[Ready, Done, Heartbeat]
@@ -436,6 +484,7 @@ _worker_decoder = msgspec.json.Decoder(WorkerMessage)
 _to_worker_decoder = msgspec.json.Decoder(ServerToWorker)
 _reply_decoder = msgspec.json.Decoder(Reply)
 _event_decoders = {topic: msgspec.json.Decoder(t) for topic, t in EVENT_TYPES.items()}
+_other_decoder = msgspec.json.Decoder(OtherEvent)
 
 
 class ProtocolError(ValueError):
@@ -522,7 +571,10 @@ def convert_result(value: Any, result_type: type) -> Any:
         raise ProtocolError(_clip(f"result: {exc}")) from None
 
 
-def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
+Event = Union[Stats, StoryEvent, PoolEvent, NoteEvent]
+
+
+def decode_event(topic: bytes, frame: bytes) -> Event:
     decoder = _event_decoders.get(topic) if isinstance(topic, bytes) else None
     if decoder is None:
         shown = topic[:40] if isinstance(topic, bytes) else type(topic).__name__
@@ -530,11 +582,18 @@ def decode_event(topic: bytes, frame: bytes) -> Stats | StoryEvent | PoolEvent:
     return _decode(decoder, frame, f"{topic.decode('ascii')} event")
 
 
-def decode_event_frames(frames: list[bytes]) -> Stats | StoryEvent | PoolEvent:
+def decode_event_frames(frames: list[bytes]) -> Event:
     """A PUB message as a SUB socket receives it: [topic, json]."""
     if len(frames) != 2:
         raise ProtocolError(f"an event is two frames [topic, json], not {len(frames)}")
     return decode_event(frames[0], frames[1])
+
+
+def decode_other_event(topic: bytes, frame: bytes) -> OtherEvent:
+    """The seq and ts of an event of a topic not in EVENT_TYPES; ProtocolError if it has none."""
+    event = _decode(_other_decoder, frame, "event of an unknown topic")
+    event.topic = topic[:40].decode("ascii", "replace")
+    return event
 
 
 def ok(request_id: CorrelationId, result: Any) -> bytes:

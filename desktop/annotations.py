@@ -3,10 +3,12 @@
 A `Note` is a time, a kind, a text and where it came from. The `NoteLog` keeps
 the recent ones in time order; a `NoteLayer` draws them on one chart; a
 `NoteTips` shows the notes under the mouse. Where notes come from is not the
-drawing's concern: today the app's own actions and what it sees in the stream
-(note_sources.py); notes that the server publishes (a topic for changes made
-by any client) become Notes with source "server" and go into the same log,
-with no change here. A kind this app does not know is drawn as a plain note.
+drawing's concern (note_sources.py): the server's `note` events (source
+"server": a change made by any client, an outage, a start), and what only the
+app knows (its simulator; its own settings, against a server older than notes).
+A change this app made appears once: the server's note for it replaces the
+app's own (`Note.key` says which change a note marks). A kind this app does
+not know is drawn as a plain note.
 
 Drawing costs nothing per frame: a layer is one Qt path per colour in data
 coordinates, which scrolls with the chart for free, made anew only when the
@@ -31,16 +33,25 @@ from .chart_items import HairlinePath
 # The autoscaler resizes the pool every few seconds under a changing load: a line for each would
 # hide the charts, and the pool's chart marks them already (chart_items.ResizeMarks); they show in
 # the tooltips over that chart only.
+# The server's kinds are the protocol's (protocol.NOTE_KINDS).
 KINDS = {
     "simulator": ("note", "Simulator", True),
-    "limit": ("note", "Limit", True),
-    "pool": ("note", "Pool", True),  # its bounds changed
     "scenario": ("note", "Scenario", True),
-    "outage": ("alert", "Database", True),
+    "wip_limit": ("note", "Limit", True),
+    "stage_wip_limit": ("note", "Limit", True),
+    "flow_window": ("note", "Flow", True),
+    "pool_bounds": ("note", "Pool", True),
+    "started": ("note", "Server", True),
+    "restored": ("note", "Server", True),
+    "outage_began": ("alert", "Database", True),
+    "outage_ended": ("alert", "Database", True),
     "autoscale": ("note", "Autoscaler", False),
 }
 NOTES_KEPT = 500
 HOVER_PX = 5  # a note answers the mouse this many pixels either side of its line
+# The app's own note and the server's for the same change are this close at most (the reply
+# and the event come by different sockets, stamped by the server's clock within a turn).
+SAME_CHANGE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Note:
     kind: str  # a key of KINDS, or one this app does not know yet
     text: str
     source: str = "app"  # "app": done or seen by this app; "server": published by the server
+    key: tuple = ()  # the change it marks (kind, stage, value), for the app's own and the server's
 
     @property
     def role(self) -> str:
@@ -78,13 +90,33 @@ class NoteLog(QObject):
     def __len__(self) -> int:
         return len(self._notes)
 
-    def add(self, note: Note) -> None:
+    def add(self, note: Note) -> bool:
+        """Keep `note`; False if it says again what the log holds: a server's note seen already
+        (a snapshot repeats them), or the app's own for a change the server noted."""
+        if note.source == "server":
+            if note in self.near(note.ts, 0.0):
+                return False
+            if note.key:
+                self._drop_own(note)
+        elif note.key and any(n.source == "server" and n.key == note.key
+                              for n in self.near(note.ts, SAME_CHANGE_S)):
+            return False
         at = bisect.bisect_right(self._times, note.ts)  # notes may come late (a server's, a history's)
         self._notes.insert(at, note)
         self._times.insert(at, note.ts)
         if len(self._notes) > self.capacity:
             del self._notes[0], self._times[0]
         self.changed.emit()
+        return True
+
+    def _drop_own(self, server: Note) -> None:
+        """The app's own notes of the change the server's note marks: it says it for them."""
+        lo = bisect.bisect_left(self._times, server.ts - SAME_CHANGE_S)
+        hi = bisect.bisect_right(self._times, server.ts + SAME_CHANGE_S)
+        gone = [i for i in range(lo, hi)
+                if self._notes[i].source == "app" and self._notes[i].key == server.key]
+        for i in reversed(gone):
+            del self._notes[i], self._times[i]
 
     def notes(self) -> list[Note]:
         return list(self._notes)

@@ -41,8 +41,9 @@ def _grab_screen(window, path: str) -> None:
 
 def run_app(server: str | None = None, quit_after: float | None = None, settings_file: str | None = None,
             simulate: dict | None = None, on_window=None, screenshot: str | None = None,
-            tab: str | None = None, theme: str | None = None) -> int:
-    """Open the main window and run the event loop; returns the exit code."""
+            tab: str | None = None, theme: str | None = None, scenario: str | None = None) -> int:
+    """Open the main window and run the event loop; returns the exit code. `scenario`: the simulator's
+    load (a scenario's name or file; `simulate` may name one too, to start it at once)."""
     from .window import MainWindow
 
     app = ensure_app()
@@ -56,6 +57,8 @@ def run_app(server: str | None = None, quit_after: float | None = None, settings
     window.show()
     if tab:
         window.open_tab(tab)
+    if scenario:
+        window.simulator_panel.load_scenario(scenario)
     if simulate:
         window.simulator_panel.start_with(**simulate)
     if on_window is not None:

@@ -308,6 +308,19 @@ def theme_chart(plot: pg.PlotItem, colours: theme.Theme, grid: ChartGrid | None 
         grid.set_colour(colours.grid)
 
 
+KEY_GLYPHS = {"band": "■", "dots": "●", theme.SOLID: "━", theme.DASH: "╍", theme.DASH_DOT: "╍"}
+
+
+def legend_title(title: str, entries, colours: theme.Theme) -> str:
+    """A chart title with keys in the series' colours (a band, dots, a line or a dashed one): cheaper than
+    a legend item, and cached as a pixmap. `entries`: (label, role, "band" / "dots" / "line")."""
+    keys = "&nbsp;&nbsp;".join(
+        f"<span style='color:{colours.colour(role).name()}'>"
+        f"{KEY_GLYPHS[kind if kind != 'line' else theme.SERIES[role][1]]}</span> {label}"
+        for label, role, kind in entries)
+    return f"{title}&nbsp;&nbsp;&nbsp;<span style='font-size:8pt'>{keys}</span>"
+
+
 def name_chart(view: QGraphicsView, name: str, description: str) -> None:
     """What a chart view is called for screen readers; it takes no keyboard focus (it has no keys)."""
     view.setAccessibleName(name)

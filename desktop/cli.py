@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from storypulse.endpoints import parse_server
 
@@ -58,6 +59,10 @@ def desktop_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="storypulse desktop", description="The storypulse desktop app.")
     parser.add_argument("--server", metavar="HOST[:PORT]",
                         help="the server to watch (default: the last one used, else 127.0.0.1:5555)")
+    parser.add_argument("--scenario", metavar="NAME-or-FILE",
+                        help="the simulator's load: a scenario that comes with storypulse (bottleneck, single) or "
+                             "a TOML file, its stages' tasks, estimates and blocks (the server needs the same "
+                             "stages: storypulse server --scenario); not started until asked")
     _common_options(parser)
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:
@@ -67,6 +72,8 @@ def desktop_command(argv: list[str]) -> int:
             parse_server(args.server)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.scenario is not None:
+        args.scenario = _checked_scenario(parser, args.scenario)
     if (missing := no_display()) is not None:
         print(f"storypulse desktop: {missing}", file=sys.stderr)
         return 2
@@ -76,7 +83,18 @@ def desktop_command(argv: list[str]) -> int:
     from .app import run_app
 
     return run_app(server=args.server, quit_after=args.quit_after, settings_file=args.settings,
-                   screenshot=args.screenshot, tab=args.tab, theme=args.theme)
+                   screenshot=args.screenshot, tab=args.tab, theme=args.theme, scenario=args.scenario)
+
+
+def _checked_scenario(parser: argparse.ArgumentParser, name_or_path: str) -> str:
+    """A scenario refused here, naming the line, rather than in the window; a file by its absolute path."""
+    from storypulse import scenario
+
+    try:
+        scenario.load(name_or_path)
+    except scenario.ScenarioError as exc:
+        parser.error(f"--scenario: {exc}")
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
 
 
 def demo_command(argv: list[str]) -> int:
@@ -86,22 +104,36 @@ def demo_command(argv: list[str]) -> int:
     )
     parser.add_argument("--port", type=int, default=5555, help="the server's base port (default 5555)")
     parser.add_argument("--db", metavar="PATH-or-URL", help="the server's database (default: its own default)")
-    parser.add_argument("--rate", type=float, default=DEFAULTS.rate,
-                        help=f"simulated stories per second (default {DEFAULTS.rate:g})")
-    parser.add_argument("--tasks", default=span(DEFAULTS.tasks),
-                        help=f"tasks per story, A-B (default {span(DEFAULTS.tasks)})")
-    parser.add_argument("--estimate-ms", default=span(DEFAULTS.estimate_ms),
+    parser.add_argument("--rate", type=float,
+                        help=f"simulated stories per second (default {DEFAULTS.rate:g}, or the scenario's)")
+    parser.add_argument("--tasks", help=f"tasks per story, A-B (default {span(DEFAULTS.tasks)})")
+    parser.add_argument("--estimate-ms",
                         help=f"task estimates in ms, A-B (default {span(DEFAULTS.estimate_ms)})")
-    parser.add_argument("--max-workers", type=int, default=16, help="upper bound of the server's pool (default 16)")
+    parser.add_argument("--max-workers", type=int, help="upper bound of the server's pool (default 16)")
+    parser.add_argument("--scenario", metavar="NAME-or-FILE",
+                        help="the server it starts runs this scenario's workflow (stages, pools, WIP "
+                             "limits) and the simulator its load (per stage: tasks, estimates, blocks): "
+                             "bottleneck, single, or a TOML file; not with --max-workers, --tasks or "
+                             "--estimate-ms")
     _common_options(parser)
     args = parser.parse_args(argv)
     if args.screenshot and args.quit_after is None:
         parser.error("--screenshot needs --quit-after")
     from storypulse import loadgen, protocol
 
+    if args.scenario is not None:
+        if args.max_workers is not None:
+            parser.error("--max-workers with --scenario: the scenario's stages have their own pools")
+        for option, value in (("--tasks", args.tasks), ("--estimate-ms", args.estimate_ms)):
+            if value is not None:
+                parser.error(f"{option}: the scenario sets each stage's tasks, estimates and blocks")
+        # Refused here, naming the line, not in the server's log.
+        args.scenario = _checked_scenario(parser, args.scenario)
     try:
-        tasks = loadgen.parse_range(args.tasks, name="--tasks", low=1, high=protocol.TASKS_MAX)
-        estimates = loadgen.parse_range(args.estimate_ms, name="--estimate-ms", low=0, high=protocol.ESTIMATE_MS_MAX)
+        tasks = loadgen.parse_range(args.tasks or span(DEFAULTS.tasks), name="--tasks", low=1,
+                                    high=protocol.TASKS_MAX)
+        estimates = loadgen.parse_range(args.estimate_ms or span(DEFAULTS.estimate_ms), name="--estimate-ms", low=0,
+                                        high=protocol.ESTIMATE_MS_MAX)
     except ValueError as exc:
         parser.error(str(exc))
     if not 1 <= args.port <= 65533:
@@ -115,8 +147,9 @@ def demo_command(argv: list[str]) -> int:
     from .demo import run_demo
 
     return run_demo(port=args.port, db=args.db, rate=args.rate, tasks=tasks, estimates=estimates,
-                    max_workers=args.max_workers, quit_after=args.quit_after, settings_file=args.settings,
-                    screenshot=args.screenshot, tab=args.tab, theme=args.theme)
+                    max_workers=args.max_workers or 16, quit_after=args.quit_after,
+                    settings_file=args.settings, screenshot=args.screenshot, tab=args.tab,
+                    theme=args.theme, scenario=args.scenario)
 
 
 def main() -> int:  # `python -m storypulse.desktop`

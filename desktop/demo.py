@@ -27,6 +27,8 @@ import platformdirs
 from storypulse.client import Client, ServerUnavailable
 from storypulse.endpoints import Endpoints
 
+from .simulator_settings import DEFAULTS
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
@@ -40,8 +42,11 @@ def server_answers(endpoints: Endpoints, timeout: float = 0.5) -> bool:
         return False
 
 
-def start_server(port: int, db: str | None, max_workers: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "storypulse.server", "--port", str(port), "--max-workers", str(max_workers)]
+def start_server(port: int, db: str | None, max_workers: int, log_path: Path,
+                 scenario: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "storypulse.server", "--port", str(port)]
+    # A scenario's stages bring their own pool bounds.
+    command += ["--scenario", scenario] if scenario else ["--max-workers", str(max_workers)]
     if db:
         command += ["--db", db]
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +88,10 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], estimates: tuple[int, int],
+def run_demo(*, port: int, db: str | None, rate: float | None, tasks: tuple[int, int], estimates: tuple[int, int],
              max_workers: int, quit_after: float | None, settings_file: str | None,
-             screenshot: str | None = None, tab: str | None = None, theme: str | None = None) -> int:
+             screenshot: str | None = None, tab: str | None = None, theme: str | None = None,
+             scenario: str | None = None) -> int:
     from .app import run_app
 
     endpoints = Endpoints("127.0.0.1", port)
@@ -94,7 +100,7 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
         print(f"storypulse demo: using the server already answering on {endpoints}", file=sys.stderr)
     else:
         log_path = Path(platformdirs.user_log_dir("storypulse")) / "demo-server.log"
-        proc = start_server(port, db, max_workers, log_path)
+        proc = start_server(port, db, max_workers, log_path, scenario)
         print(f"storypulse demo: started a server (pid {proc.pid}) on {endpoints} (log: {log_path})",
               file=sys.stderr)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -109,8 +115,11 @@ def run_demo(*, port: int, db: str | None, rate: float, tasks: tuple[int, int], 
                       file=sys.stderr)
                 return 1
     try:
+        # With a scenario the simulator runs its load (at --rate if given); else the one range.
+        simulate = {"scenario": scenario, "rate": rate} if scenario else \
+            {"rate": DEFAULTS.rate if rate is None else rate, "tasks": tasks, "estimate_ms": estimates}
         return run_app(server=str(endpoints), quit_after=quit_after, settings_file=settings_file, screenshot=screenshot,
-                       simulate={"rate": rate, "tasks": tasks, "estimate_ms": estimates}, tab=tab, theme=theme)
+                       simulate=simulate, tab=tab, theme=theme)
     finally:
         if proc is not None:
             code = stop_server(proc)

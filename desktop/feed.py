@@ -43,14 +43,16 @@ class FeedBatch:
     stats: list[protocol.Stats] = field(default_factory=list)
     story_events: list[protocol.StoryEvent] = field(default_factory=list)
     pool_events: list[protocol.PoolEvent] = field(default_factory=list)
+    notes: list[protocol.NoteEvent] = field(default_factory=list)  # the server's (annotations)
     story_events_dropped: int = 0
     messages: int = 0  # messages decoded for this batch
     decoded_in_thread: int = 0  # threading.get_ident() of the decoding thread
 
     def __bool__(self) -> bool:
-        return bool(self.snapshot or self.stats or self.story_events or self.pool_events or self.story_events_dropped)
+        return bool(self.snapshot or self.stats or self.story_events or self.pool_events or self.notes
+                    or self.story_events_dropped)
 
-    def add(self, event: protocol.Stats | protocol.StoryEvent | protocol.PoolEvent) -> None:
+    def add(self, event: protocol.Event | protocol.OtherEvent) -> None:
         self.messages += 1
         if isinstance(event, protocol.Stats):
             self.stats.append(event)
@@ -59,8 +61,11 @@ class FeedBatch:
                 self.story_events.append(event)
             else:
                 self.story_events_dropped += 1
-        else:
+        elif isinstance(event, protocol.PoolEvent):
             self.pool_events.append(event)
+        elif isinstance(event, protocol.NoteEvent):
+            self.notes.append(event)
+        # else a topic this app does not know (a newer server's): only its seq counted
 
 
 class FeedWorker(QObject):

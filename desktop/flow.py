@@ -1,5 +1,10 @@
 """The Flow tab: cumulative flow, lead times, aging work in progress, Little's law and the WIP limit.
 
+With a workflow (more than one stage) it shows the workflow too: a band per
+stage in the cumulative flow diagram, a column per stage in the aging chart
+(aging.py), and a strip of cards with the flow efficiency, the bottleneck and
+each stage's pool and WIP limit (stage_views.py, over stage_math.py).
+
 The same drawing discipline as the dashboard (dashboard.py, chart_items.py):
 FeedBatches go into bounded buffers and nothing is drawn on arrival; a 25 Hz
 timer pushes new data into items made once and scrolls the time charts, only
@@ -16,38 +21,39 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QLineF, Signal, Slot
-from PySide6.QtWidgets import (
-    QGraphicsLineItem, QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget,
-)
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QGraphicsView, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from storypulse import protocol
 from storypulse.format import duration
 
 from . import theme
+from .aging import AgingChart, aging_text
 from .annotations import ChartNotes
 from .burnup import BurnUp
 from .cards import BigNumber, Card
-from .chart_axes import ValueAxis, value_axis_width
 from .chart_items import (
-    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart, theme_chart,
+    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, legend_title, name_chart, scroll_chart, theme_chart,
 )
 from .diagnostics import Diagnostics
 from .flow_math import (
-    COMPLETED_AT, FLOW_FIELDS, IN_PROGRESS, LEAD, PERCENTILES, WAITING, Aging, CompletionBuffer,
-    FlowCoverage, LittlesLaw, aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
+    COMPLETED_AT, FLOW_FIELDS, LEAD, PERCENTILES, Aging, CompletionBuffer, FlowCoverage, LittlesLaw, aging,
+    cfd_edges, littles_law, oldest_page, predicted_wip, stride,
 )
 from .requests import Requests
 from .live import live_layout, may_draw, readout_label, timer
 from .ranges import time_span
 from .series import SeriesBuffer, ServerClock, peak_decimate
+from .stage_math import StageSeries, stage_edges, stage_names, stage_role
+from .stage_views import StageBands, StageStrip
 
 CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead time chart", "aging": "Aging work in progress chart",
                "little": "Little's law chart"}
 CHART_DESCRIPTIONS = {
     "cfd": "Stories done, in progress and waiting, stacked over time",
     "lead": "The lead time of every completed story, with the p50, p85 and p95 lead times over time",
-    "aging": "The oldest open stories by age, waiting or in progress, against the p85 lead time",
+    "aging": "The oldest open stories by age, waiting or in progress (or in each stage), against the p85 lead "
+             "time; blocked ones marked with a square",
     "little": "Work in progress, stories in progress, throughput times mean lead time, and the WIP limit over time",
 }
 PLOT_HZ = 25
@@ -72,19 +78,6 @@ LITTLE_CURVES = (
     ("stories_in_progress", "in progress", "in_progress"),
     ("wip_limit", "limit", "limit"),
 )
-KEY_GLYPHS = {"band": "■", "dots": "●", theme.SOLID: "━", theme.DASH: "╍", theme.DASH_DOT: "╍"}
-
-
-def _legend(title: str, entries, colours: theme.Theme) -> str:
-    """A chart title with keys in the series' colours (a band, dots, a line or a dashed one): cheaper than
-    a legend item, and cached as a pixmap. `entries`: (label, role, "band" / "dots" / "line")."""
-    keys = "&nbsp;&nbsp;".join(
-        f"<span style='color:{colours.colour(role).name()}'>"
-        f"{KEY_GLYPHS[kind if kind != 'line' else theme.SERIES[role][1]]}</span> {label}"
-        for label, role, kind in entries)
-    return f"{title}&nbsp;&nbsp;&nbsp;<span style='font-size:8pt'>{keys}</span>"
-
-
 def format_seconds(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else duration(value)
 
@@ -139,6 +132,7 @@ class WipLimitBox(Card):
 class FlowTab(QWidget):
     message = Signal(str)  # for the status bar
     wip_limit_set = Signal(int)  # the server took a WIP limit from this app
+    stage_limit_set = Signal(str, int)  # ... or a stage's
 
     def __init__(self, requests: Requests, pages: Requests, parent: QWidget | None = None):
         super().__init__(parent)
@@ -146,6 +140,8 @@ class FlowTab(QWidget):
         self.requests = requests  # set_flow: a user's action, never behind slow pages
         self.pages = pages  # the aging page
         self.buffer = SeriesBuffer(int(BUFFER_SECONDS * BUFFER_RATE), max_rate=BUFFER_RATE, fields=FLOW_FIELDS)
+        self.stage_series: StageSeries | None = None  # the stories per stage, row for row, once a workflow shows
+        self.stage_names: tuple[str, ...] = ()  # the workflow's stages (none: one stage)
         self.completions = CompletionBuffer(COMPLETIONS_KEPT)
         self.coverage = FlowCoverage()  # how much of the flow window the server has counted: Little's law
         self.clock = ServerClock()
@@ -179,6 +175,8 @@ class FlowTab(QWidget):
         for name, box in self.numbers.items():
             numbers_row.addWidget(box, {"open": 2, "progress": 2, "predicted": 3, "percentiles": 4}[name])
         numbers_row.addWidget(self.wip)
+        self.stage_strip = StageStrip()  # hidden without a workflow
+        self.stage_strip.limit_requested.connect(self.submit_stage_limit)
 
         # One view per chart: the aging chart, which changes once a second, is not
         # painted again at every frame of the three that scroll.
@@ -204,7 +202,7 @@ class FlowTab(QWidget):
         grid.setRowStretch(2, 1)
 
         self.readout = readout_label(format_littles(None))
-        live_layout(self, numbers_row, self.chart_area, self.readout)
+        live_layout(self, numbers_row, self.chart_area, self.readout).insertWidget(1, self.stage_strip)
         self.plot_timer = timer(self, 1000 // PLOT_HZ, self._plot_tick)
         self.text_timer = timer(self, 1000 // TEXT_HZ, self._text_tick)
         self.aging_timer = timer(self, AGING_INTERVAL_MS, self.request_aging)
@@ -216,18 +214,14 @@ class FlowTab(QWidget):
         for view in self.views.values():
             view.setBackground(colours.surface)
         for plot, _, grid in self.time_charts:
-            theme_chart(plot, colours, grid, title=_legend(*self._titles[plot], colours))
-        theme_chart(self.aging_plot, colours, title=_legend(*self._titles[self.aging_plot], colours))
+            theme_chart(plot, colours, grid, title=legend_title(*self._titles[plot], colours))
+        self.aging_chart.apply_theme(colours)
         for key, band in self.bands.items():
             band.set_colour(colours.colour(BAND_ROLES[key]))
+        self.stage_bands.apply_theme(colours)
         self.dots.set_colour(colours.colour("lead_time"))
         for name, curve in self.percentile_curves.items():
             curve.set_pen(colours.pen(PERCENTILE_ROLES[name]))
-        self.aging_dots.set_colour(colours.colour("calm"))
-        self.risk_dots.set_colour(colours.colour("risk"))
-        pen = colours.pen("p85")
-        pen.setStyle(theme.DASH)  # a threshold, not a series
-        self.p85_line.setPen(pen)
         for name, _, role in LITTLE_CURVES:
             self.little_curves[name].set_pen(colours.pen(role))
 
@@ -247,7 +241,9 @@ class FlowTab(QWidget):
         self.bands = {key: Band(theme.current().colour(role)) for key, role in BAND_ROLES.items()}
         for band in self.bands.values():
             self.cfd.vb.addItem(band)
+        self.stage_bands = StageBands(self.cfd.vb, self.bands["progress"])
         self.cfd_edges: tuple[np.ndarray, ...] = ()  # (ts, done, done + in progress, arrived) as drawn
+        self.cfd_stage_edges: list[np.ndarray] = []  # with a workflow: stage_edges as drawn (ts apart)
 
     def _build_lead_times(self) -> None:
         self.lead_plot = self._time_plot("lead", "Lead time per completed story, s", (
@@ -262,28 +258,11 @@ class FlowTab(QWidget):
             self.percentile_curves[name] = curve
 
     def _build_aging(self) -> None:
-        bottom = pg.AxisItem("bottom")
-        bottom.setTicks([[(WAITING, "waiting"), (IN_PROGRESS, "in progress")]])
-        self.aging_plot = self.views["aging"].ci.addPlot(axisItems={"bottom": bottom, "left": ValueAxis(orientation="left")})
-        self._titles[self.aging_plot] = ("Aging WIP, age in s", (("open", "calm", "dots"), ("older than p85", "risk", "dots"),
-                                                                  ("p85 lead time", "p85", "line")))
-        self.aging_plot.setTitle(self._titles[self.aging_plot][0], size="9pt")
-        _squeezable(self.aging_plot)
-        cache_drawing(self.aging_plot.titleLabel)
-        self.aging_plot.getAxis("left").setWidth(value_axis_width(self.aging_plot.getAxis("left")))
-        for item in (self.aging_plot,):
-            item.setMenuEnabled(False)
-            item.hideButtons()
-            item.disableAutoRange()
-            item.setMouseEnabled(x=False, y=False)
-        self.aging_plot.setXRange(-0.6, 1.6, padding=0)
-        self.aging_plot.setYRange(0, 10, padding=0)
-        self.aging_dots = Dots(theme.current().colour("calm"), size=6, round_=True)  # a few hundred at most: round
-        self.risk_dots = Dots(theme.current().colour("risk"), size=7, round_=True)
-        self.p85_line = QGraphicsLineItem()
-        self.p85_line.setVisible(False)
-        for item in (self.aging_dots, self.risk_dots, self.p85_line):
-            self.aging_plot.vb.addItem(item)
+        self.aging_chart = AgingChart(self.views["aging"].ci)
+        self.aging_plot = self.aging_chart.plot
+        # (the chart's items, by the names the tests and the benchmark read)
+        self.aging_dots, self.risk_dots, self.p85_line = self.aging_chart.calm, self.aging_chart.risk, \
+            self.aging_chart.p85_line
 
     def _build_littles(self) -> None:
         self.little_plot = self._time_plot("little", "Little's law",
@@ -301,19 +280,18 @@ class FlowTab(QWidget):
     def apply_batch(self, batch) -> None:
         if batch.snapshot is not None:
             snap = batch.snapshot
-            self.buffer.extend(snap.history)
-            self.buffer.append(snap.stats)
+            self._keep([*snap.history, snap.stats])
             for stats in (*snap.history, snap.stats):
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             if snap.completions:
                 self.coverage.saw_completion(snap.completions[0].completed_at)
             self.completions.merge_snapshot(snap.completions)
             self._take_stats(snap.stats, initial=True)
             self._dirty = self._dots_dirty = True
         if batch.stats:
-            self.buffer.extend(batch.stats)
+            self._keep(batch.stats)
             for stats in batch.stats:
-                self.coverage.observe(stats.ts, stats.flow_window_s)
+                self.coverage.take(stats)
             self._take_stats(batch.stats[-1])
             self._dirty = True
         done = [(e.ts, e.lead_time_s, e.cycle_time_s, e.story_id) for e in batch.story_events
@@ -322,12 +300,45 @@ class FlowTab(QWidget):
             self.completions.extend(done)
             self._dots_dirty = True
 
+    def _keep(self, rows) -> None:
+        """Stats rows into the series (and the stories per stage, row for row, once there is a workflow)."""
+        for stats in rows:
+            if self.stage_series is None and stage_names(stats):
+                self.stage_series = StageSeries(self.buffer.capacity, len(self.buffer))
+            if self.buffer.append(stats) and self.stage_series is not None:
+                self.stage_series.append(stats)
+
     def _take_stats(self, stats, initial: bool = False) -> None:
         self.clock.update(stats)
         self._open_total = stats.open_stories
         if initial or not self._wip_initialised:
             self.wip.spin.setValue(stats.wip_limit)
             self._wip_initialised = True
+        names = stage_names(stats)
+        if names != self.stage_names:
+            self._use_stages(names)
+        if initial:
+            self.stage_strip.show_stats(stats, initial=True)
+
+    def _use_stages(self, names: tuple[str, ...]) -> None:
+        """A workflow (or none): a band, an aging column and a card per stage, the keys to match."""
+        self.stage_names = names
+        colours = theme.current()
+        self.stage_bands.set_stages(names, colours)
+        self.stage_strip.set_stages(names)
+        self.aging_chart.set_stages(names)
+        bands = (("waiting", "open", "band"),
+                 *(((n, stage_role(i), "band") for i, n in enumerate(names)) if names
+                   else (("in progress", "in_progress", "band"),)),
+                 ("done", "done", "band"))
+        self._titles[self.cfd] = (self._titles[self.cfd][0], bands)
+        self.apply_theme(colours)
+        self._dirty = True
+
+    def cfd_stack(self) -> list[Band]:
+        """The bands of the cumulative flow diagram shown, bottom to top."""
+        middle = self.stage_bands.stack() if self.stage_names else [self.bands["progress"]]
+        return [self.bands["done"], *middle, self.bands["waiting"]]
 
     # -- controls -------------------------------------------------------------------
     def set_window(self, seconds: int) -> None:
@@ -362,6 +373,24 @@ class FlowTab(QWidget):
 
         self.requests.call("set_flow", {"wip_limit": limit}, on_ok=done, on_error=failed)
 
+    @Slot(str, int)
+    def submit_stage_limit(self, stage: str, limit: int) -> None:
+        card = self.stage_strip.card(stage)
+        card.apply.setEnabled(False)
+
+        def done(result: protocol.FlowResult) -> None:
+            card.apply.setEnabled(True)
+            now = (result.stage_wip_limits or {}).get(stage, limit)
+            card.spin.setValue(now)
+            self.message.emit(f"WIP limit of {stage} now {now:,} stories." if now else f"WIP limit of {stage} lifted.")
+            self.stage_limit_set.emit(stage, now)
+
+        def failed(code: str, message: str) -> None:
+            card.apply.setEnabled(True)
+            self.message.emit(f"Could not set the WIP limit of {stage}: {message}")
+
+        self.requests.call("set_flow", {"stage_wip_limits": {stage: limit}}, on_ok=done, on_error=failed)
+
     # -- aging work in progress ---------------------------------------------------------
     @Slot()
     def request_aging(self) -> None:
@@ -379,33 +408,14 @@ class FlowTab(QWidget):
         self.aging_total = result.total
         latest = self.clock.latest
         p85 = latest.lead_time_p85_s if latest is not None else None
-        state = aging(result.stories, self.clock.now(), p85)
-        self.aging_state = state
-        calm = ~state.at_risk
-        self.aging_dots.set_data(state.x[calm], state.age_s[calm])
-        self.risk_dots.set_data(state.x[state.at_risk], state.age_s[state.at_risk])
-        fit_y(self.aging_plot, 0.0, max(float(state.age_s.max(initial=0.0)), p85 or 0.0))
-        if p85 is not None:
-            self.p85_line.setLine(QLineF(-0.6, p85, 1.6, p85))
-        self.p85_line.setVisible(p85 is not None)
+        self.aging_state = aging(result.stories, self.clock.now(), p85, self.stage_names)
+        self.aging_chart.show(self.aging_state)
 
     def _on_aging_error(self, code: str, message: str) -> None:
         self._aging_in_flight = False  # the next tick tries again; the stories tab reports list errors
 
     def aging_text(self) -> str:
-        state = self.aging_state
-        if state is None:
-            return ""
-        shown = len(state.story_ids)
-        risky = state.risky_ids
-        where = f"the oldest {shown:,} of {self.aging_total:,} open stories shown"
-        if state.p85_s is None:
-            return f"Aging: {where}; no p85 lead time yet (no story completed in the flow window)."
-        if not risky:
-            return f"Aging: {where}; none older than the p85 lead time ({format_seconds(state.p85_s)})."
-        ids = ", ".join(f"#{i}" for i in risky[:8]) + (" …" if len(risky) > 8 else "")
-        return (f"Aging: {where}; {len(risky):,} older than the p85 lead time ({format_seconds(state.p85_s)}), "
-                f"at risk: {ids}")
+        return aging_text(self.aging_state, self.aging_total, format_seconds)
 
     # -- drawing ------------------------------------------------------------------------
     @Slot()
@@ -438,7 +448,12 @@ class FlowTab(QWidget):
         done, progress, arrived = cfd_edges(col("completed_stories")[rows], col("stories_in_progress")[rows],
                                             col("open_stories")[rows])
         self.bands["done"].set_data(ts, np.zeros_like(done), done)
-        self.bands["progress"].set_data(ts, done, progress)
+        if self.stage_names and self.stage_series is not None:
+            self.cfd_stage_edges = stage_edges(done, col("stories_in_progress")[rows], col("open_stories")[rows],
+                                               self.stage_series.rows(rows, len(self.stage_names)))
+            self.stage_bands.set_data(ts, self.cfd_stage_edges)
+        else:
+            self.bands["progress"].set_data(ts, done, progress)
         self.bands["waiting"].set_data(ts, progress, arrived)
         self.cfd_edges = (ts, done, progress, arrived)
 
@@ -469,6 +484,7 @@ class FlowTab(QWidget):
         self.numbers["predicted"].set_text("–" if predicted is None else f"{predicted:,.1f}")
         self.numbers["percentiles"].set_text(format_percentiles(stats))
         if self.isVisible():
+            self.stage_strip.show_stats(stats)
             text = format_littles(self.littles)
             aging_line = self.aging_text()
             text = f"{text}\n{aging_line}" if aging_line else text

@@ -60,6 +60,7 @@ def stride(first: int, last: int, step: int) -> np.ndarray:
 RESTART_GAP_S = 10.0  # stats this far apart: the server stopped between them and counts afresh
 EARLIER_SLACK_S = 2.0  # history is a row a second: a completion this much before the first row predates it
 CHANGES_KEPT = 1_000
+SAME_SINCE_S = 0.5  # the server's start of counting moved less than this: the same start
 
 
 class FlowCoverage:
@@ -79,6 +80,10 @@ class FlowCoverage:
       (a restarted server reloads its recent completions): the window reaches
       back before this client saw it, so it counts as full.
 
+    A server that says how much it has counted (`flow_window_covered_s` in
+    stats) is taken at its word instead (`take`): it knows when it started and
+    what a restart read back; the inference above is for older servers.
+
     Time is the stats' own clock (`ts`): tests feed rows, no clock is read.
     """
 
@@ -87,6 +92,27 @@ class FlowCoverage:
         self._since: list[float] = []  # ... the count runs since this ts (-inf: the whole window)
         self._last_ts: float | None = None
         self._last_window: float | None = None
+        self._told = False  # the last row carried the server's own figure
+
+    def take(self, stats) -> None:
+        """A stats row, in time order: the server's covered seconds when it sends them, else
+        `observe`'s inference (an older server, or a stand-in, leaves the field out)."""
+        covered = getattr(stats, "flow_window_covered_s", None)
+        if covered is None or not stats.flow_window_s:
+            self._told = False
+            self.observe(stats.ts, stats.flow_window_s)
+            return
+        ts, window = stats.ts, stats.flow_window_s
+        if self._last_ts is not None and ts <= self._last_ts:
+            return
+        since = -math.inf if covered >= window else ts - covered
+        current = self._since[-1] if self._from else None
+        # Marks only where the start of the count moves (the server's figure and stamp come
+        # from two clocks: a few ms of drift between rows is no move).
+        if current is None or (since != current and not abs(since - current) <= SAME_SINCE_S):
+            self._mark(ts, since)
+        self._told = True
+        self._last_ts, self._last_window = ts, window
 
     def observe(self, ts: float, window_s: float | None) -> None:
         """A stats row (its ts and flow_window_s), in time order; older rows are ignored."""
@@ -99,8 +125,9 @@ class FlowCoverage:
         self._last_ts, self._last_window = ts, window_s
 
     def saw_completion(self, completed_at: float) -> None:
-        """A completion in the server's window (a snapshot's oldest, say): older than the count, it fills it."""
-        if self._since and completed_at < self._since[-1] - EARLIER_SLACK_S:
+        """A completion in the server's window (a snapshot's oldest, say): older than the count, it fills it.
+        (A server that sends its own figure counted it in already.)"""
+        if self._since and not self._told and completed_at < self._since[-1] - EARLIER_SLACK_S:
             self._since[-1] = -math.inf
 
     def covered(self, ts, window_s):
@@ -244,7 +271,7 @@ def oldest_page(total_open: int, limit: int = AGING_LIMIT) -> tuple[int, int]:
     return max(0, total_open - limit), limit
 
 
-WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns
+WAITING, IN_PROGRESS = 0, 1  # the aging chart's columns (with a workflow: 1 + the stage's index)
 
 
 def jitter(story_ids: np.ndarray, width: float = 0.7) -> np.ndarray:
@@ -272,6 +299,11 @@ class Aging:
     at_risk: np.ndarray  # older than the p85 lead time
     p85_s: float | None
     now: float
+    blocked: np.ndarray | None = None  # blocked now (a block of its tasks ends after `now`)
+
+    @property
+    def blocked_ids(self) -> list[int]:
+        return [] if self.blocked is None else [int(i) for i in self.story_ids[self.blocked]]
 
     @property
     def risky_ids(self) -> list[int]:
@@ -280,11 +312,19 @@ class Aging:
         return [int(i) for i in self.story_ids[self.at_risk][order]]
 
 
-def aging(stories: Sequence, now: float, p85_s: float | None) -> Aging:
-    """Where each open story stands: waiting (no task started) or in progress, and how old it is."""
+def aging(stories: Sequence, now: float, p85_s: float | None, stages: Sequence[str] = ()) -> Aging:
+    """Where each open story stands: waiting (no task started) or in progress, and how old it is.
+
+    With a workflow (`stages`, in order) a story in progress stands in the column of
+    the stage it counts in (a stage the list does not know: the first).
+    """
     ids = np.array([s.story_id for s in stories], dtype=np.int64)
     started = np.array([s.started_at is not None or s.tasks_done > 0 for s in stories], dtype=bool)
     age = np.maximum(0.0, now - np.array([s.created_at for s in stories], dtype=float))
     column = np.where(started, IN_PROGRESS, WAITING).astype(float)
+    if stages:
+        place = {name: i for i, name in enumerate(stages)}
+        column += np.array([place.get(getattr(s, "stage", None), 0) for s in stories], dtype=float) * started
+    until = np.array([getattr(s, "blocked_until", None) or 0.0 for s in stories], dtype=float)
     limit = p85_s if p85_s is not None and math.isfinite(p85_s) else math.inf
-    return Aging(ids, column + jitter(ids), age, age > limit, p85_s, now)
+    return Aging(ids, column + jitter(ids), age, age > limit, p85_s, now, until > now)

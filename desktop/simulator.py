@@ -5,10 +5,14 @@ the same generator and pacer (arrivals steady or Poisson, estimates uniform or
 log-normal), requests pipelined up to a bound, `busy` replies resent with a
 backoff. The settings may change while it runs: the panel hands the latest to
 the worker, which applies them before its next story.
+
+A scenario (scenario_load.py) gives it a load per workflow stage: the panel
+then edits one stage's tasks, estimates and blocks at a time.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -16,8 +20,8 @@ from dataclasses import dataclass, replace
 import zmq
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout,
-    QWidget,
+    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+    QVBoxLayout, QWidget,
 )
 
 from storypulse import protocol
@@ -25,9 +29,13 @@ from storypulse.client import Client
 from storypulse.endpoints import Endpoints
 from storypulse.loadgen import StoryGenerator
 from storypulse.loadrun import LoadRun, Tally
+from storypulse.scenario import ScenarioError
 
 from .live import muted
+from .scenario_load import FROM_FILE, ONE_RANGE, ScenarioLoad
+from .stage_math import stages_of
 from .simulator_settings import DEFAULTS, SimulatorSettings
+from . import theme
 from .threads import stop_thread
 
 MAX_IN_FLIGHT = 200
@@ -85,7 +93,7 @@ class SimulatorWorker(QObject):
             self.progress.emit(SimulatorProgress(last_error=str(exc)))
             return
         generator = StoryGenerator(tasks=settings.tasks, estimate_ms=settings.estimate_ms,
-                                   estimates=settings.estimates)
+                                   estimates=settings.estimates, stages=settings.stages)
         loop = LoadRun(client, generator, rate=settings.rate, max_in_flight=MAX_IN_FLIGHT,
                        start=time.monotonic(), arrivals=settings.arrivals, keep_latencies=False)
         self.applied = settings
@@ -125,6 +133,7 @@ def _progress(tally: Tally, running: bool) -> SimulatorProgress:
 class SimulatorPanel(QGroupBox):
     _start = Signal(object)
     running_changed = Signal(bool)
+    scenario_changed = Signal(str)  # its name, or "" (one range)
 
     def __init__(self, endpoints: Endpoints, parent: QWidget | None = None):
         super().__init__("Simulator", parent)
@@ -140,7 +149,7 @@ class SimulatorPanel(QGroupBox):
 
         self.rate = QDoubleSpinBox()
         self.rate.setRange(0.1, RATE_MAX)
-        self.rate.setDecimals(1)
+        self.rate.setDecimals(2)  # a scenario's rate, say 0.88, as it is
         self.rate.setValue(DEFAULTS.rate)
         self.rate.setSuffix(" stories/s")
         self.tasks_min = _spin(1, protocol.TASKS_MAX, DEFAULTS.tasks[0])
@@ -166,29 +175,158 @@ class SimulatorPanel(QGroupBox):
         self.button.toggled.connect(self._on_toggled)
         self.status = muted(QLabel("stopped"))
         self.status.setWordWrap(True)
+        self.warning = QLabel("")  # the server would refuse the scenario's stories: why
+        self.warning.setWordWrap(True)
+        self.warning.setVisible(False)
+        self.scenario = ScenarioLoad()
+        self.scenario.picker.activated.connect(self._on_pick)
+        self.scenario.stage.currentIndexChanged.connect(self._show_stage)
+        self._one_range: SimulatorSettings | None = None  # the fields' own values while they show a stage
+        self._server_stages: tuple[str, ...] = ()
+        self.scenario_folder = os.path.expanduser("~")  # where "from file…" opens
 
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.addRow("Scenario", self.scenario.picker)
         form.addRow("Rate", self.rate)
+        form.addRow("Arrivals", self.arrivals)
+        form.addRow("Stage", self.scenario.stage)
         form.addRow("Tasks per story", _pair(self.tasks_min, self.tasks_max))
         form.addRow("Estimates", _pair(self.estimate_min, self.estimate_max))
         form.addRow("Spread", self.estimates)
-        form.addRow("Arrivals", self.arrivals)
+        form.addRow("Blocks", self.scenario.block_chance)
+        form.addRow("Block time", _pair(self.scenario.block_min, self.scenario.block_max))
+        self._stage_rows = (3, 7, 8)  # shown with a scenario only
+        for row in self._stage_rows:
+            form.setRowVisible(row, False)
         # The settings stay editable while it runs: each change applies to the next stories.
-        for box in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max):
+        for box in (self.rate, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max,
+                    self.scenario.block_chance, self.scenario.block_min, self.scenario.block_max):
             box.valueChanged.connect(self._on_edited)
         for combo in (self.arrivals, self.estimates):
             combo.currentIndexChanged.connect(self._on_edited)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.button)
+        layout.addWidget(self.warning)
         layout.addWidget(self.status)
+        theme.follow(self, self._apply_theme)
 
-    def settings(self) -> SimulatorSettings:
+    def _fields(self) -> tuple[tuple[int, int], tuple[int, int], str]:
+        """Tasks, estimates and spread as the fields show them (one range's, or the stage's shown)."""
         tasks = sorted((self.tasks_min.value(), self.tasks_max.value()))
         estimates = sorted((self.estimate_min.value(), self.estimate_max.value()))
-        return SimulatorSettings(self.rate.value(), (tasks[0], tasks[1]), (estimates[0], estimates[1]),
-                                 arrivals=self.arrivals.currentData(), estimates=self.estimates.currentData())
+        return (tasks[0], tasks[1]), (estimates[0], estimates[1]), self.estimates.currentData()
+
+    def settings(self) -> SimulatorSettings:
+        if self.scenario.active and self._one_range is not None:
+            return replace(self._one_range, rate=self.rate.value(), arrivals=self.arrivals.currentData(),
+                           stages=tuple(self.scenario.loads))
+        tasks, estimates, spread = self._fields()
+        return SimulatorSettings(self.rate.value(), tasks, estimates, arrivals=self.arrivals.currentData(),
+                                 estimates=spread)
+
+    # -- scenarios ------------------------------------------------------------------------
+    def load_scenario(self, name_or_path: str) -> bool:
+        """Run a scenario's load (a name of one that comes with storypulse, or a file); False, with the
+        reason in the status line, when it cannot be used."""
+        if not name_or_path:
+            self._leave_scenario()
+            return True
+        if not self.scenario.active:
+            self._one_range = self.settings()
+        try:
+            found = self.scenario.load(name_or_path)
+        except ScenarioError as exc:
+            self.status.setText(f"scenario not loaded: {exc}")
+            if not self.scenario.active:
+                self.scenario.clear()
+            return False
+        for row in self._stage_rows:
+            self.form.setRowVisible(row, True)
+        self.tasks_min.setMinimum(0)  # a stage may have no task of a story
+        self.tasks_max.setMinimum(0)
+        self._quietly(lambda: (self.rate.setValue(found.rate), _select(self.arrivals, found.arrivals)))
+        self.scenario.stage.setCurrentIndex(0)
+        self._show_stage(0)
+        self.status.setText(f"scenario {found.name}: {found.description}")
+        self._check_server()
+        self.scenario_changed.emit(found.name)
+        self._on_edited()
+        return True
+
+    def _leave_scenario(self) -> None:
+        if not self.scenario.active:
+            return
+        self.scenario.clear()
+        for row in self._stage_rows:
+            self.form.setRowVisible(row, False)
+        if self._one_range is not None:  # the fields as they were before the scenario
+            self._quietly(lambda: self.apply_settings(self._one_range))
+        self.tasks_min.setMinimum(1)
+        self.tasks_max.setMinimum(1)
+        self._check_server()
+        self.scenario_changed.emit("")
+        self._on_edited()
+
+    @Slot(int)
+    def _on_pick(self, index: int) -> None:
+        value = self.scenario.picker.itemData(index)
+        if value == FROM_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "Load a scenario", self.scenario_folder, "Scenarios (*.toml)")
+            if path:
+                self.scenario_folder = os.path.dirname(path)
+            if not path or not self.load_scenario(path):
+                self._quietly(lambda: self.scenario.picker.setCurrentIndex(
+                    max(0, self.scenario.picker.findData(self.scenario.source() or ONE_RANGE))))
+            return
+        self.load_scenario(value)
+
+    @Slot(int)
+    def _show_stage(self, index: int) -> None:
+        if not self.scenario.active or index < 0:
+            return
+        load = self.scenario.loads[index]
+        self._quietly(lambda: self._show_fields(load.tasks, load.estimate_ms, load.estimates))
+        self.scenario.show_blocks(load)
+
+    def _show_fields(self, tasks, estimate_ms, spread) -> None:
+        self.tasks_min.setValue(tasks[0])
+        self.tasks_max.setValue(tasks[1])
+        self.estimate_min.setValue(estimate_ms[0])
+        self.estimate_max.setValue(estimate_ms[1])
+        _select(self.estimates, spread)
+
+    def _quietly(self, change) -> None:
+        """A change of the fields made here, not by the user: no edit signalled for each field."""
+        boxes = (self.rate, self.arrivals, self.tasks_min, self.tasks_max, self.estimate_min, self.estimate_max,
+                 self.estimates, self.scenario.picker)
+        for box in boxes:
+            box.blockSignals(True)
+        try:
+            change()
+        finally:
+            for box in boxes:
+                box.blockSignals(False)
+
+    @Slot(object)
+    def apply_batch(self, batch) -> None:
+        """The server's stages, from its stats: a scenario whose stages it lacks is refused there."""
+        stats = batch.stats[-1] if batch.stats else (batch.snapshot.stats if batch.snapshot else None)
+        if stats is None:
+            return
+        names = tuple(s.name for s in stages_of(stats))
+        if names != self._server_stages:
+            self._server_stages = names
+            self._check_server()
+
+    def _check_server(self) -> None:
+        why = self.scenario.mismatch(self._server_stages)
+        self.warning.setText(f"⚠ {why}" if why else "")
+        self.warning.setVisible(bool(why))
+
+    def _apply_theme(self, colours) -> None:
+        theme.set_text_colour(self.warning, colours.text_colour("disconnected"))
 
     def apply_settings(self, settings: SimulatorSettings) -> None:
         self.rate.setValue(settings.rate)
@@ -199,16 +337,31 @@ class SimulatorPanel(QGroupBox):
         _select(self.arrivals, settings.arrivals)
         _select(self.estimates, settings.estimates)
 
-    def start_with(self, rate: float, tasks: tuple[int, int], estimate_ms: tuple[int, int],
-                   arrivals: str | None = None, estimates: str | None = None) -> None:
-        current = self.settings()
-        self.apply_settings(replace(current, rate=rate, tasks=tasks, estimate_ms=estimate_ms,
-                                    arrivals=arrivals or current.arrivals,
-                                    estimates=estimates or current.estimates))
+    def start_with(self, rate: float | None = None, tasks: tuple[int, int] | None = None,
+                   estimate_ms: tuple[int, int] | None = None, arrivals: str | None = None,
+                   estimates: str | None = None, scenario: str | None = None) -> None:
+        """Start with these settings (those left out stay); with `scenario`, its load, at `rate` if given."""
+        if scenario:
+            self.load_scenario(scenario)
+            if rate is not None:
+                self.rate.setValue(rate)
+        else:
+            self._leave_scenario()
+            current = self.settings()
+            self.apply_settings(replace(current, rate=current.rate if rate is None else rate,
+                                        tasks=tasks or current.tasks, estimate_ms=estimate_ms or current.estimate_ms,
+                                        arrivals=arrivals or current.arrivals,
+                                        estimates=estimates or current.estimates))
         self.button.setChecked(True)
 
     @Slot()
     def _on_edited(self) -> None:
+        if self.scenario.active:
+            try:
+                self.scenario.edit(*self._fields())
+            except ValueError as exc:  # e.g. every stage left without a task: the stories keep the last load
+                self.status.setText(f"not applied: {exc}")
+                return
         if self.running:
             self.worker.update(self.settings())
 

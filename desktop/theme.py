@@ -1,6 +1,7 @@
 """The app's colours: a light and a dark theme, and one palette of series colours for every chart.
 
-Series take the hues of Okabe and Ito's palette (2008), chosen to stay apart
+Series take the hues of Okabe and Ito's palette (2008; its yellow only for the
+workflow's stage bands, as an olive in the light theme), chosen to stay apart
 for people with a colour-vision deficiency. Each theme keeps those hues and
 moves their lightness, so that on its chart background a line has at least
 3:1 contrast and a coloured text 4.5:1 (WCAG 2), and two series that share a
@@ -55,6 +56,13 @@ SERIES = MappingProxyType({
     "shrunk": ("vermillion", SOLID),
     "note": ("neutral", DOT),  # annotations
     "alert": ("vermillion", DOT),  # annotations about trouble (a database outage)
+    # The workflow (stage_math.STAGE_ROLES): stage bands cycle sky, yellow, blue, yellow, ...
+    "stage_1": ("sky", SOLID),  # the first stage: the in-progress band's hue, split
+    "stage_2": ("yellow", SOLID),
+    "stage_3": ("blue", SOLID),
+    "blocked": ("purple", SOLID),  # blocked stories on the aging chart (squares behind their dots)
+    "efficiency": ("green", SOLID),  # flow efficiency
+    "bottleneck": ("vermillion", SOLID),  # the stage named the bottleneck
     "connected": ("green", SOLID),  # connection states
     "connecting": ("neutral", SOLID),
     "reconnecting": ("orange", SOLID),
@@ -132,18 +140,18 @@ LIGHT = Theme(
     text="#1F2328", muted="#59636E", border="#C9D1D9", grid="#E6E9ED", axis="#8C959F",
     highlight="#0969DA", highlight_text="#FFFFFF", tooltip="#FFFFFF", tooltip_text="#1F2328",
     lines={"blue": "#006299", "sky": "#1C95D9", "green": "#00A377", "orange": "#B87F00", "vermillion": "#D65F00",
-           "purple": "#CA73A3", "neutral": "#717A84"},
+           "purple": "#CA73A3", "neutral": "#717A84", "yellow": "#8F8A00"},
     texts={"blue": "#006299", "sky": "#1673A7", "green": "#007A59", "orange": "#8F6300", "vermillion": "#B24F00",
-           "purple": "#B24381", "neutral": "#656D76"},
+           "purple": "#B24381", "neutral": "#656D76", "yellow": "#706C00"},
 )
 DARK = Theme(
     name="dark", window="#22262B", surface="#17191D", surface_alt="#1E2126", button="#2D333B",
     text="#E6EDF3", muted="#9DA7B3", border="#444C56", grid="#2A2F36", axis="#7D8590",
     highlight="#316DCA", highlight_text="#FFFFFF", tooltip="#2D333B", tooltip_text="#E6EDF3",
     lines={"blue": "#118BD0", "sky": "#54B3E9", "green": "#00CC94", "orange": "#EBA200", "vermillion": "#D65F00",
-           "purple": "#C0729D", "neutral": "#7B848E"},
+           "purple": "#C0729D", "neutral": "#7B848E", "yellow": "#C9BF37"},
     texts={"blue": "#27A6ED", "sky": "#54B3E9", "green": "#00CC94", "orange": "#EBA200", "vermillion": "#FF7405",
-           "purple": "#CB8BAE", "neutral": "#99A0A8"},
+           "purple": "#CB8BAE", "neutral": "#99A0A8", "yellow": "#D4C93A"},
 )
 THEMES = {"light": LIGHT, "dark": DARK}
 

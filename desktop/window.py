@@ -120,12 +120,15 @@ class MainWindow(QMainWindow):
         self.feed.batch_ready.connect(self.stories.apply_batch)
         self.feed.batch_ready.connect(self.pool_panel.apply_batch)
         self.feed.batch_ready.connect(self.flow.apply_batch)
+        self.feed.batch_ready.connect(self.simulator_panel.apply_batch)
         self.feed.batch_ready.connect(self._show_database)
         self.feed.batch_ready.connect(self.note_sources.take_batch)
         self.feed.state_changed.connect(self._show_state)
         self.simulator_panel.running_changed.connect(self.note_sources.simulator_toggled)
         self.simulator_panel.rate.valueChanged.connect(self.note_sources.simulator_rate)
+        self.simulator_panel.scenario_changed.connect(self.note_sources.simulator_scenario)
         self.flow.wip_limit_set.connect(self.note_sources.wip_limit_set)
+        self.flow.stage_limit_set.connect(self.note_sources.stage_limit_set)
         self.pool_panel.bounds_set.connect(self.note_sources.pool_bounds_set)
         self.stories.message.connect(self._status_message)
         self.pool_panel.message.connect(self._status_message)
@@ -472,6 +475,9 @@ class MainWindow(QMainWindow):
             arrivals=str(s.value("simulator/arrivals", d.arrivals)),
             estimates=str(s.value("simulator/estimates", d.estimates)),
         ))
+        scenario = str(s.value("simulator/scenario", ""))
+        if scenario:
+            self.simulator_panel.load_scenario(scenario)  # one gone since says so in the panel
         splitter = s.value("stories/splitter")
         if splitter is not None:
             self.stories.splitter.restoreState(splitter)
@@ -493,6 +499,7 @@ class MainWindow(QMainWindow):
         s.setValue("simulator/estimate_max", sim.estimate_ms[1])
         s.setValue("simulator/arrivals", sim.arrivals)
         s.setValue("simulator/estimates", sim.estimates)
+        s.setValue("simulator/scenario", self.simulator_panel.scenario.source())
         s.setValue("stories/splitter", self.stories.splitter.saveState())
         s.setValue("view/theme", self.theme_choice)
         s.setValue("view/annotations", self.notes_action.isChecked())

@@ -7,14 +7,15 @@
 # culprit; Qt's own message blames libxcb-cursor0).
 #
 #   scripts/screenshot.sh [--tab dashboard|stories|flow] [--theme light|dark|system] [--scale F]
-#                         [--stand-in] [OUTPUT.png]
+#                         [--stand-in [--stages 1|3]] [--scenario NAME-or-FILE] [OUTPUT.png]
 #       (SCREENSHOT_SECONDS=25 by default)
 #   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
 #   scripts/screenshot.sh --theme dark --scale 2 out.png  dark, at 200 % (QT_SCALE_FACTOR; a screen twice as big)
 #
 # --stand-in shows the app on tools/standin.py (a queueing model of a team behind
 # the protocol) instead of a server and the simulator: for checking a layout
-# with figures a server does not send yet.
+# with figures a server does not send yet; `--stages 3` gives it three stages (analysis, build,
+# test, test short of people). --scenario runs the demo's server and simulator on a scenario.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -22,12 +23,16 @@ TAB=dashboard
 THEME=light
 SCALE=1
 STAND_IN=""
+STAGES=1
+SCENARIO=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --tab) TAB=$2; shift 2 ;;
         --theme) THEME=$2; shift 2 ;;
         --scale) SCALE=$2; shift 2 ;;
         --stand-in) STAND_IN=1; shift ;;
+        --stages) STAGES=$2; shift 2 ;;
+        --scenario) SCENARIO=(--scenario "$2"); shift 2 ;;
         -*) echo "screenshot.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -80,7 +85,7 @@ printf '[dashboard]\nwindow_s=60\n' >"$work/settings.ini"
 
 mkdir -p "$(dirname "$OUT")"
 if [ -n "$STAND_IN" ]; then
-    "$PYTHON" tools/standin.py --port "$port" &
+    "$PYTHON" tools/standin.py --port "$port" --stages "$STAGES" &
     stand_in=$!
     DISPLAY=":$number" QT_QPA_PLATFORM=xcb QT_SCALE_FACTOR="$SCALE" "$PYTHON" -m storypulse desktop \
         --server "127.0.0.1:$port" --settings "$work/settings.ini" --tab "$TAB" --theme "$THEME" \
@@ -88,6 +93,6 @@ if [ -n "$STAND_IN" ]; then
 else
     DISPLAY=":$number" QT_QPA_PLATFORM=xcb QT_SCALE_FACTOR="$SCALE" "$PYTHON" -m storypulse demo \
         --port "$port" --db "$work/demo.db" --settings "$work/settings.ini" --tab "$TAB" --theme "$THEME" \
-        --quit-after "$RUN_SECONDS" --screenshot "$OUT"
+        ${SCENARIO[@]+"${SCENARIO[@]}"} --quit-after "$RUN_SECONDS" --screenshot "$OUT"
 fi
 echo "saved $OUT"

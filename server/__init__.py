@@ -27,7 +27,8 @@ Modules, one job each:
   faults     what is dropped or failed on: counted, logged without flooding
   flow       lead and cycle times over a sliding window (pure)
   stats      sliding rate windows, stats history, timer cadence (pure)
-  pool       worker processes and their states; the autoscaler owns target and bounds
+  pool       one stage's worker processes and their states; its autoscaler owns target and bounds
+  pools      a pool per stage of the workflow, seen as one by the loop
   autoscale  the pool-size policy (pure)
   worker     the worker process
   claim      one server per database: a lock file (SQLite); claim_postgres: an advisory

@@ -180,6 +180,7 @@ class WorkMemory:
                     story.blocks += 1
                 elif wall is not None and until > wall:  # still blocked (after a restart)
                     task.running = None
+                    story.blocked_until = max(until, story.blocked_until or until)
                     heappush(self._blocks, (until, task_id))
                     continue
             ready.append(task_id)

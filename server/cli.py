@@ -20,6 +20,8 @@ from storypulse.endpoints import parse_server
 from storypulse.security import (ClientSecurity, MissingKey, client_security_for, curve_required,
                              default_key_dir)
 
+from storypulse.workflow import check_stage_name
+
 from . import logs
 from .config import (DEFAULTS, DURABILITY_LEVELS, LOG_FORMATS, LOG_LEVELS, ConfigError, ServerConfig,
                      meaning_of_choices)
@@ -75,6 +77,19 @@ def server_parser() -> argparse.ArgumentParser:
     add("--wip-limit", type=int, metavar="N",
         help="at most N stories in progress: a story's tasks start only while fewer are; "
              f"0: no limit (default {d['wip_limit']})")
+    add("--stages", metavar="NAME:MIN-MAX,...",
+        help="a workflow: stages in order, each with its own pool of workers, e.g. "
+             "analysis:1-2,build:1-6,test:1-2 (NAME:N for a fixed pool); a story's tasks of a "
+             "later stage start only when those of its earlier stages are done. Not with "
+             "--min-workers/--max-workers (each stage has its bounds). Default: one stage, "
+             "'work', with --min-workers/--max-workers")
+    add("--stage-wip", metavar="NAME=N,...",
+        help="WIP limits per stage: at most N stories in the stage at once (a story counts in "
+             "a stage until it starts its next one), e.g. build=3,test=2; 0: none")
+    add("--scenario", metavar="NAME-or-FILE",
+        help="take the workflow (stages, pools, WIP limits) from a scenario: one that comes "
+             "with storypulse (bottleneck, single) or a TOML file; --stage-wip and --wip-limit "
+             "override its limits")
     add("--forecast-history", type=float, metavar="S",
         help="forecasts resample the stories completed per second over the last S seconds the "
              f"server ran (default {d['forecast_history']:g})")
@@ -123,7 +138,7 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     from .daemon import Daemon
     from .loop import Server
     from .sockets import listen
-    from .store import Store, describe
+    from .store import Store, WorkflowMismatch, describe
 
     if curve_required(config.bind):
         log.warning("listening on %s beyond loopback: CURVE on, only clients whose keys are "
@@ -155,6 +170,9 @@ def serve(config: ServerConfig, parent_pipe: int | None = None) -> int:
     server.install_signal_handlers()
     try:
         return server.run()
+    except WorkflowMismatch as exc:  # the database's stages are not this workflow's
+        log.critical("cannot start: %s", exc)
+        return 1
     except database_errors() as exc:  # e.g. damage deep in the file, met while restoring
         log.debug("the database failed", exc_info=True)
         failure = startup_failure(config.db, exc)
@@ -183,6 +201,10 @@ def worker_parser() -> argparse.ArgumentParser:
                         help="worker processes to run (default: one per CPU)")
     parser.add_argument("--heartbeat", type=float, default=DEFAULTS["heartbeat"], metavar="S",
                         help="must match the server's --heartbeat (default %(default)g)")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="with a server that runs a workflow (--stages), the stage whose "
+                             "tasks these workers take; a stage the server lacks is refused, "
+                             "naming its stages (default: the first stage)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                         help="text, or json: one JSON object a line (default %(default)s)")
@@ -202,13 +224,18 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--processes must be within 1-{protocol.WORKERS_MAX}")
     if args.heartbeat <= 0:
         parser.error("--heartbeat must be > 0")
+    if args.stage is not None:
+        try:
+            check_stage_name(args.stage, "--stage")
+        except ValueError as exc:
+            parser.error(str(exc))
     logs.setup(args.log_level, args.log_format)
     from .worker import process_context
 
     endpoint = endpoints.workers
     context = process_context(["storypulse.server.worker"])
     processes = [
-        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security),
+        context.Process(target=_remote_worker, args=(endpoint, args.heartbeat, security, args.stage),
                         name=f"storypulse-worker-{i}")
         for i in range(args.processes)
     ]
@@ -217,7 +244,8 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     for process in processes:
         process.start()
-    log.info("%d worker process(es) connecting to %s", len(processes), endpoint)
+    log.info("%d worker process(es) connecting to %s%s", len(processes), endpoint,
+             f" for stage {args.stage!r}" if args.stage else "")
     while any(p.is_alive() for p in processes) and not stopping:
         multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()], 0.5)
     for process in processes:
@@ -225,12 +253,22 @@ def worker_command(argv: Sequence[str] | None = None) -> int:
             process.terminate()
     for process in processes:
         process.join(5)
+    refused = sum(1 for p in processes if p.exitcode == REFUSED_EXIT)
+    if refused:
+        log.error("the server refused %d worker process(es) (each logged why)", refused)
+        return 1
     return 0
 
 
-def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | None) -> None:
+REFUSED_EXIT = 3  # a worker process the server refused (a Stop with a reason)
+
+
+def _remote_worker(endpoint: str, heartbeat: float, security: ClientSecurity | None,
+                   stage: str | None = None) -> None:
     from . import worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup_from_environ("info")
-    worker.run(endpoint, None, heartbeat, reconnect=True, security=security)
+    if worker.run(endpoint, None, heartbeat, reconnect=True, security=security,
+                  stage=stage) == "refused":
+        sys.exit(REFUSED_EXIT)

@@ -50,8 +50,8 @@ class GroupCommit:
         self.held: list[Reply] = []  # replies that wait on a refused batch
         self.outage: Outage | None = None
         # The new stories a refused commit took back, for the service to forget:
-        # story id -> [tasks, estimate ms] of its rows taken out of the batch.
-        self.refused: dict[int, list[int]] = {}
+        # story id -> (stage name or None, estimate ms) of each task row taken out of the batch.
+        self.refused: dict[int, list[tuple[str | None, int]]] = {}
 
     # -- what handlers add ---------------------------------------------------------------
     def reply(self, envelope: Envelope, request_id: Any, result: Any) -> None:
@@ -147,15 +147,20 @@ class GroupCommit:
         gone = set(story_ids)
         batch = self.batch
         batch.stories = [row for row in batch.stories if row[0] not in gone]
+        batch.story_flows = [row for row in batch.story_flows if row[0] not in gone]
         refused = self.refused
         for story_id in story_ids:
-            refused[story_id] = [0, 0]
+            refused[story_id] = []
+        stages = {}  # the stage named in the flow row of each refused task that has one
+        if batch.task_flows:
+            flows = batch.task_flows
+            taken = {row[0] for row in batch.tasks if row[1] in gone}
+            stages = {row[0]: row[1] for row in flows if row[0] in taken}
+            batch.task_flows = [row for row in flows if row[0] not in taken]
         kept = []
         for row in batch.tasks:
             if row[1] in gone:
-                counts = refused[row[1]]
-                counts[0] += 1
-                counts[1] += row[3]
+                refused[row[1]].append((stages.get(row[0]), row[3]))
             else:
                 kept.append(row)
         batch.tasks = kept

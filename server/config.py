@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from storypulse import protocol
+from storypulse import protocol, scenario, workflow
 from storypulse.endpoints import DEFAULT_PORT
 
 from .worker import HEARTBEAT_LIVENESS  # one definition, shared with the worker
@@ -69,6 +69,13 @@ class ServerConfig:
         "choices": DURABILITY_LEVELS, "note": "the server logs the setting in force at start"})
     flow_window: float = 60.0  # lead and cycle times are taken over the stories completed this recently
     wip_limit: int = 0  # stories in progress at once; 0: no limit
+    # The workflow (docs/flow.md): NAME:MIN-MAX,... in order (None: one stage, `work`, with
+    # --min-workers/--max-workers); per-stage WIP limits NAME=N,...; or a scenario (a name of
+    # one that comes with storypulse, or a TOML file) whose stages and WIP limits it takes.
+    # Strings, so that a file and the environment set them as they set every key.
+    stages: str | None = None
+    stage_wip: str | None = None
+    scenario: str | None = None
     forecast_history: float = 600.0  # seconds of throughput history that forecasts resample
     log_level: str = "info"
     log_format: str = "text"
@@ -83,9 +90,35 @@ class ServerConfig:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        config = cls(**{k: v for k, v in options.items() if v is not None})
+        given = {k: v for k, v in options.items() if v is not None}
+        chosen = next((name for name in ("stages", "scenario") if name in given), None)
+        bounds = [name for name in ("min_workers", "max_workers") if name in given]
+        if chosen and bounds:
+            # The pool bounds are per stage with a workflow: these would be ignored.
+            raise ConfigError(f"{' and '.join(map(_option, bounds))} with {_option(chosen)}: each "
+                              "stage has its own pool bounds (NAME:MIN-MAX); leave these out")
+        config = cls(**given)
         config.validate()
+        if config.scenario is not None and "wip_limit" not in given:
+            config.wip_limit = config._scenario.wip_limit  # the scenario's, unless given
         return config
+
+    @property
+    def workflow(self) -> workflow.Workflow:
+        """The stages in order with their pools and WIP limits (built by `validate`)."""
+        try:
+            return self._workflow
+        except AttributeError:
+            self.validate()
+            return self._workflow
+
+    @property
+    def scenario_name(self) -> str | None:
+        """The name of the scenario the workflow came from; None without one."""
+        if self.scenario is None:
+            return None
+        self.workflow  # built by validate, which loads the scenario
+        return self._scenario.name
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -133,6 +166,27 @@ class ServerConfig:
         need(isinstance(self.http_port, int) and 0 <= self.http_port <= 65535, "http_port",
              "must be within 0-65535 (0: no HTTP endpoint)")
         need(bool(self.http_bind), "http_bind", "must not be empty")
+        self._workflow = self._build_workflow()
+
+    def _build_workflow(self) -> workflow.Workflow:
+        """--stages (or --scenario's stages), then --stage-wip on top; one stage `work` with the
+        pool bounds when neither is given."""
+        if self.stages is not None and self.scenario is not None:
+            raise ConfigError(f"--stages {self.stages!r} and --scenario {self.scenario!r}: give one "
+                              "(a scenario has its own stages)")
+        try:
+            if self.scenario is not None:
+                self._scenario = scenario.load(self.scenario)
+                flow = self._scenario.workflow
+                if self.stage_wip is not None:
+                    flow = flow.with_wip_limits(workflow.parse_stage_wip(self.stage_wip, flow))
+                return flow
+            return workflow.from_options(self.stages, self.stage_wip, self.min_workers,
+                                         self.max_workers)
+        except scenario.ScenarioError as exc:
+            raise ConfigError(f"--scenario: {exc}") from None
+        except workflow.WorkflowError as exc:  # its message names --stages or --stage-wip
+            raise ConfigError(str(exc)) from None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

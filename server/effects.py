@@ -32,10 +32,12 @@ Envelope = list[bytes]  # the routing frames a reply goes back with
 
 @dataclass(frozen=True)
 class Resize:
-    """set_pool asks the loop to resize the pool this turn: to `change` (old, new, reason),
-    decided so that the reply could show the new target; None: the target stays, decide again."""
+    """set_pool asks the loop to resize a pool this turn: to `change` (old, new, reason),
+    decided so that the reply could show the new target; None: the target stays, decide again.
+    `stage`: whose pool (its index in the workflow)."""
 
     change: tuple[int, int, str] | None
+    stage: int = 0
 
 
 class Effects:
@@ -64,6 +66,6 @@ class Effects:
             seq=self.seq, ts=wall, event=event, story_id=story_id,
             lead_time_s=lead_time_s, cycle_time_s=cycle_time_s))))
 
-    def pool(self, old: int, new: int, reason: str, wall: float) -> None:
+    def pool(self, old: int, new: int, reason: str, wall: float, stage: str | None = None) -> None:
         self.publish(protocol.TOPIC_POOL, protocol.PoolEvent(
-            seq=0, ts=wall, old_size=old, new_size=new, reason=reason))
+            seq=0, ts=wall, old_size=old, new_size=new, reason=reason, stage=stage))

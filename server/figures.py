@@ -8,7 +8,7 @@ they are loaded at start and kept in step with every write); `stats` and
 from __future__ import annotations
 
 from storypulse import protocol
-from storypulse.protocol import Stats
+from storypulse.protocol import StageStats, Stats
 
 from .autoscale import Load
 from .config import ServerConfig
@@ -16,12 +16,28 @@ from .faults import Faults
 from .flow import FlowWindow
 from .outage import Outage
 from .pool import Pool
+from .pools import Pools
+from .stages import bottleneck, wait_s
 from .state import WorkState
 from .stats import History, MeanWindow, RateWindow
 
+# What `wait_s` says of a stage that has work and no worker at all (it waits forever):
+# finite, so that it goes into JSON as a number.
+NO_WORKER_WAIT_S = 1e9
+
+
+class StageRates:
+    """One stage's task flow, for its pool's autoscaler: its tasks created, its tasks done by
+    its workers, and how long its leases ran (a server with several stages keeps one each)."""
+
+    def __init__(self, window: float, now: float):
+        self.tasks_in = RateWindow(window, now)
+        self.tasks_out = RateWindow(window, now)
+        self.task_seconds = MeanWindow(window, now)
+
 
 class Figures:
-    def __init__(self, config: ServerConfig, now: float):
+    def __init__(self, config: ServerConfig, now: float, stages: int = 1):
         self.config = config
         window = config.rate_window
         self.stories_in = RateWindow(window, now)
@@ -30,29 +46,47 @@ class Figures:
         self.tasks_out = RateWindow(window, now)
         self.task_seconds = MeanWindow(window, now)  # how long a task runs, for the autoscaler
         self.history: History[Stats] = History(protocol.HISTORY_SECONDS_MAX)
-        self.flow = FlowWindow(config.flow_window)  # lead and cycle times of completed stories
+        self.flow = FlowWindow(config.flow_window, since=now)  # lead and cycle times of completed stories
         self.completed_stories = 0
         self.tasks_completed = 0
         self.faults = Faults()  # what was dropped or failed, for the logs and the stats
+        # Per stage, with several (with one, the totals above are its own).
+        self.stages = [StageRates(window, now) for _ in range(stages)] if stages > 1 else []
 
-    def load(self, now: float, state: WorkState, pool: Pool) -> Load:
-        # Work the WIP limit holds back needs no more workers: they would only stand idle.
-        held = state.held()
+    def load(self, now: float, state: WorkState, pool: Pool, stage: int = 0) -> Load:
+        """What `stage`'s autoscaler sees: the work its workers could start now (none while a
+        WIP limit holds it back: more workers would only stand idle), and its task flow."""
+        tasks, work_ms = state.demand(stage)
+        rates = self.stages[stage] if self.stages else self
         return Load(
             now=now,
-            queued_tasks=0 if held else state.queued,
-            queued_work_s=0.0 if held else state.queued_ms * self.config.time_scale / 1000.0,
+            queued_tasks=tasks,
+            queued_work_s=work_ms * self.config.time_scale / 1000.0,
             busy=pool.busy,
             idle=len(pool.idle),
             starting=pool.count("starting"),
-            arrival_rate=self.tasks_in.rate(now),
-            completion_rate=self.tasks_out.rate(now),
-            mean_task_s=self.task_seconds.mean(now),
+            arrival_rate=rates.tasks_in.rate(now),
+            completion_rate=rates.tasks_out.rate(now),
+            mean_task_s=rates.task_seconds.mean(now),
         )
 
-    def stats(self, now: float, wall: float, seq: int, state: WorkState, pool: Pool,
+    def stage_stats(self, state: WorkState, pools: Pools) -> tuple[list[StageStats], str | None]:
+        """Each stage's figures with its pool's, in workflow order, and the bottleneck."""
+        scale = self.config.time_scale
+        figures = state.figures()
+        workers = [pool.connected for pool in pools.stages]
+        stages = [StageStats(
+            name=f.name, workers=count, workers_busy=pool.busy, min_workers=pool.min_workers,
+            max_workers=pool.max_workers, tasks_queued=f.tasks_queued, tasks_ready=f.tasks_ready,
+            tasks_running=f.tasks_running, tasks_blocked=f.tasks_blocked, stories=f.stories,
+            wip_limit=f.wip_limit, wait_s=min(wait_s(f, count, scale), NO_WORKER_WAIT_S))
+            for f, pool, count in zip(figures, pools.stages, workers)]
+        return stages, bottleneck(figures, workers, scale)
+
+    def stats(self, now: float, wall: float, seq: int, state: WorkState, pool: Pools,
               outage: Outage | None) -> Stats:
         flow = self.flow.figures(now)
+        stages, slowest = self.stage_stats(state, pool)
         return Stats(
             seq=seq,
             ts=wall,
@@ -87,4 +121,9 @@ class Figures:
             cycle_time_p95_s=flow.cycle_p95_s,
             flow_window_s=self.flow.window,
             wip_limit=state.wip_limit,
+            stages=stages,
+            tasks_blocked=state.blocked,
+            flow_efficiency=flow.flow_efficiency,
+            bottleneck=slowest,
+            flow_window_covered_s=round(self.flow.covered(now), 3),
         )

@@ -15,6 +15,11 @@ insertion: ~20 µs at 100,000 values and ~200 µs at 1,000,000 against ~4 and
 ~13 µs (measured on the development machine), and a day's window at a busy
 server holds millions. SAMPLES_MAX bounds the memory (about 300 bytes each):
 beyond it the oldest completions leave the window early.
+
+`covered(now)` is how much of the window the count runs over: from `since`
+(when counting started, or a restart's oldest evidence, see `counted_from`) or
+the last completion that left early, whichever is later, up to the window. A
+throughput is the count over it, not over a window not yet filled.
 """
 
 from __future__ import annotations
@@ -55,11 +60,12 @@ class FlowFigures:
 
 
 class FlowWindow:
-    def __init__(self, window_s: float, samples_max: int = SAMPLES_MAX):
+    def __init__(self, window_s: float, samples_max: int = SAMPLES_MAX, since: float = 0.0):
         if window_s <= 0 or samples_max < 1:
             raise ValueError("window_s and samples_max must be positive")
         self.window = window_s
         self.samples_max = samples_max
+        self.since = since  # monotonic: every completion from then on is counted (or expired)
         # in completion order; a discarded (deleted) story's entry stays until it expires,
         # dead: `live` holds the ones that count, by story id (ids are never reused)
         self.entries: deque[Completed] = deque()
@@ -91,7 +97,9 @@ class FlowWindow:
             self._work_sum_us += round(work_s * 1e6)
             self._worked_cycle_sum_us += round(cycle_s * 1e6)
         if len(entries) > self.samples_max:
-            self._drop(entries.popleft())
+            early = entries.popleft()
+            self._drop(early)
+            self.since = max(self.since, early.at)  # what came before it is no longer counted
 
     def expire(self, now: float) -> None:
         # `now - at >= window`, the definition itself: `at <= now - window` rounds
@@ -125,6 +133,14 @@ class FlowWindow:
             raise ValueError("window_s must be positive")
         self.window = window_s
         self.expire(now)
+
+    def counted_from(self, at: float) -> None:
+        """Completions since `at` (monotonic) are all known (a restart read them back)."""
+        self.since = min(self.since, at)
+
+    def covered(self, now: float) -> float:
+        """Seconds of the window the count runs over: the window, or less while it fills."""
+        return min(self.window, max(0.0, now - self.since))
 
     def figures(self, now: float) -> FlowFigures:
         self.expire(now)

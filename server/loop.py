@@ -43,7 +43,8 @@ from .daemon import Daemon
 from .effects import Resize
 from .faults import RateLimitedLog
 from .forecast_runner import ForecastRunner
-from .pool import Pool, Worker
+from .pool import Worker
+from .pools import Pools
 from .service import Service
 from .sockets import ServerSockets
 from .stats import Ticker
@@ -74,9 +75,10 @@ class Server:
         self.security = sockets.security
 
         now = self.clock.monotonic()
-        self.pool = Pool(sockets.worker_endpoint, config.heartbeat, config.min_workers,
-                         config.max_workers, config.quiet_window,
-                         self.security.local_worker if self.security else None)
+        # A pool per stage of the workflow (one, `work`, without stages).
+        self.pool = Pools.of(config.workflow, sockets.worker_endpoint, config.heartbeat,
+                             config.quiet_window,
+                             self.security.local_worker if self.security else None)
         self.service = Service(config, store, self.pool, now)
         self.stats_tick = Ticker(config.stats_interval, now)
         self.scale_tick = Ticker(config.scale_interval, now, start_now=True)
@@ -189,10 +191,8 @@ class Server:
     def _next_timer(self) -> float:
         soonest = min(self.stats_tick.next_at, self.scale_tick.next_at, self.beat_tick.next_at,
                       self.forecast_runner.next_at)
-        if self.service.state.dispatchable:  # else a due prefetch would spin the poll
-            if self.pool.idle:  # a refill after this turn's dispatch: hand it out at once
-                return self.clock.monotonic()
-            soonest = min(soonest, self.pool.next_prefetch_at())
+        # a worker idle while work may start, a lease to prefetch, a block that ends
+        soonest = min(soonest, self.service.next_due(self.clock.monotonic(), self.clock.wall()))
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
         return soonest
@@ -295,15 +295,16 @@ class Server:
         """A worker died, hung or went away: its lease goes back to the front of the queue."""
         self._unwatch(worker)
         expected = worker.state == "stopping" and not worker.leases
-        before = self.pool.size
-        lease = self.pool.remove(worker)
+        pool = self.pool.stages[worker.stage]
+        before = pool.size
+        leases = self.pool.remove(worker)
         if expected:
             log.debug("worker %s stopped", worker.describe())
             return
-        self.service.lost(worker, lease, why)
+        self.service.lost(worker, leases, why, wall)
         if worker.local and worker.state != "stopping":
-            self.service.pool_changed(before, self.pool.size, f"worker {worker.describe()} {why}",
-                                      wall)
+            self.service.pool_changed(before, pool.size, f"worker {worker.describe()} {why}",
+                                      wall, worker.stage)
 
     def _send_worker(self, identity: bytes, payload: bytes) -> None:
         try:
@@ -386,24 +387,30 @@ class Server:
                 worker.last_sent = now
 
     def _scale(self, now: float, wall: float, resize: Resize | None = None) -> None:
-        change = resize.change if resize is not None else None
-        if change is None:
-            change = self.pool.decide(self.service.load(now))
-        if change is not None:
-            old, new, reason = change
-            log.info("pool target %d -> %d: %s", old, new, reason,
-                     extra={"event": "pool.target", "old": old, "new": new, "reason": reason})
-            self.service.pool_changed(old, new, reason, wall)
-        before = self.pool.size
-        for worker in self.pool.resize(now, self._send_worker):
-            self._watch(worker)  # a worker that dies before Ready is noticed at once too
-        after = self.pool.size
-        if change is None and after != before:  # the first start, or a lost worker replaced
-            reason = (f"start at the target of {self.pool.target}" if not self._started
-                      else f"back to the target of {self.pool.target}")
-            log.info("pool size %d -> %d: %s", before, after, reason,
-                     extra={"event": "pool.size", "old": before, "new": after, "reason": reason})
-            self.service.pool_changed(before, after, reason, wall)
+        """Each stage's pool to its autoscaler's target (set_pool's decision for its stage)."""
+        for index, pool in enumerate(self.pool.stages):
+            change = resize.change if resize is not None and resize.stage == index else None
+            if change is None:
+                change = pool.decide(self.service.load(now, index))
+            whose = f"stage {pool.stage!r} " if pool.named else ""
+            stage = {"stage": pool.stage} if pool.named else {}
+            if change is not None:
+                old, new, reason = change
+                log.info("%spool target %d -> %d: %s", whose, old, new, reason,
+                         extra={"event": "pool.target", "old": old, "new": new, "reason": reason,
+                                **stage})
+                self.service.pool_changed(old, new, reason, wall, index)
+            before = pool.size
+            for worker in pool.resize(now, self._send_worker):
+                self._watch(worker)  # a worker that dies before Ready is noticed at once too
+            after = pool.size
+            if change is None and after != before:  # the first start, or a lost worker replaced
+                reason = (f"start at the target of {pool.target}" if not self._started
+                          else f"back to the target of {pool.target}")
+                log.info("%spool size %d -> %d: %s", whose, before, after, reason,
+                         extra={"event": "pool.size", "old": before, "new": after,
+                                "reason": reason, **stage})
+                self.service.pool_changed(before, after, reason, wall, index)
         self._started = True
 
     # -- shutdown -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
 
 import msgspec
 
@@ -68,14 +68,15 @@ class Histogram:
 class Meters:
     """Owned by the service; updated where the events happen, read once a stats tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: Sequence[str] = (DEFAULT_STAGE,)) -> None:
+        """`stages`: the workflow's, in order (each gets its queue-wait histogram at once)."""
         self.stories_created = 0
         self.stories_completed = 0
         self.stories_deleted = 0
         self.tasks_completed = 0
         self.lead_time = Histogram()
         self.cycle_time = Histogram()
-        self.queue_wait: dict[str, Histogram] = {DEFAULT_STAGE: Histogram()}
+        self.queue_wait: dict[str, Histogram] = {stage: Histogram() for stage in stages}
 
     def published(self, events: Iterable[tuple]) -> None:
         """The story events of a commit: (event, story_id[, lead_s, cycle_s])."""

@@ -83,6 +83,9 @@ def create_story(service: Service, envelope: Envelope, req: CreateStory, now: fl
                           f"{state.queued} tasks are queued (limit {service.config.queue_max}); "
                           "try again later")
         return
+    if service.staged or any(t.stage is not None or t.blocked_ms for t in tasks):
+        create_workflow_story(service, envelope, req, now, wall)
+        return
     story_id = service.next_story_id
     first = service.next_task_id
     service.next_story_id += 1
@@ -100,6 +103,52 @@ def create_story(service: Service, envelope: Envelope, req: CreateStory, now: fl
     figures.tasks_in.add(now, count)
     group.events.append(("created", story_id))
     group.acknowledge(envelope, req.id, CreateStoryResult(story_id, list(ids)), story_id)
+
+
+def create_workflow_story(service: Service, envelope: Envelope, req: CreateStory, now: float,
+                          wall: float) -> None:
+    """create_story with stages or blocks: stage names become indexes (one the workflow lacks
+    is refused, nothing stored); the rows are a plain story's, and flow rows (store/schema.py)
+    carry the stage (by name, with several stages) and the blocks."""
+    tasks, index, names = req.tasks, service.stage_index, service.stage_names
+    stages = [0] * len(tasks)
+    for i, task in enumerate(tasks):
+        if task.stage is not None:
+            found = index.get(task.stage)
+            if found is None:
+                service.group.reply_error(
+                    envelope, req.id, INVALID, f"tasks[{i}].stage {task.stage!r}: not a stage of "
+                    f"this server; the stages are {', '.join(names)}")
+                return
+            stages[i] = found
+    blocks = [task.blocked_ms for task in tasks]
+    story_id = service.next_story_id
+    first = service.next_task_id
+    service.next_story_id += 1
+    service.next_task_id += len(tasks)
+    batch = service.group.batch
+    batch.stories.append((story_id, req.name, req.description, "open", wall, len(tasks)))
+    batch.tasks.extend([(first + i, story_id, t.name, t.estimate_ms, "queued", 0, wall)
+                        for i, t in enumerate(tasks)])
+    if service.staged:  # every task named (with one stage, none: store/schema.py)
+        batch.task_flows.extend([(first + i, names[stage], t.blocked_ms)
+                                 for i, (t, stage) in enumerate(zip(tasks, stages))])
+    else:
+        batch.task_flows.extend([(first + i, None, t.blocked_ms)
+                                 for i, t in enumerate(tasks) if t.blocked_ms])
+    if any(blocks):
+        batch.story_flows.append((story_id, sum(blocks)))
+    ids = service.state.add_story(story_id, first, [t.estimate_ms for t in tasks], wall,
+                                  stages if any(stages) else None,
+                                  blocks if any(blocks) else None)
+    figures = service.figures
+    figures.stories_in.add(now)
+    figures.tasks_in.add(now, len(tasks))
+    if figures.stages:
+        for stage in stages:
+            figures.stages[stage].tasks_in.add(now)
+    service.group.events.append(("created", story_id))
+    service.group.acknowledge(envelope, req.id, CreateStoryResult(story_id, list(ids)), story_id)
 
 
 def delete_story(service: Service, envelope: Envelope, req: DeleteStory, now: float,
@@ -120,8 +169,10 @@ def delete_story(service: Service, envelope: Envelope, req: DeleteStory, now: fl
             figures.tasks_completed -= row[6]
             figures.flow.discard(story_id)
         else:  # open, in the backlog: only counted
-            count, work = service.store.queued_of(story_id)
-            state.forget_backlog_story(count, work)
+            queued = service.store.queued_of(story_id)  # (stage index, tasks, ms)
+            count = sum(n for _, n, _ in queued)
+            state.forget_backlog_story(count, sum(ms for _, _, ms in queued),
+                                       service.by_stage(queued))
             figures.tasks_completed -= row[6] - count
     batch = group.batch
     batch.deleted_stories.append(story_id)
@@ -138,17 +189,20 @@ def get_story(service: Service, envelope: Envelope, req: GetStory, now: float,
                                   f"no story with story_id {req.story_id}")
         return
     live = service.state.live
+    first_stage = service.stage_names[0]
     views = []
     done = 0
-    for task_id, name, estimate, status, attempts, created, started, finished in \
-            service.store.tasks_of(req.story_id):
+    for task_id, name, estimate, status, attempts, created, started, finished, stage, block, \
+            until in service.store.tasks_of(req.story_id):
         task = live.get(task_id)
         if status == "done":
             done += 1
-        elif task is not None and task.running:
-            status, started, attempts = "running", task.started_at, task.attempts
+        elif task is not None:
+            if task.running:
+                status, started, attempts = "running", task.started_at, task.attempts
+            until = task.blocked_until  # memory is ahead of the row for a block this turn
         views.append(TaskView(task_id, name, estimate, status, attempts, created, started,
-                              finished))
+                              finished, stage or first_stage, block or 0, until))
     view = story_view(service, row)
     view.tasks_done = done
     view.tasks = views
@@ -156,19 +210,25 @@ def get_story(service: Service, envelope: Envelope, req: GetStory, now: float,
 
 
 def story_view(service: Service, row: tuple) -> StoryView:
-    story_id, name, description, status, created, completed, total, started = row
-    lead = cycle = None
+    story_id, name, description, status, created, completed, total, started, stage, block = row
+    lead = cycle = blocked_until = None
     if status == "done":
         done = total
         lead = completed - created
         cycle = None if started is None else completed - started
+        stage = None  # it counts in no stage any more
     else:
         story = service.state.stories.get(story_id)
         done = total - story.remaining if story is not None else 0
         if story is not None:
             started = story.started_at  # memory is ahead of the row for a prefetched lease
+            stage = story.counted.name if story.counted is not None else None
+            blocked_until = story.blocked_until
+        elif started is not None:
+            stage = stage or service.stage_names[0]  # stored without a name: one stage
     return StoryView(story_id, name, description, status, created, total, done, completed,
-                     started_at=started, lead_time_s=lead, cycle_time_s=cycle)
+                     started_at=started, lead_time_s=lead, cycle_time_s=cycle, stage=stage,
+                     blocked_ms=block or None, blocked_until=blocked_until)
 
 
 def list_stories(service: Service, envelope: Envelope, req: ListStories, now: float,
@@ -189,37 +249,73 @@ def snapshot(service: Service, envelope: Envelope, req: Snapshot, now: float,
     completions = [Completion(c.story_id, c.completed_at, c.lead_s, c.cycle_s)
                    for c in figures.flow.recent(now, protocol.COMPLETIONS_MAX)]
     result = SnapshotResult(seq, service.stats(now, wall, seq),
-                            figures.history.last(req.history_seconds), completions)
+                            figures.history.last(req.history_seconds), completions,
+                            list(service.notes.recent))
     service.group.reply(envelope, req.id, result)
 
 
 def set_pool(service: Service, envelope: Envelope, req: SetPool, now: float,
              wall: float) -> None:
-    pool = service.pool
+    index = 0 if req.stage is None else service.stage_index.get(req.stage)
+    if index is None:
+        service.group.reply_error(envelope, req.id, INVALID, f"stage {req.stage!r}: not a stage "
+                                  f"of this server; the stages are {', '.join(service.stage_names)}")
+        return
+    pool = service.pools.stages[index]
     low = pool.min_workers if req.min_workers is None else req.min_workers
     high = pool.max_workers if req.max_workers is None else req.max_workers
     if low > high:
         service.group.reply_error(envelope, req.id, INVALID,
                                   f"min_workers {low} is above max_workers {high}")
         return
+    total = service.pools.max_workers - pool.max_workers + high
+    if total > protocol.WORKERS_MAX:
+        service.group.reply_error(envelope, req.id, INVALID,
+                                  f"max_workers {high}: the stages' max workers would add up to "
+                                  f"{total}; at most {protocol.WORKERS_MAX} in all")
+        return
+    old = (pool.min_workers, pool.max_workers)
     pool.set_bounds(low, high)
-    log.info("pool bounds set to min_workers=%d max_workers=%d", low, high)
+    log.info("pool bounds of stage %r set to min_workers=%d max_workers=%d", pool.stage, low, high)
+    if (low, high) != old:
+        service.notes.pool_bounds(pool.stage if service.staged else None, old, (low, high), wall)
     # Decide now so the reply shows the new target; the loop publishes and applies
     # this decision this turn instead of deciding again.
-    service.effects.resize = Resize(pool.decide(service.load(now)))
-    service.group.reply(envelope, req.id, PoolResult(low, high, pool.size, pool.target))
+    service.effects.resize = Resize(pool.decide(service.load(now, index)), index)
+    service.group.reply(envelope, req.id, PoolResult(low, high, pool.size, pool.target,
+                                                     pool.stage if service.staged else None))
 
 
 def set_flow(service: Service, envelope: Envelope, req: SetFlow, now: float,
              wall: float) -> None:
-    # Held in memory: the server's --wip-limit and --flow-window apply again after a restart.
+    # Held in memory: the server's --wip-limit, --stage-wip and --flow-window apply again
+    # after a restart.
     state, flow = service.state, service.figures.flow
-    if req.wip_limit is not None:
+    limits = req.stage_wip_limits or {}
+    unknown = [name for name in limits if name not in service.stage_index]
+    if unknown:  # refused whole: nothing changes
+        service.group.reply_error(
+            envelope, req.id, INVALID, f"stage_wip_limits: {', '.join(map(repr, unknown))}: not "
+            f"a stage of this server; the stages are {', '.join(service.stage_names)}")
+        return
+    notes = service.notes  # a note for each setting that changed
+    if req.wip_limit is not None and req.wip_limit != state.wip_limit:
+        notes.wip_limit(state.wip_limit, req.wip_limit, wall)
         state.set_wip_limit(req.wip_limit)
-    if req.flow_window_s is not None:
+    for name, limit in limits.items():
+        index = service.stage_index[name]
+        old = state.stages[index].wip_limit
+        if limit != old:
+            notes.stage_wip_limit(name, old, limit, wall)
+            state.set_stage_wip_limit(index, limit)
+    if req.flow_window_s is not None and req.flow_window_s != flow.window:
+        notes.flow_window(flow.window, req.flow_window_s, wall)
         flow.set_window(req.flow_window_s, now)
-    log.info("flow set to wip_limit=%d flow_window_s=%g", state.wip_limit, flow.window)
-    service.group.reply(envelope, req.id, FlowResult(state.wip_limit, flow.window))
+    in_force = {st.name: st.wip_limit for st in state.stages}
+    log.info("flow set to wip_limit=%d flow_window_s=%g stage_wip_limits=%s", state.wip_limit,
+             flow.window, in_force)
+    service.group.reply(envelope, req.id, FlowResult(state.wip_limit, flow.window,
+                                                     in_force if service.staged else None))
 
 
 def forecast(service: Service, envelope: Envelope, req: Forecast, now: float,

@@ -33,6 +33,7 @@ from typing import Callable
 
 from storypulse import protocol
 from storypulse.security import ClientSecurity
+from storypulse.workflow import DEFAULT_STAGE
 
 from . import worker as worker_main
 
@@ -54,6 +55,7 @@ class Lease:
     started: float  # monotonic: when the worker starts it (expected, for a prefetched one)
     wall: float  # the same on the wall clock, written as the tasks' started_at
     ends: float  # monotonic: when it is due to end
+    stories: list = field(default_factory=list)  # their stories, for their work time (WorkState.leased)
 
 
 @dataclass(eq=False)
@@ -67,6 +69,7 @@ class Worker:
     since: float = 0.0  # monotonic time of the last state change
     last_heard: float = 0.0
     last_sent: float = 0.0
+    stage: int = 0  # the index of the stage whose pool it is in (pools.py)
 
     @property
     def local(self) -> bool:
@@ -79,7 +82,11 @@ class Worker:
 
 class Pool:
     def __init__(self, endpoint: str, heartbeat: float, min_workers: int, max_workers: int,
-                 quiet_window: float, security: ClientSecurity | None = None):
+                 quiet_window: float, security: ClientSecurity | None = None, *,
+                 stage: str = DEFAULT_STAGE, index: int = 0, named: bool = False):
+        """The pool of one stage of the workflow (pools.py): `stage` its name, `index` its
+        place; `named`: there are several, so its workers say which they serve."""
+        self.stage, self.index, self.named = stage, index, named
         self.endpoint = endpoint
         self.security = security  # the CURVE pair of local workers, when the server needs one
         self.heartbeat = heartbeat
@@ -91,7 +98,7 @@ class Pool:
         self.idle: dict[bytes, Worker] = {}  # insertion ordered: longest idle first
         self.by_sentinel: dict[int, Worker] = {}
         self._ids = itertools.count(1)
-        self._prefix = f"w{os.getpid()}-"
+        self._prefix = f"w{os.getpid()}-{stage}-" if named else f"w{os.getpid()}-"
         self._context = worker_main.process_context(["storypulse.server.worker", "storypulse.protocol", "zmq"])
 
     # -- figures ------------------------------------------------------------------
@@ -130,12 +137,14 @@ class Pool:
         identity = f"{self._prefix}{next(self._ids)}".encode()
         process = self._context.Process(
             target=worker_main.run_local,
-            args=(self.endpoint, identity, self.heartbeat, self.security),
+            args=(self.endpoint, identity, self.heartbeat, self.security,
+                  self.stage if self.named else None),
             name=f"storypulse-worker-{identity.decode()}",
             daemon=True,
         )
         process.start()
-        worker = Worker(identity, process, pid=process.pid or 0, since=now, last_heard=now)
+        worker = Worker(identity, process, pid=process.pid or 0, since=now, last_heard=now,
+                        stage=self.index)
         self.workers[identity] = worker
         self.by_sentinel[process.sentinel] = worker
         log.debug("spawned worker %s (pid %s)", identity.decode(), process.pid)
@@ -174,9 +183,10 @@ class Pool:
     def on_ready(self, identity: bytes, message: protocol.Ready, now: float, send: Send) -> Worker | None:
         worker = self.workers.get(identity)
         if worker is None:
-            worker = Worker(identity, None, since=now)  # a remote worker host
+            worker = Worker(identity, None, since=now, stage=self.index)  # a remote worker host
             self.workers[identity] = worker
-            log.info("remote worker %s joined", identity.hex())
+            log.info("remote worker %s joined%s", identity.hex(),
+                     f" stage {self.stage!r}" if self.named else "")
         worker.pid, worker.host = message.pid, message.host
         worker.last_heard = now
         if worker.state == "starting":
@@ -193,7 +203,8 @@ class Pool:
             worker.last_heard = now
         return worker
 
-    def next_start(self, worker: Worker, now: float) -> float:
+    @staticmethod
+    def next_start(worker: Worker, now: float) -> float:
         """When a new lease for `worker` would start: now if idle, else after its current one."""
         return max(now, worker.leases[-1].ends) if worker.leases else now
 
@@ -251,12 +262,11 @@ class Pool:
                 lost.append(worker)
         return lost
 
-    def remove(self, worker: Worker) -> list[int]:
-        """Forget a worker (dead, hung or gone); kill and reap its process. Returns its tasks."""
+    def remove(self, worker: Worker) -> list[Lease]:
+        """Forget a worker (dead, hung or gone); kill and reap its process. Returns its leases."""
         self.workers.pop(worker.identity, None)
         self.idle.pop(worker.identity, None)
-        tasks = [task_id for lease in worker.leases for task_id in lease.task_ids]
-        worker.leases = []
+        leases, worker.leases = worker.leases, []
         process = worker.process
         if process is not None:
             self.by_sentinel.pop(process.sentinel, None)
@@ -270,7 +280,7 @@ class Pool:
                 log.error("worker pid %s did not go away after SIGKILL", process.pid)
             else:
                 process.close()
-        return tasks
+        return leases
 
     def terminate_all(self) -> None:
         for worker in list(self.workers.values()):

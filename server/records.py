@@ -38,7 +38,8 @@ TaskRow = tuple
 
 class OpenStory:
     __slots__ = ("remaining", "total", "task_ids", "created_at", "started_at", "stage", "counted",
-                 "later", "parked", "blocks", "leases", "active_since", "work_s")
+                 "later", "parked", "blocks", "leases", "active_since", "work_s",
+                 "blocked_until")
 
     def __init__(self, total: int, task_ids: Iterable[int], remaining: int | None = None,
                  created_at: float = 0.0, started_at: float | None = None,
@@ -56,3 +57,4 @@ class OpenStory:
         self.leases = 0  # leases in flight that hold its tasks
         self.active_since = 0.0
         self.work_s = 0.0  # time one of its tasks was on a worker (since this server started)
+        self.blocked_until: float | None = None  # the latest end of a block of its tasks (wall)

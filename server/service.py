@@ -1,7 +1,8 @@
 """What the server does with requests, worker reports and timers: a state machine, no I/O.
 
-Built alone from the settings, a store and the pool's bookkeeping
-(`Service(config, store, pool, now)`); it reads no clock (every entry point
+Built alone from the settings, a store and the pools' bookkeeping
+(`Service(config, store, pools, now)`: a pool per stage of the workflow,
+pools.py); it reads no clock (every entry point
 takes `now`, monotonic, and `wall`) and calls nothing back. What must happen
 outside comes out as effects (effects.py) that the loop carries out: the loop
 alone touches sockets and processes. The store is the one thing it calls, to
@@ -10,12 +11,20 @@ write a turn's batch (commit.py) and to read what memory does not hold.
   restore(now, wall)                    start-up: memory from the store
   handle_request(envelope, frame, ...)  a client's request (ops.py serves each op)
   worker_message(identity, frame, ...)  a worker's Ready, Done or heartbeat
-  dispatch(now, wall)                   leases to idle workers, just in time to busy ones
-  lost(worker, task_ids, why)           a worker died or went silent
+  dispatch(now, wall)                   blocks that ended go back to their queue; leases to
+                                        idle workers, just in time to busy ones, per stage
+  lost(worker, leases, why, wall)       a worker died or went silent
   commit(now, wall)                     the turn's writes in one transaction, then
                                         the replies and events that waited on them
   resume(now, wall)                     right after a commit: the requests that waited
   pool_changed, publish_stats           from the loop's scaler and stats timer
+  next_due(now, wall)                   when dispatch has something to do (a block ends, a
+                                        worker is idle or about to be), for the loop's poll
+
+Stages (docs/flow.md): the scheduling rules are the work state's (state.py); the
+service translates — stage names to indexes on the way in, and what a lease or
+a completion changed (stories started, stages entered, blocks started, work
+time) into the turn's batch.
 
 A request that must read committed data (get_story, list_stories, snapshot, a
 delete of a story not in memory: see ops.OPS) while the turn's writes wait for
@@ -40,9 +49,11 @@ from .faults import Faults
 from .figures import Figures
 from .metrics import Meters
 from .forecasting import Forecasts
+from .notes import Notes
 from .ops import OPS, Invalid, Op
 from .outage import Outage
-from .pool import Pool, Worker
+from .pool import Lease, Pool, Worker
+from .pools import Pools
 from .state import OpenStory, WorkState
 from .store import Store, Unavailable
 
@@ -52,17 +63,26 @@ STOP = protocol.encode(protocol.Stop())
 
 
 class Service:
-    def __init__(self, config: ServerConfig, store: Store, pool: Pool, now: float):
+    def __init__(self, config: ServerConfig, store: Store, pools: Pools | Pool, now: float):
         self.config = config
         self.store = store
-        self.pool = pool  # the workers' bookkeeping: the loop starts and ends their processes
-        self.state = WorkState(config.queue_window)
+        # The workers' bookkeeping, a pool per stage: the loop starts and ends their processes.
+        self.pools = pools if isinstance(pools, Pools) else Pools([pools])
+        workflow = config.workflow
+        assert len(self.pools) == len(workflow), "a pool per stage"
+        self.stage_names = workflow.names
+        self.stage_index = {name: i for i, name in enumerate(workflow.names)}
+        self.staged = len(workflow) > 1  # tasks are stored with their stage's name
+        self.state = WorkState(config.queue_window, workflow.names)
         self.state.set_wip_limit(config.wip_limit)
+        for i, stage in enumerate(workflow.stages):
+            self.state.set_stage_wip_limit(i, stage.wip_limit)
         self.group = GroupCommit(store)  # the turn's writes and what waits on them
-        self.figures = Figures(config, now)
-        self.meters = Meters()  # daemon: counts since start and histograms, for /metrics
+        self.figures = Figures(config, now, len(workflow))
+        self.meters = Meters(workflow.names)  # daemon: counts since start and histograms, for /metrics
         self.forecasts = Forecasts(config.forecast_history, now)  # forecasting.py, forecast_runner.py
         self.effects = Effects()
+        self.notes = Notes(self.effects)  # the `note` events, and the recent ones for snapshots
         self.ops: dict[type, Op] = dict(OPS)
         self.deferred: list[tuple[Envelope, Any]] = []  # requests waiting for a commit
         self.next_story_id = 1
@@ -84,34 +104,53 @@ class Service:
     # -- start-up -----------------------------------------------------------------
     def restore(self, now: float, wall: float) -> None:
         """Memory holds the stories in progress (they go first) and a window of the backlog;
-        the rest of the backlog is only counted, from the aggregates the store read."""
+        the rest of the backlog is only counted, from the aggregates the store read. A
+        database whose unfinished work is in stages the workflow lacks raises
+        store.WorkflowMismatch (a start-up error naming them)."""
+        self.store.use_workflow(self.stage_names)
         startup = self.store.load(done_since=wall - self.config.flow_window)
         self.next_story_id = startup.next_story_id
         self.next_task_id = startup.next_task_id
         figures = self.figures
         figures.completed_stories = startup.completed_stories
         figures.tasks_completed = startup.tasks_completed
-        by_story: dict[int, list[tuple[int, int, int]]] = {}
-        for task_id, story_id, estimate, attempts in startup.queued_tasks:
-            by_story.setdefault(story_id, []).append((task_id, estimate, attempts))
+        # (task_id, estimate, attempts, stage index, blocked_ms, blocked_until) by story
+        by_story: dict[int, list[tuple]] = {}
+        in_memory = [[0, 0] for _ in self.stage_names]  # tasks and estimates, per stage
+        for task_id, story_id, estimate, attempts, index, block, until in startup.queued_tasks:
+            by_story.setdefault(story_id, []).append((task_id, estimate, attempts, index, block,
+                                                      until))
+            in_memory[index][0] += 1
+            in_memory[index][1] += estimate
         state = self.state
         for story_id, tasks in by_story.items():
-            total, created, started = startup.open_stories[story_id]
+            total, created, started, stage = startup.open_stories[story_id]
+            if stage is not None and stage > min(task[3] for task in tasks):
+                stage = None  # the stages were reordered: it counts where its work is now
             # A story started before the restart stays in progress (its started_at was
-            # stored), even if the tasks that ran then run again now.
-            state.restore_story(story_id, total, tasks, created, started)
+            # stored), even if the tasks that ran then run again now; a block that has not
+            # ended by `wall` goes on.
+            state.restore_story(story_id, total, tasks, created, started, stage, wall)
         # Started stories' tasks first, then by id (creation order).
         state.order_queue()
-        in_memory_ms = sum(estimate for _, _, estimate, _ in startup.queued_tasks)
+        backlog_by_stage = [(n - mem_n, ms - mem_ms) for (n, ms), (mem_n, mem_ms)
+                            in zip(startup.queued_by_stage, in_memory)]
         state.set_backlog(startup.open_count - len(startup.open_stories),
                           startup.queued_count - len(startup.queued_tasks),
-                          startup.queued_ms - in_memory_ms, startup.backlog_after)
-        for story_id, created, started, completed in startup.recent_done:
+                          startup.queued_ms - sum(ms for _, ms in in_memory),
+                          startup.backlog_after, backlog_by_stage)
+        for story_id, created, started, completed, work in startup.recent_done:
             if started is None:
                 continue  # done by an earlier version, which kept no started_at: no cycle time
             # back on the monotonic clock the window expires by
             figures.flow.add(now - (wall - completed), story_id, completed, completed - created,
-                             completed - started)
+                             completed - started, work)
+        # The window's count runs back as far as the database shows a server at work: the
+        # oldest story read, open or completed in the window (every completion since is stored).
+        created = [row[1] for row in startup.recent_done if row[2] is not None] + \
+                  [story[1] for story in startup.open_stories.values()]
+        if created:
+            figures.flow.counted_from(now - (wall - min(created)))
         self.forecasts.restore(self.store.done_per_interval(
             wall - self.config.forecast_history, self.forecasts.throughput.interval))
         # An open story with nothing left cannot arise from our own writes; repair it anyway
@@ -120,6 +159,9 @@ class Service:
         if empty:
             self._repair_empty(empty, wall)
         self.refill(wall)
+        restored = startup.next_story_id > 1  # the database has held stories
+        self.notes.started(wall, list(self.stage_names), self.config.scenario_name,
+                           (state.open_stories, figures.completed_stories) if restored else None)
 
     def _repair_empty(self, story_ids: list[int], wall: float) -> None:
         for story_id in story_ids:
@@ -205,7 +247,7 @@ class Service:
 
     # -- workers ----------------------------------------------------------------------
     def worker_message(self, identity: bytes, frame: bytes, now: float, wall: float) -> None:
-        pool = self.pool
+        pool = self.pools
         try:
             message = protocol.decode_worker_message(frame)
         except protocol.ProtocolError as exc:
@@ -224,32 +266,55 @@ class Service:
             self.effects.send_worker(identity, STOP)
 
     def dispatch(self, now: float, wall: float) -> None:
-        """Give a lease to every idle worker while tasks are queued; then, just in time, the
-        next lease to busy workers about to finish (see pool.PREFETCH_S)."""
-        state, pool = self.state, self.pool
-        while pool.idle and state.dispatchable:
-            if not self._lease_to(next(iter(pool.idle.values())), now, wall):
-                return
-        if state.dispatchable:
-            for worker in pool.prefetch_candidates(now):
-                if not self._lease_to(worker, now, wall):
-                    return
+        """Put the tasks whose block ended back at the front of their stage's queue; then, per
+        stage, give a lease to every idle worker of its pool while its tasks may start, and
+        just in time the next lease to its busy workers about to finish (pool.PREFETCH_S)."""
+        state = self.state
+        state.release_blocks(wall)  # nothing to do (a look at an empty heap) without blocks
+        # The last stage first: a story that starts its next stage frees its place in the one
+        # before, which may then pull another in the same turn (a pull system).
+        for index in range(len(self.pools.stages) - 1, -1, -1):
+            pool = self.pools.stages[index]
+            while pool.idle and state.dispatchable_in(index):
+                if not self._lease_to(next(iter(pool.idle.values())), index, now, wall):
+                    break
+            if state.dispatchable_in(index):
+                for worker in pool.prefetch_candidates(now):
+                    if not self._lease_to(worker, index, now, wall):
+                        break
 
-    def _lease_to(self, worker: Worker, now: float, wall: float) -> bool:
+    def _lease_to(self, worker: Worker, stage: int, now: float, wall: float) -> bool:
         config, state = self.config, self.state
         scale = config.time_scale
-        starts = wall + (self.pool.next_start(worker, now) - now)  # later if prefetched
-        tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts)
-        if not tasks:
-            return False
-        self.meters.leased(state, tasks, starts)  # daemon: task queue wait
+        starts = wall + (self.pools.next_start(worker, now) - now)  # later if prefetched
+        tasks = state.take_lease(scale, config.lease_max_tasks, config.lease_max_s, starts, stage)
         if state.started:
             self._record_started(starts, state.started)
             state.started = []
+        if state.entered or state.blocks_started:  # a lease with nothing in it may block tasks
+            self._record_stages(state)
+        if not tasks:
+            return False
+        self.meters.leased(state, tasks, starts, self.stage_names[stage])  # daemon: task queue wait
         work_s = sum(est for _, est in tasks) * scale / 1000.0
-        self.pool.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
+        lease = self.pools.give_lease(worker, [task_id for task_id, _ in tasks], work_s, now, wall)
+        lease.stories = state.leased
         self.effects.to_workers.append((worker.identity, protocol.encode(protocol.Work(tasks, scale))))
         return True
+
+    def _record_stages(self, state: WorkState) -> None:
+        """The stages stories now count in, and the ends of the blocks that started: to disk."""
+        batch = self.group.batch
+        if state.entered:
+            names = self.stage_names
+            by_stage: dict[int, list[int]] = {}
+            for story_id, index in state.entered:
+                by_stage.setdefault(index, []).append(story_id)
+            batch.stage_entries += [(names[index], ids) for index, ids in by_stage.items()]
+            state.entered = []
+        if state.blocks_started:
+            batch.blocks += state.blocks_started
+            state.blocks_started = []
 
     def _record_started(self, started_at: float, story_ids: list[int]) -> None:
         started = self.group.batch.started_stories
@@ -261,13 +326,19 @@ class Service:
     def complete(self, worker: Worker | None, task_ids: list[int], now: float, wall: float) -> None:
         """A Done: record each task once; a story is done with its last task, in the same batch."""
         figures = self.figures
+        state = self.state
         if worker is not None:
-            lease = self.pool.finish_lease(worker, task_ids, now, wall)
-            if lease is not None and lease.task_ids:
-                figures.task_seconds.add(now, max(0.0, now - lease.started), len(lease.task_ids))
+            lease = self.pools.finish_lease(worker, task_ids, now, wall)
+            if lease is not None:
+                if lease.stories:
+                    state.lease_ended(lease.stories, wall)
+                if lease.task_ids:
+                    figures.task_seconds.add(now, max(0.0, now - lease.started), len(lease.task_ids))
+                    if figures.stages:
+                        figures.stages[worker.stage].task_seconds.add(
+                            now, max(0.0, now - lease.started), len(lease.task_ids))
             if worker.leases:  # a prefetched lease starts now: keep its tasks' times true
                 self._started_now(worker.leases[0].task_ids, worker.leases[0].wall)
-        state = self.state
         groups: dict[tuple[int, float], list[int]] = {}
         finished_stories = []
         count = 0
@@ -293,6 +364,8 @@ class Service:
         figures.tasks_completed += count
         self.meters.tasks_completed += count  # daemon
         figures.tasks_out.add(now, count)
+        if figures.stages and worker is not None:  # a lease is of its worker's stage
+            figures.stages[worker.stage].tasks_out.add(now, count)
         if finished_stories:
             batch.done_stories.append((wall, finished_stories))
             figures.completed_stories += len(finished_stories)
@@ -318,13 +391,21 @@ class Service:
             started = wall
             self._record_started(wall, [story_id])
         lead, cycle = wall - story.created_at, wall - started
-        self.figures.flow.add(now, story_id, wall, lead, cycle)
+        # Work time: since this server started (a story in progress across a restart counts
+        # only the work after it); stored with several stages, for flow efficiency after one.
+        self.figures.flow.add(now, story_id, wall, lead, cycle, story.work_s)
+        if self.staged:
+            self.group.batch.work_times.append((story_id, story.work_s))
         self.group.events.append(("completed", story_id, lead, cycle))
 
-    def lost(self, worker: Worker, lease: list[int], why: str) -> None:
-        """A worker died, hung or went away (the loop removed it): its lease goes back to the
-        front of the queue."""
-        back = self.state.requeue_front(lease)
+    def lost(self, worker: Worker, leases: list[Lease], why: str, wall: float) -> None:
+        """A worker died, hung or went away (the loop removed it): its leases go back to the
+        front of their stage's queue."""
+        state = self.state
+        for lease in leases:
+            if lease.stories:
+                state.lease_ended(lease.stories, wall)
+        back = state.requeue_front([task_id for lease in leases for task_id in lease.task_ids])
         log.warning("worker %s %s; %d task(s) of its lease back at the front of the queue",
                     worker.describe(), why, back)
 
@@ -334,7 +415,13 @@ class Service:
         refuses it. The replies go to the effects either way, the story events (stamped
         `wall`) only after a True; then the backlog is read in if memory runs low."""
         group = self.group
+        before = group.outage
         committed = group.commit(now, force)
+        if group.outage is not before:  # an outage began or ended: a note for every chart
+            if before is None:
+                self.notes.outage_began(group.outage.cause, wall)
+            else:
+                self.notes.outage_ended(before.lasted(now), wall)
         if group.refused:
             self._forget_refused(now)
         if committed:
@@ -349,26 +436,57 @@ class Service:
         refused, self.group.refused = self.group.refused, {}
         state = self.state
         tasks = 0
-        for story_id, (count, work_ms) in refused.items():
-            tasks += count
+        for story_id, rows in refused.items():  # (stage name or None, estimate) of its tasks
+            tasks += len(rows)
             # tasks already leased: their reports are ignored
             if state.delete_story(story_id) is None:  # it went to the backlog
-                state.forget_backlog_story(count, work_ms)
+                by_stage = self.by_stage([(self.stage_index.get(stage, 0), 1, estimate)
+                                          for stage, estimate in rows])
+                state.forget_backlog_story(len(rows), sum(ms for _, ms in rows), by_stage)
         self.group.batch.id_floors = self.id_floors()
         self.figures.stories_in.add(now, -len(refused))
         self.figures.tasks_in.add(now, -tasks)
 
+    def by_stage(self, rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]] | None:
+        """(stage index, tasks, ms) rows summed per stage, for the work state's per-stage
+        counts; None with one stage (it keeps none)."""
+        if not self.staged:
+            return None
+        sums: dict[int, list[int]] = {}
+        for index, n, ms in rows:
+            counts = sums.setdefault(index, [0, 0])
+            counts[0] += n
+            counts[1] += ms
+        return [(index, n, ms) for index, (n, ms) in sorted(sums.items())]
+
     # -- figures and timers ---------------------------------------------------------------
-    def load(self, now: float) -> Load:
-        return self.figures.load(now, self.state, self.pool)
+    def load(self, now: float, stage: int = 0) -> Load:
+        """What the autoscaler of `stage`'s pool decides from."""
+        return self.figures.load(now, self.state, self.pools.stages[stage], stage)
 
     def stats(self, now: float, wall: float, seq: int | None = None) -> Stats:
         """The figures now; `seq` defaults to that of the last message numbered for publishing."""
         stats = self.figures.stats(now, wall, self.effects.seq if seq is None else seq,
-                                   self.state, self.pool, self.group.outage)
+                                   self.state, self.pools, self.group.outage)
         for name, value in self.forecasts.figures(now).items():  # the forecast_... fields
             setattr(stats, name, value)
         return stats
+
+    def next_due(self, now: float, wall: float) -> float:
+        """When `dispatch` next has something to do (monotonic): now if a stage's worker is idle
+        while its tasks may start, else when a block ends or a busy worker may take its next
+        lease (the poll waits until then, or for a message)."""
+        state = self.state
+        soonest = float("inf")
+        until = state.next_unblock()
+        if until is not None:
+            soonest = now + max(0.0, until - wall)
+        for index, pool in enumerate(self.pools.stages):
+            if state.dispatchable_in(index):  # else a due prefetch would spin the poll
+                if pool.idle:  # a refill after this turn's dispatch: hand it out at once
+                    return now
+                soonest = min(soonest, pool.next_prefetch_at())
+        return soonest
 
     def publish_stats(self, now: float, wall: float) -> Stats:
         """The stats timer: publish the figures, and keep one a second for snapshots."""
@@ -377,9 +495,9 @@ class Service:
         self.figures.history.offer(now, stats)
         return stats
 
-    def pool_changed(self, old: int, new: int, reason: str, wall: float) -> None:
-        """The pool's target or size changed (the loop's scaler, a lost worker): publish it."""
-        self.effects.pool(old, new, reason, wall)
+    def pool_changed(self, old: int, new: int, reason: str, wall: float, stage: int = 0) -> None:
+        """A pool's target or size changed (the loop's scaler, a lost worker): publish it."""
+        self.effects.pool(old, new, reason, wall, self.stage_names[stage] if self.staged else None)
 
     def take_resize(self) -> Resize | None:
         resize, self.effects.resize = self.effects.resize, None

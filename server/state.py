@@ -239,6 +239,7 @@ class WorkState(WorkMemory):
         task.blocked_until = until
         task.running = None
         story.blocks -= 1
+        story.blocked_until = max(until, story.blocked_until or until)
         heappush(self._blocks, (until, task_id))
         self.blocks_started.append((task_id, until))
         estimate = task.estimate_ms

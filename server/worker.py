@@ -46,19 +46,20 @@ def process_context(preload: list[str]) -> multiprocessing.context.BaseContext:
 
 
 def run_local(endpoint: str, identity: bytes, heartbeat: float,
-              security: ClientSecurity | None = None) -> None:
-    """Entry point of a pool worker process (started by the server)."""
+              security: ClientSecurity | None = None, stage: str | None = None) -> None:
+    """Entry point of a pool worker process (started by the server), of the pool of `stage`."""
     # Ctrl-C in a terminal reaches the whole process group: the server decides
     # when its workers stop (it sends Stop), so ignore it here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.environ.get(logs.ENV_FORMAT) == "json":  # the server logs JSON: so do its workers
         logs.setup_from_environ("warning")
-    run(endpoint, identity, heartbeat, reconnect=False, security=security)
+    run(endpoint, identity, heartbeat, reconnect=False, security=security, stage=stage)
 
 
 def run(endpoint: str, identity: bytes | None, heartbeat: float, *, reconnect: bool,
-        security: ClientSecurity | None = None) -> str:
-    """Serve one server until Stop (returns "stop"), or until it is lost and not `reconnect`."""
+        security: ClientSecurity | None = None, stage: str | None = None) -> str:
+    """Serve one server (the tasks of its stage `stage`; None: its first) until Stop (returns
+    "stop"; "refused" when the Stop gave a reason), or until it is lost and not `reconnect`."""
     context = zmq.Context()
     backoff = heartbeat
     try:
@@ -73,10 +74,10 @@ def run(endpoint: str, identity: bytes | None, heartbeat: float, *, reconnect: b
                 security.apply(sock)
             sock.connect(endpoint)
             try:
-                outcome = _serve(sock, heartbeat)
+                outcome = _serve(sock, heartbeat, stage)
             finally:
                 sock.close(linger=0)
-            if outcome == "stop" or not reconnect:
+            if outcome != "lost" or not reconnect:
                 return outcome
             log.warning("server at %s is silent; reconnecting in %.1f s", endpoint, backoff)
             time.sleep(backoff)
@@ -85,9 +86,9 @@ def run(endpoint: str, identity: bytes | None, heartbeat: float, *, reconnect: b
         context.term()
 
 
-def _serve(sock: zmq.Socket, heartbeat: float) -> str:
+def _serve(sock: zmq.Socket, heartbeat: float, stage: str | None = None) -> str:
     send = sock.send
-    send(_encode(protocol.Ready(pid=os.getpid(), host=socket.gethostname())))
+    send(_encode(protocol.Ready(pid=os.getpid(), host=socket.gethostname(), stage=stage)))
     beat = _encode(protocol.Heartbeat())
     patience = heartbeat * HEARTBEAT_LIVENESS
     now = time.monotonic()
@@ -97,6 +98,7 @@ def _serve(sock: zmq.Socket, heartbeat: float) -> str:
     lease_ids: list[int] | None = None
     lease_ends = 0.0
     stopping = False
+    outcome = "stop"
     while True:
         now = time.monotonic()
         if lease_ids is None and leases:
@@ -110,7 +112,7 @@ def _serve(sock: zmq.Socket, heartbeat: float) -> str:
             if leases:
                 continue
             if stopping:
-                return "stop"
+                return outcome
         if now >= next_beat:
             send(beat)
             next_beat = now + heartbeat
@@ -141,6 +143,9 @@ def _serve(sock: zmq.Socket, heartbeat: float) -> str:
                 leases.append(message)
             elif isinstance(message, protocol.Stop):
                 stopping = True
+                if message.reason:  # refused: say why, and do not come back
+                    log.error("the server refused this worker: %s", message.reason)
+                    outcome = "refused"
         if stopping and lease_ids is None and not leases:
-            return "stop"
+            return outcome
 

@@ -46,6 +46,16 @@ def inproc_factory(tmp_path):
         srv.close()
 
 
+@pytest.fixture
+def flow_tab(qtbot):
+    """Make Flow tabs on stand-in servers of a model (desktop_support.stand_in_flow_tab); all stopped at the end."""
+    from desktop_support import stand_in_flow_tab, stop_all
+
+    made: list = []
+    yield lambda model, speed=20.0: stand_in_flow_tab(qtbot, made, model, speed)
+    stop_all(made)
+
+
 @pytest.fixture(autouse=True)
 def light_theme_after():
     """A test that switches the desktop app's theme (a process-wide setting) leaves it light again."""

@@ -72,6 +72,15 @@ def correlation(r: random.Random) -> Any:
     return r.choice([None, r.randint(-(2**63), 2**64), text(r, 0, p.CORRELATION_MAX), 0])
 
 
+# Stage names as the fuzzed server's workflow has them (test_server_fuzz.py), as another has
+# them, and at the edges of what the protocol lets through.
+STAGE_NAMES = ["analysis", "build", "test", "work", "deploy", "a", "B-2_x", "x" * p.STAGE_NAME_MAX]
+
+
+def stage_name(r: random.Random) -> str:
+    return r.choice(STAGE_NAMES)
+
+
 def valid_request(r: random.Random) -> dict:
     op = r.choice(p.OPS)
     doc: dict[str, Any] = {"op": op}
@@ -87,6 +96,10 @@ def valid_request(r: random.Random) -> dict:
         for task in tasks[:3]:
             if r.random() < 0.5:
                 task["name"] = text(r, 0, p.NAME_MAX)
+            if r.random() < 0.4:
+                task["stage"] = r.choice([None, stage_name(r)])
+            if r.random() < 0.3:
+                task["blocked_ms"] = r.choice([0, 1, r.randint(0, 50), p.ESTIMATE_MS_MAX])
         doc["tasks"] = tasks
     elif op in ("delete_story", "get_story"):
         doc["story_id"] = r.choice([1, p.ID_MAX, r.randint(1, 1000)])
@@ -102,11 +115,16 @@ def valid_request(r: random.Random) -> dict:
             doc["min_workers"] = r.choice([None, 0, 1, p.WORKERS_MAX])
         if r.random() < 0.6:
             doc["max_workers"] = r.choice([None, 1, 2, p.WORKERS_MAX])
+        if r.random() < 0.4:
+            doc["stage"] = r.choice([None, stage_name(r)])
     elif op == "set_flow":
         if r.random() < 0.6:
             doc["wip_limit"] = r.choice([None, 0, 1, p.WIP_LIMIT_MAX])
         if r.random() < 0.6:
             doc["flow_window_s"] = r.choice([None, 0.001, 60, p.FLOW_WINDOW_MAX_S])
+        if r.random() < 0.4:
+            doc["stage_wip_limits"] = r.choice([None, {}, {
+                stage_name(r): r.choice([0, 1, p.WIP_LIMIT_MAX]) for _ in range(r.choice([1, 3]))}])
     elif op == "forecast":
         if r.random() < 0.5:
             doc["stories"] = r.choice([1, 40, p.FORECAST_STORIES_MAX, r.randint(1, 10**6)])
@@ -123,6 +141,8 @@ def valid_worker_message(r: random.Random) -> dict:
         doc = {"type": "ready", "pid": r.choice([1, 4711, 2**31, -(2**63)])}
         if r.random() < 0.5:
             doc["host"] = text(r, 0, 300)
+        if r.random() < 0.4:
+            doc["stage"] = r.choice([None, stage_name(r)])
         return doc
     if kind == "done":
         return {"type": "done", "task_ids": [r.randint(-5, 2**40) for _ in range(r.choice([0, 1, 3, 300]))]}
@@ -134,6 +154,8 @@ def valid_to_worker(r: random.Random) -> dict:
     if kind == "work":
         tasks = [[r.randint(1, 2**40), r.randint(0, p.ESTIMATE_MS_MAX)] for _ in range(r.choice([1, 2, 256]))]
         return {"type": "work", "tasks": tasks, "time_scale": r.choice([0.0, 0.01, 1.0, 1e9])}
+    if kind == "stop" and r.random() < 0.4:
+        return {"type": "stop", "reason": text(r, 0, 200)}
     return {"type": kind}
 
 
@@ -147,6 +169,9 @@ def stats(r: random.Random) -> p.Stats:
              "lead_time_mean_s": maybe(), "lead_time_p50_s": maybe(), "lead_time_p85_s": maybe(),
              "lead_time_p95_s": maybe(), "cycle_time_p50_s": maybe(), "cycle_time_p85_s": maybe(),
              "cycle_time_p95_s": maybe(), "flow_window_s": maybe(), "wip_limit": count(),
+             "stages": [stage_stats(r, count) for _ in range(r.choice([0, 1, 3, p.STAGES_MAX]))],
+             "tasks_blocked": count(), "flow_efficiency": r.choice([None, 0.0, 0.5, 1.0]),
+             "bottleneck": r.choice([None, stage_name(r)]),
              "forecast_open_p50_s": maybe(), "forecast_open_p85_s": maybe(),
              "forecast_open_p95_s": maybe(), "forecast_hit_rate_p50": r.choice([None, 0.0, 0.5, 1.0]),
              "forecast_hit_rate_p85": r.choice([None, 0.85]), "forecast_hit_rate_p95": r.choice([None, 1.0]),
@@ -160,16 +185,26 @@ def stats(r: random.Random) -> p.Stats:
                    rate_window_s=rate(), **extra)
 
 
+def stage_stats(r: random.Random, count) -> p.StageStats:
+    return p.StageStats(name=stage_name(r), workers=count(), workers_busy=count(),
+                        min_workers=count(), max_workers=count(), tasks_queued=count(),
+                        tasks_running=count(), tasks_blocked=count(), stories=count(),
+                        wip_limit=count(), tasks_ready=count(), wait_s=r.choice([0.0, 2.5, 1e9]))
+
+
 def story_view(r: random.Random, with_tasks: bool) -> p.StoryView:
     tasks = None
     if with_tasks:
         tasks = [p.TaskView(r.randint(1, p.ID_MAX), text(r, 0, 20), r.randint(0, p.ESTIMATE_MS_MAX),
                             r.choice(["queued", "running", "done"]), r.randint(0, 9), ts(r),
-                            r.choice([None, ts(r)]), r.choice([None, ts(r)]))
+                            r.choice([None, ts(r)]), r.choice([None, ts(r)]),
+                            r.choice([None, stage_name(r)]), r.choice([0, p.ESTIMATE_MS_MAX]),
+                            r.choice([None, ts(r)]))
                  for _ in range(r.choice([0, 1, 3]))]
     return p.StoryView(r.randint(1, p.ID_MAX), text(r, 1, 30), text(r, 0, 30), r.choice(["open", "done"]),
                        ts(r), r.randint(1, 500), r.randint(0, 500), r.choice([None, ts(r)]), tasks,
-                       r.choice([None, ts(r)]), r.choice([None, 0.5]), r.choice([None, 1e300]))
+                       r.choice([None, ts(r)]), r.choice([None, 0.5]), r.choice([None, 1e300]),
+                       r.choice([None, stage_name(r)]), r.choice([None, 1, 2**40]), r.choice([None, ts(r)]))
 
 
 def valid_result(r: random.Random, op: str) -> Any:
@@ -201,8 +236,10 @@ def valid_result(r: random.Random, op: str) -> Any:
             trials=pick(0, p.FORECAST_TRIALS_MAX), history_s=pick(0.0, 600.0), samples=pick(0, 600),
             interval_s=1.0, completions=pick(0, 2**62), reason=pick(None, text(r, 0, 80)))
     if op == "set_flow":
-        return p.FlowResult(r.randint(0, p.WIP_LIMIT_MAX), r.choice([0.001, 60.0, p.FLOW_WINDOW_MAX_S]))
-    return p.PoolResult(r.randint(0, 256), r.randint(1, 256), r.randint(0, 256), r.randint(0, 256))
+        return p.FlowResult(r.randint(0, p.WIP_LIMIT_MAX), r.choice([0.001, 60.0, p.FLOW_WINDOW_MAX_S]),
+                            r.choice([None, {stage_name(r): r.randint(0, p.WIP_LIMIT_MAX)}]))
+    return p.PoolResult(r.randint(0, 256), r.randint(1, 256), r.randint(0, 256), r.randint(0, 256),
+                        r.choice([None, stage_name(r)]))
 
 
 def valid_reply(r: random.Random) -> tuple[str, dict]:
@@ -224,9 +261,17 @@ def valid_event(r: random.Random) -> tuple[bytes, dict]:
         event = p.StoryEvent(seq=r.randint(0, 2**62), ts=ts(r), event=r.choice(["created", "completed", "deleted"]),
                              story_id=r.randint(1, p.ID_MAX), lead_time_s=r.choice([None, 2.5]),
                              cycle_time_s=r.choice([None, 1.5]))
-    else:
+    elif topic == p.TOPIC_POOL:
         event = p.PoolEvent(seq=r.randint(0, 2**62), ts=ts(r), old_size=r.randint(0, 256),
-                            new_size=r.randint(0, 256), reason=text(r, 0, 80))
+                            new_size=r.randint(0, 256), reason=text(r, 0, 80),
+                            stage=r.choice([None, stage_name(r)]))
+    else:
+        value = r.choice([None, r.randint(0, p.WIP_LIMIT_MAX), 60.5, [r.randint(0, 8), r.randint(1, 256)]])
+        event = p.NoteEvent(seq=r.randint(0, 2**62), ts=ts(r), kind=r.choice(p.NOTE_KINDS), text=text(r, 0, 80),
+                            stage=r.choice([None, stage_name(r)]), old=value, new=value,
+                            cause=r.choice([None, text(r, 0, 40)]), lasted_s=r.choice([None, 2.5]),
+                            stages=r.choice([None, [stage_name(r) for _ in range(r.randint(1, 4))]]),
+                            scenario=r.choice([None, text(r, 1, 20)]))
     return topic, msgspec.to_builtins(event)
 
 
@@ -234,8 +279,8 @@ def valid_event(r: random.Random) -> tuple[bytes, dict]:
 INT_LIMITS = [p.NAME_MAX, p.DESCRIPTION_MAX, p.TASKS_MAX, p.ESTIMATE_MS_MAX, p.LIST_LIMIT_MAX,
               p.HISTORY_SECONDS_MAX, p.WORKERS_MAX, p.ID_MAX, p.CORRELATION_MAX, p.MAX_DEPTH,
               p.TIMESTAMP_MAX, p.MAX_FRAME_BYTES, p.WIP_LIMIT_MAX, int(p.FLOW_WINDOW_MAX_S),
-              p.COMPLETIONS_MAX, 0, 1]
-STR_LIMITS = [p.NAME_MAX, p.DESCRIPTION_MAX, p.CORRELATION_MAX, p.MESSAGE_MAX]
+              p.COMPLETIONS_MAX, p.STAGES_MAX, p.STAGE_NAME_MAX, 0, 1]
+STR_LIMITS = [p.NAME_MAX, p.DESCRIPTION_MAX, p.CORRELATION_MAX, p.MESSAGE_MAX, p.STAGE_NAME_MAX]
 TOKENS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"-0", b"1.5e-400", b"0.1", b"true",
           b"false", b"null", b"[]", b"{}", b'""', b"1" * 4301, b"-" + b"9" * 5000]
 SURROGATES = [Raw(b'"\\ud800"'), Raw(b'"\\udfff tail"'), Raw(b'"\\ud800\\u0041"'), Raw(b'"x\\udc00"'),

@@ -98,9 +98,10 @@ class InprocServer:
     def __init__(self, db: Path, *, workers: int = 2, max_workers: int | None = None,
                  time_scale: float = 1.0, stats_interval: float = 0.1, clock: Clock | None = None,
                  **settings: Any):
+        bounds = {} if "stages" in settings or "scenario" in settings else {
+            "min_workers": workers, "max_workers": max_workers or workers}  # else per stage
         self.config = ServerConfig.from_options({
-            "min_workers": workers, "max_workers": max_workers or workers,
-            "time_scale": time_scale, "stats_interval": stats_interval, **settings})
+            **bounds, "time_scale": time_scale, "stats_interval": stats_interval, **settings})
         self.context = zmq.Context.instance()  # the one the real Client and EventTap use
         self.clock = clock or Clock()
         sockets = ServerSockets.make(self.context, owns_context=False)

@@ -21,6 +21,7 @@ from PySide6.QtGui import QFontMetricsF, QImage  # noqa: E402
 from PySide6.QtWidgets import QGraphicsItem  # noqa: E402
 
 from storypulse.desktop import theme  # noqa: E402
+from storypulse.protocol import StageStats  # noqa: E402
 from storypulse.desktop.app import ensure_app  # noqa: E402
 from storypulse.desktop.chart_axes import TEXT_GAP, TimeAxis, ValueAxis  # noqa: E402
 from storypulse.desktop.flow_math import FLOW_FIELDS  # noqa: E402
@@ -34,7 +35,13 @@ def row(ts: float, i: int):
                   wip_limit=0, flow_window_s=60.0, open_stories=12_345 + i % 40, stories_in_progress=8_765,
                   completed_stories=9_987_654 + 500 * i, stories_completed_in_window=31_200,
                   lead_time_mean_s=23.7, lead_time_p50_s=12.5, lead_time_p85_s=34.5, lead_time_p95_s=99.9,
-                  database="ok")
+                  database="ok", flow_efficiency=0.07, bottleneck="test")
+    # A workflow with wide figures too: its cards must fit as well.
+    values["stages"] = [
+        StageStats(name=name, workers=64, workers_busy=63, min_workers=1, max_workers=64, tasks_queued=123_456,
+                   tasks_ready=99_999, tasks_running=63, tasks_blocked=1_234, stories=stories, wip_limit=1_000,
+                   wait_s=2.0)
+        for name, stories in (("analysis", 865), ("build", 7_000), ("test", 900))]
     return SimpleNamespace(**values)
 
 
@@ -87,12 +94,16 @@ def main() -> int:
     dashboard._plot_tick(), flow._plot_tick()
     app.processEvents()
 
+    strip = flow.stage_strip
+    cards = [(c.title, c.pool, c.stories, c.badge) for c in strip.cards]
     for tab in (dashboard, flow):
-        for box in tab.numbers.values():
-            for label in (box.title, box.value):
-                needed = QFontMetricsF(label.font()).horizontalAdvance(label.text())
-                if needed > label.contentsRect().width() + 0.5:
-                    problems.append(f"{label.text()!r} needs {needed:.0f} px, has {label.contentsRect().width()}")
+        labels = [(box.title, box.value) for box in tab.numbers.values()]
+        if tab is flow:
+            labels += [(strip.efficiency.title, strip.efficiency.value, strip.efficiency.detail), *cards]
+        for label in (label for group in labels for label in group):
+            needed = QFontMetricsF(label.font()).horizontalAdvance(label.text())
+            if label.isVisible() and needed > label.contentsRect().width() + 0.5:
+                problems.append(f"{label.text()!r} needs {needed:.0f} px, has {label.contentsRect().width()}")
         views = [dashboard.charts] if tab is dashboard else list(tab.views.values())
         for view in views:
             for item in view.scene().items():

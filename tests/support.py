@@ -59,9 +59,12 @@ class ServerProcess:
         self.db = db
         self.port = free_port_block()
         self.endpoints = Endpoints("127.0.0.1", self.port)
+        # A workflow (--stages, --scenario) has its pool bounds per stage.
+        staged = any(arg in ("--stages", "--scenario") for arg in extra or [])
+        bounds = [] if staged else ["--min-workers", str(workers),
+                                    "--max-workers", str(max_workers or workers)]
         self.args = [
-            "--db", str(db), "--port", str(self.port),
-            "--min-workers", str(workers), "--max-workers", str(max_workers or workers),
+            "--db", str(db), "--port", str(self.port), *bounds,
             "--time-scale", str(time_scale), "--stats-interval", str(stats_interval),
             "--log-level", "info", *(extra or []),
         ]
@@ -166,7 +169,7 @@ def empty_postgres(url: str) -> str:
     from playhouse.db_url import connect
 
     db = connect(url)
-    db.execute_sql("DROP TABLE IF EXISTS task, story, counter, tally")
+    db.execute_sql("DROP TABLE IF EXISTS task, story, counter, tally, task_flow, story_flow, stage_tally")
     db.close()
     return url
 

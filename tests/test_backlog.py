@@ -225,10 +225,9 @@ def test_lost_lease_goes_back_to_the_front_across_refills(bench):
         b.create(2, now=0.0)
     b.dispatch(1.0)
     w0, w1 = b.workers
-    lost = w0.leases[0].task_ids
-    assert lost == [1] and w1.leases[0].task_ids == [2]
-    b.pool.remove(w0)
-    b.service.lost(w0, lost, "missed 3 heartbeats")
+    assert w0.leases[0].task_ids == [1] and w1.leases[0].task_ids == [2]
+    lost = b.pool.remove(w0)
+    b.service.lost(w0, lost, "missed 3 heartbeats", 1001.0)
     b.workers = [w1]
     order = b.finish(w1, 1.0) + drain(b, 2.0)
     assert order == [2, 1] + list(range(3, 13))

@@ -456,3 +456,25 @@ def test_load_with_a_scenario_by_name_or_file(server, tmp_path):
     assert done.returncode == 2 and f"{broken}, line 6: stage 'a': tasks '3-1'" in done.stderr, done.stderr
     done = storypulse("load", "--scenario", "bottleneck", "--estimates", "uniform", *at(server))
     assert done.returncode == 2 and "--estimates: the scenario sets each stage's tasks" in done.stderr
+
+
+def test_pool_and_flow_of_a_stage_on_a_server_with_stages(server_factory):
+    server = server_factory(time_scale=0.01, extra=["--stages", "analysis:1,build:1-2,test:1"]).start()
+    summary = ok_json("load", "--scenario", "bottleneck", "--rate", "30", "--duration", "1",
+                      "--seed", "4", *at(server))
+    assert summary["stories_created"] > 5 and summary["errors"] == 0
+    pool = ok_json("pool", "--stage", "build", "--max", "3", *at(server))
+    assert (pool["stage"], pool["max_workers"]) == ("build", 3)
+    text = storypulse("pool", "--stage", "test", *at(server))
+    assert text.returncode == 0 and "pool of stage 'test' is:" in text.stdout, text.stderr
+    changed = ok_json("flow", "--stage-wip", "build=2,test=1", *at(server))
+    assert changed["stage_wip_limits"] == {"analysis": 0, "build": 2, "test": 1}
+    text = storypulse("flow", *at(server))
+    assert re.search(r"build\s+\d+ stories \(limit 2\) · workers \d/\d busy \(1-3\)", text.stdout), text.stdout
+    assert "flow efficiency" in text.stdout and "bottleneck" in text.stdout
+    for args, words in ((["flow", "--stage-wip", "build"], "expected NAME=N"),
+                        (["flow", "--stage-wip", "9x=1"], "a letter, then letters"),
+                        (["flow", "--stage-wip", "deploy=1"], "'deploy': not a stage of this server"),
+                        (["pool", "--stage", "deploy"], "stage 'deploy': not a stage of this server")):
+        done = storypulse(*args, *at(server))
+        assert done.returncode != 0 and words in done.stderr, (args, done.stderr)

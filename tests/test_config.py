@@ -76,3 +76,76 @@ def test_the_help_the_install_guide_and_the_packaged_file_say_what_the_config_sa
             break
         comment.insert(0, line.lstrip("# "))
     assert meaning in " ".join(comment)
+
+
+# -- the workflow: --stages, --stage-wip, --scenario -----------------------------------
+
+
+def test_without_stages_one_stage_with_the_pool_bounds():
+    config = ServerConfig.from_options({"min_workers": 2, "max_workers": 5, "stage_wip": "work=3"})
+    assert config.workflow.names == ("work",)
+    assert config.workflow.stages[0].min_workers == 2 and config.workflow.stages[0].max_workers == 5
+    assert config.workflow.wip_limits == {"work": 3}
+
+
+def test_stages_and_their_wip_limits():
+    config = ServerConfig.from_options({"stages": "analysis:1-2,build:1-6,test:2",
+                                        "stage_wip": "build=3,test=2"})
+    assert config.workflow.describe() == "analysis:1-2,build:1-6,test:2"
+    assert config.workflow.wip_limits == {"analysis": 0, "build": 3, "test": 2}
+
+
+def test_a_scenario_brings_its_stages_and_its_limits_and_options_override_them():
+    config = ServerConfig.from_options({"scenario": "bottleneck"})
+    assert config.workflow.describe() == "analysis:1-2,build:1-6,test:1-2"
+    assert config.wip_limit == 0
+    config = ServerConfig.from_options({"scenario": "bottleneck", "wip_limit": 8,
+                                        "stage_wip": "test=2"})
+    assert config.wip_limit == 8 and config.workflow.wip_limits["test"] == 2
+
+
+def test_a_scenario_file_with_a_system_limit(tmp_path):
+    path = tmp_path / "board.toml"
+    path.write_text('name = "b"\nwip_limit = 4\n[load]\nrate = 1\n[[stage]]\nname = "dev"\n'
+                    'workers = "2-3"\n[[stage]]\nname = "review"\n')
+    config = ServerConfig.from_options({"scenario": str(path)})
+    assert config.workflow.names == ("dev", "review") and config.wip_limit == 4
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"stages": "analysis:1-2,build:6-1"}, "--stages 'analysis:1-2,build:6-1': stage 'build': "
+                                           "min workers 6 is above max workers 1"),
+    ({"stages": "a:1,A:2"}, "stage 'A' is named twice"),
+    ({"stages": "a:1,,b:2"}, "an empty part"),
+    ({"stages": "build"}, "--stages part 'build': expected NAME:MIN-MAX"),
+    ({"stage_wip": "deploy=2"}, "--stage-wip part 'deploy=2': unknown stage 'deploy'; the stages are work"),
+    ({"stages": "a:1,b:1", "stage_wip": "b=many"}, "--stage-wip part 'b=many': WIP limit: 'many' is not"),
+    ({"stages": "a:1", "scenario": "single"}, "--stages 'a:1' and --scenario 'single': give one"),
+    ({"stages": "a:1", "min_workers": 2}, "--min-workers with --stages: each stage has its own pool"),
+    ({"scenario": "single", "max_workers": 2}, "--max-workers with --scenario"),
+    ({"scenario": "nowhere"}, "--scenario: scenario 'nowhere': no such file"),
+])
+def test_a_bad_workflow_is_refused_naming_the_option_and_the_part(options, words):
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.from_options(options)
+    assert words in str(err.value)
+
+
+def test_a_bad_scenario_file_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "board.toml"
+    path.write_text('name = "b"\n[load]\nrate = 1\n[[stage]]\nname = "dev"\ntasks = "4-1"\n')
+    with pytest.raises(ConfigError, match=r"--scenario: .*board.toml, line 6: stage 'dev': tasks"):
+        ServerConfig.from_options({"scenario": str(path)})
+
+
+def test_stages_come_from_the_file_and_the_environment_too(tmp_path):
+    from storypulse.server.configfile import server_config
+
+    path = tmp_path / "server.toml"
+    path.write_text('stages = "dev:1-3,review:1"\nstage_wip = "review=1"\n')
+    config = server_config(str(path), {}, {})
+    assert config.workflow.describe() == "dev:1-3,review:1" and config.workflow.wip_limits["review"] == 1
+    config = server_config(None, {"STORYPULSE_SCENARIO": "bottleneck"}, {})
+    assert config.workflow.names == ("analysis", "build", "test")
+    with pytest.raises(ConfigError, match=r"--min-workers with --stages.*STORYPULSE_STAGES"):
+        server_config(None, {"STORYPULSE_STAGES": "dev:2"}, {"min_workers": 3})

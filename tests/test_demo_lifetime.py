@@ -109,3 +109,34 @@ def test_without_a_display_the_app_commands_say_so_in_one_line(tmp_path, command
     # The demo said so before starting anything.
     assert not db.exists() and not (tmp_path / "state").exists()
     assert not server_answers(Endpoints("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--scenario", "nowhere"], "--scenario: scenario 'nowhere': no such file"),
+    (["--scenario", "bottleneck", "--max-workers", "3"], "--max-workers with --scenario"),
+])
+def test_a_bad_demo_scenario_is_refused_before_anything_starts(tmp_path, options, words):
+    port = free_port_block()
+    done = subprocess.run([sys.executable, "-m", "storypulse", "demo", "--port", str(port),
+                           "--db", str(tmp_path / "demo.db"), *options],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert not (tmp_path / "demo.db").exists()
+
+
+def test_the_demos_server_runs_the_scenarios_workflow(tmp_path):
+    from storypulse.client import Client
+    from storypulse.desktop.demo import start_server, stop_server
+
+    port = free_port_block()
+    endpoints = Endpoints("127.0.0.1", port)
+    proc = start_server(port, str(tmp_path / "demo.db"), 16, tmp_path / "server.log",
+                        scenario="bottleneck")
+    try:
+        wait_for(lambda: server_answers(endpoints), 30, what="the demo's server to answer")
+        with Client(endpoints) as client:
+            stages = client.snapshot(history_seconds=0).stats.stages
+        assert [(s.name, s.max_workers) for s in stages] == [("analysis", 2), ("build", 6),
+                                                            ("test", 2)]
+    finally:
+        assert stop_server(proc) == 0

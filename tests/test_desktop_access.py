@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QTabBar, QToolButton, QWidget,
 )
 
+from desktop_support import snapshot_batch, workflow_stages
 from storypulse.desktop.series import FIELDS
 from storypulse.endpoints import Endpoints
 
@@ -75,6 +76,18 @@ def name_of(widget: QWidget, top: QWidget) -> str:
 
 def test_every_control_has_a_name_and_takes_the_keyboard_focus(qtbot, window):
     from storypulse.desktop.story_dialog import AddStoryDialog
+
+    # With a workflow: the stage cards, the pool's stage list and the simulator's per-stage fields are there too.
+    row = {name: 1.0 for name in FIELDS}
+    row.update(ts=1_000.0, seq=1, stages=workflow_stages(), wip_limit=0, flow_window_s=60.0, lead_time_p85_s=None,
+               open_stories=5, stories_in_progress=3, completed_stories=1, stories_completed_in_window=1,
+               lead_time_mean_s=1.0, lead_time_p50_s=None, lead_time_p95_s=None, bottleneck="test",
+               flow_efficiency=0.5)
+    batch = snapshot_batch([SimpleNamespace(**row)])
+    window.flow.apply_batch(batch)
+    window.pool_panel.apply_batch(batch)
+    window.simulator_panel.load_scenario("bottleneck")
+    assert len(window.flow.stage_strip.cards) == 3 and window.pool_panel.stages
 
     dialog = AddStoryDialog(window)
     qtbot.addWidget(dialog)

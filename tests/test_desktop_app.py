@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, QThread
 from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
@@ -18,7 +19,7 @@ from storypulse.client import RequestError
 from storypulse.desktop.dashboard import format_figure
 from storypulse.desktop.feed import CONNECTED, RECONNECTING
 from storypulse.desktop.window import MainWindow
-from support import REPO, ServerProcess, wait_for
+from support import REPO, ServerProcess, free_port_block, wait_for
 
 COUNTS = ("open_stories", "completed_stories")
 
@@ -180,10 +181,14 @@ def test_the_status_bar_shows_a_database_that_refuses_writes_until_it_accepts_th
     wait_for(lambda: _adds(server), timeout=20, what="writes accepted again")
     qtbot.waitUntil(window.database.isHidden, timeout=10_000)
     assert window.connection_state == CONNECTED
-    # The outage is annotated on the charts: where it began (with its cause) and where it ended.
-    outage = [note for note in window.notes.notes() if note.kind == "outage"]
-    assert [n.text.split(",")[0] for n in outage] == ["outage began", "outage ended"]
-    assert "locked" in outage[0].text and outage[0].ts < outage[1].ts
+    # The outage is annotated on the charts, by the server's notes: where it began (with its
+    # cause) and where it ended.
+    def outage():
+        return [note for note in window.notes.notes() if note.kind.startswith("outage")]
+    qtbot.waitUntil(lambda: len(outage()) == 2, timeout=10_000)
+    assert [(n.kind, n.source) for n in outage()] == [("outage_began", "server"), ("outage_ended", "server")]
+    began, ended = outage()
+    assert "locked" in began.text and began.ts < ended.ts and "accepts writes again" in ended.text
 
 
 def _adds(server) -> bool:
@@ -215,12 +220,18 @@ def test_closing_the_window_stops_every_thread_without_warnings(qtbot, qtlog, se
 def test_the_app_command_starts_and_exits_cleanly(server, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "storypulse.desktop", "--server", str(server.endpoints), "--quit-after", "3",
-         "--settings", str(tmp_path / "s.ini"), "--theme", "dark"],
+         "--settings", str(tmp_path / "s.ini"), "--theme", "dark", "--scenario", "bottleneck"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("view/theme") == "dark"
+    saved = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    assert saved.value("view/theme") == "dark" and saved.value("simulator/scenario") == "bottleneck"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[load]\nrate = -1\n[[stage]]\nname = "dev"\n')
+    refused = subprocess.run([sys.executable, "-m", "storypulse", "desktop", "--scenario", str(bad)], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--scenario: " in refused.stderr and "line 3" in refused.stderr
     wrong = subprocess.run([sys.executable, "-m", "storypulse", "demo", "--theme", "purple"], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "--theme: invalid choice: 'purple'" in wrong.stderr
@@ -269,8 +280,6 @@ def _demo(tmp_path, port: int, *extra: str) -> subprocess.CompletedProcess:
 def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
     from storypulse.endpoints import Endpoints
     from storypulse.desktop.demo import server_answers
-    from support import free_port_block
-
     port = free_port_block()
     db = tmp_path / "demo.db"
     done = _demo(tmp_path, port, "--db", str(db), "--estimate-ms", "0-50")
@@ -285,6 +294,27 @@ def test_demo_starts_a_server_simulates_and_stops_it_on_close(tmp_path):
             assert client.list_stories(limit=1).total > 0
     finally:
         check.stop()
+
+
+def test_demo_with_a_scenario_runs_its_workflow_and_simulates_its_load(tmp_path):
+    port = free_port_block()
+    db = tmp_path / "demo.db"
+    done = _demo(tmp_path, port, "--db", str(db), "--scenario", "bottleneck")
+    assert done.returncode == 0, done.stderr
+    assert QSettings(str(tmp_path / "demo.ini"), QSettings.Format.IniFormat).value("simulator/scenario") == \
+        "bottleneck"
+    check = ServerProcess(db, extra=["--scenario", "bottleneck"])  # the same workflow, or it would refuse
+    check.start()
+    try:
+        with check.client() as client:
+            page = client.list_stories(limit=20)
+            assert page.total > 0
+            stages = {task.stage for story in page.stories for task in client.get_story(story.story_id).tasks}
+        assert stages == {"analysis", "build", "test"}  # the scenario's per-stage load, not one range
+    finally:
+        check.stop()
+    refused = _demo(tmp_path, port, "--scenario", "bottleneck", "--tasks", "1-2")
+    assert refused.returncode == 2 and "--tasks: the scenario sets each stage's tasks" in refused.stderr
 
 
 def test_demo_uses_a_server_already_answering_and_leaves_it_running(server, tmp_path):
@@ -353,3 +383,75 @@ def test_completed_stories_export_as_csv_with_their_times(qtbot, server, open_wi
     qtbot.waitUntil(lambda: export.last_result is not None, timeout=20_000)
     assert export.last_result[2] and not missing.exists()
     assert "Could not export" in window.statusBar().currentMessage()
+
+
+def test_the_flow_tab_shows_a_real_servers_workflow_and_sets_its_limits_and_pools(qtbot, server_factory,
+                                                                                   open_window):
+    """A server running the `bottleneck` scenario's workflow, fed by the app's own simulator on the same
+    scenario: a band per stage equal to the stats, aging by stage, a stage's WIP limit and pool set."""
+    from PySide6.QtCore import QObject, Slot
+
+    class Recorder(QObject):  # lives in the UI thread: the feed's batches arrive here queued
+        def __init__(self):
+            super().__init__()
+            self.stats = {}
+
+        @Slot(object)
+        def take(self, batch):
+            for stats in ([batch.snapshot.stats] if batch.snapshot else []) + list(batch.stats):
+                self.stats[stats.ts] = stats
+
+    names = ("analysis", "build", "test")
+    server = server_factory(time_scale=0.05, extra=["--scenario", "bottleneck"]).start()
+    window = open_window(server)
+    recorder = Recorder()
+    window.feed.batch_ready.connect(recorder.take)
+    window.open_tab("flow")
+    flow = window.flow
+    qtbot.waitUntil(lambda: flow.stage_names == names and window.pool_panel.stages == names, timeout=10_000)
+    window.simulator_panel.start_with(scenario="bottleneck", rate=12)
+    qtbot.waitUntil(lambda: flow.clock.latest.completed_stories >= 20
+                    and sum(s.stories > 0 for s in flow.clock.latest.stages) >= 2, timeout=30_000)
+
+    # Each band is the stats at its time: done, test, build, analysis, waiting.
+    qtbot.waitUntil(lambda: not flow._dirty and flow.diagnostics["frames"] > 0, timeout=5_000)
+    ts, edges = flow.cfd_edges[0], flow.cfd_stage_edges
+    matched = 0
+    for i, at in enumerate(ts):
+        stats = recorder.stats.get(at)
+        if stats is not None:
+            analysis, build, test = (s.stories for s in stats.stages)
+            done = stats.completed_stories
+            assert [e[i] for e in edges] == [done, done + test, done + test + build, done + stats.stories_in_progress,
+                                             done + stats.open_stories]
+            matched += 1
+    assert matched >= 20
+
+    # Aging: the open stories in the columns of the stages they count in.
+    qtbot.waitUntil(lambda: flow.aging_state is not None and len(flow.aging_state.story_ids) > 0, timeout=10_000)
+    assert set(np.rint(flow.aging_state.x)) <= {0, 1, 2, 3}
+
+    # A stage's WIP limit from its card: the server takes it, and once the stories that were in the stage
+    # (a lower limit stops nothing started) are down to it, it holds.
+    card = flow.stage_strip.card("build")
+    card.spin.setValue(2)
+    with qtbot.waitSignal(flow.stage_limit_set, timeout=10_000):
+        card.apply.click()
+    qtbot.waitUntil(lambda: flow.clock.latest.stages[1].wip_limit == 2
+                    and flow.clock.latest.stages[1].stories <= 2, timeout=20_000)
+    since = flow.clock.latest.ts
+    qtbot.waitUntil(lambda: flow.clock.latest.ts > since + 2, timeout=10_000)
+    later = [s for at, s in recorder.stats.items() if at >= since]
+    assert len(later) > 10 and all(s.stages[1].stories <= 2 for s in later)
+    qtbot.waitUntil(lambda: card.stories.text().endswith("/ 2 stories"), timeout=5_000)
+
+    # The pool of `test`, from the pool panel.
+    panel = window.pool_panel
+    panel.stage.setCurrentIndex(2)
+    panel.max_workers.setValue(3)
+    with qtbot.waitSignal(panel.bounds_set, timeout=10_000) as took:
+        panel.apply.click()
+    assert took.args[2] == "test"
+    qtbot.waitUntil(lambda: flow.clock.latest.stages[2].max_workers == 3, timeout=10_000)
+    assert [s.max_workers for s in flow.clock.latest.stages] == [2, 6, 3]
+    window.simulator_panel.button.setChecked(False)

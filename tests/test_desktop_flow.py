@@ -12,43 +12,12 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 
+from desktop_support import run_then_freeze
 from storypulse import protocol
-from storypulse.desktop.feed import Feed
-from storypulse.desktop.flow import FlowTab, format_littles
+from storypulse.desktop.flow import format_littles
 from storypulse.desktop.flow_math import AGING_LIMIT, COMPLETED_AT, LEAD, STORY, littles_law
 from storypulse.desktop.requests import Requests
 from standin import FlowModel, StandIn
-
-
-@pytest.fixture
-def flow_tab(qtbot):
-    """A Flow tab on a stand-in, wired as the main window wires it; everything stopped at the end."""
-    made = []
-
-    def make(model: FlowModel, speed: float = 20.0):
-        stand_in = StandIn(model, speed=speed)
-        stand_in.start()
-        feed = Feed(stand_in.endpoints)
-        requests = Requests(stand_in.endpoints, name="test-requests")
-        pages = Requests(stand_in.endpoints, name="test-pages")
-        tab = FlowTab(requests, pages)
-        qtbot.addWidget(tab)
-        tab.resize(1000, 700)
-        feed.batch_ready.connect(tab.apply_batch)
-        made.append((stand_in, feed, requests, pages))
-        feed.start()
-        # Connected once the snapshot reached the tab (in the UI thread: a waitSignal on the feed's
-        # signal would be served in the feed thread).
-        qtbot.waitUntil(lambda: tab.clock.latest is not None, timeout=10_000)
-        tab.show()
-        qtbot.waitExposed(tab)
-        tab.set_window(300)
-        return tab, stand_in
-
-    yield make
-    for stand_in, feed, requests, pages in made:
-        assert feed.stop() and requests.stop() and pages.stop()
-        stand_in.stop()
 
 
 def queue_model(**options) -> FlowModel:
@@ -62,22 +31,6 @@ FIGURES = ("open_stories", "completed_stories", "stories_in_progress", "stories_
 
 def figures(stats) -> tuple:
     return tuple(getattr(stats, name) for name in FIGURES)
-
-
-def run_then_freeze(qtbot, tab: FlowTab, stand_in: StandIn, completions: int) -> protocol.Stats:
-    """Let the model run until `completions` stories are done, stop it, and wait until the tab has its last figures.
-
-    The stats that follow carry those figures, later and later stamped.
-    """
-    qtbot.waitUntil(lambda: sum(e.event == "completed" for e in stand_in.story_events()) >= completions,
-                    timeout=20_000)
-    stand_in.freeze()
-    count = len(stand_in.stats())
-    qtbot.waitUntil(lambda: len(stand_in.stats()) >= count + 3, timeout=10_000)
-    last = stand_in.stats()[-1]
-    qtbot.waitUntil(lambda: tab.clock.latest is not None and tab.clock.latest.seq >= last.seq, timeout=10_000)
-    qtbot.waitUntil(lambda: tab.diagnostics["frames"] > 0 and not tab._dirty and not tab._dots_dirty, timeout=5_000)
-    return last
 
 
 def test_bands_dots_and_percentile_lines_equal_the_stream(qtbot, flow_tab):

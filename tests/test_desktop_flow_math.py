@@ -102,6 +102,38 @@ def test_a_restarted_server_counts_afresh_unless_it_reloaded_older_completions()
     assert FlowCoverage().covered(5.0, 60.0) == 60.0  # nothing seen: the window as it is
 
 
+def row(ts: float, window: float, covered: float | None = None):
+    return SimpleNamespace(ts=ts, flow_window_s=window, flow_window_covered_s=covered)
+
+
+def test_a_server_that_says_what_it_has_counted_is_taken_at_its_word():
+    """flow_window_covered_s wins over the inference: after a restart the server knows that the
+    completions it read back cover its window, which no row this client saw can tell."""
+    coverage, start = FlowCoverage(), 5_000.0
+    for k in range(40):  # joined 12 s after the server started; its two clocks drift by a few ms
+        ts = start + 12 + k
+        coverage.take(row(ts, 60.0, 12.0 + k + (0.003 if k % 2 else 0.0)))
+    assert coverage.covered(start + 30, 60.0) == 30.0  # from the server's start, not this client's
+    assert coverage.covered(start + 51, 60.0) == 51.0
+    assert len(coverage._from) == 1  # the drift made no new marks
+    coverage.saw_completion(start - 100)  # the server counted what it has: no inference over it
+    assert coverage.covered(start + 51, 60.0) == 51.0
+    for k in range(40, 60):
+        coverage.take(row(start + 12 + k, 60.0, min(60.0, 12.0 + k)))
+    assert coverage.covered(start + 71, 60.0) == 60.0
+
+    restarted = FlowCoverage()  # a restart within the window: full at once, by the server's word
+    restarted.take(row(start, 60.0, 60.0))
+    restarted.take(row(start + 1, 600.0, 61.0))  # then a longer window: it fills from there
+    assert (restarted.covered(start, 60.0), restarted.covered(start + 1, 600.0)) == (60.0, 61.0)
+    assert restarted.covered(start + 101, 600.0) == 161.0
+
+    older = FlowCoverage()  # rows without the field (an older server): the inference, as before
+    for k in range(10):
+        older.take(row(start + k, 60.0))
+    assert older.covered(start + 9, 60.0) == 9.0
+
+
 def test_completion_buffer_is_bounded_and_keeps_the_newest():
     buf = CompletionBuffer(capacity=100)
     for start in range(0, 1000, 37):  # batches of every size across the compaction point

@@ -21,6 +21,8 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QLabel, QWidget
 
 from colour_vision import least_distance
+from desktop_support import workflow_stages
+from storypulse import protocol
 from storypulse.desktop import theme
 from storypulse.desktop.annotations import Note
 from storypulse.desktop.cards import Card
@@ -88,9 +90,11 @@ def test_the_window_follows_the_system_only_while_told_to(qtbot, window, monkeyp
 # -- the app as built ---------------------------------------------------------------------------
 def _row(ts: float, i: int, fields):
     values = {name: float(3 + (i * 7) % 11) for name in fields}
-    values.update(ts=ts, seq=i, completed_stories=float(10 + i), open_stories=float(4 + i % 5),
-                  stories_in_progress=float(2 + i % 3), wip_limit=6.0, flow_window_s=60.0,
-                  stories_completed_in_window=float(min(i, 60)), database="ok", database_error=None)
+    values.update(ts=ts, seq=i, completed_stories=float(10 + i), open_stories=float(6 + i % 5),
+                  stories_in_progress=float(3 + i % 3), wip_limit=6.0, flow_window_s=60.0,
+                  stories_completed_in_window=float(min(i, 60)), database="ok", database_error=None,
+                  flow_efficiency=0.4, bottleneck="test")
+    values["stages"] = workflow_stages(i)  # three stages: their bands, aging columns and cards are checked too
     return SimpleNamespace(**values)
 
 
@@ -198,6 +202,8 @@ def test_every_tab_is_readable_in_both_themes(qtbot, window, name):
                 assert ratio(coloured, ground) >= TEXT, (tab, label.text()[:40], coloured)
             checked += 1
         assert checked >= 8
+        if tab == "flow":  # the workflow's cards are there, and were checked
+            assert window.flow.stage_strip.isVisible() and len(window.flow.stage_strip.cards) == 3
         for control in window.findChildren(QWidget):
             if control.isVisible() and isinstance(control, (QAbstractButton, QAbstractSpinBox)):
                 palette = control.palette()
@@ -296,5 +302,18 @@ def test_series_of_one_chart_are_told_apart_by_colour_blind_eyes_or_by_their_sty
 
 
 def _adjacent(window, a, b) -> bool:
-    order = list(window.flow.bands.values())  # bottom to top: done, in progress, waiting
-    return abs(order.index(a) - order.index(b)) == 1
+    order = window.flow.cfd_stack()  # bottom to top: done, each stage from the last (or in progress), waiting
+    return a in order and b in order and abs(order.index(a) - order.index(b)) == 1
+
+
+@pytest.mark.parametrize("colours", THEMES, ids=lambda t: t.name)
+def test_stage_bands_stay_apart_from_their_neighbours_for_any_number_of_stages(colours):
+    """The cumulative flow diagram stacks done, the stages from the last to the first, and waiting: whatever
+    the number of stages, two neighbours stay told apart by colour-blind eyes."""
+    from storypulse.desktop.stage_math import stage_role
+
+    for count in range(1, protocol.STAGES_MAX + 1):
+        roles = ["done", *(stage_role(i) for i in reversed(range(count))), "open"]
+        for below, above in zip(roles, roles[1:]):
+            apart, vision = least_distance(colours.colour(below).name(), colours.colour(above).name())
+            assert apart >= APART, (count, below, above, vision)

@@ -142,3 +142,17 @@ def test_flow_efficiency_is_work_time_over_cycle_time_of_the_window():
     w.discard(2)
     assert w.figures(3.0).flow_efficiency == pytest.approx(0.25)
     assert w.figures(61.5).flow_efficiency is None  # story 1 left the window
+
+
+def test_covered_is_the_part_of_the_window_counted_since_the_start_or_an_early_drop():
+    w = FlowWindow(10.0, samples_max=3, since=100.0)
+    assert (w.covered(100.0), w.covered(104.0), w.covered(200.0)) == (0.0, 4.0, 10.0)
+    w.counted_from(50.0)  # a restart read back completions since then
+    assert w.covered(100.0) == 10.0
+    w.counted_from(80.0)  # later evidence never shortens it
+    assert w.covered(100.0) == 10.0
+    for i in range(5):  # two more than are kept: the oldest two leave early
+        w.add(200.0 + i, i, 2_000.0 + i, lead_s=1.0, cycle_s=1.0)
+    assert w.figures(204.5).count == 3
+    assert w.covered(204.5) == 3.5  # counted since the last completion that left early (at 201)
+    assert w.covered(300.0) == 10.0

@@ -45,7 +45,8 @@ def test_a_refused_commit_refuses_its_creates_holds_its_deletes_and_resumes(tmp_
     assert (create.id, create.ok, create.error.code) == (2, False, protocol.UNAVAILABLE)
     assert "locked" in create.error.message and str(path) in create.error.message
     assert len(service.group.held) == 1  # the delete's reply waits for its commit
-    assert 2 not in service.state.stories and out.events == []  # nothing stored, nothing said
+    assert 2 not in service.state.stories and out.story_events() == []  # nothing stored, nothing said
+    assert [e.kind for e in out.events] == ["outage_began"]  # but the outage itself, for the charts
     assert service.group.events == [("deleted", 1)]
 
     service.handle_request([b"c"], b'{"op": "ping", "id": 4}', 1.0, 1.0)

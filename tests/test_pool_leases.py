@@ -33,4 +33,5 @@ def test_pool_gives_the_next_lease_just_in_time():
     assert worker.state == "idle" and pool.idle == {b"w1": worker}
     pool.give_lease(worker, [3, 4], 0.0, 11.0, 1001.0)
     pool.give_lease(worker, [5], 0.0, 11.0, 1001.0)
-    assert pool.remove(worker) == [3, 4, 5]  # a lost worker's tasks, in order
+    lost = pool.remove(worker)  # a lost worker's leases, their tasks in order
+    assert [task_id for lease in lost for task_id in lease.task_ids] == [3, 4, 5]

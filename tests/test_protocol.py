@@ -121,6 +121,18 @@ def test_every_field_of_stats_stories_and_completions_appears_in_an_example():
     assert fields(protocol.Completion) <= keys("reply", "snapshot", lambda r: r["result"]["completions"])
     assert fields(protocol.SnapshotResult) <= keys("reply", "snapshot", lambda r: [r["result"]])
     assert fields(protocol.FlowResult) <= keys("reply", "set_flow", lambda r: [r["result"]])
+    notes = keys("event", "note", lambda e: [e]) | keys("reply", "snapshot", lambda r: r["result"].get("notes") or [])
+    assert fields(protocol.NoteEvent) <= notes
+
+
+def test_every_kind_of_note_is_documented_with_an_example():
+    import json
+
+    text = DOC.read_text(encoding="utf-8")
+    shown = {json.loads(body)["kind"] for name, body in of_kind("event") if name == "note"}
+    for kind in protocol.NOTE_KINDS:
+        assert f"| `{kind}` |" in text, f"note kind {kind} missing from the kinds table"
+    assert {"wip_limit", "pool_bounds", "outage_began", "outage_ended", "restored"} <= shown
 
 
 def test_worker_message_examples_decode():
@@ -139,7 +151,8 @@ def test_limits_table_matches_the_code():
               "LIST_LIMIT_MAX", "HISTORY_SECONDS_MAX", "WORKERS_MAX", "ID_MAX", "CORRELATION_MAX",
               "WIP_LIMIT_MAX", "FLOW_WINDOW_MAX_S", "COMPLETIONS_MAX",
               "MAX_DEPTH", "MESSAGE_MAX", "TIMESTAMP_MAX", "STAGES_MAX", "STAGE_NAME_MAX",
-              "FORECAST_STORIES_MAX", "FORECAST_WITHIN_MAX_S", "FORECAST_TRIALS_MIN", "FORECAST_TRIALS_MAX"}
+              "FORECAST_STORIES_MAX", "FORECAST_WITHIN_MAX_S", "FORECAST_TRIALS_MIN", "FORECAST_TRIALS_MAX",
+              "NOTES_MAX"}
     assert set(table) == limits
     for name, value in table.items():
         assert getattr(protocol, name) == value, name

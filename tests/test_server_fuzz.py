@@ -33,10 +33,12 @@ WORKER_SOCKET_MAX = 1 << 20  # and on the worker port
 pytestmark = pytest.mark.timeout(max(300, FRAMES // 200))  # `make fuzz` runs far longer
 
 
-@pytest.fixture
-def fuzzed(server_factory):
+@pytest.fixture(params=["one stage", "stages"])
+def fuzzed(request, server_factory):
     # time_scale 0: the stories that fuzzed requests happen to create take no time to work off.
-    server = server_factory(time_scale=0.0, stats_interval=0.05).start()
+    # With stages, fuzzed requests name them (fuzzing.STAGE_NAMES: these, and others).
+    extra = ["--stages", "analysis:1,build:1,test:1"] if request.param == "stages" else []
+    server = server_factory(time_scale=0.0, stats_interval=0.05, extra=extra).start()
     print(f"fuzz seed {SEED} (replay: STORYPULSE_FUZZ_SEED={SEED}), {FRAMES} frames per port")
     return server
 
@@ -270,6 +272,7 @@ def subscription(r: random.Random) -> bytes:
                      bytes(r.randrange(256) for _ in range(r.randrange(40))), b"t" * 65_536])
 
 
+@pytest.mark.parametrize("fuzzed", ["one stage"], indirect=True)  # stages change no event port
 def test_events_port_survives_random_subscriptions(fuzzed):
     server = fuzzed
     context = zmq.Context.instance()

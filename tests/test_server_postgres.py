@@ -83,9 +83,9 @@ def test_the_bulk_writes_store_every_row_and_value_exactly_on_postgres():
                       deleted_stories=list(range(1101, 1201)),
                       id_floors={"story_id": 1200, "task_id": 3602}))
     assert store.story(5) == (5, stories[4][1], stories[4][2], "done", stories[4][4], 1 / 3, 3,
-                              0.1 + 0.2)
+                              0.1 + 0.2, None, 0)
     assert store.tasks_of(5) == [(3 * 5 + k, awkward[k], k, "done", 2, 1e9 + 5 / 7, 0.1 + 0.2,
-                                  1 / 3) for k in range(3)]
+                                  1 / 3, None, 0, None) for k in range(3)]
     assert store.story(800)[1:5] == stories[799][1:5] and store.story(1150) is None
     start = store.load()
     assert start.completed_stories == 700 and start.tasks_completed == 2100

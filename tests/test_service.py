@@ -36,6 +36,7 @@ class Alone:
                          quiet_window=5)
         self.service = Service(ServerConfig.from_options(options), self.store, self.pool, now=0.0)
         self.service.restore(now=0.0, wall=WALL)
+        self.start = drive.take(self.service)  # the start note: seq 1, before anything else
 
     def request(self, body: dict, now: float) -> None:
         self.service.handle_request([b"c"], protocol.encode(body), now, WALL + now)
@@ -76,7 +77,7 @@ def test_create_lease_complete_and_the_story_is_done_only_after_each_commit(a):
     assert envelope == [b"c"] and reply.id == "c1" and reply.result == {"story_id": 1,
                                                                         "task_ids": [1, 2]}
     (created,) = out.events
-    assert (created.seq, created.event, created.story_id) == (1, "created", 1)
+    assert (created.seq, created.event, created.story_id) == (2, "created", 1)  # after the start note
     assert a.store.story(1)[3] == "open"
 
     a.worker(b"w1", protocol.Done(task_ids=[1]), now=2.0)
@@ -88,12 +89,12 @@ def test_create_lease_complete_and_the_story_is_done_only_after_each_commit(a):
     assert a.pending().events == [] and a.store.story(1)[3] == "open"
     out = drive.settle(service, 3.5, WALL + 3.5)
     (completed,) = out.events
-    assert (completed.seq, completed.event, completed.story_id) == (2, "completed", 1)
+    assert (completed.seq, completed.event, completed.story_id) == (3, "completed", 1)
     assert (completed.ts, completed.lead_time_s, completed.cycle_time_s) == (WALL + 3.5, 2.5, 2.5)
     assert a.store.story(1)[3] == "done"
     stats = service.stats(3.5, WALL + 3.5)
     assert (stats.seq, stats.open_stories, stats.completed_stories, stats.tasks_completed,
-            stats.tasks_queued, stats.tasks_running) == (2, 0, 1, 2, 0, 0)
+            stats.tasks_queued, stats.tasks_running) == (3, 0, 1, 2, 0, 0)
     assert a.pool.workers[b"w1"].state == "idle"
 
 
@@ -143,7 +144,8 @@ def test_an_outage_refuses_creates_holds_deletes_and_answers_them_when_a_retry_s
     assert not out.committed and service.outage.failures == 1
     (refused,) = out.answers  # the create: a definite no at once; the delete waits
     assert (refused.id, refused.error.code) == (2, protocol.UNAVAILABLE)
-    assert out.events == []
+    (began,) = out.events  # no story event: only the note that the outage began
+    assert (began.kind, began.ts) == ("outage_began", WALL + 1.0) and "locked" in began.cause
 
     # While it lasts: writes refused at once, reads and pings answered.
     a.request({"op": "create_story", "id": 4, "name": "x", "tasks": [{"estimate_ms": 5}]}, now=1.01)
@@ -169,6 +171,8 @@ def test_an_outage_refuses_creates_holds_deletes_and_answers_them_when_a_retry_s
     assert out.committed and service.outage is None
     assert [(r.id, r.ok) for r in out.answers] == [(3, True)]  # the held delete, answered now
     assert out.story_events() == [("deleted", 1)]
+    ended = out.events[0]  # first the note, then what the outage held
+    assert (ended.kind, ended.lasted_s) == ("outage_ended", pytest.approx(retry - 1.0, abs=1e-3))
     assert a.store.story(1) is None and a.store.story(2) is None
     s = service.stats(retry, WALL + retry)
     assert (s.database, s.open_stories, s.completed_stories) == ("ok", 0, 0)
@@ -189,13 +193,13 @@ def test_reads_of_committed_data_wait_for_the_commit_and_replies_keep_their_orde
     assert service.commit(0.0, WALL)  # the loop commits first ...
     first = drive.take(service)
     assert first.answers[0].id == 1 and len(first.answers) == 1
-    assert [e.seq for e in first.events] == [1]
+    assert [e.seq for e in first.events] == [2]
     service.resume(0.0, WALL)  # ... then serves what waited, and commits again
     assert not service.deferred
     rest = drive.settle(service, 0.0, WALL)
     get, ping, snap = rest.answers
     assert (get.id, get.result["story_id"], ping.id, snap.id) == (2, 1, 3, 4)
-    assert snap.result["seq"] == 1  # it covers the created event published before it
+    assert snap.result["seq"] == 2  # it covers the created event published before it
     assert snap.result["stats"]["open_stories"] == 1
 
 
@@ -232,12 +236,12 @@ def test_timers_and_the_scaler_are_numbered_in_the_order_they_are_published(a):
     a.request({"op": "create_story", "name": "s", "tasks": [{"estimate_ms": 5}]}, now=0.0)
     events = drive.settle(service, 0.0, WALL).events
     assert [(type(e).__name__, e.seq) for e in events] == \
-        [("Stats", 1), ("PoolEvent", 2), ("StoryEvent", 3)]
-    assert service.figures.history.last(1)[0].seq == 1
+        [("Stats", 2), ("PoolEvent", 3), ("StoryEvent", 4)]
+    assert service.figures.history.last(1)[0].seq == 2
 
 
 SERVICE_MODULES = ("service", "ops", "commit", "effects", "figures", "state", "flow", "stats",
-                   "outage", "autoscale")
+                   "outage", "autoscale", "notes")
 
 
 @pytest.mark.parametrize("name", SERVICE_MODULES)

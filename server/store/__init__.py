@@ -1,6 +1,7 @@
 """Durable storage: one class per database behind one small interface (base.Store).
 
     store = Store.open(spec, durability, exclusive=True)  # a path or a URL picks the backend
+    store.use_workflow(names)  # the stages served; WorkflowMismatch if the database's differ
     store.load()            # what start-up keeps in memory
     store.apply(batch)      # one turn's writes, one transaction; Unavailable if not committed
     store.window(after, n)  # the queue's next whole stories, read in as memory runs low
@@ -31,7 +32,7 @@ config.DURABILITY_LEVELS then needs its settings in words (a test says so).
 from __future__ import annotations
 
 from ..dberrors import BadURL, NotStorypulse
-from .base import Batch, Startup, Store, Unavailable, describe
+from .base import Batch, Startup, Store, Unavailable, WorkflowMismatch, describe
 from .postgres import PostgresStore
 from .sqlite import SqliteStore, default_db_path
 
@@ -39,7 +40,8 @@ from .sqlite import SqliteStore, default_db_path
 BACKENDS: tuple[type[Store], ...] = (SqliteStore, PostgresStore)
 
 __all__ = ["BACKENDS", "BadURL", "Batch", "NotStorypulse", "PostgresStore", "SqliteStore",
-           "Startup", "Store", "Unavailable", "backend_for", "default_db_path", "describe"]
+           "Startup", "Store", "Unavailable", "WorkflowMismatch", "backend_for", "default_db_path",
+           "describe"]
 
 
 def backend_for(spec: str | None) -> type[Store]:

@@ -15,6 +15,8 @@ from typing import ClassVar, Iterable, Sequence
 
 import peewee
 
+from storypulse.workflow import DEFAULT_STAGE, check_stage_name
+
 from ..claim import Claim
 from ..config import DEFAULTS
 from ..dberrors import FULL, IN_USE, Cause, classify, hide_password, outage_message
@@ -23,6 +25,11 @@ from .schema import MODELS, STORY_SELECT, TALLY_COLUMNS, TASK_SELECT
 
 DEFAULT_DURABILITY = DEFAULTS["durability"]
 IN_CHUNK = 500  # ids in one `IN (...)`: far below SQLite's variable limit
+
+
+class WorkflowMismatch(Exception):
+    """The database holds unfinished work in stages that the server's workflow lacks; the
+    message names them and the workflow's stages (a start-up error: never a silent mix)."""
 
 
 class Unavailable(Exception):
@@ -35,24 +42,31 @@ class Unavailable(Exception):
 
 @dataclass
 class Startup:
-    """What the server needs in memory, read once when it starts."""
+    """What the server needs in memory, read once when it starts.
+
+    Stages are given by their index in the workflow the store was told of (`use_workflow`):
+    a task or story of a stage stored without a name (null) is in the first."""
 
     next_story_id: int
     next_task_id: int
     completed_stories: int
     tasks_completed: int
-    # story_id -> (tasks_total, created_at, started_at) of every open story in progress
-    # (started); the others stay on disk, counted below, and are read in windows (`window`)
-    open_stories: dict[int, tuple[int, float, float | None]]
-    # (task_id, story_id, estimate_ms, attempts) of every unfinished task of those, by id
-    queued_tasks: list[tuple[int, int, int, int]]
+    # story_id -> (tasks_total, created_at, started_at, stage index it counts in or None) of
+    # every open story in progress (started); the others stay on disk, counted below, and are
+    # read in windows (`window`)
+    open_stories: dict[int, tuple[int, float, float | None, int | None]]
+    # (task_id, story_id, estimate_ms, attempts, stage index, blocked_ms, blocked_until) of
+    # every unfinished task of those, by id
+    queued_tasks: list[tuple[int, int, int, int, int, int, float | None]]
     open_count: int = 0  # open stories, all of them
     queued_count: int = 0  # queued tasks, all of them (running ones are queued on disk)
     queued_ms: int = 0  # their estimates
     backlog_after: int = 0  # no queued task of an open story has an id at or below it
-    # (story_id, created_at, started_at, completed_at) of the stories completed since the
-    # `done_since` given to load(), oldest completion first
-    recent_done: list[tuple[int, float, float | None, float]] = field(default_factory=list)
+    # (story_id, created_at, started_at, completed_at, work_s) of the stories completed since
+    # the `done_since` given to load(), oldest completion first
+    recent_done: list[tuple[int, float, float | None, float, float | None]] = field(default_factory=list)
+    # (tasks, estimates) queued in each stage of the workflow, in its order: the totals split
+    queued_by_stage: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,10 +83,18 @@ class Batch:
     done_stories: list[tuple[float, list[int]]] = field(default_factory=list)
     deleted_stories: list[int] = field(default_factory=list)
     id_floors: dict[str, int] = field(default_factory=dict)  # set when stories are deleted
+    # -- stages and blocks (schema.py: flow rows only for what has them) ----------------
+    # (task_id, stage name or None, blocked_ms) of the new tasks with a stage name or a block
+    task_flows: list[tuple] = field(default_factory=list)
+    story_flows: list[tuple] = field(default_factory=list)  # (story_id, blocked_ms): with blocks
+    stage_entries: list[tuple[str, list[int]]] = field(default_factory=list)  # (stage, story ids)
+    blocks: list[tuple[int, float]] = field(default_factory=list)  # (task_id, blocked_until)
+    work_times: list[tuple[int, float]] = field(default_factory=list)  # (story_id, work_s) when done
 
     def __bool__(self) -> bool:
         return bool(self.stories or self.tasks or self.completions or self.started_stories
-                    or self.done_stories or self.deleted_stories)
+                    or self.done_stories or self.deleted_stories
+                    or self.stage_entries or self.blocks or self.work_times)
 
 
 def chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]:
@@ -110,6 +132,12 @@ class Store(ABC):
         schema.database.initialize(db)
         self.p = db.param  # the driver's placeholder: ? on SQLite, %s on PostgreSQL
         self.claim = Claim(None)
+        self.stages: tuple[str, ...] = (DEFAULT_STAGE,)  # the workflow served (use_workflow)
+        self.staged = False  # several stages: tasks are named and stage_tally is kept
+        # SQL: a task's stage index from its flow row `f` (use_workflow); none: the first
+        self._stage_index = "0"
+        # Whether any flow row may exist (schema.py): else reads and deletes leave them out.
+        self.has_flows = False
 
     # -- what a backend must write ---------------------------------------------
     @classmethod
@@ -136,8 +164,8 @@ class Store(ABC):
     @abstractmethod
     def window(self, after: int, limit: int) -> tuple[list[tuple], bool]:
         """The next whole stories of the queue: (task_id, story_id, estimate_ms, attempts,
-        tasks_total, created_at, started_at) of the queued tasks of open stories with ids
-        above `after`, in id order; at least `limit` tasks unless the table ends first, and
+        tasks_total, created_at, started_at, stage index, blocked_ms) of the queued tasks of
+        open stories with ids above `after`, in id order; at least `limit` tasks unless the table ends first, and
         then the last story's other tasks. Also whether the table ended. Keyset paging: one
         primary key range each, whatever the backlog's size."""
 
@@ -216,6 +244,9 @@ class Store(ABC):
         for model in MODELS:
             model._schema.create_indexes(safe=True)
         schema.count_tally(db, recount or made)
+        self.has_flows = bool(db.execute_sql(
+            "SELECT EXISTS (SELECT 1 FROM task_flow) OR EXISTS (SELECT 1 FROM story_flow)"
+        ).fetchone()[0])
 
     def close(self) -> None:
         if not self.db.is_closed():
@@ -236,9 +267,40 @@ class Store(ABC):
             raise self._unavailable(exc) from exc
 
     # -- start-up --------------------------------------------------------------
+    def use_workflow(self, stages: Sequence[str]) -> None:
+        """Serve the database with these stages (in order), or raise WorkflowMismatch naming the
+        stages of its unfinished tasks that they lack: a task never silently changes stage.
+
+        Null-stage tasks (written by a server with one stage, or before stages) are in the
+        first stage. A server with one stage writes no names: the tasks still queued under
+        its stage's name (from a server that had several) are written back as null, once.
+        Adding, removing (when nothing is left in it) and reordering stages is fine: a task's
+        stage is its name."""
+        names = tuple(check_stage_name(name) for name in stages)
+        assert names, "a workflow has at least one stage"
+        sql = self.db.execute_sql
+        named = {stage: (int(n), int(ms)) for stage, n, ms in sql(
+            "SELECT stage, tasks_queued, queued_ms FROM stage_tally WHERE tasks_queued > 0")}
+        missing = sorted(set(named) - set(names))
+        if missing:
+            left = ", ".join(f"{stage!r} ({named[stage][0]} tasks)" for stage in missing)
+            raise WorkflowMismatch(
+                f"the database {self.where} holds unfinished tasks of stages this server's "
+                f"workflow lacks: {left}; its stages are {', '.join(names)}. Start it with a "
+                "workflow that has them (--stages or --scenario), or let a server with that "
+                "workflow finish them first")
+        if len(names) == 1 and named:
+            with self.db.atomic():  # one stage writes no names: see the docstring
+                sql(f"UPDATE task_flow SET stage = NULL WHERE stage = {self.p}", (names[0],))
+                sql("UPDATE stage_tally SET tasks_queued = 0, queued_ms = 0")
+        self.stages, self.staged = names, len(names) > 1
+        # Names are letters, digits, _ and - (checked above): safe as SQL literals.
+        cases = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(names) if i)
+        self._stage_index = f"CASE f.stage {cases} ELSE 0 END" if cases else "0"
+
     def load(self, done_since: float | None = None, done_max: int = 250_000) -> Startup:
         """What the server keeps in memory; with `done_since` (wall clock), also the newest
-        `done_max` stories completed since then."""
+        `done_max` stories completed since then. Stages as `use_workflow` was told."""
         sql, p = self.db.execute_sql, self.p
         max_story = sql("SELECT COALESCE(MAX(id), 0) FROM story").fetchone()[0]
         max_task = sql("SELECT COALESCE(MAX(id), 0) FROM task").fetchone()[0]
@@ -251,27 +313,40 @@ class Store(ABC):
         oldest = sql("SELECT MIN(id) FROM story WHERE status = 'open'").fetchone()[0]
         first = None if oldest is None else sql(
             f"SELECT MIN(id) FROM task WHERE story_id = {p}", (oldest,)).fetchone()[0]
+        index = {name: i for i, name in enumerate(self.stages)}
         open_stories = {
-            sid: (total, created, started)
-            for sid, total, created, started in sql(
-                "SELECT id, tasks_total, created_at, started_at FROM story "
-                "WHERE status = 'open' AND started_at IS NOT NULL"
+            sid: (total, created, started, index.get(stage))
+            for sid, total, created, started, stage in sql(
+                "SELECT s.id, s.tasks_total, s.created_at, s.started_at, f.stage FROM story s "
+                "LEFT JOIN story_flow f ON f.story_id = s.id "
+                "WHERE s.status = 'open' AND s.started_at IS NOT NULL"
             )
         }
         queued: list[tuple] = []
         for chunk in chunks(sorted(open_stories)):
             queued += [tuple(row) for row in sql(
-                "SELECT id, story_id, estimate_ms, attempts FROM task "
-                f"WHERE status = 'queued' AND story_id IN ({', '.join([p] * len(chunk))})",
+                f"SELECT t.id, t.story_id, t.estimate_ms, t.attempts, {self._stage_index}, "
+                "COALESCE(f.blocked_ms, 0), f.blocked_until FROM task t "
+                "LEFT JOIN task_flow f ON f.task_id = t.id "
+                f"WHERE t.status = 'queued' AND t.story_id IN ({', '.join([p] * len(chunk))})",
                 tuple(chunk))]
         queued.sort()
         recent: list[tuple] = []
         if done_since is not None:
             recent = [tuple(row) for row in sql(
-                "SELECT id, created_at, started_at, completed_at FROM story "
-                f"WHERE status = 'done' AND completed_at >= {p} "
-                f"ORDER BY completed_at DESC, id DESC LIMIT {p}", (done_since, done_max))]
+                "SELECT s.id, s.created_at, s.started_at, s.completed_at, f.work_s FROM story s "
+                f"LEFT JOIN story_flow f ON f.story_id = s.id WHERE s.status = 'done' AND "
+                f"s.completed_at >= {p} ORDER BY s.completed_at DESC, s.id DESC LIMIT {p}",
+                (done_since, done_max))]
             recent.reverse()
+        # Per stage: the named ones from the stages' tally, and the rest (null) in the first.
+        by_stage = [[0, 0] for _ in self.stages]
+        if self.staged:
+            for stage, n, ms in sql("SELECT stage, tasks_queued, queued_ms FROM stage_tally "
+                                    "WHERE tasks_queued > 0"):
+                by_stage[index[stage]] = [int(n), int(ms)]  # use_workflow: every one is ours
+        by_stage[0][0] += queued_count - sum(n for n, _ in by_stage)
+        by_stage[0][1] += int(queued_ms) - sum(ms for _, ms in by_stage)
         return Startup(
             recent_done=recent,
             next_story_id=max(max_story, floors.get("story_id", 0)) + 1,
@@ -284,6 +359,7 @@ class Store(ABC):
             queued_count=queued_count,
             queued_ms=int(queued_ms),
             backlog_after=max(0, (first or 1) - 1),
+            queued_by_stage=[(n, ms) for n, ms in by_stage],
         )
 
     # -- reads --------------------------------------------------------------------
@@ -294,28 +370,30 @@ class Store(ABC):
             raise self._unavailable(exc) from exc
 
     def story(self, story_id: int) -> tuple | None:
-        return self._read(f"SELECT {STORY_SELECT} FROM story WHERE id = {self.p}",
-                          (story_id,)).fetchone()
+        """The story's row (schema.STORY_SELECT: its stage and blocks last)."""
+        return self._read(f"SELECT {STORY_SELECT} WHERE s.id = {self.p}", (story_id,)).fetchone()
 
     def tasks_of(self, story_id: int) -> list[tuple]:
-        return self._read(f"SELECT {TASK_SELECT} FROM task WHERE story_id = {self.p} ORDER BY id",
+        """Its tasks' rows by id (schema.TASK_SELECT: the stage name and the block last)."""
+        return self._read(f"SELECT {TASK_SELECT} WHERE t.story_id = {self.p} ORDER BY t.id",
                           (story_id,)).fetchall()
 
     def stories(self, status: str | None, offset: int, limit: int) -> list[tuple]:
         """Newest first."""
         p = self.p
-        where, params = ("", ()) if status is None else (f"WHERE status = {p} ", (status,))
+        where, params = ("", ()) if status is None else (f"WHERE s.status = {p} ", (status,))
         return self._read(
-            f"SELECT {STORY_SELECT} FROM story {where}ORDER BY id DESC LIMIT {p} OFFSET {p}",
+            f"SELECT {STORY_SELECT} {where}ORDER BY s.id DESC LIMIT {p} OFFSET {p}",
             (*params, limit, offset),
         ).fetchall()
 
-    def queued_of(self, story_id: int) -> tuple[int, int]:
-        """(count, estimates) of a story's queued tasks."""
-        count, work = self._read(
-            "SELECT COUNT(*), COALESCE(SUM(estimate_ms), 0) FROM task "
-            f"WHERE story_id = {self.p} AND status = 'queued'", (story_id,)).fetchone()
-        return count, int(work)
+    def queued_of(self, story_id: int) -> list[tuple[int, int, int]]:
+        """(stage index, count, estimates) of a story's queued tasks, by stage."""
+        rows = self._read(
+            f"SELECT {self._stage_index} AS i, COUNT(*), COALESCE(SUM(t.estimate_ms), 0) FROM task t "
+            f"LEFT JOIN task_flow f ON f.task_id = t.id WHERE t.story_id = {self.p} "
+            "AND t.status = 'queued' GROUP BY i ORDER BY i", (story_id,)).fetchall()
+        return [(i, n, int(ms)) for i, n, ms in rows]
 
     def open_story_ids(self) -> list[int]:
         return [row[0] for row in self._read(

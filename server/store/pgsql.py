@@ -48,6 +48,22 @@ def tallied(writes: Sequence[str], move: str) -> str:
     return f"WITH {', '.join(ctes)}, w AS ({union}) UPDATE tally SET {change} FROM ({sums}) d"
 
 
+def stage_tally_moved(rows: str) -> str:
+    """A statement that adds the (stage, tasks, ms) rows of the query `rows` (one per stage at
+    most, named ones only) to the stages' tally."""
+    return ("INSERT INTO stage_tally (stage, tasks_queued, queued_ms) " + rows +
+            " ON CONFLICT (stage) DO UPDATE SET "
+            "tasks_queued = stage_tally.tasks_queued + EXCLUDED.tasks_queued, "
+            "queued_ms = stage_tally.queued_ms + EXCLUDED.queued_ms")
+
+
+# The queued tasks (of the ids, or of the stories, in a parameter) by named stage, taken away:
+# run before the write that completes or deletes them (a retried write finds none queued).
+QUEUED_BY_STAGE_GONE = ("SELECT f.stage, -count(*), -sum(t.estimate_ms) FROM task t "
+                        "JOIN task_flow f ON f.task_id = t.id WHERE t.{key} = ANY(%s::bigint[]) "
+                        "AND t.status = 'queued' AND f.stage IS NOT NULL GROUP BY f.stage")
+
+
 def array(values: Iterable, kind: str = "bigint") -> str:
     """A PostgreSQL array literal, to pass as one parameter (`%s::bigint[]`), however many
     values: formatted with str.join at C speed, where psycopg2 adapts a list value by value.

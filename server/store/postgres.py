@@ -20,7 +20,8 @@ import peewee
 from ..dberrors import (CONNECTION_LOST, IN_USE, LOGIN_REFUSED, NO_DATABASE, NOT_OURS,
                        NOT_PERMITTED, POOLED, READ_ONLY, SERVER_TROUBLE, BadURL)
 from .base import Batch, Store
-from .pgsql import STORY_TYPES, TASK_TYPES, array, insert_rows, tallied
+from .pgsql import (QUEUED_BY_STAGE_GONE, STORY_TYPES, TASK_TYPES, array, insert_rows,
+                    stage_tally_moved, tallied)
 from .schema import STORY_COLUMNS, TASK_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class PostgresStore(Store):
                 parts.append(tallied([sql + skip], move))
                 params += values
         inserts = len(parts)
+        staged = self.staged  # the stages' tally moves with the named tasks (schema.py)
+        if batch.task_flows or batch.story_flows or batch.stage_entries or batch.blocks:
+            self._write_flows(batch, skip, parts, params)
         for started, ids in batch.started_stories:
             parts.append("UPDATE story SET started_at = %s WHERE id = ANY(%s::bigint[])")
             params += [started, array(ids)]
@@ -109,6 +113,9 @@ class PostgresStore(Store):
         # (and one move of the tally). Only the rows still queued (open) change: a retried
         # batch finds the ones a lost commit did, and does not count them again.
         if batch.completions:
+            if staged:
+                parts.append(stage_tally_moved(QUEUED_BY_STAGE_GONE.format(key="id")))
+                params.append(array([i for *_, ids in batch.completions for i in ids]))
             parts.append(tallied(["UPDATE task SET status = 'done', attempts = %s, "
                                   "started_at = %s, finished_at = %s "
                                   "WHERE id = ANY(%s::bigint[]) AND status = 'queued'"]
@@ -121,8 +128,22 @@ class PostgresStore(Store):
                                  * len(batch.done_stories), "stories done"))
             for completed_at, ids in batch.done_stories:
                 params += [completed_at, array(ids)]
+        if batch.work_times:
+            ids, values = zip(*batch.work_times)
+            parts.append("INSERT INTO story_flow (story_id, work_s) SELECT * FROM unnest("
+                         "%s::bigint[], %s::float8[]) ON CONFLICT (story_id) DO UPDATE SET "
+                         "work_s = EXCLUDED.work_s")
+            params += [array(ids), array(values)]
         if batch.deleted_stories:
             ids = array(batch.deleted_stories)
+            if staged:
+                parts.append(stage_tally_moved(QUEUED_BY_STAGE_GONE.format(key="story_id")))
+                params.append(ids)
+            if self.has_flows:  # before the tasks: their ids find their flow rows
+                parts.append("DELETE FROM task_flow WHERE task_id IN (SELECT id FROM task "
+                             "WHERE story_id = ANY(%s::bigint[]))")
+                parts.append("DELETE FROM story_flow WHERE story_id = ANY(%s::bigint[])")
+                params += [ids, ids]
             # Explicit: there is no foreign key to cascade (see the module docstring).
             parts.append(tallied(["DELETE FROM task WHERE story_id = ANY(%s::bigint[])"],
                                  "tasks removed"))
@@ -147,6 +168,36 @@ class PostgresStore(Store):
             if not cursor.connection.autocommit:  # peewee's are; else the driver opened a transaction
                 cursor.connection.commit()
 
+    def _write_flows(self, batch: Batch, skip: str, parts: list[str], params: list) -> None:
+        """The flow rows (schema.py) of new tasks and stories, the stages stories now count in,
+        and the ends of the blocks that started: after the new tasks (whose estimates the
+        stages' tally takes)."""
+        if batch.task_flows:
+            ids, stages, blocks = zip(*batch.task_flows)
+            insert = ("INSERT INTO task_flow (task_id, stage, blocked_ms) SELECT * FROM unnest("
+                      f"%s::bigint[], %s::text[], %s::int[]){skip}")
+            if self.staged:  # what was inserted (not what a lost commit stored) is counted
+                insert = f"WITH w AS ({insert} RETURNING task_id, stage) " + stage_tally_moved(
+                    "SELECT w.stage, count(*), sum(t.estimate_ms) FROM w JOIN task t "
+                    "ON t.id = w.task_id WHERE w.stage IS NOT NULL GROUP BY w.stage")
+            parts.append(insert)
+            params += [array(ids), array(stages, "text"), array(blocks)]
+        if batch.story_flows:
+            ids, blocks = zip(*batch.story_flows)
+            parts.append("INSERT INTO story_flow (story_id, blocked_ms) SELECT * FROM unnest("
+                         f"%s::bigint[], %s::bigint[]){skip}")
+            params += [array(ids), array(blocks)]
+        for stage, ids in batch.stage_entries:
+            parts.append("INSERT INTO story_flow (story_id, stage) SELECT u, %s FROM unnest("
+                         "%s::bigint[]) AS u ON CONFLICT (story_id) DO UPDATE SET stage = EXCLUDED.stage")
+            params += [stage, array(ids)]
+        if batch.blocks:
+            ids, untils = zip(*batch.blocks)
+            parts.append("UPDATE task_flow SET blocked_until = u.v FROM unnest(%s::bigint[], "
+                         "%s::float8[]) AS u(id, v) WHERE task_flow.task_id = u.id")
+            params += [array(ids), array(untils)]
+        self.has_flows = True
+
     # -- the queue's next window -------------------------------------------------
     def window(self, after: int, limit: int) -> tuple[list[tuple], bool]:
         # The tasks first, by themselves, then their stories: on tables the planner has no
@@ -154,12 +205,18 @@ class PostgresStore(Store):
         # loop over every open story, 4.5 s for a window of 20,000 out of 50,000 tasks,
         # against 0.05 s this way. A queued task's story is open by construction (both
         # change in one transaction), so the stories need no filter.
+        if self.has_flows:
+            flows = f"{self._stage_index}, COALESCE(f.blocked_ms, 0)"
+            join = "LEFT JOIN task_flow f ON f.task_id = t.id "
+        else:  # no flow rows at all: the first stage, no blocks
+            flows, join = "0, 0", ""
+
         def read(where: str, params: tuple, tail: str) -> list[tuple]:
             return [tuple(r) for r in self._read(
                 "SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, s.created_at, "
-                "s.started_at FROM (SELECT id, story_id, estimate_ms, attempts FROM task "
+                f"s.started_at, {flows} FROM (SELECT id, story_id, estimate_ms, attempts FROM task "
                 f"WHERE {where} AND status = 'queued' ORDER BY id{tail}) t "
-                "JOIN story s ON s.id = t.story_id ORDER BY t.id", params).fetchall()]
+                f"JOIN story s ON s.id = t.story_id {join}ORDER BY t.id", params).fetchall()]
 
         rows = read("id > %s", (after, limit), " LIMIT %s")
         if len(rows) < limit:

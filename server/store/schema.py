@@ -8,6 +8,18 @@ statements and nothing has to be read back. Task states on disk are only
 queued again after a crash anyway. A story's `started_at` is written with the
 turn that hands out its first task: a story in progress stays so across a restart.
 
+**Stages** (docs/flow.md) live in tables of their own, beside story and task, so
+that a server with one stage writes and rewrites the very rows it always did (a
+column more in task, even null, costs every insert and update of it: 5-8 % of a
+turn's writes, measured). `task_flow` holds a task's stage by *name* (so that a
+server started with another workflow can tell: base.Store.use_workflow), its
+block and the block's end; `story_flow` the stage a story counts in, its tasks'
+blocks summed and its work time. A row exists only for what has them: a server
+with one stage names no stage (no row: the first stage of whatever workflow serves
+the database, as for a database from before stages), so a task of it has a row
+only if it has a block; a server with several names every task, and keeps
+`stage_tally`, the queued tasks and work of each named stage, in step as `tally` is.
+
 Counts that start-up needs (open and done stories, queued and done tasks, the queued
 work) live in a one-row table, `tally`, moved by every write in the same transaction
 by what the write changed: start-up reads one row instead of counting whole tables,
@@ -30,6 +42,8 @@ from peewee import (
     Model,
     TextField,
 )
+
+from storypulse import protocol
 
 from ..dberrors import NotStorypulse
 
@@ -82,6 +96,31 @@ class Task(BaseModel):
         table_name = "task"
 
 
+class TaskFlow(BaseModel):
+    """A task's stage and block (see above); no row: the first stage, no block. Deleted with
+    its task by the server (no foreign key: it checks per row)."""
+
+    task_id = BigIntegerField(primary_key=True)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)  # null: the first stage
+    blocked_ms = IntegerField(default=0)  # blocked this long when it first starts
+    blocked_until = DoubleField(null=True)  # wall clock, once its block has started
+
+    class Meta:
+        table_name = "task_flow"
+
+
+class StoryFlow(BaseModel):
+    """What a story has of stages (see above); no row: none of it."""
+
+    story_id = BigIntegerField(primary_key=True)
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, null=True)  # the stage it counts in
+    blocked_ms = BigIntegerField(null=True)  # its tasks' blocks, summed
+    work_s = DoubleField(null=True)  # time one of its tasks was on a worker (written when done)
+
+    class Meta:
+        table_name = "story_flow"
+
+
 class Counter(BaseModel):
     """High-water marks, so that ids of deleted stories are never handed out again."""
 
@@ -106,7 +145,20 @@ class Tally(BaseModel):
         primary_key = False
 
 
-MODELS = (Story, Task, Counter, Tally)
+class StageTally(BaseModel):
+    """The queued tasks of each named stage (see the module docstring), kept in step with the
+    task rows by every write of a server with several stages; null-stage tasks are the rest
+    of `tally`."""
+
+    stage = CharField(max_length=protocol.STAGE_NAME_MAX, primary_key=True)
+    tasks_queued = BigIntegerField()
+    queued_ms = BigIntegerField()
+
+    class Meta:
+        table_name = "stage_tally"
+
+
+MODELS = (Story, Task, Counter, Tally, TaskFlow, StoryFlow, StageTally)
 TALLY_COLUMNS = ("stories_open", "stories_done", "tasks_queued", "tasks_done", "queued_ms")
 # The tally's column for a task's or a story's status.
 TASK_TALLY = {"queued": "tasks_queued", "done": "tasks_done"}
@@ -115,8 +167,15 @@ STORY_TALLY = {"open": "stories_open", "done": "stories_done"}
 # The columns a turn writes (the rows of a Batch hold them in this order) and reads back.
 STORY_COLUMNS = ("id", "name", "description", "status", "created_at", "tasks_total")
 TASK_COLUMNS = ("id", "story_id", "name", "estimate_ms", "status", "attempts", "created_at")
-STORY_SELECT = "id, name, description, status, created_at, completed_at, tasks_total, started_at"
-TASK_SELECT = "id, name, estimate_ms, status, attempts, created_at, started_at, finished_at"
+TASK_FLOW_COLUMNS = ("task_id", "stage", "blocked_ms")
+STORY_FLOW_COLUMNS = ("story_id", "blocked_ms")
+# Reads of a story (`s`) or a task (`t`) with what its flow row (`f`) adds.
+STORY_SELECT = ("s.id, s.name, s.description, s.status, s.created_at, s.completed_at, s.tasks_total, "
+                "s.started_at, f.stage, COALESCE(f.blocked_ms, 0) FROM story s "
+                "LEFT JOIN story_flow f ON f.story_id = s.id")
+TASK_SELECT = ("t.id, t.name, t.estimate_ms, t.status, t.attempts, t.created_at, t.started_at, "
+               "t.finished_at, f.stage, COALESCE(f.blocked_ms, 0), f.blocked_until FROM task t "
+               "LEFT JOIN task_flow f ON f.task_id = t.id")
 
 # Columns that databases made by earlier versions lack; opened, they get them (null in old rows).
 ADDED_LATER = {"story": ("started_at",)}
@@ -169,12 +228,17 @@ def add_missing_columns(db: peewee.Database) -> bool:
 
 
 def count_tally(db: peewee.Database, recount: bool) -> None:
-    """Fill the tally by counting, once: for a new database, one of an earlier version, or one
-    an earlier version wrote to since (`recount`)."""
+    """Fill the tally (and the stages' tally) by counting, once: for a new database, one of an
+    earlier version, or one an earlier version wrote to since (`recount`)."""
     if not recount and len(db.execute_sql("SELECT 1 FROM tally").fetchall()) == 1:
         return
     log.info("counting the stories and tasks into the tally")
     with db.atomic():
+        db.execute_sql("DELETE FROM stage_tally")
+        db.execute_sql(
+            "INSERT INTO stage_tally (stage, tasks_queued, queued_ms) SELECT f.stage, COUNT(*), "
+            "COALESCE(SUM(t.estimate_ms), 0) FROM task_flow f JOIN task t ON t.id = f.task_id "
+            "WHERE t.status = 'queued' AND f.stage IS NOT NULL GROUP BY f.stage")
         db.execute_sql("DELETE FROM tally")
         db.execute_sql(
             f"INSERT INTO tally ({', '.join(TALLY_COLUMNS)}) SELECT "

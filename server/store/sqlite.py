@@ -18,7 +18,8 @@ import peewee
 from ..dberrors import (CANNOT_OPEN, DAMAGED, IN_USE, LOCKED, NO_ACCESS, NOT_A_DATABASE, NOT_OURS,
                        READ_ONLY, BadURL, Cause)
 from .base import Batch, Store, chunks
-from .schema import MODELS, STORY_COLUMNS, STORY_TALLY, TALLY_COLUMNS, TASK_COLUMNS, TASK_TALLY
+from .schema import (MODELS, STORY_COLUMNS, STORY_FLOW_COLUMNS, STORY_TALLY, TALLY_COLUMNS,
+                     TASK_COLUMNS, TASK_FLOW_COLUMNS, TASK_TALLY)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,10 @@ class SqliteStore(Store):
 
     def __init__(self, db: peewee.Database):
         super().__init__(db)
-        self._insert_story = (f"INSERT INTO story ({', '.join(STORY_COLUMNS)}) "
-                              f"VALUES ({', '.join([self.p] * len(STORY_COLUMNS))})")
-        self._insert_task = (f"INSERT INTO task ({', '.join(TASK_COLUMNS)}) "
-                             f"VALUES ({', '.join([self.p] * len(TASK_COLUMNS))})")
+        self._insert_story, self._insert_task, self._insert_task_flow, self._insert_story_flow = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([self.p] * len(columns))})"
+            for table, columns in (("story", STORY_COLUMNS), ("task", TASK_COLUMNS),
+                                   ("task_flow", TASK_FLOW_COLUMNS), ("story_flow", STORY_FLOW_COLUMNS)))
 
     @classmethod
     def connect(cls, spec: str | None, durability: str) -> peewee.Database:
@@ -100,6 +101,8 @@ class SqliteStore(Store):
         p = self.p
         cursor = self.db.cursor()
         move = dict.fromkeys(TALLY_COLUMNS, 0)
+        # With several stages, the move of each named stage's queued tasks and work
+        staged: dict[str, list[int]] | None = {} if self.staged else None
         skip = " ON CONFLICT DO NOTHING" if again else ""
         stories, tasks = batch.stories, batch.tasks
         if again:  # what a lost commit stored is neither stored nor counted again
@@ -115,18 +118,31 @@ class SqliteStore(Store):
             move["tasks_queued"] += len(queued)
             move["queued_ms"] += sum(queued)
             move["tasks_done"] += len(tasks) - len(queued)
+        if batch.task_flows or batch.story_flows:
+            self._insert_flows(cursor, batch, again, staged)
         for started, ids in batch.started_stories:
             for chunk in chunks(ids):
                 cursor.execute(
                     f"UPDATE story SET started_at = {p} WHERE id IN ({', '.join([p] * len(chunk))})",
                     (started, *chunk),
                 )
+        if batch.stage_entries or batch.blocks:
+            self._write_stage_rows(cursor, batch)
         for attempts, started, finished, ids in batch.completions:
             for chunk in chunks(ids):
                 marks = ", ".join([p] * len(chunk))
-                done, work = cursor.execute(
-                    "SELECT COUNT(*), TOTAL(estimate_ms) FROM task "
-                    f"WHERE id IN ({marks}) AND status = 'queued'", tuple(chunk)).fetchone()
+                if staged is None:
+                    done, work = cursor.execute(
+                        "SELECT COUNT(*), TOTAL(estimate_ms) FROM task "
+                        f"WHERE id IN ({marks}) AND status = 'queued'", tuple(chunk)).fetchone()
+                else:
+                    done = work = 0
+                    for stage, n, ms in cursor.execute(
+                            "SELECT f.stage, COUNT(*), TOTAL(t.estimate_ms) FROM task t LEFT JOIN "
+                            f"task_flow f ON f.task_id = t.id WHERE t.id IN ({marks}) AND "
+                            "t.status = 'queued' GROUP BY f.stage", tuple(chunk)).fetchall():
+                        done, work = done + n, work + ms
+                        _move(staged, stage, -n, -ms)
                 cursor.execute(
                     f"UPDATE task SET status = 'done', attempts = {p}, started_at = {p}, "
                     f"finished_at = {p} WHERE id IN ({marks}) AND status = 'queued'",
@@ -144,14 +160,32 @@ class SqliteStore(Store):
                 )
                 move["stories_open"] -= cursor.rowcount
                 move["stories_done"] += cursor.rowcount
+        if batch.work_times:
+            cursor.executemany(
+                f"INSERT INTO story_flow (story_id, work_s) VALUES ({p}, {p}) ON CONFLICT (story_id) "
+                "DO UPDATE SET work_s = excluded.work_s", batch.work_times)
         for chunk in chunks(batch.deleted_stories):
             marks = ", ".join([p] * len(chunk))
-            for status, count, work in cursor.execute(
-                    "SELECT status, COUNT(*), TOTAL(estimate_ms) FROM task "
-                    f"WHERE story_id IN ({marks}) GROUP BY status", tuple(chunk)).fetchall():
-                move[TASK_TALLY[status]] -= count
-                if status == "queued":
-                    move["queued_ms"] -= int(work)
+            if staged is None:
+                for status, count, work in cursor.execute(
+                        "SELECT status, COUNT(*), TOTAL(estimate_ms) FROM task "
+                        f"WHERE story_id IN ({marks}) GROUP BY status", tuple(chunk)).fetchall():
+                    move[TASK_TALLY[status]] -= count
+                    if status == "queued":
+                        move["queued_ms"] -= int(work)
+            else:
+                for status, stage, count, work in cursor.execute(
+                        "SELECT t.status, f.stage, COUNT(*), TOTAL(t.estimate_ms) FROM task t "
+                        f"LEFT JOIN task_flow f ON f.task_id = t.id WHERE t.story_id IN ({marks}) "
+                        "GROUP BY t.status, f.stage", tuple(chunk)).fetchall():
+                    move[TASK_TALLY[status]] -= count
+                    if status == "queued":
+                        move["queued_ms"] -= int(work)
+                        _move(staged, stage, -count, -work)
+            if self.has_flows:  # before the tasks: their ids find their flow rows
+                cursor.execute(f"DELETE FROM task_flow WHERE task_id IN (SELECT id FROM task "
+                               f"WHERE story_id IN ({marks}))", tuple(chunk))
+                cursor.execute(f"DELETE FROM story_flow WHERE story_id IN ({marks})", tuple(chunk))
             for status, count in cursor.execute(
                     f"SELECT status, COUNT(*) FROM story WHERE id IN ({marks}) GROUP BY status",
                     tuple(chunk)).fetchall():
@@ -166,13 +200,49 @@ class SqliteStore(Store):
             cursor.execute(
                 "UPDATE tally SET " + ", ".join(f"{name} = {name} + {p}" for name in moved),
                 tuple(moved.values()))
+        if staged:
+            cursor.executemany(
+                f"INSERT INTO stage_tally (stage, tasks_queued, queued_ms) VALUES ({p}, {p}, {p}) "
+                "ON CONFLICT (stage) DO UPDATE SET tasks_queued = tasks_queued + "
+                "excluded.tasks_queued, queued_ms = queued_ms + excluded.queued_ms",
+                [(stage, n, int(ms)) for stage, (n, ms) in staged.items() if n or ms])
 
-    def _not_stored(self, cursor, table: str, rows: list[tuple]) -> list[tuple]:
-        """The rows whose ids are not in `table` yet."""
+    def _insert_flows(self, cursor, batch: Batch, again: bool,
+                      staged: dict[str, list[int]] | None) -> None:
+        """The flow rows of new tasks and stories (schema.py), and the stages' tally they move."""
+        skip = " ON CONFLICT DO NOTHING" if again else ""
+        tasks, stories = batch.task_flows, batch.story_flows
+        if again:  # what a lost commit stored is neither stored nor counted again
+            tasks = self._not_stored(cursor, "task_flow", tasks, "task_id")
+            stories = self._not_stored(cursor, "story_flow", stories, "story_id")
+        if tasks:
+            cursor.executemany(self._insert_task_flow + skip, tasks)
+            if staged is not None:
+                estimates = {row[0]: row[3] for row in batch.tasks}
+                for task_id, stage, _ in tasks:
+                    _move(staged, stage, 1, estimates[task_id])
+        if stories:
+            cursor.executemany(self._insert_story_flow + skip, stories)
+        self.has_flows = True
+
+    def _write_stage_rows(self, cursor, batch: Batch) -> None:
+        """The stage each story now counts in, and the end of each block that started."""
+        p = self.p
+        for stage, ids in batch.stage_entries:
+            cursor.executemany(
+                f"INSERT INTO story_flow (story_id, stage) VALUES ({p}, {p}) ON CONFLICT (story_id) "
+                "DO UPDATE SET stage = excluded.stage", [(story_id, stage) for story_id in ids])
+        if batch.blocks:
+            cursor.executemany(f"UPDATE task_flow SET blocked_until = {p} WHERE task_id = {p}",
+                               [(until, task_id) for task_id, until in batch.blocks])
+        self.has_flows = True
+
+    def _not_stored(self, cursor, table: str, rows: list[tuple], key: str = "id") -> list[tuple]:
+        """The rows whose ids (the first value, `key` in the table) are not in `table` yet."""
         stored: set[int] = set()
         for chunk in chunks([row[0] for row in rows]):
             stored.update(r[0] for r in cursor.execute(
-                f"SELECT id FROM {table} WHERE id IN ({', '.join([self.p] * len(chunk))})",
+                f"SELECT {key} FROM {table} WHERE {key} IN ({', '.join([self.p] * len(chunk))})",
                 tuple(chunk)).fetchall())
         return [row for row in rows if row[0] not in stored]
 
@@ -187,8 +257,15 @@ class SqliteStore(Store):
         p = self.p
         # CROSS JOIN keeps task as the outer loop and `+` keeps the planner off story's status
         # indexes: a primary key range of task, not every open story visited and sorted.
-        select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
-                  "s.created_at, s.started_at FROM task t CROSS JOIN story s ON s.id = t.story_id ")
+        if self.has_flows:
+            select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
+                      f"s.created_at, s.started_at, {self._stage_index}, COALESCE(f.blocked_ms, 0) "
+                      "FROM task t CROSS JOIN story s ON s.id = t.story_id "
+                      "LEFT JOIN task_flow f ON f.task_id = t.id ")
+        else:  # no flow rows at all: the first stage, no blocks
+            select = ("SELECT t.id, t.story_id, t.estimate_ms, t.attempts, s.tasks_total, "
+                      "s.created_at, s.started_at, 0, 0 FROM task t CROSS JOIN story s "
+                      "ON s.id = t.story_id ")
         rows = [tuple(r) for r in self._read(
             f"{select}WHERE t.id > {p} AND +t.status = 'queued' AND +s.status = 'open' "
             f"ORDER BY t.id LIMIT {p}", (after, limit)).fetchall()]
@@ -241,6 +318,14 @@ class SqliteStore(Store):
         if cause.what in (NO_ACCESS, READ_ONLY, CANNOT_OPEN):  # which file or folder, and why
             return _no_access(cls.path_of(spec), text)
         return super().startup_words(cause, spec, text)
+
+
+def _move(staged: dict[str, list[int]], stage: str | None, n: int, ms: float) -> None:
+    """Add to a named stage's move of the stages' tally (a null stage has no row there)."""
+    if stage is not None:
+        counts = staged.setdefault(stage, [0, 0])
+        counts[0] += n
+        counts[1] += int(ms)
 
 
 def _no_access(path: Path, text: str) -> str:
