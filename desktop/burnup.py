@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QBoxLayout, QLabel, QSizePolicy, QWidget
 
 from storypulse.format import duration
 
 from . import theme
-from .chart_items import theme_chart
+from .chart_items import TITLE_SIZE, theme_chart, wrapping_title
 from .live import may_draw, timer
 from .series import SeriesBuffer, ServerClock
 
@@ -33,6 +33,8 @@ REDRAW_HZ = 2
 MAX_POINTS = 600  # of the completed curve
 LEVEL_ROLES = {50: "p50", 85: "p85", 95: "p95"}  # theme.SERIES roles, as the lead-time percentiles
 AHEAD_MIN_S = 10.0  # the chart looks at least this far ahead
+TITLES = {False: "Burn-up: stories completed, and the backlog forecast ahead",  # the figures beside the chart
+          True: "Burn-up and forecast"}  # the figures under it: a narrow column
 
 
 def cone(done: float, open_stories: int, seconds: tuple[float, float, float]) -> dict[int, tuple[list, list]]:
@@ -93,8 +95,7 @@ class BurnUp(QWidget):
         self.view = pg.GraphicsLayoutWidget()
         self.view.setMinimumWidth(100)
         self.plot = self.view.ci.addPlot()
-        self.plot.setTitle("Burn-up: stories completed, and the backlog forecast ahead", size="9pt")
-        self.plot.titleLabel.setMinimumWidth(10)
+        wrapping_title(self.plot, TITLES[False])
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(x=False, y=False)
@@ -116,10 +117,10 @@ class BurnUp(QWidget):
         self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.side.setMargin(6)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.view, 1)
-        row.addWidget(self.side)
+        self.row = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
+        self.row.setContentsMargins(0, 0, 0, 0)
+        self.row.addWidget(self.view, 1)
+        self.row.addWidget(self.side)
         self.timer = timer(self, 1000 // REDRAW_HZ, self.redraw)
         theme.follow(self, self.apply_theme)
 
@@ -140,6 +141,13 @@ class BurnUp(QWidget):
         self.now_line.label.setColor(colours.text)
         theme.set_text_colour(self.side, colours.text)
         self.side.setText(side_text(self.clock.latest, colours))
+
+    def set_stacked(self, stacked: bool) -> None:
+        """The figures under the chart (a column of its own beside the Flow tab's charts) or beside it (a row)."""
+        direction = QBoxLayout.Direction.TopToBottom if stacked else QBoxLayout.Direction.LeftToRight
+        if self.row.direction() != direction:
+            self.row.setDirection(direction)
+            self.plot.setTitle(TITLES[stacked], size=TITLE_SIZE, color=self.colours.text)
 
     @Slot()
     def redraw(self) -> None:

@@ -108,7 +108,6 @@ class Dashboard(QWidget):
             plot = self._add_plot(rows[row], title, bottom_row=row == 1)
             column = len(rows[row].items) - 1
             rows[row].layout.setColumnStretchFactor(column, 1)  # equal widths, whatever the titles
-            plot.titleLabel.setMinimumWidth(10)
             legend = plot.addLegend(offset=(4, 4), labelTextSize="8pt") if len(curves) > 1 else None
             cache_drawing(plot.titleLabel)
             for name, label, role in curves:
