@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QBoxLayout, QLabel, QSizePolicy, QWidget
 
 from storypulse.format import duration
@@ -27,6 +28,7 @@ from storypulse.format import duration
 from . import theme
 from .chart_items import TITLE_SIZE, theme_chart, wrapping_title
 from .live import may_draw, timer
+from .ranges import time_span
 from .series import SeriesBuffer, ServerClock
 
 REDRAW_HZ = 2
@@ -117,6 +119,7 @@ class BurnUp(QWidget):
         self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.side.setMargin(6)
+        self.side.setAutoFillBackground(True)
         self.row = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
         self.row.setContentsMargins(0, 0, 0, 0)
         self.row.addWidget(self.view, 1)
@@ -140,6 +143,10 @@ class BurnUp(QWidget):
         self.now_line.setPen(pg.mkPen(colours.text, width=1))
         self.now_line.label.setColor(colours.text)
         theme.set_text_colour(self.side, colours.text)
+        # the figures on the chart's background: chart and figures read as one panel
+        palette = self.side.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor(colours.surface))
+        self.side.setPalette(palette)
         self.side.setText(side_text(self.clock.latest, colours))
 
     def set_stacked(self, stacked: bool) -> None:
@@ -156,7 +163,8 @@ class BurnUp(QWidget):
         self.redraws += 1
         stats = self.clock.latest
         now = self.clock.now()
-        window = float(self._window_s())
+        # (the past shown: the window, or from the first sample while the data is younger, as every time chart)
+        window = now - time_span(now, float(self._window_s()), self.buffer.first_ts)[0]
         first, last, step = self.buffer.window(now - window, MAX_POINTS)
         ts = self.buffer.column("ts")[first:last:step] - now
         done = self.buffer.column("completed_stories")[first:last:step]

@@ -130,22 +130,16 @@ class LiveCurve(HairlinePath):
     """A curve drawn by Qt alone: no Python runs for it while scrolling (and, at 100 %, while painting).
 
     Decimation and clipping are done once per new data (series.py), so all a frame
-    needs is the path, mapped by the view's transform. The legend draws its sample
-    from a stand-in pyqtgraph item, whose visibility (the legend's click) it mirrors.
+    needs is the path, mapped by the view's transform. Its key is in its chart's
+    title (legend_title).
     """
 
     def __init__(self, pen: QPen):
         super().__init__()
-        self.legend_proxy = pg.PlotCurveItem()
         self.set_pen(pen)
-        self.legend_proxy.visibleChanged.connect(self._follow_legend)
 
     def set_pen(self, pen: QPen) -> None:
         self.setPen(pen)
-        self.legend_proxy.setPen(self.pen())
-
-    def _follow_legend(self) -> None:
-        self.setVisible(self.legend_proxy.isVisible())
 
     def set_data(self, x: np.ndarray, y: np.ndarray, gaps: bool = False) -> None:
         """`gaps`: y may hold NaN (a figure the server had none of), drawn as a break in the line."""

@@ -31,7 +31,7 @@ from . import theme
 from .aging import AgingChart, aging_text
 from .annotations import ChartNotes
 from .burnup import BurnUp
-from .cards import BigNumber, Card
+from .cards import BigNumber, Card, LimitFollower
 from .chart_items import (
     Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, legend_title, name_chart, scroll_chart, share_title_row,
     theme_chart,
@@ -124,6 +124,7 @@ class WipLimitBox(Card):
         row.addWidget(self.apply)
         self.layout_.addWidget(self.title)
         self.layout_.addLayout(row)
+        self.follower = LimitFollower(self.spin)
         theme.follow(self, self.apply_theme)
 
     def apply_theme(self, colours: theme.Theme) -> None:
@@ -157,7 +158,6 @@ class FlowTab(QWidget):
         self._dots_at = 0.0  # monotonic time the dots were last made
         self._aging_in_flight = False
         self._open_total = 0  # open stories, from the newest stats or list reply
-        self._wip_initialised = False
 
         self.numbers = {
             "open": BigNumber("WIP (open)", "open"),
@@ -310,9 +310,7 @@ class FlowTab(QWidget):
     def _take_stats(self, stats, initial: bool = False) -> None:
         self.clock.update(stats)
         self._open_total = stats.open_stories
-        if initial or not self._wip_initialised:
-            self.wip.spin.setValue(stats.wip_limit)
-            self._wip_initialised = True
+        self.wip.follower.show(stats.wip_limit, initial)
         names = stage_names(stats)
         if names != self.stage_names:
             self._use_stages(names)
