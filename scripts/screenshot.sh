@@ -20,8 +20,8 @@
 # --window is the charts' time window (1 min by default, so a short run fills it). --wip-limit
 # sets the server's WIP limit (`storypulse flow --wip-limit`) as soon as it answers, or S seconds
 # after the start with --wip-after: a chart shows the flow before the limit and after it.
-#   SCREENSHOT_SECONDS=150 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
-#       --wip-limit 8 --wip-after 75 docs/flow.png
+#   SCREENSHOT_SECONDS=240 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
+#       --wip-limit 8 --wip-after 140 docs/flow.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
