@@ -43,8 +43,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import zmq
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
@@ -54,7 +52,7 @@ from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
 from storypulse.percentiles import nearest_rank  # noqa: E402
 from storypulse.scenario import load as load_scenario  # noqa: E402
-from support import ServerProcess, wait_for  # noqa: E402
+from support import ServerProcess, arrived_events, subscribe_all, wait_for  # noqa: E402
 
 TASKS = (1, 6)
 ESTIMATE_MS = (100, 5_000)
@@ -64,23 +62,16 @@ class Recorder:
     """Every event of one server, subscribed before any load (RCVHWM 0: none dropped)."""
 
     def __init__(self, server: ServerProcess):
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(server.endpoints.events)
+        self.sock = subscribe_all(server.endpoints.events)
         self.stats: list[protocol.Stats] = []
         self.completed: list[protocol.StoryEvent] = []
 
     def pump(self, timeout: float = 0.0) -> None:
-        got = 0
-        while self.sock.poll(timeout * 1000 if got == 0 else 0):
-            topic, payload = self.sock.recv_multipart()
-            event = protocol.decode_event(topic, payload)
+        for topic, event in arrived_events(self.sock, timeout):
             if topic == protocol.TOPIC_STATS:
                 self.stats.append(event)
             elif topic == protocol.TOPIC_STORY and event.event == "completed":
                 self.completed.append(event)
-            got += 1
 
     def close(self) -> None:
         self.sock.close(linger=0)

@@ -46,7 +46,6 @@ import threading
 import time
 from pathlib import Path
 
-import zmq
 from playhouse import db_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +54,8 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 from storypulse import protocol  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 import support  # noqa: E402
-from support import ServerProcess, create_pipelined, empty_postgres, wait_for  # noqa: E402
+from support import (ServerProcess, arrived_events, create_pipelined, empty_postgres,  # noqa: E402
+                     subscribe_all, wait_for)
 
 LOCAL_POSTGRES = "postgresql://127.0.0.1/storypulse_bench"
 
@@ -64,19 +64,14 @@ class Completions:
     """Counts `completed` story events (subscribed before any work starts)."""
 
     def __init__(self, server: ServerProcess):
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(server.endpoints.events)
+        self.sock = subscribe_all(server.endpoints.events)
         self.done = 0
         self.last_stats: protocol.Stats | None = None
         wait_for(lambda: self.pump(0.05) or self.last_stats, 10, what="the first stats event")
 
     def pump(self, timeout: float = 0.0) -> int:
         got = 0
-        while self.sock.poll(timeout * 1000 if got == 0 else 0):
-            topic, payload = self.sock.recv_multipart()
-            event = protocol.decode_event(topic, payload)
+        for topic, event in arrived_events(self.sock, timeout):
             if topic == protocol.TOPIC_STORY and event.event == "completed":
                 self.done += 1
             elif topic == protocol.TOPIC_STATS:

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QGraphicsLineItem
 
 from . import theme
 from .chart_axes import ValueAxis, value_axis_width
-from .chart_items import Dots, cache_drawing, fit_y, legend_title, theme_chart
+from .chart_items import Dots, cache_drawing, fit_y, legend_title, theme_chart, wrapping_title
 from .flow_math import Aging
 
 TITLE = "Aging WIP, age in s"
@@ -32,8 +32,7 @@ class AgingChart:
     def __init__(self, layout: pg.GraphicsLayout):
         self.bottom = pg.AxisItem("bottom")
         self.plot = layout.addPlot(axisItems={"bottom": self.bottom, "left": ValueAxis(orientation="left")})
-        self.plot.setTitle(TITLE, size="9pt")
-        self.plot.titleLabel.setMinimumWidth(10)  # shares the width with its neighbour, whatever the title
+        wrapping_title(self.plot, TITLE)  # shares the width with its neighbour, whatever the title
         cache_drawing(self.plot.titleLabel)
         left = self.plot.getAxis("left")
         left.setWidth(value_axis_width(left))

@@ -20,19 +20,23 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QBoxLayout, QLabel, QSizePolicy, QWidget
 
 from storypulse.format import duration
 
 from . import theme
-from .chart_items import theme_chart
+from .chart_items import TITLE_SIZE, theme_chart, wrapping_title
 from .live import may_draw, timer
+from .ranges import time_span
 from .series import SeriesBuffer, ServerClock
 
 REDRAW_HZ = 2
 MAX_POINTS = 600  # of the completed curve
 LEVEL_ROLES = {50: "p50", 85: "p85", 95: "p95"}  # theme.SERIES roles, as the lead-time percentiles
 AHEAD_MIN_S = 10.0  # the chart looks at least this far ahead
+TITLES = {False: "Burn-up: stories completed, and the backlog forecast ahead",  # the figures beside the chart
+          True: "Burn-up and forecast"}  # the figures under it: a narrow column
 
 
 def cone(done: float, open_stories: int, seconds: tuple[float, float, float]) -> dict[int, tuple[list, list]]:
@@ -93,8 +97,7 @@ class BurnUp(QWidget):
         self.view = pg.GraphicsLayoutWidget()
         self.view.setMinimumWidth(100)
         self.plot = self.view.ci.addPlot()
-        self.plot.setTitle("Burn-up: stories completed, and the backlog forecast ahead", size="9pt")
-        self.plot.titleLabel.setMinimumWidth(10)
+        wrapping_title(self.plot, TITLES[False])
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(x=False, y=False)
@@ -116,10 +119,11 @@ class BurnUp(QWidget):
         self.side.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.side.setMargin(6)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.view, 1)
-        row.addWidget(self.side)
+        self.side.setAutoFillBackground(True)
+        self.row = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
+        self.row.setContentsMargins(0, 0, 0, 0)
+        self.row.addWidget(self.view, 1)
+        self.row.addWidget(self.side)
         self.timer = timer(self, 1000 // REDRAW_HZ, self.redraw)
         theme.follow(self, self.apply_theme)
 
@@ -139,7 +143,18 @@ class BurnUp(QWidget):
         self.now_line.setPen(pg.mkPen(colours.text, width=1))
         self.now_line.label.setColor(colours.text)
         theme.set_text_colour(self.side, colours.text)
+        # the figures on the chart's background: chart and figures read as one panel
+        palette = self.side.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor(colours.surface))
+        self.side.setPalette(palette)
         self.side.setText(side_text(self.clock.latest, colours))
+
+    def set_stacked(self, stacked: bool) -> None:
+        """The figures under the chart (a column of its own beside the Flow tab's charts) or beside it (a row)."""
+        direction = QBoxLayout.Direction.TopToBottom if stacked else QBoxLayout.Direction.LeftToRight
+        if self.row.direction() != direction:
+            self.row.setDirection(direction)
+            self.plot.setTitle(TITLES[stacked], size=TITLE_SIZE, color=self.colours.text)
 
     @Slot()
     def redraw(self) -> None:
@@ -148,7 +163,8 @@ class BurnUp(QWidget):
         self.redraws += 1
         stats = self.clock.latest
         now = self.clock.now()
-        window = float(self._window_s())
+        # (the past shown: the window, or from the first sample while the data is younger, as every time chart)
+        window = now - time_span(now, float(self._window_s()), self.buffer.first_ts)[0]
         first, last, step = self.buffer.window(now - window, MAX_POINTS)
         ts = self.buffer.column("ts")[first:last:step] - now
         done = self.buffer.column("completed_stories")[first:last:step]

@@ -18,6 +18,20 @@ from . import theme
 VALUE_SCALE = 2.2  # a big number's type against the application font
 
 
+class LimitFollower:
+    """Keeps a limit's spin box on the server's limit: at the first stats (or a snapshot), and whenever
+    the server's limit changes (another client set it), unless the box holds an edit not applied yet."""
+
+    def __init__(self, spin):
+        self.spin = spin
+        self.seen: int | None = None  # the server's limit in the last stats
+
+    def show(self, limit: int, initial: bool = False) -> None:
+        if initial or self.seen is None or (limit != self.seen and self.spin.value() == self.seen):
+            self.spin.setValue(limit)
+        self.seen = limit
+
+
 class Card(QFrame):
     """A panel with a border and a coloured left edge in the colour of a series role.
 

@@ -15,10 +15,14 @@ handling, but:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QTransform
+from PySide6.QtGui import (
+    QBrush, QColor, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF, QTextOption, QTransform,
+)
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsLineItem, QGraphicsPathItem, QGraphicsView
 
 from . import ranges, theme
@@ -27,6 +31,7 @@ from .diagnostics import Diagnostics
 from .viewbox_fast import scroll_x
 
 TITLE_SIZE = "9pt"
+TITLE_ROW = 30  # px: the height pyqtgraph gives a chart's title row
 
 
 class ChartGrid(QGraphicsPathItem):
@@ -125,22 +130,16 @@ class LiveCurve(HairlinePath):
     """A curve drawn by Qt alone: no Python runs for it while scrolling (and, at 100 %, while painting).
 
     Decimation and clipping are done once per new data (series.py), so all a frame
-    needs is the path, mapped by the view's transform. The legend draws its sample
-    from a stand-in pyqtgraph item, whose visibility (the legend's click) it mirrors.
+    needs is the path, mapped by the view's transform. Its key is in its chart's
+    title (legend_title).
     """
 
     def __init__(self, pen: QPen):
         super().__init__()
-        self.legend_proxy = pg.PlotCurveItem()
         self.set_pen(pen)
-        self.legend_proxy.visibleChanged.connect(self._follow_legend)
 
     def set_pen(self, pen: QPen) -> None:
         self.setPen(pen)
-        self.legend_proxy.setPen(self.pen())
-
-    def _follow_legend(self) -> None:
-        self.setVisible(self.legend_proxy.isVisible())
 
     def set_data(self, x: np.ndarray, y: np.ndarray, gaps: bool = False) -> None:
         """`gaps`: y may hold NaN (a figure the server had none of), drawn as a break in the line."""
@@ -249,12 +248,84 @@ class Dots(QGraphicsItem):
         p.restore()
 
 
+class ChartTitle(pg.LabelItem):
+    """A chart's title that breaks into centred lines where the chart is narrower than it.
+
+    pyqtgraph's title makes the width of its text its minimum width at every
+    change, so a long title (one with keys) widens its chart beyond the view,
+    which then shows only part of the chart. This one keeps a small minimum
+    width, wraps its text to the width it is given (between words: keys are
+    kept whole by legend_title), and gives its row the height its lines need,
+    or that of the tallest title beside it (share_title_row): charts side by
+    side keep their tops level.
+    """
+
+    MIN_WIDTH = 10
+    _busy = False  # in updateMin, whose size changes call resizeEvent, which calls updateMin
+
+    def __init__(self, plot: pg.PlotItem):
+        self.row_mates: list[ChartTitle] = []  # (set before the label's first text, which asks for it)
+        super().__init__(" ", parent=plot)
+        self.item.document().setDefaultTextOption(QTextOption(Qt.AlignmentFlag.AlignHCenter))
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 (pyqtgraph's name)
+        if self._busy:
+            return
+        self.item.setTextWidth(-1)
+        width = self.rect().width()
+        # As wide as the text needs, at most the width it has: lines centred, and broken if need be.
+        self.item.setTextWidth(min(self.item.document().idealWidth(), width) if width > 0 else -1)
+        super().resizeEvent(ev)
+
+    def updateMin(self) -> None:  # noqa: N802 (pyqtgraph's name)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            bounds = self.itemRect()
+            self.setMinimumWidth(self.MIN_WIDTH)
+            self.setMinimumHeight(bounds.height())
+            self._sizeHint = {Qt.SizeHint.MinimumSize: (self.MIN_WIDTH, bounds.height()),
+                              Qt.SizeHint.PreferredSize: (bounds.width(), bounds.height()),
+                              Qt.SizeHint.MaximumSize: (-1, -1), Qt.SizeHint.MinimumDescent: (0, 0)}
+            # pyqtgraph gives a shown title a row 30 px high (setTitle): more if the lines need it.
+            row = max(TITLE_ROW, *(math.ceil(t.itemRect().height()) for t in (self, *self.row_mates)))
+            for title in (self, *self.row_mates):
+                title.take_row_height(row)
+            self.updateGeometry()
+        finally:
+            self._busy = False
+
+    def take_row_height(self, row: int) -> None:
+        plot = self.parentItem()
+        if self.isVisible() and plot is not None and plot.layout.rowMinimumHeight(0) != row:
+            self.setMaximumHeight(row)
+            plot.layout.setRowFixedHeight(0, row)
+
+
+def wrapping_title(plot: pg.PlotItem, title: str) -> None:
+    """Give `plot` a ChartTitle in place of pyqtgraph's title, showing `title`."""
+    plot.layout.removeItem(plot.titleLabel)
+    plot.titleLabel.setParentItem(None)
+    if plot.titleLabel.scene() is not None:
+        plot.titleLabel.scene().removeItem(plot.titleLabel)
+    plot.titleLabel = ChartTitle(plot)
+    plot.layout.addItem(plot.titleLabel, 0, 1)
+    plot.setTitle(title, size=TITLE_SIZE)
+
+
+def share_title_row(*plots: pg.PlotItem) -> None:
+    """Charts side by side (made with wrapping titles): their title rows as high as the tallest title's."""
+    for plot in plots:
+        plot.titleLabel.row_mates = [p.titleLabel for p in plots if p is not plot]
+
+
 def add_time_plot(layout: pg.GraphicsLayout, title: str, show_time_axis: bool = True,
                   diagnostics: Diagnostics | None = None) -> tuple[pg.PlotItem, TimeAxis, ChartGrid]:
     """A chart over time, set up to scroll cheaply: fixed-width value axis, grid path, no auto-range."""
     axis = TimeAxis(orientation="bottom")
     plot = layout.addPlot(axisItems={"bottom": axis, "left": ValueAxis(orientation="left")})
-    plot.setTitle(title, size=TITLE_SIZE)
+    wrapping_title(plot, title)
     left = plot.getAxis("left")
     left.setWidth(value_axis_width(left))  # a fixed width: no relayout when labels grow
     grid = ChartGrid(axis, left, diagnostics)
@@ -313,12 +384,13 @@ KEY_GLYPHS = {"band": "■", "dots": "●", theme.SOLID: "━", theme.DASH: "╍
 
 def legend_title(title: str, entries, colours: theme.Theme) -> str:
     """A chart title with keys in the series' colours (a band, dots, a line or a dashed one): cheaper than
-    a legend item, and cached as a pixmap. `entries`: (label, role, "band" / "dots" / "line")."""
-    keys = "&nbsp;&nbsp;".join(
+    a legend item, and cached as a pixmap. `entries`: (label, role, "band" / "dots" / "line").
+    In a ChartTitle too narrow for it, it breaks between keys, never inside one."""
+    keys = "&nbsp; ".join(
         f"<span style='color:{colours.colour(role).name()}'>"
-        f"{KEY_GLYPHS[kind if kind != 'line' else theme.SERIES[role][1]]}</span> {label}"
+        f"{KEY_GLYPHS[kind if kind != 'line' else theme.SERIES[role][1]]}</span>&nbsp;{label.replace(' ', '&nbsp;')}"
         for label, role, kind in entries)
-    return f"{title}&nbsp;&nbsp;&nbsp;<span style='font-size:8pt'>{keys}</span>"
+    return f"{title}&nbsp;&nbsp; <span style='font-size:8pt'>{keys}</span>"
 
 
 def name_chart(view: QGraphicsView, name: str, description: str) -> None:

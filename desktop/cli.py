@@ -41,7 +41,9 @@ def _qt_missing() -> bool:
     return any(importlib.util.find_spec(name) is None for name in ("PySide6", "pyqtgraph", "numpy"))
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
+def _parse_with_window_options(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Add the options of the window (both commands have them, after their own), parse, and
+    check what they need of each other."""
     parser.add_argument("--quit-after", type=float, metavar="SECONDS",
                         help="close the window after this many seconds (smoke tests, screenshots)")
     parser.add_argument("--settings", metavar="FILE",
@@ -53,6 +55,21 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", choices=THEMES,
                         help="light or dark colours, or the desktop's (system); remembered like a choice made in "
                              "the View menu (default: the last one chosen, else system)")
+    args = parser.parse_args(argv)
+    if args.screenshot and args.quit_after is None:
+        parser.error("--screenshot needs --quit-after")
+    return args
+
+
+def _cannot_open_window(command: str) -> bool:
+    """Say why no window can open here (no screen, no Qt), prefixed with `command`; True if so."""
+    if (missing := no_display()) is not None:
+        print(f"{command}: {missing}", file=sys.stderr)
+        return True
+    if _qt_missing():
+        print(NO_QT, file=sys.stderr)
+        return True
+    return False
 
 
 def desktop_command(argv: list[str]) -> int:
@@ -63,10 +80,7 @@ def desktop_command(argv: list[str]) -> int:
                         help="the simulator's load: a scenario that comes with storypulse (bottleneck, single) or "
                              "a TOML file, its stages' tasks, estimates and blocks (the server needs the same "
                              "stages: storypulse server --scenario); not started until asked")
-    _common_options(parser)
-    args = parser.parse_args(argv)
-    if args.screenshot and args.quit_after is None:
-        parser.error("--screenshot needs --quit-after")
+    args = _parse_with_window_options(parser, argv)
     if args.server:
         try:
             parse_server(args.server)
@@ -74,11 +88,7 @@ def desktop_command(argv: list[str]) -> int:
             parser.error(str(exc))
     if args.scenario is not None:
         args.scenario = _checked_scenario(parser, args.scenario)
-    if (missing := no_display()) is not None:
-        print(f"storypulse desktop: {missing}", file=sys.stderr)
-        return 2
-    if _qt_missing():
-        print(NO_QT, file=sys.stderr)
+    if _cannot_open_window("storypulse desktop"):
         return 2
     from .app import run_app
 
@@ -115,10 +125,7 @@ def demo_command(argv: list[str]) -> int:
                              "limits) and the simulator its load (per stage: tasks, estimates, blocks): "
                              "bottleneck, single, or a TOML file; not with --max-workers, --tasks or "
                              "--estimate-ms")
-    _common_options(parser)
-    args = parser.parse_args(argv)
-    if args.screenshot and args.quit_after is None:
-        parser.error("--screenshot needs --quit-after")
+    args = _parse_with_window_options(parser, argv)
     from storypulse import loadgen, protocol
 
     if args.scenario is not None:
@@ -138,11 +145,7 @@ def demo_command(argv: list[str]) -> int:
         parser.error(str(exc))
     if not 1 <= args.port <= 65533:
         parser.error("--port must be within 1-65533")
-    if (missing := no_display()) is not None:  # before any server is started
-        print(f"storypulse demo: {missing}", file=sys.stderr)
-        return 2
-    if _qt_missing():
-        print(NO_QT, file=sys.stderr)
+    if _cannot_open_window("storypulse demo"):  # before any server is started
         return 2
     from .demo import run_demo
 

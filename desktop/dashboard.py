@@ -24,8 +24,8 @@ from .annotations import ChartNotes
 from .cards import BigNumber
 from .chart_axes import TimeAxis
 from .chart_items import (
-    ChartGrid, HoverLine, LiveCurve, ResizeMarks, add_time_plot, cache_drawing, fit_y, name_chart, scroll_chart,
-    theme_chart,
+    ChartGrid, HoverLine, LiveCurve, ResizeMarks, add_time_plot, cache_drawing, fit_y, legend_title, name_chart,
+    scroll_chart, share_title_row, theme_chart,
 )
 from .diagnostics import Diagnostics
 from .live import live_layout, may_draw, readout_label, timer
@@ -40,16 +40,18 @@ FIGURES = (
     ("open_stories", "Open stories", "open"),
     ("completed_stories", "Completed stories", "done"),
 )
-# The charts: title, curves (field, legend label or "", series role), row.
+# The charts: title, curves (field, key label or "", series role), row. A chart of several curves
+# has their keys in its title (legend_title), as the Flow tab's have: a legend inside the chart
+# covered the workers' line, which runs at the top of its range whenever the pool is full.
 # Produced and completed per second share a chart: whether completion keeps up is the point.
 # Fewer charts, fewer axes: the axes, not the points, are what costs at every frame.
 CHARTS = (
-    ("Stories / s: produced, completed",
+    ("Stories / s",
      (("stories_produced_per_s", "produced", "produced"), ("stories_completed_per_s", "completed", "completed")), 0),
     ("Open stories", (("open_stories", "", "open"),), 0),
     ("Completed stories", (("completed_stories", "", "done"),), 0),
-    ("Tasks: queued / running", (("tasks_queued", "queued", "queued"), ("tasks_running", "running", "running")), 1),
-    ("Workers: total / busy / target",
+    ("Tasks", (("tasks_queued", "queued", "queued"), ("tasks_running", "running", "running")), 1),
+    ("Workers",
      (("workers", "workers", "workers"), ("workers_busy", "busy", "busy"), ("workers_target", "target", "target")),
      1),
 )
@@ -103,29 +105,31 @@ class Dashboard(QWidget):
         self.curves: dict[str, LiveCurve] = {}
         self.roles: dict[str, str] = {}  # curve -> series role
         self.groups: list[list[str]] = []
+        self._keys: dict[pg.PlotItem, tuple[str, tuple]] = {}  # title and keys, coloured by apply_theme
         rows = [self.charts.ci.addLayout(row=0, col=0), self.charts.ci.addLayout(row=1, col=0)]
         for title, curves, row in CHARTS:
             plot = self._add_plot(rows[row], title, bottom_row=row == 1)
             column = len(rows[row].items) - 1
             rows[row].layout.setColumnStretchFactor(column, 1)  # equal widths, whatever the titles
-            plot.titleLabel.setMinimumWidth(10)
-            legend = plot.addLegend(offset=(4, 4), labelTextSize="8pt") if len(curves) > 1 else None
+            keys = tuple((label, role, "line") for _, label, role in curves if label)
+            if keys:
+                self._keys[plot] = (title, keys)
             cache_drawing(plot.titleLabel)
             for name, label, role in curves:
                 curve = LiveCurve(theme.current().pen(role))
                 plot.vb.addItem(curve)
-                if legend is not None:
-                    legend.addItem(curve.legend_proxy, label)
                 self.curves[name] = curve
                 self.roles[name] = role
-            if legend is not None:
-                cache_drawing(legend)  # it never changes: a pixmap, not text laid out at every frame
             self.groups.append([name for name, _, _ in curves])
+        for row in rows:  # charts side by side keep their tops level, whatever their titles' lines
+            share_title_row(*row.items)
         pool = self.plots[-1]
         self.resize_marks = ResizeMarks(pool.vb)
         self.notes = ChartNotes(self.plots, self, pool_plots=[pool])
         self.charts.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
-        name_chart(self.charts, "Dashboard charts", "; ".join(title for title, _, _ in CHARTS))
+        name_chart(self.charts, "Dashboard charts", "; ".join(
+            f"{title}: {', '.join(label for _, label, _ in curves)}" if len(curves) > 1 else title
+            for title, curves, _ in CHARTS))
         self._mouse_proxy = pg.SignalProxy(self.charts.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
 
         live_layout(self, numbers_row, self.charts, self.readout)
@@ -138,7 +142,8 @@ class Dashboard(QWidget):
         """Every pen and brush of the charts anew (the text outside them follows the app's palette)."""
         self.charts.setBackground(colours.surface)
         for plot, grid in zip(self.plots, self.grids):
-            theme_chart(plot, colours, grid)
+            keys = self._keys.get(plot)
+            theme_chart(plot, colours, grid, title=legend_title(*keys, colours) if keys else None)
         for name, curve in self.curves.items():
             curve.set_pen(colours.pen(self.roles[name]))
         for line in self.hover_lines:

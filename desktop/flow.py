@@ -31,9 +31,10 @@ from . import theme
 from .aging import AgingChart, aging_text
 from .annotations import ChartNotes
 from .burnup import BurnUp
-from .cards import BigNumber, Card
+from .cards import BigNumber, Card, LimitFollower
 from .chart_items import (
-    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, legend_title, name_chart, scroll_chart, theme_chart,
+    Band, Dots, LiveCurve, add_time_plot, cache_drawing, fit_y, legend_title, name_chart, scroll_chart, share_title_row,
+    theme_chart,
 )
 from .diagnostics import Diagnostics
 from .flow_math import (
@@ -65,6 +66,7 @@ MAX_POINTS = 1200  # per curve or band edge after decimation
 MAX_DOTS = 4000  # completions drawn in the window at most (thinned evenly beyond)
 # Completions kept for the scatter (6.4 MB): an hour's window at 27 a second, 5 minutes at 333.
 COMPLETIONS_KEPT = 100_000
+COLUMN_STRETCH = (3, 3, 2)  # with a workflow: the two columns of charts, then the burn-up's
 DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs no more
 
 # Series roles (theme.SERIES: colour and line style), by what they draw.
@@ -122,6 +124,7 @@ class WipLimitBox(Card):
         row.addWidget(self.apply)
         self.layout_.addWidget(self.title)
         self.layout_.addLayout(row)
+        self.follower = LimitFollower(self.spin)
         theme.follow(self, self.apply_theme)
 
     def apply_theme(self, colours: theme.Theme) -> None:
@@ -155,7 +158,6 @@ class FlowTab(QWidget):
         self._dots_at = 0.0  # monotonic time the dots were last made
         self._aging_in_flight = False
         self._open_total = 0  # open stories, from the newest stats or list reply
-        self._wip_initialised = False
 
         self.numbers = {
             "open": BigNumber("WIP (open)", "open"),
@@ -187,19 +189,17 @@ class FlowTab(QWidget):
         self._build_lead_times()
         self._build_aging()
         self._build_littles()
+        # charts side by side keep their tops level, whatever their titles' lines
+        share_title_row(self.cfd, self.lead_plot)
+        share_title_row(self.aging_plot, self.little_plot)
         self.chart_area = QWidget()
-        grid = QGridLayout(self.chart_area)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setSpacing(0)
-        for (name, view), (row, column) in zip(self.views.items(), ((0, 0), (0, 1), (1, 0), (1, 1))):
-            grid.addWidget(view, row, column)
-        for i in (0, 1):
-            grid.setColumnStretch(i, 1)  # equal widths, whatever the titles
-            grid.setRowStretch(i, 1)
-        # the forecast (burnup.py): a row of its own under the four charts
+        self.chart_grid = QGridLayout(self.chart_area)
+        self.chart_grid.setContentsMargins(0, 0, 0, 0)
+        self.chart_grid.setSpacing(0)
+        # the forecast (burnup.py): under the four charts, or beside them with a workflow (_arrange)
         self.burnup = BurnUp(self.buffer, self.clock, window=lambda: self.window_s, paused=lambda: self.paused)
-        grid.addWidget(self.burnup, 2, 0, 1, 2)
-        grid.setRowStretch(2, 1)
+        self._workflow_layout: bool | None = None
+        self._arrange(workflow=False)
 
         self.readout = readout_label(format_littles(None))
         live_layout(self, numbers_row, self.chart_area, self.readout).insertWidget(1, self.stage_strip)
@@ -230,7 +230,6 @@ class FlowTab(QWidget):
         plot, axis, grid = add_time_plot(self.views[view].ci, title, diagnostics=self.diagnostics)
         self._titles[plot] = (title, keys)
         cache_drawing(plot.titleLabel)
-        _squeezable(plot)
         self.time_charts.append((plot, axis, grid))
         return plot
 
@@ -311,9 +310,7 @@ class FlowTab(QWidget):
     def _take_stats(self, stats, initial: bool = False) -> None:
         self.clock.update(stats)
         self._open_total = stats.open_stories
-        if initial or not self._wip_initialised:
-            self.wip.spin.setValue(stats.wip_limit)
-            self._wip_initialised = True
+        self.wip.follower.show(stats.wip_limit, initial)
         names = stage_names(stats)
         if names != self.stage_names:
             self._use_stages(names)
@@ -332,8 +329,32 @@ class FlowTab(QWidget):
                    else (("in progress", "in_progress", "band"),)),
                  ("done", "done", "band"))
         self._titles[self.cfd] = (self._titles[self.cfd][0], bands)
+        self._arrange(workflow=bool(names))
         self.apply_theme(colours)
         self._dirty = True
+
+    def _arrange(self, workflow: bool) -> None:
+        """The charts' places. Without a workflow: the four charts two by two, the burn-up a row under them.
+        With one, the stage cards above take the height the charts need, so the burn-up becomes a column
+        of its own at the right (its figures under it) and the four charts keep two rows between them."""
+        if workflow == self._workflow_layout:
+            return
+        self._workflow_layout = workflow
+        grid = self.chart_grid
+        for widget in (*self.views.values(), self.burnup):
+            grid.removeWidget(widget)
+        for view, (row, column) in zip(self.views.values(), ((0, 0), (0, 1), (1, 0), (1, 1))):
+            grid.addWidget(view, row, column)
+        if workflow:
+            grid.addWidget(self.burnup, 0, 2, 2, 1)
+        else:
+            grid.addWidget(self.burnup, 2, 0, 1, 2)
+        # (equal widths and heights for the four charts, whatever their titles)
+        for i, stretch in enumerate((1, 1, 0) if workflow else (1, 1, 1)):
+            grid.setRowStretch(i, stretch)
+        for i, stretch in enumerate(COLUMN_STRETCH if workflow else (1, 1, 0)):
+            grid.setColumnStretch(i, stretch)
+        self.burnup.set_stacked(workflow)
 
     def cfd_stack(self) -> list[Band]:
         """The bands of the cumulative flow diagram shown, bottom to top."""
@@ -537,8 +558,3 @@ def _chart_view(name: str) -> pg.GraphicsLayoutWidget:
     view.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
     return view
 
-
-def _squeezable(plot: pg.PlotItem) -> None:
-    """The two columns share the width equally, whatever their titles (short enough to fit at 1280 px:
-    pyqtgraph sets a title's minimum width to its text's at every resize)."""
-    plot.titleLabel.setMinimumWidth(10)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSi
 from storypulse import protocol
 
 from . import theme
-from .cards import BigNumber, Card
+from .cards import BigNumber, Card, LimitFollower
 from .chart_items import Band
 from .stage_math import (
     bottleneck_detail, bottleneck_text, format_efficiency, pool_detail, pool_text, stage_role, stages_of, stories_text,
@@ -152,7 +152,7 @@ class StageCard(Card):
         self.layout_.addLayout(head)
         self.layout_.addWidget(self.pool)
         self.layout_.addLayout(limit)
-        self._initialised = False
+        self.follower = LimitFollower(self.spin)
         theme.follow(self, self.apply_theme)
 
     def apply_theme(self, colours: theme.Theme) -> None:
@@ -169,9 +169,7 @@ class StageCard(Card):
         if self.pool.toolTip() != detail:
             self.pool.setToolTip(detail)
         self.badge.setVisible(bottleneck)
-        if initial or not self._initialised:
-            self.spin.setValue(stage.wip_limit)
-            self._initialised = True
+        self.follower.show(stage.wip_limit, initial)
         name = f"Stage {self.name}: {detail}; {self.stories.text()}" + ("; the bottleneck" if bottleneck else "")
         if self.accessibleName() != name:
             self.setAccessibleName(name)

@@ -123,6 +123,20 @@ class StoryDetails(QWidget):
 # The widest text expected in each column, by which its width is set.
 COLUMN_SAMPLES = {0: "0000000", 1: "Redesign onboarding #00", 2: "open", 3: "00/00", 4: "00-00 00:00:00",
                   5: "00-00 00:00:00", LEAD_COLUMN: "00 min 00 s", CYCLE_COLUMN: "00 min 00 s"}
+NAME_COLUMN = 1
+
+
+class StoriesTable(QTableView):
+    """The stories' table: the name column takes the width the others leave (never less than its
+    sample's); a narrow pane scrolls instead. Stretching the last column put the cycle times far
+    from their header, and Qt's stretch mode shrinks a column to nothing when the others fill the pane."""
+
+    name_width = 0
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        others = sum(self.columnWidth(c) for c in COLUMN_SAMPLES if c != NAME_COLUMN)
+        self.setColumnWidth(NAME_COLUMN, max(self.name_width, self.viewport().width() - others))
 
 
 class StoriesPanel(QWidget):
@@ -164,7 +178,7 @@ class StoriesPanel(QWidget):
         self.delete_button.clicked.connect(self.delete_selected)
         self.export_button.clicked.connect(self.export_requested)
 
-        self.table = QTableView()
+        self.table = StoriesTable()
         self.table.setAccessibleName("Stories")
         self.table.setAccessibleDescription("Newest first; Delete removes the selected stories")
         self.table.setModel(self.model)
@@ -176,14 +190,12 @@ class StoriesPanel(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         metrics = self.table.fontMetrics()
         self.table.verticalHeader().setDefaultSectionSize(metrics.height() + 8)
-        header = self.table.horizontalHeader()
-        # The name keeps a readable width (a stretched column shrinks to nothing when the
-        # fixed ones fill the pane); the last column takes what is left, else it scrolls.
-        # Widths are what the widest expected text needs in this font, so they grow with it.
-        header.setStretchLastSection(True)
+        # Widths are what the widest expected text needs in this font, so they grow with it;
+        # the name column takes what is left (StoriesTable).
         for col, widest in COLUMN_SAMPLES.items():
             text = max(metrics.horizontalAdvance(widest), metrics.horizontalAdvance(COLUMNS[col]))
             self.table.setColumnWidth(col, text + 2 * metrics.averageCharWidth())
+        self.table.name_width = self.table.columnWidth(NAME_COLUMN)
         self.table.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.model.rowsInserted.connect(self._on_scrolled)
@@ -193,11 +205,13 @@ class StoriesPanel(QWidget):
         self._reselecting = False
 
         self.details = StoryDetails(requests)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        # The tasks under the stories: beside them, at 1280 px, the stories' lead and cycle
+        # times went past the pane's edge (a table of eight columns and one of six do not fit side by side).
+        splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
         splitter.addWidget(self.details)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 1)
         self.splitter = splitter
 
         layout = QVBoxLayout(self)

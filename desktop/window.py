@@ -478,7 +478,9 @@ class MainWindow(QMainWindow):
         scenario = str(s.value("simulator/scenario", ""))
         if scenario:
             self.simulator_panel.load_scenario(scenario)  # one gone since says so in the panel
-        splitter = s.value("stories/splitter")
+        # (a key of its own since the tasks moved under the stories: a side-by-side split saved
+        # before would restore its orientation too)
+        splitter = s.value("stories/split_vertical")
         if splitter is not None:
             self.stories.splitter.restoreState(splitter)
         for act in self.theme_actions.actions():
@@ -500,7 +502,7 @@ class MainWindow(QMainWindow):
         s.setValue("simulator/arrivals", sim.arrivals)
         s.setValue("simulator/estimates", sim.estimates)
         s.setValue("simulator/scenario", self.simulator_panel.scenario.source())
-        s.setValue("stories/splitter", self.stories.splitter.saveState())
+        s.setValue("stories/split_vertical", self.stories.splitter.saveState())
         s.setValue("view/theme", self.theme_choice)
         s.setValue("view/annotations", self.notes_action.isChecked())
         s.sync()

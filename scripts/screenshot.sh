@@ -7,7 +7,8 @@
 # culprit; Qt's own message blames libxcb-cursor0).
 #
 #   scripts/screenshot.sh [--tab dashboard|stories|flow] [--theme light|dark|system] [--scale F]
-#                         [--stand-in [--stages 1|3]] [--scenario NAME-or-FILE] [OUTPUT.png]
+#                         [--stand-in [--stages 1|3]] [--scenario NAME-or-FILE] [--window 60|300|900|3600]
+#                         [--wip-limit N [--wip-after S]] [OUTPUT.png]
 #       (SCREENSHOT_SECONDS=25 by default)
 #   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
 #   scripts/screenshot.sh --theme dark --scale 2 out.png  dark, at 200 % (QT_SCALE_FACTOR; a screen twice as big)
@@ -16,6 +17,11 @@
 # the protocol) instead of a server and the simulator: for checking a layout
 # with figures a server does not send yet; `--stages 3` gives it three stages (analysis, build,
 # test, test short of people). --scenario runs the demo's server and simulator on a scenario.
+# --window is the charts' time window (1 min by default, so a short run fills it). --wip-limit
+# sets the server's WIP limit (`storypulse flow --wip-limit`) as soon as it answers, or S seconds
+# after the start with --wip-after: a chart shows the flow before the limit and after it.
+#   SCREENSHOT_SECONDS=240 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
+#       --wip-limit 8 --wip-after 140 docs/flow.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -25,6 +31,9 @@ SCALE=1
 STAND_IN=""
 STAGES=1
 SCENARIO=()
+WINDOW=60
+WIP_LIMIT=""
+WIP_AFTER=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --tab) TAB=$2; shift 2 ;;
@@ -33,6 +42,9 @@ while [ $# -gt 0 ]; do
         --stand-in) STAND_IN=1; shift ;;
         --stages) STAGES=$2; shift 2 ;;
         --scenario) SCENARIO=(--scenario "$2"); shift 2 ;;
+        --window) WINDOW=$2; shift 2 ;;
+        --wip-limit) WIP_LIMIT=$2; shift 2 ;;
+        --wip-after) WIP_AFTER=$2; shift 2 ;;
         -*) echo "screenshot.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -52,9 +64,11 @@ exec 3>"$work/display"
 Xvfb -displayfd 3 -screen 0 "${screen}x24" -nolisten tcp >"$work/xvfb.log" 2>&1 &
 xvfb=$!
 exec 3>&-
+case "$WINDOW" in 60|300|900|3600) ;; *) echo "screenshot.sh: --window is 60, 300, 900 or 3600" >&2; exit 2 ;; esac
 stand_in=""
+wip_setter=""
 cleanup() {
-    [ -z "$stand_in" ] || { kill "$stand_in" 2>/dev/null || true; wait "$stand_in" 2>/dev/null || true; }
+    for job in $stand_in $wip_setter; do kill "$job" 2>/dev/null || true; wait "$job" 2>/dev/null || true; done
     kill "$xvfb" 2>/dev/null || true; wait "$xvfb" 2>/dev/null || true; rm -rf "$work"
 }
 trap cleanup EXIT
@@ -62,8 +76,8 @@ for _ in $(seq 100); do [ -s "$work/display" ] && break; sleep 0.1; done
 number=$(tr -dc 0-9 <"$work/display")
 [ -n "$number" ] || { cat "$work/xvfb.log" >&2; echo "screenshot.sh: Xvfb did not start" >&2; exit 1; }
 
-# A fresh server on free ports with its own database, and settings that show a
-# one-minute window so a short run already fills part of the charts.
+# A fresh server on free ports with its own database, and settings that show the
+# window asked for (one minute unless told: a short run already fills the charts).
 port=$("$PYTHON" - <<'PY'
 import random, socket
 for _ in range(200):
@@ -81,7 +95,21 @@ for _ in range(200):
             s.close()
 PY
 )
-printf '[dashboard]\nwindow_s=60\n' >"$work/settings.ini"
+printf '[dashboard]\nwindow_s=%s\n' "$WINDOW" >"$work/settings.ini"
+
+if [ -n "$WIP_LIMIT" ]; then
+    # The limit by a client of its own, like a team lead changing it: the charts mark the change.
+    (
+        sleep "$WIP_AFTER"
+        for _ in $(seq 150); do
+            "$PYTHON" -m storypulse flow --server "127.0.0.1:$port" --timeout 1 --wip-limit "$WIP_LIMIT" \
+                >/dev/null 2>&1 && exit 0
+            sleep 0.2
+        done
+        echo "screenshot.sh: the server took no WIP limit" >&2
+    ) &
+    wip_setter=$!
+fi
 
 mkdir -p "$(dirname "$OUT")"
 if [ -n "$STAND_IN" ]; then

@@ -5,6 +5,7 @@ Modules, one job each:
   config     the settings table (defaults + validate); configfile layers TOML/env under it
   sockets    the three sockets with their options; `listen` binds them (CURVE beyond loopback)
   clock      the loop's clocks, one object a test can replace
+  wakeup     the wake-up pair a poll watches (signals, the forecast runner, the HTTP thread)
   loop       the one poll loop over the sockets it is given: timers, group commit, shutdown;
              the only place the service's effects become I/O
   service    the sans-I/O state machine: requests, worker reports and timers in, with the

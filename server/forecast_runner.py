@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 from storypulse import protocol
 
 from .forecasting import Forecasts, Job
+from .wakeup import WakePair
 
 if TYPE_CHECKING:
     from .service import Service
@@ -45,16 +45,14 @@ class ForecastRunner:
         # Wake-ups sent by the thread and seen by the loop: the socketpair is read only when
         # they differ (a recv that finds nothing costs more than the rest of a turn here).
         self._sent = self._seen = 0
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake = WakePair()
         self.child: _Child | None = None  # started by the thread at the first job
         self._thread = threading.Thread(target=self._work, name="storypulse-forecasts", daemon=True)
         self._thread.start()
 
     def fileno(self) -> int:
         """Readable when a job is done."""
-        return self._wake_r.fileno()
+        return self._wake.fd
 
     @property
     def next_at(self) -> float:
@@ -66,7 +64,7 @@ class ForecastRunner:
         sent = self._sent
         if sent != self._seen:
             self._seen = sent
-            self._drain_wake()
+            self._wake.drain()
         while self._done:
             finished = self.forecasts.finished(self._done.popleft(), now)
             if finished is not None:
@@ -85,15 +83,7 @@ class ForecastRunner:
     def close(self) -> None:
         self._todo.put(None)
         self._thread.join(timeout=5.0)
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._wake.close()
 
     def _work(self) -> None:
         try:
@@ -118,9 +108,7 @@ class ForecastRunner:
     def _finished(self, job: Job) -> None:
         self._done.append(job)
         try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the pair is full: the loop is woken anyway
+            self._wake.wake()
         except OSError:
             pass  # closed under us: the server is stopping
         # After the byte: a loop that sees this count reads the byte too, and none is left

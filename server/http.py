@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from .faults import RateLimitedLog
+from .wakeup import WakePair
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ class HttpEndpoint:
         self.address = listener.getsockname()[:2]
         self._selector = selectors.DefaultSelector()
         self._connections: OrderedDict[socket.socket, _Connection] = OrderedDict()  # oldest first
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
+        self._wake = WakePair()  # close() wakes the thread's select
         self._stopping = False
         self._accept_paused_until = 0.0
         self._thread: threading.Thread | None = None
@@ -100,7 +100,7 @@ class HttpEndpoint:
 
     def start(self) -> HttpEndpoint:
         self._selector.register(self.listener, selectors.EVENT_READ, "accept")
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._selector.register(self._wake.fd, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._serve, name="storypulse-http", daemon=True)
         self._thread.start()
         return self
@@ -108,7 +108,7 @@ class HttpEndpoint:
     def close(self) -> None:
         self._stopping = True
         try:
-            self._wake_w.send(b"\0")
+            self._wake.wake()
         except OSError:
             pass
         if self._thread is not None:
@@ -118,8 +118,7 @@ class HttpEndpoint:
         self._connections.clear()
         self._selector.close()
         self.listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wake.close()
 
     # -- the thread ------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -137,10 +136,7 @@ class HttpEndpoint:
             if key.data == "accept":
                 self._accept(time.monotonic())
             elif key.data == "wake":
-                try:
-                    self._wake_r.recv(64)
-                except OSError:
-                    pass
+                self._wake.drain()
             else:
                 conn = self._connections.get(key.fileobj)
                 if conn is None:

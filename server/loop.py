@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 from typing import Any, Callable
 
 import zmq
@@ -49,6 +48,7 @@ from .service import Service
 from .sockets import ServerSockets
 from .stats import Ticker
 from .store import Store
+from .wakeup import WakePair
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,12 @@ class Server:
         self.forecast_runner = ForecastRunner(self.service.forecasts)
 
         # Signals wake the poll through this pair; the handler itself only sets a flag.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake = WakePair()
 
         self.poller = zmq.Poller()
         self.poller.register(self.requests, zmq.POLLIN)
         self.poller.register(self.workers, zmq.POLLIN)
-        self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self.poller.register(self._wake.fd, zmq.POLLIN)
         self.poller.register(self.forecast_runner.fileno(), zmq.POLLIN)
         self._sentinels: set[int] = set()
         self._started = False  # the pool has been sized once
@@ -107,17 +105,14 @@ class Server:
     def request_stop(self) -> None:
         """From any thread: stop at the end of the current turn (as SIGTERM does)."""
         self.stopping = True
-        try:
-            self._wake_w.send(b"\0")  # wake a poll that waits
-        except (BlockingIOError, InterruptedError):
-            pass  # the pair is full: the poll wakes anyway
+        self._wake.wake()  # a poll that waits
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: Any) -> None:
             self.stopping = True
 
         self._signals = True
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self._wake.write_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
@@ -157,8 +152,7 @@ class Server:
         self.store.close()
         if self._signals:
             signal.set_wakeup_fd(-1)
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wake.close()
 
     # -- one turn ----------------------------------------------------------------------
     def turn(self, timeout: float | None = None) -> None:
@@ -168,8 +162,8 @@ class Server:
             wait = min(wait, timeout)
         ready = dict(self.poller.poll(wait * 1000))
         now, wall = self.clock.monotonic(), self.clock.wall()
-        if ready.get(self._wake_r.fileno()):
-            self._drain_wake()
+        if ready.get(self._wake.fd):
+            self._wake.drain()
         if self.parent_pipe is not None and ready.get(self.parent_pipe):
             self._check_parent()
         if ready.get(self.requests):
@@ -196,13 +190,6 @@ class Server:
         if self.service.outage is not None:
             soonest = min(soonest, self.service.outage.retry_at)
         return soonest
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
 
     def _check_parent(self) -> None:
         if os.read(self.parent_pipe, 512):

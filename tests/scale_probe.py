@@ -2,8 +2,8 @@
 given as the argument): the tabs at that scale.
 
 Prints one JSON line: what was measured and a list of problems (empty when all is well):
-a big number or a title cut off, value labels wider than their axis, time labels
-that overlap, cached drawings less sharp than drawn afresh, chart lines thinner
+a big number or a title cut off, a chart laid out wider than its view, value
+labels wider than their axis, time labels that overlap, cached drawings less sharp than drawn afresh, chart lines thinner
 than the text beside them.
 """
 
@@ -104,8 +104,13 @@ def main() -> int:
             needed = QFontMetricsF(label.font()).horizontalAdvance(label.text())
             if label.isVisible() and needed > label.contentsRect().width() + 0.5:
                 problems.append(f"{label.text()!r} needs {needed:.0f} px, has {label.contentsRect().width()}")
-        views = [dashboard.charts] if tab is dashboard else list(tab.views.values())
+        views = [dashboard.charts] if tab is dashboard else [*tab.views.values(), tab.burnup.view]
         for view in views:
+            # A chart laid out wider or taller than its view (a title that will not shrink) is cut off.
+            laid_out, shown = view.ci.geometry(), view.viewport().rect()
+            if laid_out.width() > shown.width() + 0.5 or laid_out.height() > shown.height() + 0.5:
+                problems.append(f"{view.accessibleName() or 'the burn-up'} laid out {laid_out.width():.0f} × "
+                                f"{laid_out.height():.0f} px in a view of {shown.width()} × {shown.height()}")
             for item in view.scene().items():
                 if isinstance(item, ValueAxis) and item.isVisible():
                     lo, hi = sorted(item.range)

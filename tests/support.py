@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import zmq
 
@@ -174,27 +174,40 @@ def empty_postgres(url: str) -> str:
     return url
 
 
+def subscribe_all(events_endpoint: str) -> zmq.Socket:
+    """A SUB socket on a server's events: every topic, none dropped here (RCVHWM 0), no linger.
+    PUB drops what it sends before the subscription has reached it: wait for a first event."""
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.linger = 0
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(events_endpoint)
+    return sock
+
+
+def arrived_events(sock: zmq.Socket, timeout: float) -> Iterator[tuple[bytes, object]]:
+    """(topic, decoded event) for every message waiting on `sock`; waits at most `timeout`
+    seconds for the first, none for the rest."""
+    waiting = timeout * 1000
+    while sock.poll(waiting):
+        topic, payload = sock.recv_multipart()
+        waiting = 0
+        yield topic, protocol.decode_event(topic, payload)
+
+
 class EventTap:
     """A SUB socket on the server's events, recording everything in arrival order."""
 
     def __init__(self, server: ServerProcess, wait_joined: bool = True):
-        self.context = zmq.Context.instance()
-        self.sock = self.context.socket(zmq.SUB)
-        self.sock.linger = 0
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(server.endpoints.events)
+        self.sock = subscribe_all(server.endpoints.events)
         self.messages: list[tuple[bytes, object]] = []
         if wait_joined:  # PUB drops what it sends before the subscription arrives
             self.wait_stats(lambda stats: True, 10, what="the first stats event")
 
     def pump(self, timeout: float = 0.05) -> int:
-        got = 0
-        while self.sock.poll(timeout * 1000 if got == 0 else 0):
-            topic, payload = self.sock.recv_multipart()
-            self.messages.append((topic, protocol.decode_event(topic, payload)))
-            got += 1
-        return got
+        before = len(self.messages)
+        self.messages.extend(arrived_events(self.sock, timeout))
+        return len(self.messages) - before
 
     def stats(self) -> list[protocol.Stats]:
         return [m for t, m in self.messages if t == protocol.TOPIC_STATS]

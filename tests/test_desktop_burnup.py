@@ -59,10 +59,17 @@ def test_the_chart_draws_history_left_of_now_and_the_forecast_right_of_it(burnup
         assert list(x) == [0.0, seconds] and list(y) == [300.0, 330.0]
     assert list(widget.target.getData()[1]) == [330.0, 330.0]
     left, right = widget.plot.viewRange()[0]
-    assert left == pytest.approx(-60.0) and right >= 9.0  # the whole cone is in view
+    # the past from the first sample (30 s ago: the 60 s window is not full yet), the whole cone in view
+    assert left == pytest.approx(-30.0) and right >= 9.0
     text = widget.side.text()
     assert "30 open, all done" in text and "85 % within 6.00 s" in text
     assert "p85: <b>87%</b> of 212" in text and "p50: 50% · p95: 96%" in text
+
+
+def test_a_full_window_of_history_shows_the_whole_window(burnup):
+    widget = burnup(*(stats_at(1000.0 + i, i, 5) for i in range(91)))
+    left, _ = widget.plot.viewRange()[0]
+    assert left == pytest.approx(-60.0)
 
 
 def test_without_history_the_chart_says_so_and_draws_no_cone(burnup):

@@ -207,3 +207,23 @@ def test_a_completed_event_fills_a_cached_rows_lead_and_cycle_time(qtbot):
     finally:
         assert requests.stop() and pages.stop()
         stand_in.stop()
+
+
+def test_a_limit_box_follows_the_servers_limit_but_keeps_an_edit_not_applied(qtbot):
+    from PySide6.QtWidgets import QSpinBox
+
+    from storypulse.desktop.cards import LimitFollower
+
+    spin = QSpinBox()
+    spin.setRange(0, 100)
+    follower = LimitFollower(spin)
+    follower.show(0)
+    assert spin.value() == 0
+    follower.show(8)  # another client set it: the box shows the limit in force
+    assert spin.value() == 8
+    spin.setValue(3)  # typed here, not applied yet
+    follower.show(8)
+    follower.show(5)  # the server's changes meanwhile do not overwrite it
+    assert spin.value() == 3
+    follower.show(5, initial=True)  # a snapshot (a reconnect) shows the server's again
+    assert spin.value() == 5

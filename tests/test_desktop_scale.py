@@ -2,8 +2,9 @@
 
 A scale factor is fixed when Qt starts, so each runs tests/scale_probe.py in a
 fresh process; the probe lists what it found wrong (a big number or title cut
-off, value labels wider than their axis, time labels that overlap, a cached
-drawing blurred, chart lines thinner than the text).
+off, a chart laid out wider than its view, value labels wider than their axis,
+time labels that overlap, a cached drawing blurred, chart lines thinner than
+the text).
 """
 
 from __future__ import annotations

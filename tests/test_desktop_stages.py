@@ -116,11 +116,15 @@ def test_a_stage_limit_set_from_its_card_holds(qtbot, flow_tab):
     assert took.args == ["build", 3]
     sent = stand_in.requests_of(protocol.SetFlow)
     assert len(sent) == 1 and sent[0].stage_wip_limits == {"build": 3} and sent[0].wip_limit is None
-    # From the next stats on the stage carries its limit, and never holds more stories than that.
+    # From the next stats on the stage carries its limit and starts no story beyond it. Stories
+    # already there stay until they move on (a slow start may have let more than 3 in), so the
+    # count only falls while above the limit, and once within it stays within it.
     seq = stand_in.stats()[-1].seq
     qtbot.waitUntil(lambda: tab.clock.latest.seq > seq + 20, timeout=10_000)
-    after = [s for s in stand_in.stats() if s.seq > seq]
-    assert all(s.stages[1].wip_limit == 3 and s.stages[1].stories <= 3 for s in after)
+    after = [s.stages[1] for s in stand_in.stats() if s.seq > seq]
+    assert all(stage.wip_limit == 3 for stage in after)
+    for before, now in zip(after, after[1:]):
+        assert now.stories <= max(before.stories, 3), (before.stories, now.stories)
     qtbot.waitUntil(lambda: card.stories.text().endswith("/ 3 stories"), timeout=5_000)
 
     stand_in.refuse_set_flow = "stage_wip_limits: stage 'build': no"

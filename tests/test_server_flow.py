@@ -11,12 +11,11 @@ import threading
 import time
 
 import pytest
-import zmq
 
 from storypulse import protocol
 from storypulse.client import RequestError
 from storypulse.percentiles import nearest_rank
-from support import EventTap, wait_for
+from support import EventTap, subscribe_all, wait_for
 
 STATS_INTERVAL = 0.1  # the test servers' --stats-interval
 
@@ -42,11 +41,7 @@ class CompletionClock:
         assert self._joined.wait(10), "no stats event: the subscription never joined"
 
     def _run(self, endpoint: str) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.linger = 0
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(endpoint)
+        sock = subscribe_all(endpoint)
         try:
             while not self._stop.is_set():
                 if not sock.poll(50):
