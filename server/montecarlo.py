@@ -338,8 +338,8 @@ def _done_by(sample: Sample, k, stories, nodes: np.ndarray) -> np.ndarray:
     return _reach(sample, k, need).mean(axis=-1)
 
 
-def _crossing(gap, lo: np.ndarray, hi: np.ndarray, g_lo: np.ndarray, g_hi: np.ndarray,
-              settled) -> tuple[np.ndarray, np.ndarray]:
+def _crossing(gap, lo: list[float], hi: list[float], g_lo: list[float], g_hi: list[float],
+              settled) -> tuple[list[float], list[float]]:
     """Per level, a bracket [lo, hi] around where the rising `gap` (an array function, one
     value per level) crosses 0, from g_lo = gap(lo) < 0 <= g_hi = gap(hi), narrowed until
     `settled(lo, hi, g_lo, g_hi)` says so for every level.
@@ -347,55 +347,67 @@ def _crossing(gap, lo: np.ndarray, hi: np.ndarray, g_lo: np.ndarray, g_hi: np.nd
     Regula falsi with the Illinois modification (an end kept twice running has its gap
     halved, so the next step moves it), and a halving of the bracket whenever four steps
     have not halved it: about ten evaluations of the smooth curve of a normal average
-    instead of forty halvings (an evaluation costs tens of microseconds)."""
-    kept = np.zeros(lo.shape)  # -1: lo kept last step, 1: hi kept, 0: neither
-    marks = [hi - lo]  # the bracket's width four steps ago
-    true_lo, true_hi = g_lo, g_hi  # the gaps at the ends, not halved
+    instead of forty halvings. The curve is evaluated for all levels at once (an evaluation
+    costs tens of microseconds); the bookkeeping is per level, in plain floats, which for
+    three levels is several times quicker than in arrays."""
+    lo, hi, g_lo, g_hi = list(lo), list(hi), list(g_lo), list(g_hi)
+    true_lo, true_hi = list(g_lo), list(g_hi)  # the gaps at the ends, not halved
+    levels = range(len(lo))
+    kept = [0] * len(lo)  # -1: lo kept last step, 1: hi kept, 0: neither
+    widths = [[h - l] for l, h in zip(lo, hi)]  # the bracket's last widths, up to four
     for _ in range(SOLVER_STEPS):
-        open_ = ~settled(lo, hi, true_lo, true_hi)
-        if not open_.any():
+        open_ = [i for i in levels if not settled(lo[i], hi[i], true_lo[i], true_hi[i])]
+        if not open_:
             break
-        width = hi - lo
-        secant = hi - g_hi * width / np.where(g_hi > g_lo, g_hi - g_lo, 1.0)
-        stalled = width > marks[0] / 2.0 if len(marks) == 4 else np.zeros(lo.shape, dtype=bool)
-        x = np.where(stalled | ~(secant > lo) | ~(secant < hi), (lo + hi) / 2.0, secant)
-        g = gap(x)
-        up = open_ & (g >= 0)  # x reaches it: the new hi
-        down = open_ & ~up
-        g_lo = np.where(up, np.where(kept < 0, g_lo / 2.0, g_lo), np.where(down, g, g_lo))
-        g_hi = np.where(down, np.where(kept > 0, g_hi / 2.0, g_hi), np.where(up, g, g_hi))
-        true_lo, true_hi = np.where(down, g, true_lo), np.where(up, g, true_hi)
-        lo, hi = np.where(down, x, lo), np.where(up, x, hi)
-        kept = np.where(up, -1.0, np.where(down, 1.0, kept))
-        marks = [*marks[-3:], hi - lo] if len(marks) == 4 else [*marks, hi - lo]
-        marks = marks if len(marks) < 4 or not stalled.any() else [hi - lo]
+        x = list(hi)
+        for i in open_:
+            width = hi[i] - lo[i]
+            secant = hi[i] - g_hi[i] * width / (g_hi[i] - g_lo[i]) if g_hi[i] > g_lo[i] else hi[i]
+            stalled = len(widths[i]) == 4 and width > widths[i][0] / 2.0
+            if stalled:
+                widths[i] = []
+            x[i] = secant if not stalled and lo[i] < secant < hi[i] else (lo[i] + hi[i]) / 2.0
+        g = gap(np.array(x)).tolist()
+        for i in open_:
+            if g[i] >= 0:  # x reaches it: the new hi
+                g_lo[i] = g_lo[i] / 2.0 if kept[i] < 0 else g_lo[i]
+                hi[i], g_hi[i], true_hi[i], kept[i] = x[i], g[i], g[i], -1
+            else:
+                g_hi[i] = g_hi[i] / 2.0 if kept[i] > 0 else g_hi[i]
+                lo[i], g_lo[i], true_lo[i], kept[i] = x[i], g[i], g[i], 1
+            widths[i] = [*widths[i], hi[i] - lo[i]][-4:]
     return lo, hi
 
 
-def _bracket(gap, guess: np.ndarray, step: np.ndarray, zero_gap: np.ndarray):
+def _bracket(gap, guess: list[float], step: list[float], zero_gap: list[float]):
     """Per level, lo < hi with gap(lo) < 0 <= gap(hi) (and both gaps), stepping out from a
     guess by `step`, doubled each time, down to 0 at most, where the gap is `zero_gap` (< 0;
     not evaluated there)."""
-    g = gap(guess)
-    lo_known, hi_known = g < 0, g >= 0
-    lo, g_lo = np.where(lo_known, guess, 0.0), np.where(lo_known, g, zero_gap)
-    hi, g_hi = guess.copy(), g.copy()
+    g = gap(np.array(guess)).tolist()
+    reaches = [v >= 0 for v in g]  # the guess is the hi end (else the lo end)
+    lo = [0.0 if r else x for r, x in zip(reaches, guess)]
+    g_lo = [z if r else v for r, z, v in zip(reaches, zero_gap, g)]
+    hi, g_hi = list(guess), list(g)
+    found = [r and x - s <= 0 for r, x, s in zip(reaches, guess, step)]  # lo = 0 will do
+    step = list(step)
     for _ in range(64):  # the gap rises without bound in steps that double: both ends are found
-        if lo_known.all() and hi_known.all():
+        if all(found):
             break
-        out = np.where(hi_known, guess - step, guess + step)
-        floor = hi_known & (out <= 0)
-        x = np.where(floor, guess, out)
-        g = np.where(floor, zero_gap, gap(x))
-        x = np.where(floor, 0.0, x)
-        find_lo, find_hi = ~lo_known, ~hi_known
-        # a step down that still reaches it is a better hi; a step up short of it a better lo
-        got_lo = find_lo & (g < 0)
-        got_hi = find_hi & (g >= 0)
-        hi, g_hi = np.where((find_lo & ~got_lo) | got_hi, x, hi), np.where((find_lo & ~got_lo) | got_hi, g, g_hi)
-        lo, g_lo = np.where((find_hi & ~got_hi) | got_lo, x, lo), np.where((find_hi & ~got_hi) | got_lo, g, g_lo)
-        lo_known, hi_known = lo_known | got_lo, hi_known | got_hi
-        step = 2.0 * step
+        x = [h if done else (x - s if r else x + s) for h, done, x, s, r in zip(hi, found, guess, step, reaches)]
+        g = gap(np.array(x)).tolist()
+        for i, r in enumerate(reaches):
+            if found[i]:
+                continue
+            if r and g[i] < 0:  # stepped down below it: the lo end
+                lo[i], g_lo[i], found[i] = x[i], g[i], True
+            elif r:  # still reaches it: a closer hi, step further
+                hi[i], g_hi[i] = x[i], g[i]
+                found[i] = guess[i] - 2.0 * step[i] <= 0  # the next step would reach 0
+            elif g[i] >= 0:  # stepped up to it: the hi end
+                hi[i], g_hi[i], found[i] = x[i], g[i], True
+            else:  # still short: a closer lo, step further
+                lo[i], g_lo[i] = x[i], g[i]
+        step = [2.0 * s for s in step]
     return lo, hi, g_lo, g_hi
 
 
@@ -421,10 +433,10 @@ def _normal_when(sample: Sample, stories: int) -> tuple[float, float, float]:
     guess = np.where(safe, (b + np.sqrt(np.maximum(b * b - 4.0 * a * target * target, 0.0))) / (2.0 * a),
                      2.0 * stories / mu)
     step = np.maximum(np.sqrt(guess * var + pace * (mu * guess) ** 2) / mu / 2.0, 1e-6 * guess + 1e-9)
-    lo, hi, g_lo, g_hi = _bracket(gap, guess, step, -levels)  # nothing is done in no time
+    lo, hi, g_lo, g_hi = _bracket(gap, guess.tolist(), step.tolist(), (-levels).tolist())  # none in no time
 
     def settled(lo, hi, g_lo, g_hi):  # within 1e-10 of the level, or of the time
-        return (g_hi <= 1e-10) | (hi - lo <= 1e-10 * hi)
+        return g_hi <= 1e-10 or hi - lo <= 1e-10 * hi
 
     _, hi = _crossing(gap, lo, hi, g_lo, g_hi, settled)
     return tuple(float(v) * sample.interval_s for v in hi)
@@ -444,10 +456,10 @@ def _normal_within(sample: Sample, k: float) -> tuple[int, int, int]:
 
     spread = math.sqrt(sample.run_var * k + sample.pace_var * (mu * k) ** 2)
     guess = np.maximum(mu * k - _LEVEL_Z * spread + 0.5, 0.0)
-    lo, hi, g_lo, g_hi = _bracket(gap, guess, np.full(3, max(spread / 2.0, 1.0)), gap(np.zeros(3)))
+    lo, hi, g_lo, g_hi = _bracket(gap, guess.tolist(), [max(spread / 2.0, 1.0)] * 3, gap(np.zeros(3)).tolist())
 
     def settled(lo, hi, g_lo, g_hi):  # one whole count, or within 1e-10 of the level, 1e-9 of the count
-        return (np.floor(lo) == np.floor(hi)) | (g_lo >= -1e-10) | (hi - lo <= 1e-9 * hi)
+        return math.floor(lo) == math.floor(hi) or g_lo >= -1e-10 or hi - lo <= 1e-9 * hi
 
     lo, _ = _crossing(gap, lo, hi, g_lo, g_hi, settled)
     return tuple(max(0, math.floor(v)) for v in lo)
