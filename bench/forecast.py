@@ -1,20 +1,26 @@
 """Forecasts measured: how often they come true, how fast they answer, what they cost the others.
 
-    .venv/bin/python bench/forecast.py [--part calibration|speed|all] [--seconds 150]
-                                       [--workers 2] [--utilisation 0.75] [--seed 7]
+    .venv/bin/python bench/forecast.py [--part calibration|speed|all] [--seconds 200]
+                                       [--forecast-history 60] [--workers 2]
+                                       [--utilisation 0.75] [--seed 7]
 
 Calibration. For each load — seeded Poisson arrivals (`storypulse load --arrivals
 poisson`, as shipped) and a bursty one (on/off: 4 s at 2.5x the mean rate, 6 s
 of nothing) — a fresh server (SQLite, min = max = --workers) runs --seconds of
-it, with --forecast-history 60. From outside, a client asks `forecast` at random
-moments (every 0.5-1.5 s once the history holds only the load, after 70 s), half "when will N more be done" (N worth 2-40 s of the load) and
+it, with the --forecast-history given (60 by default here, so that a short run
+scores hundreds; 600, the server's own default, needs --seconds of 1,000 or so).
+From outside, a client asks `forecast` at random moments (every 0.5-1.5 s once
+the history holds only the load, 10 s after a history's worth), half "when will
+N more be done" (N worth 2-40 s of the load) and
 half "how many within T" (T of 2-40 s), and watches the `completed` events: a
 "when" answer is a hit at a level if the N-th completion came by its time, a
 "how many" answer if at least that many came within T. Only answers that matured
 before the run ended are scored (so the end of the run cannot censor misses).
 The server's own figures (`forecast_hit_rate_p50/_p85/_p95`, `forecast_scored`:
 its backlog forecasts, recorded every 5 s) are read at the end. Last, how far the
-seconds were from independent: Var(completions in 20 s) / (20 x Var(in 1 s)).
+seconds were from independent: Var(completions in 20 s) / (20 x Var(in 1 s)), and
+the block length the forecasts resampled in (the server's rule, server/dependence.py,
+applied to the history as the client saw it when each question was asked).
 
 Speed. A server with a history of ~30 stories/s answers `forecast` for 1 to
 1,000,000 stories and 10 s to a year at 10,000 trials (round trip, median and p99
@@ -44,6 +50,7 @@ from storypulse import protocol  # noqa: E402
 from storypulse.cli.load import run as run_load  # noqa: E402
 from storypulse.client import Client  # noqa: E402
 from storypulse.loadgen import StoryGenerator  # noqa: E402
+from storypulse.server.dependence import block_length  # noqa: E402
 from storypulse.server.flow import nearest_rank  # noqa: E402
 from support import ServerProcess, wait_for  # noqa: E402
 from test_server_flow import CompletionClock  # noqa: E402
@@ -51,8 +58,6 @@ from test_server_flow import CompletionClock  # noqa: E402
 TASKS = (1, 3)
 ESTIMATE_MS = (100, 2_000)
 TIME_SCALE = 0.01
-HISTORY_S = 60  # the servers' --forecast-history: the load's own minute, not the idle start
-WARM_UP_S = HISTORY_S + 10.0  # questions start once the history holds only the load
 LEVELS = (50, 85, 95)
 
 
@@ -166,17 +171,35 @@ def bursty_load(client: Client, generator: StoryGenerator, rate: float, seconds:
     return sent
 
 
+def blocks(times: list[float], asked, history: float) -> float | None:
+    """The median block length of the questions: the server's rule on the seconds before each."""
+    if not asked:
+        return None
+    start = times[0] if times else 0.0
+    counts = [0] * (int(asked[-1][0] - start) + 1)
+    for t in times:
+        if t < start + len(counts):
+            counts[int(t - start)] += 1
+    lengths = []
+    for at, *_ in asked:
+        end = int(at - start)
+        lengths.append(block_length(counts[max(0, end - int(history)):end]))
+    return statistics.median(lengths)
+
+
 def calibration(load: str, args: argparse.Namespace, rate: float, folder: Path) -> dict:
+    history = args.forecast_history
     server = ServerProcess(folder / f"{load}.db", workers=args.workers, time_scale=TIME_SCALE,
                            stats_interval=0.25,
-                           extra=["--log-level", "warning", "--forecast-history", str(HISTORY_S)])
+                           extra=["--log-level", "warning", "--forecast-history", f"{history:g}"])
     server.start()
     seen = Completions(server)
     try:
         generator = StoryGenerator(tasks=TASKS, estimate_ms=ESTIMATE_MS, estimates="lognormal", seed=args.seed)
         client = Client(server.endpoints, timeout=10)
         asker = Asker(server, seen, rate, args.seed + 1)
-        threading.Timer(WARM_UP_S, asker.start).start()
+        # questions start once the history holds only the load (not the idle start)
+        threading.Timer(history + 10.0, asker.start).start()
         if load == "poisson":
             tally, _, ended = run_load(client, generator, rate=rate, duration=args.seconds, max_in_flight=1_000,
                                        arrivals="poisson", progress=io.StringIO())
@@ -192,10 +215,12 @@ def calibration(load: str, args: argparse.Namespace, rate: float, folder: Path) 
         outside["horizon"] = statistics.median(horizons) if horizons else None
         first_asked = asker.asked[0][0] if asker.asked else finished
         spread = dispersion(list(seen.times), first_asked, finished)
+        block = blocks(list(seen.times), asker.asked, history)
         stats = seen.stats[-1]
         own = {"scored": stats.forecast_scored, "horizon": None, 50: stats.forecast_hit_rate_p50,
                85: stats.forecast_hit_rate_p85, 95: stats.forecast_hit_rate_p95}
-        return {"load": load, "sent": sent, "outside": outside, "own": own, "dispersion": spread}
+        return {"load": load, "sent": sent, "outside": outside, "own": own, "dispersion": spread,
+                "block": block}
     finally:
         seen.close()
         server.stop()
@@ -289,23 +314,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("calibration", "speed", "all"), default="all")
     parser.add_argument("--seconds", type=float, default=200.0, help="seconds of each load (default 200)")
+    parser.add_argument("--forecast-history", type=float, default=60.0,
+                        help="the servers' --forecast-history (default 60 here; the server's own is 600)")
     parser.add_argument("--workers", type=int, default=2, help="the pool (default 2)")
     parser.add_argument("--utilisation", type=float, default=0.75,
                         help="the share of the pool the mean arrival rate keeps busy (default 0.75)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=30, help="forecasts timed per question (default 30)")
     args = parser.parse_args()
+    if args.part != "speed" and args.seconds < args.forecast_history + 70:
+        parser.error(f"--seconds must be at least --forecast-history + 70 ({args.forecast_history + 70:g}): "
+                     "questions start 10 s after a history's worth of the load")
     with tempfile.TemporaryDirectory(prefix="storypulse-forecast-") as folder:
         if args.part in ("calibration", "all"):
             rate = args.utilisation * args.workers / mean_story_work_s(args.seed)
             print(f"mean arrival rate {rate:.1f} stories/s ({args.utilisation:.0%} of {args.workers} workers), "
                   f"{TASKS[0]}-{TASKS[1]} tasks of {ESTIMATE_MS[0]}-{ESTIMATE_MS[1]} ms log-normal at time scale "
-                  f"{TIME_SCALE:g}, {args.seconds:g} s per load, seed {args.seed}")
+                  f"{TIME_SCALE:g}, {args.seconds:g} s per load, --forecast-history {args.forecast_history:g}, "
+                  f"seed {args.seed}")
             rows, spreads = [], []
             for load in ("poisson", "bursty"):
                 result = calibration(load, args, rate, Path(folder))
                 print(f"  {load}: {result['sent']} stories sent", file=sys.stderr)
-                spreads.append((load, result["dispersion"]))
+                spreads.append((load, result["dispersion"], result["block"]))
 
                 def pct(v):
                     return "-" if v is None else f"{v:.0%}"
@@ -318,9 +349,10 @@ def main() -> int:
             print("\nhit rates (nominal: p50 50 %, p85 85 %, p95 95 %):")
             table(("load", "forecasts", "scored", "median horizon", "p50", "p85", "p95"), rows)
             print("\nVar(completions in 20 s) / (20 x Var(completions in 1 s)) while forecasts were asked "
-                  "(1: independent seconds, as the forecasts assume):")
-            for load, spread in spreads:
-                print(f"  {load}: {'-' if spread is None else f'{spread:.2f}'}")
+                  "(1: independent seconds), and the median block length resampled (seconds):")
+            for load, spread, block in spreads:
+                print(f"  {load}: {'-' if spread is None else f'{spread:.2f}'}, "
+                      f"blocks of {'-' if block is None else f'{block:g}'}")
         if args.part in ("speed", "all"):
             speed(args, Path(folder))
     return 0

@@ -54,6 +54,9 @@ STATS_COUNTERS = (
      "Messages whose handling failed inside the server (answered `internal`), since start."),
     ("dropped_messages", "dropped_messages",
      "Messages dropped unanswered (bad envelopes, bad worker messages), since start."),
+    ("forecast_scored", "forecast_scored",
+     "The server's own backlog forecasts that matured (came true or not by their p85 time), "
+     "since start: what forecast_hit_rate is over."),
 )
 # (metric, Snapshot attribute, help): counted by the loop since start.
 EVENT_COUNTERS = (
@@ -72,16 +75,29 @@ HISTOGRAMS = (
 QUEUE_WAIT = ("task_queue_wait_seconds",
               "Time a task waited in its stage's queue: its lease's start minus its enqueue time "
               "(first runs; a re-run after a lost worker is not counted).")
-# (metric, stats fields by quantile, help): the server's exact percentiles over the flow window.
-FLOW_QUANTILES = (
-    ("flow_lead_time_seconds",
-     (("0.5", "lead_time_p50_s"), ("0.85", "lead_time_p85_s"), ("0.95", "lead_time_p95_s")),
+
+
+def _by_quantile(stem: str, unit: str = "") -> tuple[tuple[str, str], ...]:
+    """The `stats` fields of a figure at p50, p85, p95, by the quantile label of each."""
+    levels = (("0.5", 50), ("0.85", 85), ("0.95", 95))
+    return tuple((label, f"{stem}_p{level}{unit}") for label, level in levels)
+
+
+# (metric, stats fields by quantile, help): the server's exact percentiles over the flow window,
+# then the forecasts (docs/forecasts.md), as `stats` has them.
+QUANTILE_GAUGES = (
+    ("flow_lead_time_seconds", _by_quantile("lead_time", "_s"),
      "Lead time percentiles (nearest rank) over the stories completed in the flow window; "
      "absent while none were."),
-    ("flow_cycle_time_seconds",
-     (("0.5", "cycle_time_p50_s"), ("0.85", "cycle_time_p85_s"), ("0.95", "cycle_time_p95_s")),
+    ("flow_cycle_time_seconds", _by_quantile("cycle_time", "_s"),
      "Cycle time percentiles (nearest rank) over the stories completed in the flow window; "
      "absent while none were."),
+    ("forecast_open_seconds", _by_quantile("forecast_open", "_s"),
+     "Seconds until as many more stories are done as are open now, with that confidence "
+     "(Monte Carlo from the throughput history); absent without history."),
+    ("forecast_hit_rate", _by_quantile("forecast_hit_rate"),
+     "Share of the server's own matured backlog forecasts that came true by their time at that "
+     "level, since start (well calibrated: about the level); absent until one matured."),
 )
 # (metric, attribute of each entry of the stats event's `stages`, help): one series per stage.
 STAGE_GAUGES = (
@@ -115,7 +131,7 @@ OTHER_GAUGES = (
 def catalogue() -> dict[str, str]:
     """Every metric this collector can show, by its name in the exposition (a counter's with
     `_total`; a histogram's before `_bucket`, `_sum`, `_count`), with its type."""
-    kinds = {name: "gauge" for name, _, _ in STATS_GAUGES + FLOW_QUANTILES + STAGE_GAUGES}
+    kinds = {name: "gauge" for name, _, _ in STATS_GAUGES + QUANTILE_GAUGES + STAGE_GAUGES}
     kinds.update((name, "gauge") for name, _ in OTHER_GAUGES)
     kinds.update((name + "_total", "counter") for name, _, _ in STATS_COUNTERS + EVENT_COUNTERS)
     kinds.update((name, "histogram") for name, _, _ in HISTOGRAMS)
@@ -160,7 +176,7 @@ class SnapshotCollector(Collector):
         if efficiency is not None:
             yield GaugeMetricFamily(PREFIX + "flow_efficiency", dict(OTHER_GAUGES)["flow_efficiency"],
                                     value=efficiency)
-        for name, fields, text in FLOW_QUANTILES:
+        for name, fields, text in QUANTILE_GAUGES:
             family = GaugeMetricFamily(PREFIX + name, text, labels=["quantile"])
             for quantile, field in fields:
                 value = getattr(stats, field)

@@ -34,9 +34,12 @@ JOBS_MAX = 32  # forecast requests waiting or running at once; beyond, `busy`
 
 @dataclass
 class Job:
-    """One simulation: `run()` may be called on another thread; all else stays on the loop's."""
+    """One simulation: `run()` is called in the forecast process (forecast_runner.py); all
+    else stays on the loop's thread. The history's statistics (its block length takes an
+    FFT of it) are worked out in `run()` too, off the loop."""
 
-    sample: montecarlo.Sample
+    counts: np.ndarray  # the history's interval counts, oldest first
+    interval_s: float
     stories: int | None  # "when" if set,
     within_s: float | None  # else "how many"
     trials: int
@@ -50,10 +53,11 @@ class Job:
     def run(self) -> None:
         try:
             rng = self.rng if self.rng is not None else np.random.default_rng()
+            sample = montecarlo.Sample.of(self.counts, self.interval_s)
             if self.stories is not None:
-                self.outcome = montecarlo.when(self.sample, self.stories, self.trials, rng)
+                self.outcome = montecarlo.when(sample, self.stories, self.trials, rng)
             else:
-                self.outcome = montecarlo.within(self.sample, self.within_s, self.trials, rng)
+                self.outcome = montecarlo.within(sample, self.within_s, self.trials, rng)
         except Exception as exc:  # reported to the asker as `internal`; never kills the thread
             self.error = exc
 
@@ -94,8 +98,8 @@ class Forecasts:
     def _rng(self) -> np.random.Generator | None:
         return None if self._seed is None else np.random.default_rng(self._seed.spawn(1)[0])
 
-    def _basis(self, now: float) -> tuple[montecarlo.Sample | None, ForecastResult]:
-        """The sample to resample (None if it cannot answer) and a result that says so."""
+    def _basis(self, now: float) -> tuple[np.ndarray | None, ForecastResult]:
+        """The counts to resample (None if it cannot answer) and a result that says so."""
         counts = self.throughput.samples(now)
         completions = sum(counts)
         interval = self.throughput.interval
@@ -109,18 +113,18 @@ class Forecasts:
             result.reason = (f"no story was completed in the {len(counts) * interval:g} s of "
                              "throughput history: nothing to resample")
             return None, result
-        return montecarlo.Sample.of(counts, interval), result
+        return np.asarray(counts, dtype=np.int64), result
 
     def ask(self, request: protocol.Forecast, envelope: Any, now: float) -> ForecastResult | str | None:
         """A `forecast` request: a result now (no history), a `busy` message, or None: a job
         was made, and its reply comes when it is finished."""
-        sample, result = self._basis(now)
-        if sample is None:
+        counts, result = self._basis(now)
+        if counts is None:
             result.stories, result.within_s = request.stories, request.within_s
             return result
         if self.in_flight + len(self._jobs) >= JOBS_MAX:
             return f"{JOBS_MAX} forecasts are already running or waiting; try again shortly"
-        self._jobs.append(Job(sample, request.stories, request.within_s, request.trials, now,
+        self._jobs.append(Job(counts, self.throughput.interval, request.stories, request.within_s, request.trials, now,
                               self.throughput.completed, (envelope, request.id), rng=self._rng()))
         return None
 
@@ -133,11 +137,11 @@ class Forecasts:
         if open_stories <= 0:
             self._backlog_done(now, (0.0, 0.0, 0.0), 0)
             return
-        sample, _ = self._basis(now)
-        if sample is None:
+        counts, _ = self._basis(now)
+        if counts is None:
             self.backlog = Backlog(now, None)
             return
-        self._jobs.append(Job(sample, open_stories, None, self.backlog_trials, now,
+        self._jobs.append(Job(counts, self.throughput.interval, open_stories, None, self.backlog_trials, now,
                               self.throughput.completed, rng=self._rng()))
 
     def started(self, job: Job) -> None:
@@ -168,13 +172,13 @@ class Forecasts:
                                     stories, seconds)
 
     def _result(self, job: Job) -> ForecastResult:
-        sample = job.sample
+        counts = job.counts
         result = ForecastResult(stories=job.stories, within_s=job.within_s,
                                 method=job.outcome.method,
                                 trials=job.trials if job.outcome.method == "simulated" else 0,
-                                history_s=sample.counts.size * sample.interval_s,
-                                samples=int(sample.counts.size), interval_s=sample.interval_s,
-                                completions=int(sample.counts.sum()))
+                                history_s=counts.size * job.interval_s,
+                                samples=int(counts.size), interval_s=job.interval_s,
+                                completions=int(counts.sum()))
         if isinstance(job.outcome, montecarlo.When):
             result.p50_s, result.p85_s, result.p95_s = job.outcome.seconds
         else:

@@ -11,6 +11,7 @@ the normal method's p-time must be within 0.02 of p.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -38,7 +39,9 @@ def poisson_lower_quantile(mu: float, level: float) -> int:
 
 
 def poisson_history(lam: float, samples: int = 100_000) -> mc.Sample:
-    """Interval counts whose spread is Poisson(lam) itself: each value as often as its pmf says."""
+    """Interval counts whose spread is Poisson(lam) itself: each value as often as its pmf says,
+    in a random order (in order of size they would be one long run of dependent intervals,
+    and the forecasts would resample them in blocks)."""
     counts = []
     n = 0
     while True:
@@ -48,7 +51,7 @@ def poisson_history(lam: float, samples: int = 100_000) -> mc.Sample:
             break
         counts += [n] * times
         n += 1
-    return mc.Sample.of(counts, 1.0)
+    return mc.Sample.of(np.random.default_rng(0).permutation(counts), 1.0)
 
 
 def rng(seed: int = 7) -> np.random.Generator:
@@ -215,7 +218,7 @@ histories = st.lists(st.integers(0, 60), min_size=1, max_size=80).filter(any)
 methods = st.sampled_from(["simulated", "normal"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get('FORECAST_EXAMPLES', 60)), deadline=None)
 @given(histories, st.integers(1, 300), st.integers(0, 200), st.integers(0, 2**32 - 1), methods)
 def test_when_is_ordered_by_level_and_grows_with_n(counts, stories, more, seed, method):
     sample = mc.Sample.of(counts, 1.0)
@@ -231,7 +234,7 @@ def test_when_is_ordered_by_level_and_grows_with_n(counts, stories, more, seed, 
     assert first[0] > 0 if method == "simulated" else first[0] >= 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get('FORECAST_EXAMPLES', 60)), deadline=None)
 @given(histories, st.integers(1, 300), st.integers(0, 200), st.integers(0, 2**32 - 1), methods)
 def test_how_many_is_ordered_by_level_and_grows_with_t(counts, seconds, more, seed, method):
     sample = mc.Sample.of(counts, 1.0)
@@ -240,3 +243,51 @@ def test_how_many_is_ordered_by_level_and_grows_with_t(counts, seconds, more, se
     assert first[2] <= first[1] <= first[0]
     assert all(a <= b for a, b in zip(first, later))
     assert min(first) >= 0
+
+
+# -- dependent intervals: blocks and the rate's uncertainty -----------------------------------
+def on_off(seconds: int, seed: int, rate: float = 10.0, switch: float = 0.2) -> np.ndarray:
+    """Completions per second of a Markov-modulated rate: on (Poisson `rate` a second) or off
+    (none), switching with probability `switch` each second (spells of 5 s on average). The
+    seconds of a spell go together, so sums over many seconds vary far more than sums of
+    independent seconds would (by (1 + 0.6) / (1 - 0.6) = 4 times for the rate's part)."""
+    r = np.random.default_rng(seed)
+    flips = r.random(seconds) < switch
+    on = (np.cumsum(flips) + r.integers(2)) % 2 == 1
+    return np.where(on, r.poisson(rate, seconds), 0)
+
+
+def hit_rates(counts: np.ndarray, history: int, ahead: int, sample_of) -> tuple[np.ndarray, np.ndarray]:
+    """Backtest: at every `ahead`-th second, forecast from the `history` seconds before (how many
+    within `ahead`; when will as many as the history's mean rate makes in `ahead` be done) and
+    score against the seconds after. Futures do not overlap, so the scores are near
+    independent. Returns the hit rates of (how many, when) at each level."""
+    r = np.random.default_rng(5)
+    many, when, asked = np.zeros(3), np.zeros(3), 0
+    for t in range(history, counts.size - 4 * ahead, ahead):
+        sample = sample_of(counts[t - history:t])
+        future = counts[t:t + 4 * ahead]
+        least = mc.within(sample, float(ahead), 1000, r, "simulated").stories
+        many += [future[:ahead].sum() >= v for v in least]
+        stories = max(1, round(ahead * sample.mean))
+        done = np.cumsum(future)
+        second = int(np.searchsorted(done, stories))  # the second it came in, at a uniform moment
+        nth = stories - (done[second - 1] if second else 0)
+        came = second + np.sort(r.random(future[second]))[nth - 1]
+        when += [came <= s for s in mc.when(sample, stories, 1000, r, "simulated").seconds]
+        asked += 1
+    return many / asked, when / asked
+
+
+def test_an_on_off_rate_is_forecast_near_each_level_where_independent_draws_miss():
+    """Ten hours of an on/off rate, forecasts 30 s ahead from 10 minutes of history. Drawn
+    second by second, as the offline tools do, the futures vary half as much as the real
+    ones: the p85 answers come true about 70 % of the time. In blocks, with the rate's own
+    uncertainty, near 85 %. (About 1,200 forecasts: a hit rate's standard error is 0.01.)"""
+    counts = on_off(36_000, seed=4)
+    old_many, old_when = hit_rates(counts, 600, 30, lambda h: mc.Sample.of(h, 1.0, block=1, rate_uncertainty=False))
+    new_many, new_when = hit_rates(counts, 600, 30, lambda h: mc.Sample.of(h, 1.0))
+    assert old_many[1] < 0.76 and old_when[1] < 0.76, (old_many, old_when)
+    assert old_many[2] < 0.87 and old_when[2] < 0.87, (old_many, old_when)
+    for rates in (new_many, new_when):
+        assert rates == pytest.approx(mc.LEVELS, abs=0.04), (new_many, new_when)

@@ -189,3 +189,29 @@ def test_calibration_under_poisson_throughput_lands_near_each_level(open_stories
     assert figures["forecast_scored"] > 600
     for level in (50, 85, 95):
         assert abs(figures[f"forecast_hit_rate_p{level}"] - level / 100) <= 0.06, figures
+
+
+def test_calibration_under_an_on_off_rate_lands_near_each_level():
+    """Two hours of fake time of an on/off rate (spells of 5 s on average, 10 a second when on,
+    at uniform moments; test_forecast_math.on_off), a backlog of 150 kept open (some 30 s of
+    it). Seconds of a spell go together: the server's own scoring sees its forecasts come true
+    near each level, not the 70 % at p85 that independent draws give (the test of the
+    simulation shows both). Forecasts overlap (30 s ahead, one every 5 s): the ~1,400 scores
+    are worth a few hundred independent ones, so +-0.06 is about 2.5 standard errors."""
+    from test_forecast_math import on_off
+
+    counts = on_off(7200, seed=8)
+    r = np.random.default_rng(9)
+    f = Forecasts(600.0, now=0.0, seed=3, backlog_trials=1000)
+    now = 0.0
+    for second, count in enumerate(counts):
+        for at in np.sort(r.random(count)):
+            f.completed(second + at, 1)
+        now = second + 1.0
+        if second % 5 == 4:
+            f.tick(now, open_stories=150)
+            run_jobs(f, now)
+    figures = f.figures(now)
+    assert figures["forecast_scored"] > 1000
+    for level in (50, 85, 95):
+        assert abs(figures[f"forecast_hit_rate_p{level}"] - level / 100) <= 0.06, figures

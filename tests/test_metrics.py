@@ -128,6 +128,22 @@ def test_a_scrape_shows_the_stats_the_counters_and_the_histograms():
     assert "process_cpu_seconds_total" in seen  # the process's own figures come along
 
 
+def test_the_forecast_figures_are_gauges_by_level_and_the_scored_count_a_counter():
+    """The backlog forecast and the server's own hit rates, as `stats` carries them; nulls
+    (no history yet, nothing matured yet) are absent, not zero."""
+    forecast = stats(forecast_open_p50_s=12.5, forecast_open_p85_s=15.0, forecast_open_p95_s=17.25,
+                     forecast_hit_rate_p50=0.5, forecast_hit_rate_p85=0.875, forecast_hit_rate_p95=None,
+                     forecast_scored=40)
+    seen = scrape(Snapshot.take(forecast, Meters(), WorkState(), started_at=0.0))
+    assert seen[PREFIX + "forecast_open_seconds"] == {
+        (("quantile", "0.5"),): 12.5, (("quantile", "0.85"),): 15.0, (("quantile", "0.95"),): 17.25}
+    assert seen[PREFIX + "forecast_hit_rate"] == {(("quantile", "0.5"),): 0.5, (("quantile", "0.85"),): 0.875}
+    assert seen[PREFIX + "forecast_scored_total"] == {(): 40}
+    early = scrape(Snapshot.take(stats(), Meters(), WorkState(), started_at=0.0))
+    assert PREFIX + "forecast_open_seconds" not in early and PREFIX + "forecast_hit_rate" not in early
+    assert early[PREFIX + "forecast_scored_total"] == {(): 0}
+
+
 def test_every_bucket_bound_is_shown_and_counts_never_fall():
     meters = Meters()
     for value in (0.0005, 0.3, 3.0, 30.0, 3e5):

@@ -9,10 +9,10 @@ forecast process.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from storypulse.client import RequestError
-from storypulse.server import montecarlo
 from storypulse.server.forecast_runner import _Child
 from storypulse.server.forecasting import Job
 from inproc import FakeClock, InprocServer
@@ -115,7 +115,7 @@ def test_a_job_whose_process_dies_under_it_fails_and_says_so():
     try:
         child.process.kill()
         child.process.join(5)
-        job = Job(montecarlo.Sample.of([4] * 20, 1.0), 8, None, 100, made_at=0.0, done=0)
+        job = Job(np.full(20, 4), 1.0, 8, None, 100, made_at=0.0, done=0)
         child.run(job)
         assert isinstance(job.error, RuntimeError) and "forecast process ended" in str(job.error)
         assert not child.alive()
