@@ -413,8 +413,13 @@ def test_the_flow_tab_shows_a_real_servers_workflow_and_sets_its_limits_and_pool
     qtbot.waitUntil(lambda: flow.clock.latest.completed_stories >= 20
                     and sum(s.stories > 0 for s in flow.clock.latest.stages) >= 2, timeout=30_000)
 
-    # Each band is the stats at its time: done, test, build, analysis, waiting.
-    qtbot.waitUntil(lambda: not flow._dirty and flow.diagnostics["frames"] > 0, timeout=5_000)
+    # Each band is the stats at its time: done, test, build, analysis, waiting. Rows drawn before the
+    # recorder was connected cannot be checked: wait until 20 drawn rows can (a busy machine is slower).
+    def checkable_rows():
+        return sum(at in recorder.stats for at in flow.cfd_edges[0])
+
+    qtbot.waitUntil(lambda: not flow._dirty and flow.diagnostics["frames"] > 0 and checkable_rows() >= 20,
+                    timeout=20_000)
     ts, edges = flow.cfd_edges[0], flow.cfd_stage_edges
     matched = 0
     for i, at in enumerate(ts):
