@@ -8,6 +8,9 @@ conftest fixture set up, and puts that fixture's state back after.
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 import weakref
 from contextlib import contextmanager
@@ -75,3 +78,14 @@ def test_with_it_only_the_ui_thread_collects_and_its_timer_does(qtbot):
         finally:
             collector.stop()
         assert gc.isenabled()  # as it was before the collector
+
+
+def test_the_app_makes_one_with_its_qapplication():
+    """Before any worker thread starts (a fresh process: this one's QApplication exists already)."""
+    code = ("import gc; from storypulse.desktop.app import ensure_app; app = ensure_app(); "
+            "print(gc.isenabled(), app.findChild(UiThreadCollector) is not None)")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-c", f"from storypulse.desktop.ui_gc import UiThreadCollector; {code}"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
