@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QApplication
 
 from storypulse.endpoints import parse_server
 
+from .ui_gc import collect_in_ui_thread
+
 ORGANISATION = "storypulse"
 APPLICATION = "storypulse"
 
@@ -27,6 +29,8 @@ def ensure_app() -> QApplication:
         app.setOrganizationName(ORGANISATION)
         app.setApplicationName(APPLICATION)
         app.setStyle("Fusion")
+        # Before any worker thread starts: Qt objects in cyclic garbage must die in this thread (ui_gc.py).
+        collect_in_ui_thread(app)
     return app
 
 

@@ -57,6 +57,23 @@ def flow_tab(qtbot):
 
 
 @pytest.fixture(autouse=True)
+def qt_garbage_in_the_ui_thread(request):
+    """A test with Qt objects collects cycles in the UI thread only, as the desktop app does (desktop/ui_gc.py):
+    else a stand-in's or a request thread's allocation may collect an earlier test's tab, and destroy its
+    QObjects in that thread (a segfault or a deadlock). Set up before the test's other fixtures, stopped after
+    them: its full collection at the end runs here, with what they stopped."""
+    if "qapp" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("qapp")
+    from storypulse.desktop.ui_gc import UiThreadCollector
+
+    collector = UiThreadCollector()
+    yield
+    collector.stop()
+
+
+@pytest.fixture(autouse=True)
 def light_theme_after():
     """A test that switches the desktop app's theme (a process-wide setting) leaves it light again."""
     yield
