@@ -261,8 +261,11 @@ def test_watch_follows_live_events(server, tmp_path):
     """JSON lines, one per stats event: seq rising without repeats, the counts following the work."""
     out_path = tmp_path / "watch.jsonl"
     with open(out_path, "w") as out:
+        # Ctrl-C as a terminal sends it: a test run started in the background (`cmd &` in a script) ignores
+        # SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler.
         watcher = subprocess.Popen([sys.executable, "-m", "storypulse", "watch", "--json", "--duration", "60",
-                                    *at(server)], cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True)
+                                    *at(server)], cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def lines() -> list[dict]:
             return [json.loads(line) for line in out_path.read_text().splitlines() if line.endswith("}")]
