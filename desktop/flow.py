@@ -251,7 +251,9 @@ class FlowTab(QWidget):
         self.lead_plot = self._time_plot("lead", *self._lead_title())
         self.measure_choice = MeasureChoice(self.views["lead"])
         self.measure_choice.changed.connect(self.set_measure)
-        self.lead_plot.titleLabel.reserve = self.measure_choice.width()
+        # (the view's right margin, room for the last time label, takes part of the box)
+        right_margin = self.views["lead"].ci.layout.getContentsMargins()[2]
+        self.lead_plot.titleLabel.reserve = max(0, self.measure_choice.width() - right_margin)
         self.dots = Dots(theme.current().colour("lead_time"), size=4, diagnostics=self.diagnostics)  # thousands: squares
         self.lead_plot.vb.addItem(self.dots)
         self.percentile_curves = {}
