@@ -49,8 +49,8 @@ from .series import SeriesBuffer, ServerClock, peak_decimate
 from .stage_math import StageSeries, stage_edges, stage_names, stage_role
 from .stage_views import StageBands, StageStrip
 
-CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead or cycle time chart", "aging": "Aging work in progress chart",
-               "little": "Little's law chart"}
+CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead or cycle time chart",
+               "aging": "Aging work in progress chart", "little": "Little's law chart"}
 CHART_DESCRIPTIONS = {
     "cfd": "Stories done, in progress and waiting, stacked over time",
     "lead": "The lead time (or the cycle time, as chosen) of every completed story, with its p50, p85 and p95 "
@@ -275,8 +275,8 @@ class FlowTab(QWidget):
         self.measure = measure
         self.measure_choice.choose(measure.key)
         self._titles[self.lead_plot] = self._lead_title()
-        theme_chart(self.lead_plot, theme.current(), title=legend_title(*self._titles[self.lead_plot],
-                                                                        theme.current()))
+        colours = theme.current()
+        theme_chart(self.lead_plot, colours, title=legend_title(*self._titles[self.lead_plot], colours))
         self._dirty = self._dots_dirty = True
         self._dots_at = 0.0  # at once, not at the next dot time
         if self.isVisible():
@@ -507,8 +507,8 @@ class FlowTab(QWidget):
         self.cfd_edges = (ts, done, progress, arrived)
 
         times = col("ts")[first:last]
-        for name, curve in self.percentile_curves.items():
-            curve.set_data(times, col(self.measure.percentiles[name])[first:last], gaps=True)  # null before any
+        for name, curve in self.percentile_curves.items():  # (null before any completion: gaps)
+            curve.set_data(times, col(self.measure.percentiles[name])[first:last], gaps=True)
         series = {
             "open_stories": col("open_stories")[first:last],
             "stories_in_progress": col("stories_in_progress")[first:last],
@@ -565,9 +565,9 @@ class FlowTab(QWidget):
 
         completed = self.completions.column(COMPLETED_AT)
         since = np.searchsorted(completed, left)
-        leads = self.completions.column(self.measure.column)[since:]
+        times_taken = self.completions.column(self.measure.column)[since:]
         p95 = col(self.measure.percentiles["p95"])[start:end]
-        top = max(float(np.nanmax(leads, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
+        top = max(float(np.nanmax(times_taken, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
         fit_y(self.lead_plot, 0.0, top)
 
         little = [col(n)[start:end] for n in ("open_stories", "stories_in_progress", "wip_limit")]
