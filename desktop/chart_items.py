@@ -262,6 +262,7 @@ class ChartTitle(pg.LabelItem):
 
     MIN_WIDTH = 10
     _busy = False  # in updateMin, whose size changes call resizeEvent, which calls updateMin
+    reserve = 0.0  # px kept clear at each end of the row: a control laid over a corner of it
 
     def __init__(self, plot: pg.PlotItem):
         self.row_mates: list[ChartTitle] = []  # (set before the label's first text, which asks for it)
@@ -273,6 +274,7 @@ class ChartTitle(pg.LabelItem):
             return
         self.item.setTextWidth(-1)
         width = self.rect().width()
+        width = max(width - 2 * self.reserve, self.MIN_WIDTH) if width > 0 else width
         # As wide as the text needs, at most the width it has: lines centred, and broken if need be.
         self.item.setTextWidth(min(self.item.document().idealWidth(), width) if width > 0 else -1)
         super().resizeEvent(ev)

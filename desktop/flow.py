@@ -38,9 +38,10 @@ from .chart_items import (
 )
 from .diagnostics import Diagnostics
 from .flow_math import (
-    COMPLETED_AT, FLOW_FIELDS, LEAD, PERCENTILES, Aging, CompletionBuffer, FlowCoverage, LittlesLaw, aging,
-    cfd_edges, littles_law, oldest_page, predicted_wip, stride,
+    COMPLETED_AT, FLOW_FIELDS, MEASURES, PERCENTILES, Aging, CompletionBuffer, FlowCoverage, LittlesLaw, Measure,
+    aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
 )
+from .measure_choice import MeasureChoice
 from .requests import Requests
 from .live import live_layout, may_draw, readout_label, timer
 from .ranges import time_span
@@ -48,11 +49,12 @@ from .series import SeriesBuffer, ServerClock, peak_decimate
 from .stage_math import StageSeries, stage_edges, stage_names, stage_role
 from .stage_views import StageBands, StageStrip
 
-CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead time chart", "aging": "Aging work in progress chart",
-               "little": "Little's law chart"}
+CHART_NAMES = {"cfd": "Cumulative flow chart", "lead": "Lead or cycle time chart",
+               "aging": "Aging work in progress chart", "little": "Little's law chart"}
 CHART_DESCRIPTIONS = {
     "cfd": "Stories done, in progress and waiting, stacked over time",
-    "lead": "The lead time of every completed story, with the p50, p85 and p95 lead times over time",
+    "lead": "The lead time (or the cycle time, as chosen) of every completed story, with its p50, p85 and p95 "
+            "over time",
     "aging": "The oldest open stories by age, waiting or in progress (or in each stage), against the p85 lead "
              "time; blocked ones marked with a square",
     "little": "Work in progress, stories in progress, throughput times mean lead time, and the WIP limit over time",
@@ -71,8 +73,7 @@ DOTS_EVERY_S = 0.2  # new dots at most this often: a flood of completions costs 
 
 # Series roles (theme.SERIES: colour and line style), by what they draw.
 BAND_ROLES = {"done": "done", "progress": "in_progress", "waiting": "open"}
-PERCENTILE_ROLES = {"lead_time_p50_s": "p50", "lead_time_p85_s": "p85", "lead_time_p95_s": "p95"}
-PERCENTILE_LABELS = {"lead_time_p50_s": "p50", "lead_time_p85_s": "p85", "lead_time_p95_s": "p95"}
+PERCENTILE_ROLES = ("p50", "p85", "p95")  # each line's name, legend label and role
 LITTLE_CURVES = (
     # series, legend, role
     ("open_stories", "WIP", "open"),
@@ -221,7 +222,7 @@ class FlowTab(QWidget):
         self.stage_bands.apply_theme(colours)
         self.dots.set_colour(colours.colour("lead_time"))
         for name, curve in self.percentile_curves.items():
-            curve.set_pen(colours.pen(PERCENTILE_ROLES[name]))
+            curve.set_pen(colours.pen(name))
         for name, _, role in LITTLE_CURVES:
             self.little_curves[name].set_pen(colours.pen(role))
 
@@ -245,16 +246,42 @@ class FlowTab(QWidget):
         self.cfd_stage_edges: list[np.ndarray] = []  # with a workflow: stage_edges as drawn (ts apart)
 
     def _build_lead_times(self) -> None:
-        self.lead_plot = self._time_plot("lead", "Lead time per completed story, s", (
-            ("story", "lead_time", "dots"), *((PERCENTILE_LABELS[n], r, "line") for n, r in PERCENTILE_ROLES.items())))
+        """Lead or cycle time per story (self.measure, chosen in the chart's title row: measure_choice.py)."""
+        self.measure = MEASURES["lead"]
+        self.lead_plot = self._time_plot("lead", *self._lead_title())
+        self.measure_choice = MeasureChoice(self.views["lead"])
+        self.measure_choice.changed.connect(self.set_measure)
+        # (the view's right margin, room for the last time label, takes part of the box)
+        right_margin = self.views["lead"].ci.layout.getContentsMargins()[2]
+        self.lead_plot.titleLabel.reserve = max(0, self.measure_choice.width() - right_margin)
         self.dots = Dots(theme.current().colour("lead_time"), size=4, diagnostics=self.diagnostics)  # thousands: squares
         self.lead_plot.vb.addItem(self.dots)
         self.percentile_curves = {}
-        for name, role in PERCENTILE_ROLES.items():
-            curve = LiveCurve(theme.current().pen(role))
+        for name in PERCENTILE_ROLES:
+            curve = LiveCurve(theme.current().pen(name))
             curve.setZValue(2)  # over the dots
             self.lead_plot.vb.addItem(curve)
             self.percentile_curves[name] = curve
+
+    def _lead_title(self) -> tuple[str, tuple]:
+        return (f"{self.measure.name} per completed story, s",
+                (("story", "lead_time", "dots"), *((p, p, "line") for p in PERCENTILE_ROLES)))
+
+    @Slot(object)
+    def set_measure(self, measure: Measure) -> None:
+        """Plot lead time or cycle time: the dots, the percentile lines, the title and the y range anew."""
+        if measure == self.measure:
+            return
+        self.measure = measure
+        self.measure_choice.choose(measure.key)
+        self._titles[self.lead_plot] = self._lead_title()
+        colours = theme.current()
+        theme_chart(self.lead_plot, colours, title=legend_title(*self._titles[self.lead_plot], colours))
+        self._dirty = self._dots_dirty = True
+        self._dots_at = 0.0  # at once, not at the next dot time
+        if self.isVisible():
+            self._draw(self.clock.now())
+            self._update_y_ranges()
 
     def _build_aging(self) -> None:
         self.aging_chart = AgingChart(self.views["aging"].ci)
@@ -453,7 +480,8 @@ class FlowTab(QWidget):
             self._push_series(since)
         if self._dots_dirty and time.monotonic() - self._dots_at >= DOTS_EVERY_S:
             rows = self.completions.window(since, MAX_DOTS)
-            self.dots.set_data(rows[:, COMPLETED_AT], rows[:, LEAD])
+            rows = rows[np.isfinite(rows[:, self.measure.column])]  # (a cycle time may be missing)
+            self.dots.set_data(rows[:, COMPLETED_AT], rows[:, self.measure.column])
             self._dots_dirty = False
             self._dots_at = time.monotonic()
         self.notes.draw()
@@ -479,8 +507,8 @@ class FlowTab(QWidget):
         self.cfd_edges = (ts, done, progress, arrived)
 
         times = col("ts")[first:last]
-        for name, curve in self.percentile_curves.items():
-            curve.set_data(times, col(name)[first:last], gaps=True)  # null before any completion
+        for name, curve in self.percentile_curves.items():  # (null before any completion: gaps)
+            curve.set_data(times, col(self.measure.percentiles[name])[first:last], gaps=True)
         series = {
             "open_stories": col("open_stories")[first:last],
             "stories_in_progress": col("stories_in_progress")[first:last],
@@ -537,9 +565,9 @@ class FlowTab(QWidget):
 
         completed = self.completions.column(COMPLETED_AT)
         since = np.searchsorted(completed, left)
-        leads = self.completions.column(LEAD)[since:]
-        p95 = col("lead_time_p95_s")[start:end]
-        top = max(float(np.nanmax(leads, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
+        times_taken = self.completions.column(self.measure.column)[since:]
+        p95 = col(self.measure.percentiles["p95"])[start:end]
+        top = max(float(np.nanmax(times_taken, initial=0.0)), float(np.nanmax(p95, initial=0.0)) if p95.size else 0.0)
         fit_y(self.lead_plot, 0.0, top)
 
         little = [col(n)[start:end] for n in ("open_stories", "stories_in_progress", "wip_limit")]

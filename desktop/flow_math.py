@@ -28,6 +28,9 @@ FLOW_FIELDS = (
     "lead_time_p50_s",
     "lead_time_p85_s",
     "lead_time_p95_s",
+    "cycle_time_p50_s",
+    "cycle_time_p85_s",
+    "cycle_time_p95_s",
     "wip_limit",
 )
 PERCENTILES = ("lead_time_p50_s", "lead_time_p85_s", "lead_time_p95_s")
@@ -193,6 +196,24 @@ def littles_law(stats, covered_s: float | None = None) -> LittlesLaw:
 
 # -- completions -------------------------------------------------------------------
 COMPLETED_AT, LEAD, CYCLE, STORY = range(4)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What the time-per-story chart plots: lead time (created → done, the queue before the start
+    included) or cycle time (started → done, what a WIP limit on a bottleneck cuts)."""
+
+    key: str  # as remembered in the settings
+    name: str  # "Lead time"
+    column: int  # of CompletionBuffer: LEAD or CYCLE
+    percentiles: dict[str, str]  # "p50", "p85", "p95" → the Stats field of that percentile
+
+
+def _measure(key: str, name: str, column: int) -> Measure:
+    return Measure(key, name, column, {p: f"{key}_time_{p}_s" for p in ("p50", "p85", "p95")})
+
+
+MEASURES = {"lead": _measure("lead", "Lead time", LEAD), "cycle": _measure("cycle", "Cycle time", CYCLE)}
 
 
 class CompletionBuffer:

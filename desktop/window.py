@@ -485,6 +485,7 @@ class MainWindow(QMainWindow):
             self.stories.splitter.restoreState(splitter)
         for act in self.theme_actions.actions():
             act.setChecked(act.data() == self.theme_choice)
+        self.flow.measure_choice.choose(str(s.value("view/flow_measure", "lead")))
         notes = s.value("view/annotations", True)
         self.show_notes(notes not in (False, "false", "0", 0))
 
@@ -505,6 +506,7 @@ class MainWindow(QMainWindow):
         s.setValue("stories/split_vertical", self.stories.splitter.saveState())
         s.setValue("view/theme", self.theme_choice)
         s.setValue("view/annotations", self.notes_action.isChecked())
+        s.setValue("view/flow_measure", self.flow.measure.key)
         s.sync()
 
     def shutdown(self) -> bool:

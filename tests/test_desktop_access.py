@@ -82,7 +82,7 @@ def test_every_control_has_a_name_and_takes_the_keyboard_focus(qtbot, window):
     row.update(ts=1_000.0, seq=1, stages=workflow_stages(), wip_limit=0, flow_window_s=60.0, lead_time_p85_s=None,
                open_stories=5, stories_in_progress=3, completed_stories=1, stories_completed_in_window=1,
                lead_time_mean_s=1.0, lead_time_p50_s=None, lead_time_p95_s=None, bottleneck="test",
-               flow_efficiency=0.5)
+               flow_efficiency=0.5, cycle_time_p50_s=None, cycle_time_p85_s=None, cycle_time_p95_s=None)
     batch = snapshot_batch([SimpleNamespace(**row)])
     window.flow.apply_batch(batch)
     window.pool_panel.apply_batch(batch)

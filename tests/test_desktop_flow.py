@@ -8,6 +8,8 @@ coming with the same figures, and the tab must show exactly what was fed.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pyqtgraph as pg
 import pytest
@@ -69,7 +71,7 @@ def test_bands_dots_and_percentile_lines_equal_the_stream(qtbot, flow_tab):
             assert (np.isnan(value) and expected is None) or value == expected
         # The line goes through every point buffered (and breaks where a value is missing).
         drawn = pg.arrayToQPath(buffer.column("ts"), buffer.column(name), connect="finite", finiteCheck=True)
-        assert tab.percentile_curves[name].path() == drawn
+        assert tab.percentile_curves[name.split("_")[2]].path() == drawn  # (lead time: the default)
         assert buffer.column(name)[-1] == getattr(last, name)
     assert figures(stand_in.stats()[-1]) == figures(last)  # still: what the tab shows stays true
 
@@ -227,3 +229,58 @@ def test_a_limit_box_follows_the_servers_limit_but_keeps_an_edit_not_applied(qtb
     assert spin.value() == 3
     follower.show(5, initial=True)  # a snapshot (a reconnect) shows the server's again
     assert spin.value() == 5
+
+
+def test_the_time_chart_shows_lead_or_cycle_time_as_chosen_and_remembers_the_choice(qtbot, flow_tab, tmp_path):
+    """Stories queue before they start (4 a second on 2 workers): lead and cycle times differ, and the dots,
+    the p85 line and the title follow the measure chosen from the keyboard; a new window keeps the choice."""
+    from PySide6.QtCore import QSettings, Qt
+
+    from storypulse.desktop.flow_math import CYCLE
+    from storypulse.desktop.window import MainWindow
+    from storypulse.endpoints import Endpoints
+
+    tab, stand_in = flow_tab(queue_model())
+    last = run_then_freeze(qtbot, tab, stand_in, completions=40)
+    completed = [e for e in stand_in.story_events() if e.event == "completed"]
+    assert sum(e.lead_time_s > e.cycle_time_s for e in completed) > len(completed) // 2  # a queue before the start
+    assert last.cycle_time_p85_s < last.lead_time_p85_s
+
+    def p85_drawn(field: str):
+        buffer = tab.buffer
+        return pg.arrayToQPath(buffer.column("ts"), buffer.column(field), connect="finite", finiteCheck=True)
+
+    choice = tab.measure_choice
+    assert choice.accessibleName() and choice.currentText() == "Lead time"  # the default
+    assert "Lead time per completed story" in tab.lead_plot.titleLabel.text
+    assert np.array_equal(tab.dots.y, [e.lead_time_s for e in completed])
+    assert tab.percentile_curves["p85"].path() == p85_drawn("lead_time_p85_s")
+
+    choice.setFocus()
+    qtbot.keyClick(choice, Qt.Key.Key_Down)  # the keyboard reaches it
+    assert choice.currentText() == "Cycle time" and tab.measure.column == CYCLE
+    assert "Cycle time per completed story" in tab.lead_plot.titleLabel.text
+    assert np.array_equal(tab.dots.x, [e.ts for e in completed])
+    assert np.array_equal(tab.dots.y, [e.cycle_time_s for e in completed])
+    assert tab.percentile_curves["p85"].path() == p85_drawn("cycle_time_p85_s")
+    assert tab.percentile_curves["p85"].path() != p85_drawn("lead_time_p85_s")
+    # The y range fits the cycle times, not the longer lead times.
+    top = tab.lead_plot.viewRange()[1][1]
+    assert max(e.cycle_time_s for e in completed) <= top < max(e.lead_time_s for e in completed)
+    # Little's law stays a statement about lead time, whatever the chart shows.
+    qtbot.waitUntil(lambda: "mean lead time" in tab.readout.text(), timeout=5_000)
+
+    # Remembered: a window closed with cycle time chosen opens the next time with it.
+    settings_file = str(tmp_path / "s.ini")
+    with socket.socket() as probe:  # a port where nothing answers: the widgets are all there
+        probe.bind(("127.0.0.1", 0))
+        nowhere = Endpoints("127.0.0.1", probe.getsockname()[1])
+    for expected, key in (("lead", "cycle"), ("cycle", None)):
+        window = MainWindow(nowhere, QSettings(settings_file, QSettings.Format.IniFormat))
+        qtbot.addWidget(window)
+        assert window.flow.measure.key == expected
+        assert window.flow.measure_choice.currentData() == expected
+        if key:
+            window.flow.measure_choice.choose(key)
+        window.close()
+    assert QSettings(settings_file, QSettings.Format.IniFormat).value("view/flow_measure") == "cycle"
