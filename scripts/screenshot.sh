@@ -8,7 +8,7 @@
 #
 #   scripts/screenshot.sh [--tab dashboard|stories|flow] [--theme light|dark|system] [--scale F]
 #                         [--stand-in [--stages 1|3]] [--scenario NAME-or-FILE] [--window 60|300|900|3600]
-#                         [--wip-limit N [--wip-after S]] [OUTPUT.png]
+#                         [--wip-limit N [--wip-after S]] [--measure lead|cycle] [OUTPUT.png]
 #       (SCREENSHOT_SECONDS=25 by default)
 #   scripts/screenshot.sh --tab flow docs/flow.png      the Flow tab under the demo's load
 #   scripts/screenshot.sh --theme dark --scale 2 out.png  dark, at 200 % (QT_SCALE_FACTOR; a screen twice as big)
@@ -19,7 +19,8 @@
 # test, test short of people). --scenario runs the demo's server and simulator on a scenario.
 # --window is the charts' time window (1 min by default, so a short run fills it). --wip-limit
 # sets the server's WIP limit (`storypulse flow --wip-limit`) as soon as it answers, or S seconds
-# after the start with --wip-after: a chart shows the flow before the limit and after it.
+# after the start with --wip-after: a chart shows the flow before the limit and after it. --measure
+# cycle has the Flow tab's time chart show cycle time instead of lead time.
 #   SCREENSHOT_SECONDS=240 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
 #       --wip-limit 8 --wip-after 140 docs/flow.png
 set -euo pipefail
@@ -34,6 +35,7 @@ SCENARIO=()
 WINDOW=60
 WIP_LIMIT=""
 WIP_AFTER=0
+MEASURE=lead
 while [ $# -gt 0 ]; do
     case "$1" in
         --tab) TAB=$2; shift 2 ;;
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=$2; shift 2 ;;
         --wip-limit) WIP_LIMIT=$2; shift 2 ;;
         --wip-after) WIP_AFTER=$2; shift 2 ;;
+        --measure) MEASURE=$2; shift 2 ;;
         -*) echo "screenshot.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -65,6 +68,7 @@ Xvfb -displayfd 3 -screen 0 "${screen}x24" -nolisten tcp >"$work/xvfb.log" 2>&1 
 xvfb=$!
 exec 3>&-
 case "$WINDOW" in 60|300|900|3600) ;; *) echo "screenshot.sh: --window is 60, 300, 900 or 3600" >&2; exit 2 ;; esac
+case "$MEASURE" in lead|cycle) ;; *) echo "screenshot.sh: --measure is lead or cycle" >&2; exit 2 ;; esac
 stand_in=""
 wip_setter=""
 cleanup() {
@@ -95,7 +99,8 @@ for _ in range(200):
             s.close()
 PY
 )
-printf '[dashboard]\nwindow_s=%s\n' "$WINDOW" >"$work/settings.ini"
+# The Flow tab's time chart shows lead or cycle time (--measure).
+printf '[dashboard]\nwindow_s=%s\n[view]\nflow_measure=%s\n' "$WINDOW" "$MEASURE" >"$work/settings.ini"
 
 if [ -n "$WIP_LIMIT" ]; then
     # The limit by a client of its own, like a team lead changing it: the charts mark the change.
