@@ -68,7 +68,7 @@ def forecast(argv: list[str]) -> int:
 
 def basis(result: protocol.ForecastResult) -> str:
     how = (f"{result.trials:,} trials" if result.method == "simulated"
-           else "normal approximation (a question this large needs no draws)")
+           else "normal approximation (far enough ahead, against the history, to need no draws)")
     return (f"from {fmt.duration(result.history_s)} of throughput history ({fmt.count(result.completions)} "
             f"completed in {result.samples} intervals of {result.interval_s:g} s); {how}")
 
