@@ -101,6 +101,13 @@ class BigNumber(Card):
             self._fit()
             self._announce()
 
+    def set_title(self, title: str) -> None:
+        if title != self.full_title:
+            self.full_title = title
+            self.title.setText(title)
+            self._fit()
+            self._announce()
+
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)
         self._fit()

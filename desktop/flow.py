@@ -38,7 +38,7 @@ from .chart_items import (
 )
 from .diagnostics import Diagnostics
 from .flow_math import (
-    COMPLETED_AT, FLOW_FIELDS, MEASURES, PERCENTILES, Aging, CompletionBuffer, FlowCoverage, LittlesLaw, Measure,
+    COMPLETED_AT, FLOW_FIELDS, MEASURES, Aging, CompletionBuffer, FlowCoverage, LittlesLaw, Measure,
     aging, cfd_edges, littles_law, oldest_page, predicted_wip, stride,
 )
 from .measure_choice import MeasureChoice
@@ -98,8 +98,12 @@ def format_littles(law: LittlesLaw | None) -> str:
             f"{law.throughput_per_s:,.2f}/s × mean lead time {format_seconds(law.mean_lead_s)} = {law.predicted:,.1f}")
 
 
-def format_percentiles(stats) -> str:
-    values = [getattr(stats, name) for name in PERCENTILES]
+def percentiles_title(measure: Measure) -> str:
+    return f"{measure.name} p50 · p85 · p95, s"
+
+
+def format_percentiles(stats, measure: Measure = MEASURES["lead"]) -> str:
+    values = [getattr(stats, measure.percentiles[p]) for p in ("p50", "p85", "p95")]
     if any(v is None for v in values):
         return "–"
     return " · ".join(f"{v:,.1f}" for v in values)
@@ -165,7 +169,7 @@ class FlowTab(QWidget):
             "progress": BigNumber("In progress", "in_progress"),
             "predicted": BigNumber("Throughput × lead time", "predicted"),
             # Three figures in one box: a smaller type.
-            "percentiles": BigNumber("Lead time p50 · p85 · p95, s", "p85", scale=1.75),
+            "percentiles": BigNumber(percentiles_title(MEASURES["lead"]), "p85", scale=1.75),
         }
         for box in self.numbers.values():
             box.squeezable()  # rather than widening the window: the tab shares it with the side panel
@@ -274,6 +278,10 @@ class FlowTab(QWidget):
             return
         self.measure = measure
         self.measure_choice.choose(measure.key)
+        # The figures above the charts follow the chart: the percentiles of the measure it plots.
+        self.numbers["percentiles"].set_title(percentiles_title(measure))
+        latest = self.clock.latest
+        self.numbers["percentiles"].set_text("–" if latest is None else format_percentiles(latest, measure))
         self._titles[self.lead_plot] = self._lead_title()
         colours = theme.current()
         theme_chart(self.lead_plot, colours, title=legend_title(*self._titles[self.lead_plot], colours))
@@ -531,7 +539,7 @@ class FlowTab(QWidget):
         self.numbers["progress"].set_text(f"{stats.stories_in_progress:,}{limit}")
         predicted = self.littles.predicted
         self.numbers["predicted"].set_text("–" if predicted is None else f"{predicted:,.1f}")
-        self.numbers["percentiles"].set_text(format_percentiles(stats))
+        self.numbers["percentiles"].set_text(format_percentiles(stats, self.measure))
         if self.isVisible():
             self.stage_strip.show_stats(stats)
             text = format_littles(self.littles)

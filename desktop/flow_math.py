@@ -33,7 +33,6 @@ FLOW_FIELDS = (
     "cycle_time_p95_s",
     "wip_limit",
 )
-PERCENTILES = ("lead_time_p50_s", "lead_time_p85_s", "lead_time_p95_s")
 AGING_LIMIT = 200  # the oldest open stories shown, one list_stories page
 
 

@@ -253,6 +253,7 @@ def test_the_time_chart_shows_lead_or_cycle_time_as_chosen_and_remembers_the_cho
     choice = tab.measure_choice
     assert choice.accessibleName() and choice.currentText() == "Lead time"  # the default
     assert "Lead time per completed story" in tab.lead_plot.titleLabel.text
+    assert tab.numbers["percentiles"].full_title.startswith("Lead time p50")
     assert np.array_equal(tab.dots.y, [e.lead_time_s for e in completed])
     assert tab.percentile_curves["p85"].path() == p85_drawn("lead_time_p85_s")
 
@@ -264,6 +265,11 @@ def test_the_time_chart_shows_lead_or_cycle_time_as_chosen_and_remembers_the_cho
     assert np.array_equal(tab.dots.y, [e.cycle_time_s for e in completed])
     assert tab.percentile_curves["p85"].path() == p85_drawn("cycle_time_p85_s")
     assert tab.percentile_curves["p85"].path() != p85_drawn("lead_time_p85_s")
+    # The figures above the charts follow: the cycle time's percentiles, under their own title.
+    box = tab.numbers["percentiles"]
+    assert box.full_title.startswith("Cycle time p50")
+    assert box.value.text() == " · ".join(f"{v:,.1f}" for v in (last.cycle_time_p50_s, last.cycle_time_p85_s,
+                                                               last.cycle_time_p95_s))
     # The y range fits the cycle times, not the longer lead times.
     top = tab.lead_plot.viewRange()[1][1]
     assert max(e.cycle_time_s for e in completed) <= top < max(e.lead_time_s for e in completed)
