@@ -21,8 +21,8 @@
 # sets the server's WIP limit (`storypulse flow --wip-limit`) as soon as it answers, or S seconds
 # after the start with --wip-after: a chart shows the flow before the limit and after it. --measure
 # cycle has the Flow tab's time chart show cycle time instead of lead time.
-#   SCREENSHOT_SECONDS=240 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
-#       --wip-limit 8 --wip-after 140 docs/flow.png
+#   SCREENSHOT_SECONDS=270 scripts/screenshot.sh --tab flow --scenario bottleneck --window 300 \
+#       --wip-limit 8 --wip-after 170 --measure cycle docs/flow.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
