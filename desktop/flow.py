@@ -102,8 +102,8 @@ def percentiles_title(measure: Measure) -> str:
     return f"{measure.name} p50 · p85 · p95, s"
 
 
-def format_percentiles(stats, measure: Measure = MEASURES["lead"]) -> str:
-    values = [getattr(stats, measure.percentiles[p]) for p in ("p50", "p85", "p95")]
+def format_percentiles(stats, measure: Measure) -> str:
+    values = [getattr(stats, field) for field in measure.percentiles.values()]
     if any(v is None for v in values):
         return "–"
     return " · ".join(f"{v:,.1f}" for v in values)
@@ -280,8 +280,8 @@ class FlowTab(QWidget):
         self.measure_choice.choose(measure.key)
         # The figures above the charts follow the chart: the percentiles of the measure it plots.
         self.numbers["percentiles"].set_title(percentiles_title(measure))
-        latest = self.clock.latest
-        self.numbers["percentiles"].set_text("–" if latest is None else format_percentiles(latest, measure))
+        if self.clock.latest is not None:  # (before any stats the box shows "–" whatever the measure)
+            self.numbers["percentiles"].set_text(format_percentiles(self.clock.latest, measure))
         self._titles[self.lead_plot] = self._lead_title()
         colours = theme.current()
         theme_chart(self.lead_plot, colours, title=legend_title(*self._titles[self.lead_plot], colours))
